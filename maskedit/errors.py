@@ -1,0 +1,9 @@
+"""The one exception type for problems a user can fix.
+
+Anything raised as `MaskEditError` is shown to the user as its message alone (no traceback): the
+message says what is wrong and what to do about it. Everything else is a bug.
+"""
+
+
+class MaskEditError(Exception):
+    """A user-facing error: bad input, a mismatch between files, a missing model."""

@@ -1,0 +1,154 @@
+"""LoRA adapters: which layers, and the files they are saved to and loaded from (peft ≥ 0.17, diffusers 0.42).
+
+A trained edit is three files in one folder:
+- `lora.safetensors`: diffusers format, loads with stock `WanImageToVideoPipeline.load_lora_weights(folder,
+  weight_name="lora.safetensors")`; the adapter's peft config travels in its metadata (alpha ≠ rank is safe).
+- `lora_comfyui.safetensors`: the same weights with original-Wan / ComfyUI key names
+  (`diffusion_model.blocks.N.self_attn.q.lora_down.weight`, `….lora_up.weight`, `….alpha`).
+- `lora.json`: what it was trained on (base model, rank, steps, frames, size, trigger, caption, …).
+Only safetensors are ever loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import MaskEditError
+
+LORA_WEIGHT_NAME = "lora.safetensors"
+COMFYUI_WEIGHT_NAME = "lora_comfyui.safetensors"
+METADATA_NAME = "lora.json"
+ADAPTER_NAME = "maskedit"
+
+LORA_TARGET_MODULES = (
+    r"blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.0\.proj|ffn\.net\.2)"
+)
+"""Every linear layer of the transformer blocks except the image cross-attention K/V (`add_k_proj`,
+`add_v_proj`), METHOD.md §4. A regex that peft matches against full module names."""
+
+_DIFFUSERS_TO_WAN = {
+    "attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+    "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
+    "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
+}
+
+
+def lora_config(rank: int = 16, alpha: float = 16.0):
+    """The peft config of an edit LoRA: no dropout, peft's default init (A Kaiming-uniform, B zero)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGET_MODULES)
+
+
+def add_lora(transformer, rank: int = 16, alpha: float = 16.0, seed: int = 0) -> list:
+    """Add a fresh edit adapter to `transformer` (its init drawn from `seed`); returns its parameters."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(lora_config(rank, alpha), adapter_name=ADAPTER_NAME)
+    transformer.set_adapter(ADAPTER_NAME)
+    return lora_parameters(transformer)
+
+
+def lora_parameters(transformer) -> list:
+    """The edit adapter's parameters, in a fixed order; marks them trainable and everything else frozen."""
+    params = []
+    for name, param in transformer.named_parameters():
+        is_lora = f".{ADAPTER_NAME}." in name and ("lora_A" in name or "lora_B" in name)
+        param.requires_grad_(is_lora)
+        if is_lora:
+            params.append(param)
+    return params
+
+
+def lora_state_dict(transformer) -> dict:
+    """The adapter's weights with peft's saved key names (`blocks.0.attn1.to_q.lora_A.weight`)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(transformer, adapter_name=ADAPTER_NAME)
+
+
+def to_comfyui_keys(state_dict: dict, alpha: float) -> dict:
+    """diffusers/peft LoRA keys → original-Wan (ComfyUI) keys with `lora_down`/`lora_up` and an alpha per layer."""
+    import torch
+
+    converted = {}
+    for key, tensor in state_dict.items():
+        prefix, kind = key.rsplit(".lora_", 1)  # "blocks.0.attn1.to_q", "A.weight"
+        block, module = prefix.split(".", 2)[1], prefix.split(".", 2)[2]
+        if module not in _DIFFUSERS_TO_WAN:
+            raise MaskEditError(f"no ComfyUI name is known for the LoRA layer {prefix!r}")
+        wan = f"diffusion_model.blocks.{block}.{_DIFFUSERS_TO_WAN[module]}"
+        converted[f"{wan}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor.contiguous()
+        converted[f"{wan}.alpha"] = torch.tensor(float(alpha))
+    return converted
+
+
+def save_lora(pipe, folder: str | os.PathLike, metadata: dict) -> Path:
+    """Write the pipeline's edit adapter as `lora.safetensors`, `lora_comfyui.safetensors` and `lora.json`.
+
+    metadata: JSON-serialisable facts of the training run; rank and alpha are taken from the adapter.
+    Returns the path of `lora.safetensors`. Files are written under temporary names and renamed last.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = pipe.transformer.peft_config[ADAPTER_NAME]
+    state_dict = {k: v.detach().to("cpu").contiguous() for k, v in lora_state_dict(pipe.transformer).items()}
+    metadata = {**metadata, "rank": config.r, "alpha": config.lora_alpha, "format": "diffusers"}
+
+    staging = folder / ".saving"
+    staging.mkdir(exist_ok=True)
+    pipe.save_lora_weights(
+        str(staging), transformer_lora_layers=state_dict, weight_name=LORA_WEIGHT_NAME,
+        safe_serialization=True, transformer_lora_adapter_metadata=config.to_dict(),
+    )
+    save_file(to_comfyui_keys(state_dict, config.lora_alpha), str(staging / COMFYUI_WEIGHT_NAME))
+    (staging / METADATA_NAME).write_text(json.dumps(metadata, indent=2, default=str))
+    for name in (COMFYUI_WEIGHT_NAME, METADATA_NAME, LORA_WEIGHT_NAME):
+        os.replace(staging / name, folder / name)
+    staging.rmdir()
+    return folder / LORA_WEIGHT_NAME
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The `lora.json` beside a LoRA file (or in a LoRA folder); {} when there is none."""
+    path = Path(path)
+    meta = (path if path.is_dir() else path.parent) / METADATA_NAME
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0, adapter_name: str = ADAPTER_NAME) -> None:
+    """Load an edit LoRA (a `.safetensors` file, or a folder holding `lora.safetensors`) into `pipe`.
+
+    Either key format works (diffusers or ComfyUI/original Wan). Replaces an adapter of the same name.
+    Raises MaskEditError when the file is not safetensors, is missing, or does not fit the model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / LORA_WEIGHT_NAME
+    if path.suffix != ".safetensors":
+        raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
+    if not path.is_file():
+        raise MaskEditError(f"no LoRA file at {path}")
+    unload_lora(pipe, adapter_name)
+    try:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
+    except Exception as error:  # diffusers/peft/safetensors raise many types for a foreign or broken file
+        unload_lora(pipe, adapter_name)
+        raise MaskEditError(
+            f"{path.name} does not fit this model ({type(error).__name__}: {str(error)[:300]}); "
+            "was it trained on another base model or size?"
+        ) from None
+    pipe.set_adapters([adapter_name], adapter_weights=[scale])
+
+
+def unload_lora(pipe, adapter_name: str = ADAPTER_NAME) -> None:
+    """Remove an adapter from the transformer if it has one by that name (no-op otherwise)."""
+    config = getattr(pipe.transformer, "peft_config", None) or {}
+    if adapter_name in config:
+        pipe.delete_adapters([adapter_name])

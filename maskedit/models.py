@@ -1,0 +1,162 @@
+"""Loading Wan2.1-I2V pipelines, and the tiny random model that tests, the offline app and benchmarks share.
+
+`load_pipeline("tiny")` builds a complete, randomly initialised Wan I2V pipeline in a fraction of a second
+with no download; any other name is a hub id or a local diffusers-format folder, loaded with
+`MaskEditPipeline.from_pretrained` exactly as real weights are. Tiny configs live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MaskEditError
+from .pipeline import MaskEditPipeline, quiet_transformers
+
+DEFAULT_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+TINY = "tiny"
+
+TINY_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=16,
+    in_channels=36,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=256,
+    ffn_dim=64,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    image_dim=16,
+    added_kv_proj_dim=32,  # the real model's image K/V layout (add_k_proj / add_v_proj)
+    rope_max_seq_len=32,
+)
+TINY_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+TINY_TEXT_ENCODER = dict(d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, relative_attention_num_buckets=8)
+TINY_IMAGE_ENCODER = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=4,
+    projection_dim=16,
+)
+TINY_SIZE = (64, 64)
+"""(width, height) the tiny model is exercised at: 8x8 latents, 4x4 patches per latent frame."""
+
+REAL_TRANSFORMER_14B = dict(
+    patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
+    text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120, rope_max_seq_len=1024,
+)
+"""Wan2.1-I2V-14B-480P transformer config, for real-size random-weight benchmarks."""
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline and a one-line description of what it is, for banners and logs."""
+
+    pipe: MaskEditPipeline
+    name: str
+    description: str
+    is_tiny: bool
+
+
+def tiny_tokenizer():
+    """A small Unigram T5 tokenizer built in code (letters, digits, punctuation): saves and reloads."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    pieces += [("▁" + c, -1.0) for c in string.ascii_lowercase]
+    pieces += [(c, -2.0) for c in string.ascii_lowercase + string.digits + ",.!?'-"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """Every component of a Wan2.1 I2V pipeline, tiny and randomly initialised from `seed`."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TINY_TEXT_ENCODER)).eval()
+    torch.manual_seed(seed + 1)
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(**TINY_IMAGE_ENCODER)).eval()
+    size = TINY_IMAGE_ENCODER["image_size"]
+    with quiet_transformers():
+        from transformers import CLIPImageProcessor
+
+        image_processor = CLIPImageProcessor(crop_size=size, size={"shortest_edge": size})
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(**TINY_VAE).eval()
+    torch.manual_seed(seed + 3)
+    transformer = WanTransformer3DModel(**TINY_TRANSFORMER).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    return dict(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+        image_processor=image_processor, image_encoder=image_encoder, transformer=transformer,
+    )
+
+
+def build_tiny_pipeline(seed: int = 0, pipeline_class=MaskEditPipeline):
+    """A complete tiny Wan I2V pipeline (`MaskEditPipeline` unless another class is given), on the CPU."""
+    pipe = pipeline_class(**tiny_components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_pipeline(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write a tiny pipeline as a diffusers folder (loadable by `load_pipeline(path)`); returns the path."""
+    build_tiny_pipeline(seed).save_pretrained(str(path))
+    return str(path)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(
+    model: str = DEFAULT_MODEL_ID,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load a pipeline by name: `"tiny"`, a local diffusers folder, or a hub id (cache or download).
+
+    dtype defaults to bfloat16 on CUDA and float32 on CPU for the transformer and text encoder; the VAE
+    and the CLIP image encoder stay float32 (Wan's recommendation). Raises MaskEditError with what to do
+    when the model cannot be found or loaded.
+    """
+    device = device or default_device()
+    if model == TINY:
+        pipe = build_tiny_pipeline(seed)
+        description = "built-in tiny model (random weights: shows the workflow, not the method's quality)"
+        return LoadedModel(pipe.to(device), TINY, description, True)
+
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    try:
+        pipe = _from_pretrained(model, dtype)
+    except (OSError, ValueError, EnvironmentError) as error:
+        where = "folder" if os.path.isdir(model) else "hub id"
+        raise MaskEditError(
+            f"could not load the model {model!r} ({where}): {error}. Pass a local diffusers-format folder of a "
+            f"Wan2.1 I2V model, a hub id you can reach, or --model {TINY} for the built-in small model."
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    is_tiny = pipe.transformer.config.num_layers <= TINY_TRANSFORMER["num_layers"] * 4
+    description = f"{model} ({pipe.transformer.config.num_layers} blocks, {str(dtype).replace('torch.', '')})"
+    return LoadedModel(pipe.to(device), model, description, is_tiny)
+
+
+def _from_pretrained(model: str, dtype: torch.dtype) -> MaskEditPipeline:
+    from diffusers import AutoencoderKLWan
+    from transformers import CLIPVisionModel
+
+    local = os.path.isdir(model)
+    if not local and not os.path.exists(model) and "/" not in model:
+        raise OSError("it is neither a folder nor a hub id of the form owner/name")
+    with quiet_transformers():
+        vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
+        image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", torch_dtype=torch.float32)
+        return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, torch_dtype=dtype)

@@ -1,0 +1,331 @@
+"""The LoRA trainer of METHOD.md §4–§5: encode once, then flow-matching steps on the cached tensors.
+
+    trainer = LoraTrainer(pipe, [TrainItem(stage1_sample(...))], TrainConfig(steps=100), checkpoint_dir)
+    for event in trainer.run():          # one StepEvent per step; trainer.stop() ends it between steps
+        print(event.step, event.loss)
+
+Flow matching (METHOD.md §4): x1 = target latents, x0 ~ N(0, I), t ~ U(0, 1) by default,
+x_t = (1 − t)·x1 + t·x0, the transformer sees cat([x_t, mask(4), condition latents(16)]) and 1000·t and
+must predict v = x0 − x1; plain MSE over the whole latent. A checkpoint holds LoRA weights, AdamW state,
+the noise generator's state and the step, so a resumed run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from .conditioning import ConditionSample, condition_pixels, frames_to_tensor, pack_latent_mask
+from .errors import MaskEditError
+from .lora import ADAPTER_NAME, add_lora, lora_parameters
+from .pipeline import TEXT_TOKENS
+
+TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; defaults are METHOD.md §4's."""
+
+    steps: int = 100
+    learning_rate: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    rank: int = 16
+    alpha: float = 16.0
+    seed: int = 0
+    timestep_sampler: str = "uniform"  # "uniform" (METHOD.md), "logit_normal", "shifted" (t' = s·t / (1 + (s−1)·t))
+    timestep_shift: float = 1.0
+    checkpoint_every: int = 25  # steps between checkpoints (0: only when stopped or done)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if self.timestep_sampler not in TIMESTEP_SAMPLERS:
+            raise MaskEditError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {self.timestep_sampler!r}")
+        if self.steps < 1 or self.rank < 1:
+            raise MaskEditError("steps and rank must be at least 1")
+
+
+@dataclass
+class TrainItem:
+    """A training sample and how often it appears per epoch (stage-2 frames: 9, METHOD.md §5)."""
+
+    sample: ConditionSample
+    repeats: int = 1
+
+
+@dataclass
+class EncodedSample:
+    """A sample as the transformer sees it, computed once (shapes for B = 1, T latent frames, h×w latents).
+
+    latents: (1, 16, T, h, w) normalised target latents. condition: (1, 20, T, h, w) = packed mask (4) +
+    condition latents (16). prompt_embeds: (1, 512, text_dim). image_embeds: (1, tokens, image_dim).
+    """
+
+    latents: torch.Tensor
+    condition: torch.Tensor
+    prompt_embeds: torch.Tensor
+    image_embeds: torch.Tensor | None
+    repeats: int = 1
+
+
+@dataclass
+class StepEvent:
+    """Reported after every optimiser step (step counts from 1)."""
+
+    step: int
+    total_steps: int
+    loss: float
+    seconds: float  # this step's wall time
+    elapsed: float  # wall time since this run (or resume) started
+    checkpoint: str | None = None  # set when a checkpoint was written after this step
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+@torch.no_grad()
+def encode_samples(pipe, items: list[TrainItem], device=None) -> list[EncodedSample]:
+    """VAE, text and image encoders run once per sample; the trainer only needs the results."""
+    device = device or pipe._execution_device
+    encoded = []
+    spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
+    for item in items:
+        sample = item.sample
+        if sample.target_video is None:
+            raise MaskEditError("a training sample needs a target video")
+        latents = pipe.encode_video_latents(frames_to_tensor(sample.target_video), device)
+        cond = pipe.encode_video_latents(condition_pixels(sample.condition_video, sample.keep_mask), device)
+        mask = pack_latent_mask(
+            torch.from_numpy(sample.keep_mask), sample.height // spatial, sample.width // spatial, temporal
+        ).to(device)
+        prompt_embeds, _ = pipe.encode_prompt(
+            sample.prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_TOKENS, device=device
+        )
+        image_embeds = None
+        if pipe.transformer.config.image_dim is not None:
+            image_embeds = pipe.encode_image(PIL.Image.fromarray(sample.image), device)
+        encoded.append(EncodedSample(latents, torch.cat([mask, cond], dim=1), prompt_embeds, image_embeds, item.repeats))
+    return encoded
+
+
+def release_encoders(pipe) -> None:
+    """Move the VAE and the text/image encoders off the GPU while training (no-op on CPU)."""
+    if pipe._execution_device.type != "cuda":
+        return
+    for name in ("vae", "text_encoder", "image_encoder"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to("cpu")
+    torch.cuda.empty_cache()
+
+
+def sample_timesteps(config: TrainConfig, generator: torch.Generator, count: int = 1) -> torch.Tensor:
+    """t in (0, 1) drawn on the CPU from `generator`; shape (count,)."""
+    if config.timestep_sampler == "logit_normal":
+        return torch.sigmoid(torch.randn(count, generator=generator))
+    t = torch.rand(count, generator=generator)
+    if config.timestep_sampler == "shifted":
+        s = config.timestep_shift
+        t = s * t / (1 + (s - 1) * t)
+    return t
+
+
+class LoraTrainer:
+    """Trains the edit LoRA of `pipe.transformer` in place on a few samples.
+
+    If the transformer already has the edit adapter (stage 2 continues stage 1), training continues it;
+    otherwise a fresh one is added. `checkpoint_dir`, when given, receives checkpoints and is where
+    `resume()` reads from.
+    """
+
+    def __init__(self, pipe, items: list[TrainItem], config: TrainConfig, checkpoint_dir=None, device=None):
+        if not items:
+            raise MaskEditError("nothing to train on: give at least one sample")
+        self.pipe = pipe
+        self.config = config
+        self.device = torch.device(device) if device else pipe._execution_device
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.transformer = pipe.transformer
+        self.samples = encode_samples(pipe, items, self.device)
+        release_encoders(pipe)
+
+        if ADAPTER_NAME in (getattr(self.transformer, "peft_config", None) or {}):
+            self.transformer.set_adapter(ADAPTER_NAME)
+            self.params = lora_parameters(self.transformer)
+        else:
+            self.params = add_lora(self.transformer, config.rank, config.alpha, config.seed)
+        for param in self.params:  # LoRA weights train in float32 whatever the base dtype
+            param.data = param.data.float()
+        if config.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainState()
+        self._stop = False
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Sample indices of one epoch, each repeated `repeats` times, shuffled from (seed, epoch) alone
+        so that a resumed run needs no extra state."""
+        order = [i for i, s in enumerate(self.samples) for _ in range(s.repeats)]
+        if len(order) == 1:
+            return order
+        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        return [order[i] for i in perm.tolist()]
+
+    def sample_for_step(self, step: int) -> EncodedSample:
+        per_epoch = sum(s.repeats for s in self.samples)
+        return self.samples[self.epoch_order(step // per_epoch)[step % per_epoch]]
+
+    # -- the loss -----------------------------------------------------------------------------
+    def flow_matching_loss(self, sample: EncodedSample, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """MSE between the transformer's prediction and v = x0 − x1 at x_t = (1 − t)·x1 + t·x0.
+
+        t: (1,) in [0, 1] on any device; noise: like sample.latents. Returns a float32 scalar.
+        """
+        x1 = sample.latents
+        t = t.to(self.device, x1.dtype)
+        noise = noise.to(self.device, x1.dtype)
+        sigma = t.view(-1, 1, 1, 1, 1)
+        noisy = (1.0 - sigma) * x1 + sigma * noise
+        dtype = self.transformer.dtype
+        image = sample.image_embeds.to(dtype) if sample.image_embeds is not None else None
+        prediction = self.transformer(
+            hidden_states=torch.cat([noisy, sample.condition], dim=1).to(dtype),
+            timestep=t * 1000.0,
+            encoder_hidden_states=sample.prompt_embeds.to(dtype),
+            encoder_hidden_states_image=image,
+            return_dict=False,
+        )[0]
+        return F.mse_loss(prediction.float(), (noise - x1).float())
+
+    @torch.no_grad()
+    def fixed_loss(self, pairs: int = 8, seed: int = 1234) -> float:
+        """Mean loss over a fixed set of (sample, t, noise) draws: a yardstick that does not move with
+        the training noise. Uses its own generator; the training stream is untouched."""
+        generator = torch.Generator().manual_seed(seed)
+        losses = []
+        for i in range(pairs):
+            sample = self.samples[i % len(self.samples)]
+            t = torch.rand(1, generator=generator)
+            noise = torch.randn(sample.latents.shape, generator=generator)
+            losses.append(self.flow_matching_loss(sample, t, noise).item())
+        return sum(losses) / len(losses)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end after the current step (a checkpoint is written if a folder was given)."""
+        self._stop = True
+
+    def train_step(self) -> float:
+        """One optimiser step on the next sample of the schedule; returns its loss."""
+        sample = self.sample_for_step(self.state.step)
+        t = sample_timesteps(self.config, self.generator)
+        noise = torch.randn(sample.latents.shape, generator=self.generator)
+        self.transformer.train()
+        loss = self.flow_matching_loss(sample, t, noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.state.step += 1
+        value = loss.item()
+        self.state.losses.append(value)
+        return value
+
+    def run(self, should_stop=None) -> Iterator[StepEvent]:
+        """Train up to `config.steps`, yielding a StepEvent per step. Ends early when `stop()` was called or
+        `should_stop()` returns True; a checkpoint is then written (when a folder was given)."""
+        self._stop = False
+        started = time.perf_counter()
+        try:
+            while self.state.step < self.config.steps:
+                if self._stop or (should_stop is not None and should_stop()):
+                    break
+                step_started = time.perf_counter()
+                loss = self.train_step()
+                now = time.perf_counter()
+                checkpoint = None
+                every = self.config.checkpoint_every
+                if self.checkpoint_dir and (self.state.step == self.config.steps or (every and self.state.step % every == 0)):
+                    checkpoint = str(self.save_checkpoint())
+                if not math.isfinite(loss):
+                    raise MaskEditError(f"the loss became {loss} at step {self.state.step}; lower the learning rate")
+                yield StepEvent(self.state.step, self.config.steps, loss, now - step_started, now - started, checkpoint)
+        finally:
+            self.transformer.eval()
+            if self.checkpoint_dir and self.state.step and self.state.step < self.config.steps:
+                self.save_checkpoint()
+
+    def train(self, should_stop=None) -> TrainState:
+        """Run to the end (or the stop), discarding events; returns the state."""
+        for _ in self.run(should_stop):
+            pass
+        return self.state
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, folder=None) -> Path:
+        """Write LoRA weights, AdamW state and the generator's state (safetensors) and the step (JSON)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder or self.checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)}
+        optimizer_state = self.optimizer.state_dict()
+        for index, entry in optimizer_state["state"].items():
+            for key, value in entry.items():
+                tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["generator"] = self.generator.get_state()
+        state = {
+            "step": self.state.step, "losses": self.state.losses, "config": asdict(self.config),
+            "param_groups": optimizer_state["param_groups"], "num_params": len(self.params),
+        }
+        weights_tmp, state_tmp = folder / (CHECKPOINT_WEIGHTS + ".tmp"), folder / (CHECKPOINT_STATE + ".tmp")
+        save_file(tensors, str(weights_tmp))
+        state_tmp.write_text(json.dumps(state))
+        os.replace(weights_tmp, folder / CHECKPOINT_WEIGHTS)
+        os.replace(state_tmp, folder / CHECKPOINT_STATE)
+        return folder
+
+    def resume(self, folder=None) -> bool:
+        """Restore the last checkpoint in `folder` (default: checkpoint_dir); False when there is none."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder or self.checkpoint_dir)
+        if not (folder / CHECKPOINT_STATE).exists() or not (folder / CHECKPOINT_WEIGHTS).exists():
+            return False
+        state = json.loads((folder / CHECKPOINT_STATE).read_text())
+        if state["num_params"] != len(self.params) or state["config"]["rank"] != self.config.rank:
+            raise MaskEditError(f"the checkpoint in {folder} was made with other LoRA settings; delete it or match them")
+        tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
+        with torch.no_grad():
+            for i, param in enumerate(self.params):
+                param.copy_(tensors[f"param.{i}"])
+        optimizer_state = {"state": {}, "param_groups": state["param_groups"]}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                value = value.to(self.device) if name != "step" else value
+                optimizer_state["state"].setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(optimizer_state)
+        self.generator.set_state(tensors["generator"])
+        self.state = TrainState(state["step"], list(state["losses"]))
+        return True
