@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from .errors import MaskEditError
@@ -137,13 +138,19 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0, adapter_name: s
         raise MaskEditError(f"no LoRA file at {path}")
     unload_lora(pipe, adapter_name)
     try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
+        with warnings.catch_warnings():
+            # Wan's loader pads zero adapters for add_k_proj/add_v_proj, which we never train; peft notes it.
+            warnings.filterwarnings("ignore", message=".*inconsistency was discovered between the PEFT config")
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
     except Exception as error:  # diffusers/peft/safetensors raise many types for a foreign or broken file
         unload_lora(pipe, adapter_name)
         raise MaskEditError(
             f"{path.name} does not fit this model ({type(error).__name__}: {str(error)[:300]}); "
             "was it trained on another base model or size?"
         ) from None
+    if adapter_name not in (getattr(pipe.transformer, "peft_config", None) or {}):
+        # diffusers only warns when a file holds no transformer LoRA keys (e.g. a text-encoder LoRA)
+        raise MaskEditError(f"{path.name} holds no LoRA weights for this model's transformer; is it an edit LoRA?")
     pipe.set_adapters([adapter_name], adapter_weights=[scale])
 
 

@@ -157,6 +157,6 @@ def _from_pretrained(model: str, dtype: torch.dtype) -> MaskEditPipeline:
     if not local and not os.path.exists(model) and "/" not in model:
         raise OSError("it is neither a folder nor a hub id of the form owner/name")
     with quiet_transformers():
-        vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
-        image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", torch_dtype=torch.float32)
-        return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=torch.float32)
+        image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", dtype=torch.float32)
+        return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, dtype=dtype)
