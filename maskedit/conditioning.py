@@ -96,6 +96,34 @@ def stage1_sample(frames: np.ndarray, edit_region: np.ndarray, prompt: str) -> C
     return ConditionSample(frames, _clip_keep_mask(edit_region), frames[0], prompt, target_video=frames)
 
 
+def window_starts(num_frames: int, window: int = 9, stride: int = 4) -> list[int]:
+    """First frames of overlapping temporal windows (METHOD.md §7): every `stride` frames while a whole
+    window fits, plus one window flush with the clip's end when the stride does not land there."""
+    if window < 1 or (window - 1) % 4 or window > num_frames:
+        raise MaskEditError(f"a training window must be 4k+1 frames and at most the clip's {num_frames}, got {window}")
+    if stride < 1:
+        raise MaskEditError(f"the window stride must be at least 1, got {stride}")
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] != num_frames - window:
+        starts.append(num_frames - window)
+    return starts
+
+
+def window_samples(
+    frames: np.ndarray, edit_region: np.ndarray, prompt: str, window: int = 9, stride: int = 4
+) -> list[ConditionSample]:
+    """Low-cost training (METHOD.md §7): stage-1 samples of overlapping `window`-frame slices of the clip.
+
+    Each window is packed like a whole clip: its own frame 0 clean and kept (it also gives the image
+    embedding), its later frames boxed. Inference is unchanged (the whole clip).
+    """
+    _check_video_and_region(frames, edit_region)
+    return [
+        stage1_sample(frames[start : start + window], edit_region[start : start + window], prompt)
+        for start in window_starts(frames.shape[0], window, stride)
+    ]
+
+
 def naive_sample(frames: np.ndarray, prompt: str) -> ConditionSample:
     """Naive LoRA baseline (METHOD.md §8): train on the clip with the stock condition (first frame only)."""
     stock = stock_condition(frames[0], frames.shape[0], prompt)

@@ -19,6 +19,8 @@ import torch
 def quiet_transformers():
     """Silence transformers' one-time note that CLIPImageProcessor falls back to PIL without torchvision
     (expected here: we keep torchvision out of CPU installs; see README)."""
+    import transformers  # noqa: F401  its import sets the level of its logger; set ours after that
+
     logger = logging.getLogger("transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -140,3 +140,28 @@ def test_compose_prompt():
     assert compose_prompt("a red car ") == "p3rs0n, a red car"
     assert compose_prompt("a red car", trigger="") == "a red car"
     assert compose_prompt("", trigger="sks") == "sks"
+
+
+def test_window_starts_cover_the_clip():
+    from maskedit.conditioning import window_starts
+
+    assert window_starts(17, 9, 4) == [0, 4, 8]
+    assert window_starts(21, 9, 8) == [0, 8, 12]  # a last window flush with the end
+    assert window_starts(9, 9, 4) == [0]
+    for bad in (dict(window=8), dict(window=13), dict(stride=0)):
+        with pytest.raises(MaskEditError):
+            window_starts(9, **{"window": 9, "stride": 4, **bad})
+
+
+def test_window_samples_are_packed_like_stage1(clip):
+    from maskedit.conditioning import window_samples
+
+    frames, region = clip
+    samples = window_samples(frames, region, "p3rs0n, a car", window=5, stride=2)
+    assert len(samples) == 3  # starts 0, 2, 4 of a 9-frame clip
+    for start, sample in zip((0, 2, 4), samples):
+        assert sample.num_frames == 5
+        assert np.array_equal(sample.target_video, frames[start : start + 5])
+        assert np.array_equal(sample.image, frames[start])  # the window's first frame embeds
+        assert np.all(sample.keep_mask[0] == 1)  # window frame 0 kept even where the clip is boxed
+        assert np.array_equal(sample.keep_mask[1:] == 0, region[start + 1 : start + 5])
