@@ -1,0 +1,452 @@
+"""`python -m maskedit`: prepare a clip, train its edit LoRA, generate the edited video.
+
+The commands only parse arguments, call `maskedit.editing` and render its events (tqdm bars, a few
+lines of text). Errors a user can fix (MaskEditError) print `error: <message>` and exit with 2; an
+interrupt (Ctrl-C) exits with 130 and keeps training checkpoints, so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from . import editing, masks
+from .conditioning import DEFAULT_TRIGGER
+from .errors import MaskEditError
+from .models import DEFAULT_MODEL_ID, TINY
+from .training import StepEvent, TrainConfig
+
+PROG = "python -m maskedit"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+_TRAIN_DEFAULTS = TrainConfig()  # METHOD.md §4's settings
+
+OVERVIEW = f"""\
+MaskEdit edits a whole video from one edited first frame: it trains a small mask-aware LoRA on your
+clip (Wan2.1 image-to-video), then regenerates the region you marked so that it follows your edit
+while the rest of the clip stays as it was.
+
+The usual way, step by step:
+  1. {PROG} prepare --video clip.mp4 --box 300,120,560,400 --out work/prepared
+  2. edit work/prepared/first_frame.png in any image editor and save it, e.g. as edited.png
+  3. {PROG} train --prepared work/prepared --prompt "a red car on a road" \\
+         --out work/lora
+  4. {PROG} generate --prepared work/prepared --edited-frame edited.png \\
+         --prompt "a blue car on a road" --lora work/lora --out work/result
+Or all at once, from an edit of the video's own first frame (it is conformed like the clip):
+  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\
+      --prompt "a blue car on a road" --out work/result
+
+Without a CUDA GPU the built-in tiny model (random weights) runs: it shows the workflow, not the
+quality. Run `{PROG} COMMAND --help` for each command's options."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during training, with the message that says how to resume."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and epilog's line breaks; wraps option help without splitting hub ids."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34, width=100)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _paragraph(text: str) -> str:
+    return textwrap.fill(text, 100, break_on_hyphens=False)
+
+
+# ----- the parser
+
+
+def _add_clip_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clip and region to edit")
+    group.add_argument("--video", required=True, metavar="V",
+                       help="the clip: a video file (mp4, mov, webm, ...) or a folder of frames")
+    region = group.add_mutually_exclusive_group(required=True)
+    region.add_argument("--mask-video", metavar="M",
+                        help="mask of the object to edit (white = edit): a video, a folder of frames or one image, "
+                             "made from the same clip; it is conformed like the clip and turned into loose boxes")
+    region.add_argument("--box", metavar="x0,y0,x1,y1",
+                        help="one box to edit on every frame, in pixels of the CONFORMED clip (after --width/--height "
+                             "and cropping; default 832x480 or 480x832), x1 and y1 exclusive")
+    group.add_argument("--frames", type=int, metavar="N",
+                       help="frames to keep, 4k+1 (5, 9, 17, 33, 49, 81); default: as many as the clip has, up to 81")
+    group.add_argument("--width", type=int, metavar="W",
+                       help="width to conform to, a multiple of 16 (give --height too); default 832 (480 if portrait)")
+    group.add_argument("--height", type=int, metavar="H", help="height to conform to, a multiple of 16; default 480 (832)")
+    group.add_argument("--start", type=int, default=0, metavar="S", help="first source frame to use (default 0)")
+    group.add_argument("--frame-mode", choices=("uniform", "first"), default="uniform",
+                       help="pick frames spread over the clip (uniform, keeps its duration) or the first N (default uniform)")
+    group.add_argument("--margin", type=float, default=masks.BOX_MARGIN,
+                       help="growth of each mask box, a fraction of its size (default %(default)s = 10%%)")
+    group.add_argument("--min-area", type=int, default=masks.MIN_COMPONENT_AREA, metavar="PIXELS",
+                       help="mask specks smaller than this are ignored (default %(default)s)")
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="NAME",
+                        help=f"'{TINY}' (built-in, random weights, for trying the workflow), a hub id or a local "
+                             f"diffusers folder; default: {DEFAULT_MODEL_ID} with a CUDA GPU, else '{TINY}'")
+
+
+def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--trigger", default=DEFAULT_TRIGGER,
+                       help="token put before the prompt while training and generating (default %(default)s)")
+    group.add_argument("--edited-later", action="append", default=[], metavar="K=PATH",
+                       help="an edited later frame K of the prepared clip (1..frames-1) for stage 2; repeat for "
+                            "more frames (`prepare --export-frames` writes the frames to edit)")
+    group.add_argument(steps_flag, dest="train_steps", type=int, default=_TRAIN_DEFAULTS.steps, metavar="N",
+                       help="stage-1 training steps (default %(default)s)")
+    group.add_argument("--stage2-epochs", type=int, default=editing.DEFAULT_STAGE2_EPOCHS, metavar="N",
+                       help="stage-2 epochs when --edited-later is given; each is the clip once plus every edited "
+                            "frame 9 times (default %(default)s)")
+    group.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.learning_rate, help="learning rate (default %(default)s)")
+    group.add_argument("--rank", type=int, default=_TRAIN_DEFAULTS.rank, help="LoRA rank (default %(default)s)")
+    group.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
+    group.add_argument("--no-resume", action="store_true",
+                       help="start training afresh instead of resuming from the checkpoints in --out")
+
+
+def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument(steps_flag, dest="gen_steps", type=int, default=editing.DEFAULT_GENERATION_STEPS, metavar="N",
+                       help="denoising steps (default %(default)s)")
+    group.add_argument("--cfg", type=float, default=editing.DEFAULT_GUIDANCE_SCALE,
+                       help="classifier-free guidance scale (default %(default)s)")
+    group.add_argument("--shift", type=float, default=editing.DEFAULT_FLOW_SHIFT,
+                       help="flow shift of the scheduler (default %(default)s)")
+    group.add_argument("--lora-scale", type=float, default=1.0, help="strength of the LoRA (default %(default)s)")
+    group.add_argument("--negative-prompt", default=editing.WAN_NEGATIVE_PROMPT,
+                       help="negative prompt (default: Wan's own)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=_Formatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    prepare = commands.add_parser(
+        "prepare", formatter_class=_Formatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
+        description=_paragraph("Conform a clip (4k+1 frames, a multiple-of-16 size) and the region to edit (a mask video, "
+                    "turned into loose boxes, or one box), and write them to a folder with first_frame.png, the "
+                    "frame to edit."),
+        epilog=f"example:\n  {PROG} prepare --video clip.mp4 --mask-video mask.mp4 --frames 49 --out work/prepared\n"
+               f"  {PROG} prepare --video clip.mp4 --box 300,120,560,400 --out work/prepared\n\n"
+               "writes: clip.mp4, boxes.mp4 (white = edit), first_frame.png, clip.npz and boxes.npz (exact copies),\n"
+               "prepared.json; with --export-frames also frames/NNN.png.",
+    )
+    _add_clip_options(prepare)
+    prepare.add_argument("--fit", action="store_true",
+                         help="resize and centre-crop a mask of another size to the clip instead of refusing it")
+    prepare.add_argument("--export-frames", action="store_true",
+                         help="also write every conformed frame as frames/NNN.png (to edit later frames for stage 2)")
+    prepare.add_argument("--out", required=True, metavar="DIR", help="folder to write the prepared clip to")
+    prepare.set_defaults(handler=cmd_prepare)
+
+    train = commands.add_parser(
+        "train", formatter_class=_Formatter, help="train the edit LoRA on a prepared clip",
+        description=_paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
+                    "boxes; with --edited-later, stage 2 also learns the look of edited later frames. "
+                    "Interrupted runs resume from their checkpoints when run again."),
+        epilog=f"example:\n  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" --out work/lora\n"
+               f"  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" \\\n"
+               "      --edited-later 24=frame24_edited.png --out work/lora\n\n"
+               "--prompt describes the ORIGINAL first frame.\n"
+               "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
+               "checkpoints/ (a rerun resumes from them; delete them when done to save space).",
+    )
+    train.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
+    train.add_argument("--prompt", required=True, help="caption of the original first frame")
+    _add_train_options(train, "--steps")
+    _add_model_option(train)
+    train.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    train.add_argument("--fit", action="store_true", help="resize and centre-crop edited later frames of another size")
+    train.add_argument("--out", required=True, metavar="DIR", help="folder for the LoRA files and checkpoints")
+    train.set_defaults(handler=cmd_train)
+
+    generate = commands.add_parser(
+        "generate", formatter_class=_Formatter, help="generate the edited video from an edited first frame",
+        description=_paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
+                    "the original clip. Needs the LoRA from `train` for the default method."),
+        epilog=f"example:\n  {PROG} generate --prepared work/prepared --edited-frame edited.png \\\n"
+               "      --prompt \"a blue car on a road\" --lora work/lora --out work/result\n\n"
+               "--prompt describes the EDITED first frame.\n"
+               "writes: edited.mp4 and side_by_side.mp4 (original | edit).\n"
+               "methods: mask-lora (the paper's), no-lora (stock image-to-video, no LoRA needed),\n"
+               "feature-blend (the latent-blending baseline; uses the LoRA when given).",
+    )
+    generate.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
+    generate.add_argument("--edited-frame", required=True, metavar="PATH",
+                          help="the edited first frame (prepared or source size; see --fit)")
+    generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
+    generate.add_argument("--lora", metavar="DIR|FILE", help="the folder `train` wrote, or a .safetensors LoRA file")
+    generate.add_argument("--method", choices=editing.METHODS, default="mask-lora",
+                          help="how to generate (default %(default)s)")
+    generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
+    _add_generate_options(generate, "--steps")
+    _add_model_option(generate)
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    generate.add_argument("--fit", action="store_true",
+                          help="resize and centre-crop an edited frame of another size to the clip")
+    generate.add_argument("--out", required=True, metavar="DIR", help="folder for edited.mp4 and side_by_side.mp4")
+    generate.set_defaults(handler=cmd_generate)
+
+    edit = commands.add_parser(
+        "edit", formatter_class=_Formatter, help="all in one: prepare, train and generate",
+        description="Prepare the clip, train its LoRA and generate the edited video in one go.",
+        epilog=f"example:\n  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\\n"
+               "      --prompt \"a blue car on a road\" --out work/result\n\n"
+               "--prompt describes the edited first frame; give --train-prompt to caption the original one.\n"
+               "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
+               "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).",
+    )
+    _add_clip_options(edit)
+    edit.add_argument("--edited-frame", required=True, metavar="PATH",
+                      help="the edited first frame: the conformed size, or the source video's size (conformed like "
+                           "the clip); see --fit")
+    edit.add_argument("--prompt", required=True, help="caption of the edited first frame")
+    edit.add_argument("--train-prompt", metavar="PROMPT",
+                      help="caption of the original first frame for training (default: --prompt)")
+    _add_train_options(edit, "--steps")
+    _add_generate_options(edit, "--gen-steps")
+    _add_model_option(edit)
+    edit.add_argument("--seed", type=int, default=0, help="random seed of training and generation (default %(default)s)")
+    edit.add_argument("--fit", action="store_true",
+                      help="resize and centre-crop a mask or edited frames of another size to the clip")
+    edit.add_argument("--out", required=True, metavar="DIR", help="folder for all results")
+    edit.set_defaults(handler=cmd_edit)
+    return parser
+
+
+# ----- commands
+
+
+def cmd_prepare(args) -> int:
+    prepared = _prepare(args)
+    editing.save_prepared(prepared, args.out, export_frames=args.export_frames)
+    out = Path(args.out)
+    print(_describe(prepared))
+    print(f"wrote {out}: clip.mp4, boxes.mp4 (white = edit), {editing.FIRST_FRAME}"
+          + (f", {editing.FRAMES_FOLDER}/" if args.export_frames else ""))
+    print(f"next: edit {out / editing.FIRST_FRAME}, then run\n"
+          f"  {PROG} train --prepared {out} --prompt \"caption of the first frame\" --out LORA_DIR")
+    return 0
+
+
+def cmd_train(args) -> int:
+    prepared = editing.load_prepared(args.prepared)
+    print(_describe(prepared))
+    later = _edited_later(args, prepared)
+    config = _train_config(args)
+    loaded = _load_model(args.model or editing.default_model())
+    _train(loaded, prepared, args.prompt, config, args, later, Path(args.out))
+    out = Path(args.out)
+    print(f"next: {PROG} generate --prepared {args.prepared} --edited-frame EDITED.png "
+          f"--prompt \"caption of the edited frame\" --lora {out} --out RESULT_DIR")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .lora import load_lora, read_metadata
+
+    prepared = editing.load_prepared(args.prepared)
+    edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
+                                       prepared.source_size, "edited first frame")
+    _check_generate_args(args)
+    lora_path = editing.resolve_lora_path(args.lora) if args.lora else None
+    if lora_path is None and args.method == "mask-lora":
+        raise MaskEditError(
+            "the mask-lora method needs the LoRA that `train` wrote: add --lora LORA_DIR "
+            "(or use --method no-lora to generate without one)"
+        )
+    metadata = read_metadata(lora_path) if lora_path else {}
+    trigger = args.trigger if args.trigger is not None else metadata.get("trigger", DEFAULT_TRIGGER)
+    model = args.model or metadata.get("base_model") or editing.default_model()
+    if args.model and metadata.get("base_model") not in (None, args.model):
+        print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
+    print(_describe(prepared))
+    loaded = _load_model(model)
+    if lora_path is not None:
+        load_lora(loaded.pipe, lora_path, args.lora_scale)
+        print(f"LoRA: {lora_path}")
+    return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
+
+
+def cmd_edit(args) -> int:
+    out = Path(args.out)
+    prepared = _prepare(args)
+    print(_describe(prepared))
+    edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
+                                       prepared.source_size, "edited first frame")
+    later = _edited_later(args, prepared)
+    config = _train_config(args)
+    _check_generate_args(args)
+    loaded = _load_model(args.model or editing.default_model())
+    editing.save_prepared(prepared, out / "prepared")
+    editing.remove_edit_outputs(out)
+    caption = args.train_prompt or args.prompt
+    _train(loaded, prepared, caption, config, args, later, out)
+    return _generate(loaded, prepared, edited, args, args.trigger, out)
+
+
+# ----- shared steps
+
+
+def _prepare(args) -> editing.PreparedClip:
+    return editing.prepare_clip(
+        args.video, mask_video=args.mask_video, box=args.box, num_frames=args.frames, width=args.width,
+        height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
+        min_area=args.min_area, fit=args.fit,
+    )
+
+
+def _describe(prepared: editing.PreparedClip) -> str:
+    lines = [f"note: {note}" for note in prepared.notes]
+    share = float(prepared.region[1:].mean()) if prepared.num_frames > 1 else float(prepared.region.mean())
+    lines.append(f"clip: {prepared.num_frames} frames, {prepared.width}x{prepared.height}, {prepared.fps:g} fps; "
+                 f"the boxes cover {share:.0%} of the frames")
+    return "\n".join(lines)
+
+
+def _edited_later(args, prepared) -> dict:
+    later = {}
+    for entry in args.edited_later:
+        if "=" not in entry:
+            raise MaskEditError(f"--edited-later {entry!r} needs the form K=PATH, e.g. 24=frame24_edited.png")
+        key, path = entry.split("=", 1)
+        index = editing.parse_frame_index(key, prepared.num_frames)
+        if index in later:
+            raise MaskEditError(f"frame {index} is given twice in --edited-later; give each frame once")
+        later[index] = editing.load_edited_frame(path, prepared.width, prepared.height, args.fit,
+                                                 prepared.source_size, f"edited frame {index}")
+    return later
+
+
+def _train_config(args) -> TrainConfig:
+    if args.lr <= 0:
+        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one, e.g. 1e-4")
+    if args.stage2_epochs < 1:
+        raise MaskEditError("--stage2-epochs must be at least 1")
+    alpha = args.alpha if args.alpha is not None else float(args.rank)
+    return TrainConfig(steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed)
+
+
+def _check_generate_args(args) -> None:
+    if args.gen_steps < 1:
+        raise MaskEditError(f"the number of generation steps is {args.gen_steps}; give at least 1")
+    if args.cfg < 1:
+        raise MaskEditError(f"the guidance scale is {args.cfg}; give 1 (no guidance) or more, e.g. 5")
+    if args.shift <= 0:
+        raise MaskEditError(f"the flow shift is {args.shift}; give a positive one, e.g. 5")
+
+
+def _load_model(name: str):
+    from .models import load_pipeline
+
+    print(f"loading model {name} ...", flush=True)
+    loaded = load_pipeline(name)
+    print(f"model: {loaded.description}", flush=True)
+    return loaded
+
+
+def _train(loaded, prepared, caption, config, args, later, out: Path) -> dict:
+    from tqdm import tqdm
+
+    events = editing.train_edit_lora(
+        loaded.pipe, prepared, caption, config, out, trigger=args.trigger, edited_later=later,
+        stage2_epochs=args.stage2_epochs, resume=not args.no_resume, base_model=loaded.name,
+    )
+    bar = None
+    try:
+        for event in events:
+            if isinstance(event, editing.EditTrainingNote):
+                (bar.write if bar else print)(event.message)
+            elif isinstance(event, editing.EditTrainingStage):
+                if bar:
+                    bar.close()
+                bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
+                           unit="step", dynamic_ncols=True)
+            elif isinstance(event, StepEvent):
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.4f}", s_per_step=f"{event.seconds:.2f}")
+            elif isinstance(event, editing.EditTrainingStopped):
+                raise MaskEditError(f"training stopped at step {event.step}; run the same command again to resume")
+            elif isinstance(event, editing.EditTrainingDone):
+                if bar:
+                    bar.close()
+                    bar = None
+                loss = event.metadata.get("final_loss")
+                print(f"saved the LoRA: {event.lora_path}" + (f" (final loss {loss:.4f})" if loss is not None else ""))
+                return event.metadata
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        events.close()
+        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}; "
+                           "run the same command again to resume") from None
+    finally:
+        if bar:
+            bar.close()
+        events.close()
+    raise MaskEditError("training ended without saving a LoRA")
+
+
+def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
+    from tqdm import tqdm
+
+    editing.remove_edit_outputs(out)
+    with tqdm(total=args.gen_steps, desc="generating", unit="step", dynamic_ncols=True) as bar:
+        def on_step(event: editing.GenerationStep) -> None:
+            bar.update(1)
+            bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
+
+        frames = editing.generate_edit(
+            loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
+            flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
+            method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
+            callback=on_step,
+        )
+    outputs = editing.write_edit_outputs(out, prepared, frames)
+    print(f"wrote {outputs.edited} and {outputs.side_by_side}")
+    print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
+    if loaded.is_tiny and loaded.name == TINY:
+        print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
+    return 0
+
+
+# ----- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_ERROR)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return args.handler(args)
+    except MaskEditError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except _Interrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            print("error: the GPU ran out of memory; use fewer frames (--frames) or a smaller size "
+                  "(--width/--height), or a GPU with more memory", file=sys.stderr)
+            return EXIT_ERROR
+        raise

@@ -1,0 +1,86 @@
+"""Shared fixtures: a small synthetic clip (in memory and as an mp4) and the tiny random pipeline.
+
+Tests never touch the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub.
+Torch runs on one CPU thread (MASKEDIT_TEST_THREADS overrides): the tiny model's ops are too small to
+gain from more, and on a small shared machine oversubscribed OpenMP threads made the suite 5-10x slower.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+TEST_THREADS = int(os.environ.get("MASKEDIT_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _test_threads():
+    """Every test starts with TEST_THREADS torch threads, whatever an earlier test (e.g. a benchmark's
+    main()) set."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+
+CLIP_FRAMES = 9
+CLIP_SIZE = 64  # width = height
+CLIP_FPS = 8.0
+BOX_SIZE = 20
+
+
+def make_synthetic_clip(num_frames=CLIP_FRAMES, height=CLIP_SIZE, width=CLIP_SIZE, box=BOX_SIZE, step=3):
+    """A textured coloured box moving right and down over a smooth gradient.
+
+    Returns (frames uint8 (F, H, W, 3), region bool (F, H, W)) with region True exactly on the box.
+    """
+    y, x = np.mgrid[0:height, 0:width]
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    region = np.zeros((num_frames, height, width), dtype=bool)
+    for t in range(num_frames):
+        background = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1),
+                               np.full_like(x, 60 + 10 * t)], axis=-1)
+        frames[t] = background.astype(np.uint8)
+        x0, y0 = 6 + step * t, 10 + (step // 2) * t
+        x0, y0 = min(x0, width - box), min(y0, height - box)
+        by, bx = np.mgrid[0:box, 0:box]
+        checker = ((by // 4 + bx // 4) % 2).astype(bool)
+        patch = np.where(checker[..., None], np.array([220, 40, 40]), np.array([250, 210, 30])).astype(np.uint8)
+        frames[t, y0:y0 + box, x0:x0 + box] = patch
+        region[t, y0:y0 + box, x0:x0 + box] = True
+    return frames, region
+
+
+@pytest.fixture
+def synthetic_clip():
+    """(frames uint8 (9, 64, 64, 3), region bool (9, 64, 64)): a textured box moving over a gradient."""
+    return make_synthetic_clip()
+
+
+@pytest.fixture
+def clip_file(tmp_path, synthetic_clip):
+    """The synthetic clip written as an H.264 mp4 at 8 fps; returns its path."""
+    from maskedit.video import write_video
+
+    path = tmp_path / "inputs" / "clip.mp4"
+    write_video(path, synthetic_clip[0], CLIP_FPS)
+    return path
+
+
+@pytest.fixture
+def mask_file(tmp_path, synthetic_clip):
+    """The synthetic clip's region as a mask video (white = edit) at 8 fps; returns its path."""
+    from maskedit.masks import write_mask_video
+
+    path = tmp_path / "inputs" / "mask.mp4"
+    write_mask_video(path, synthetic_clip[1], CLIP_FPS)
+    return path
+
+
+@pytest.fixture
+def tiny_pipe():
+    """A fresh tiny random Wan I2V pipeline (`maskedit.models.build_tiny_pipeline()`), on the CPU."""
+    from maskedit.models import build_tiny_pipeline
+
+    return build_tiny_pipeline()

@@ -1,0 +1,271 @@
+"""Tests for maskedit.editing, the Python API behind the command line and the app (tiny model, CPU)."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from maskedit import editing, masks, video
+from maskedit.errors import MaskEditError
+from maskedit.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
+from maskedit.training import StepEvent, TrainConfig
+
+from conftest import make_synthetic_clip
+
+BOX = (4, 8, 54, 42)  # covers the synthetic box's whole path, in 64x64 pixels
+
+
+def write_frame_folder(folder, frames):
+    for index, frame in enumerate(frames):
+        video.write_image(folder / f"frame{index}.png", frame)
+    return folder
+
+
+@pytest.fixture
+def prepared(clip_file):
+    return editing.prepare_clip(clip_file, box=BOX, width=64, height=64)
+
+
+def edited_first_frame(prepared):
+    edited = prepared.frames[0].copy()
+    edited[prepared.region[0]] = (30, 60, 240)
+    return edited
+
+
+def run_training(pipe, prepared, out_dir, **kwargs):
+    kwargs.setdefault("config", TrainConfig(steps=3))
+    return list(editing.train_edit_lora(pipe, prepared, "a box on a gradient", out_dir=out_dir, **kwargs))
+
+
+# ----- preparing
+
+
+def test_prepare_clip_conforms_the_mask_with_the_clip(tmp_path):
+    frames, region = make_synthetic_clip(num_frames=17)
+    write_frame_folder(tmp_path / "clip", frames)  # lossless, so frames can be compared exactly
+    write_frame_folder(tmp_path / "mask", masks.mask_pixels_from_region(region))
+    prepared = editing.prepare_clip(tmp_path / "clip", mask_video=tmp_path / "mask", num_frames=9, width=64, height=64)
+
+    kept = video.select_frame_indices(17, 9, "uniform")
+    assert prepared.frames.shape == (9, 64, 64, 3)
+    np.testing.assert_array_equal(prepared.frames, frames[kept])
+    np.testing.assert_array_equal(prepared.tight, region[kept])
+    np.testing.assert_array_equal(prepared.region, masks.loose_boxes(region[kept]))
+    assert prepared.fps == pytest.approx(video.DEFAULT_FOLDER_FPS / 2)  # every other frame: same duration
+    assert any("kept 9 of 17" in note for note in prepared.notes)
+
+
+def test_prepare_clip_resizes_mask_and_clip_alike(tmp_path):
+    frames, region = make_synthetic_clip(num_frames=9, height=128, width=128, box=40, step=6)
+    write_frame_folder(tmp_path / "clip", frames)
+    write_frame_folder(tmp_path / "mask", masks.mask_pixels_from_region(region))
+    prepared = editing.prepare_clip(tmp_path / "clip", mask_video=tmp_path / "mask", width=64, height=64)
+    assert prepared.frames.shape == (9, 64, 64, 3) and prepared.region.shape == (9, 64, 64)
+    np.testing.assert_array_equal(prepared.tight, masks.fit_region(region, 64, 64))
+    # the box colour sits where the mask says, frame by frame
+    boxy = prepared.frames[..., 2] < 50  # the box's blue is <= 40, the background's >= 60
+    assert boxy[~prepared.tight].mean() < 0.01 and boxy[prepared.tight].mean() > 0.9
+
+
+def test_prepare_clip_box_and_mask_errors(clip_file, tmp_path, synthetic_clip):
+    with pytest.raises(MaskEditError, match="exactly one"):
+        editing.prepare_clip(clip_file, width=64, height=64)
+    with pytest.raises(MaskEditError, match="whole frame"):
+        editing.prepare_clip(clip_file, box="0,0,64,64", width=64, height=64)
+    with pytest.raises(MaskEditError, match="empty or leaves"):
+        editing.prepare_clip(clip_file, box=(40, 40, 80, 80), width=64, height=64)
+    with pytest.raises(MaskEditError, match="4k\\+1"):
+        editing.prepare_clip(clip_file, box=BOX, num_frames=10, width=64, height=64)
+    # a mask of another shape is refused unless fitted
+    wide = np.repeat(synthetic_clip[1], 2, axis=2)  # 64 x 128
+    masks.write_mask_video(tmp_path / "wide.mp4", wide, 8)
+    with pytest.raises(MaskEditError, match="--fit"):
+        editing.prepare_clip(clip_file, mask_video=tmp_path / "wide.mp4", width=64, height=64)
+    fitted = editing.prepare_clip(clip_file, mask_video=tmp_path / "wide.mp4", width=64, height=64, fit=True)
+    assert fitted.region.shape == (9, 64, 64) and fitted.region[1:].any()
+    # specks under the minimum area leave nothing
+    specks = np.zeros_like(synthetic_clip[1])
+    specks[:, 10:15, 10:15] = True
+    masks.write_mask_video(tmp_path / "specks.mp4", specks, 8)
+    with pytest.raises(MaskEditError, match="--min-area"):
+        editing.prepare_clip(clip_file, mask_video=tmp_path / "specks.mp4", width=64, height=64)
+
+
+def test_save_and_load_prepared_round_trip_is_exact(tmp_path, clip_file, mask_file):
+    prepared = editing.prepare_clip(clip_file, mask_video=mask_file, width=64, height=64)
+    folder = editing.save_prepared(prepared, tmp_path / "prepared", export_frames=True)
+    names = {path.name for path in folder.iterdir()}
+    assert {"clip.mp4", "boxes.mp4", "clip.npz", "boxes.npz", "tight.npz", "first_frame.png", "prepared.json",
+            "frames"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no temporary files left
+    assert len(list((folder / "frames").iterdir())) == 9
+    info = json.loads((folder / "prepared.json").read_text())
+    assert (info["frames"], info["width"], info["height"]) == (9, 64, 64) and info["fps"] == pytest.approx(8)
+
+    loaded = editing.load_prepared(folder)
+    np.testing.assert_array_equal(loaded.frames, prepared.frames)
+    np.testing.assert_array_equal(loaded.region, prepared.region)
+    np.testing.assert_array_equal(loaded.tight, prepared.tight)
+    assert loaded.fps == prepared.fps and loaded.notes == prepared.notes
+    assert loaded.source_size == (64, 64)
+    np.testing.assert_array_equal(video.read_image(folder / "first_frame.png"), prepared.frames[0])
+
+    # without the exact copies the mp4s are read (H.264: close, not exact)
+    for name in ("clip.npz", "boxes.npz", "tight.npz"):
+        (folder / name).unlink()
+    from_mp4 = editing.load_prepared(folder)
+    assert np.abs(from_mp4.frames.astype(int) - prepared.frames).mean() < 4
+    assert (from_mp4.region == prepared.region).mean() > 0.99
+
+
+def test_load_prepared_refuses_other_folders(tmp_path):
+    with pytest.raises(MaskEditError, match="prepare"):
+        editing.load_prepared(tmp_path)
+
+
+def test_load_edited_frame_sizes(tmp_path, prepared):
+    frame = prepared.frames[0]
+    video.write_image(tmp_path / "ok.png", frame)
+    np.testing.assert_array_equal(editing.load_edited_frame(tmp_path / "ok.png", 64, 64), frame)
+    video.write_image(tmp_path / "small.png", frame[:48, :48])
+    with pytest.raises(MaskEditError, match="--fit"):
+        editing.load_edited_frame(tmp_path / "small.png", 64, 64)
+    assert editing.load_edited_frame(tmp_path / "small.png", 64, 64, fit=True).shape == (64, 64, 3)
+    # a frame of the source video's size is conformed like the clip, without --fit
+    video.write_image(tmp_path / "source.png", np.zeros((96, 128, 3), np.uint8))
+    assert editing.load_edited_frame(tmp_path / "source.png", 64, 64, source_size=(128, 96)).shape == (64, 64, 3)
+
+
+# ----- results
+
+
+def test_background_psnr_and_side_by_side(synthetic_clip):
+    frames, region = synthetic_clip
+    assert editing.background_psnr(frames, frames, region) == float("inf")
+    inside_only = frames.copy()
+    inside_only[region] = 0
+    inside_only[0] = 0  # frame 0 is the user's edit: not judged
+    assert editing.background_psnr(frames, inside_only, region) == float("inf")
+    noisy = np.clip(frames.astype(int) + 10, 0, 255).astype(np.uint8)
+    psnr = editing.background_psnr(frames, noisy, region)
+    assert np.isfinite(psnr) and 25 < psnr < 30  # an error of about 10 grey levels is ~28 dB
+
+    both = editing.side_by_side(frames, noisy)
+    assert both.shape == (9, 64, 128, 3)
+    np.testing.assert_array_equal(both[:, :, 64:], noisy)
+    with pytest.raises(MaskEditError):
+        editing.side_by_side(frames, frames[:5])
+
+
+# ----- training
+
+
+def test_train_edit_lora_events_files_and_resume(tmp_path, tiny_pipe, prepared):
+    events = run_training(tiny_pipe, prepared, tmp_path / "lora")
+    kinds = [type(event).__name__ for event in events]
+    assert kinds[-1] == "EditTrainingDone" and kinds.count("StepEvent") == 3
+    stage = next(e for e in events if isinstance(e, editing.EditTrainingStage))
+    assert (stage.stage, stage.total_steps, stage.start_step) == (1, 3, 0)
+    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
+        assert (tmp_path / "lora" / name).is_file()
+    meta = json.loads((tmp_path / "lora" / METADATA_NAME).read_text())
+    assert meta["steps"] == 3 and meta["frames"] == 9 and meta["width"] == 64 and meta["trigger"] == "p3rs0n"
+    assert meta["caption"] == "a box on a gradient" and meta["stage2_frames"] == [] and meta["final_loss"] > 0
+    assert editing.has_edit_lora(tiny_pipe)
+
+    # a rerun with the same inputs resumes at the end: no steps, same weights
+    first = load_file(str(tmp_path / "lora" / LORA_WEIGHT_NAME))
+    again = run_training(tiny_pipe, prepared, tmp_path / "lora")
+    assert not [e for e in again if isinstance(e, StepEvent)]
+    assert any(isinstance(e, editing.EditTrainingNote) and "resumed" in e.message for e in again)
+    second = load_file(str(tmp_path / "lora" / LORA_WEIGHT_NAME))
+    assert all(np.array_equal(first[k].numpy(), second[k].numpy()) for k in first)
+
+    # other inputs do not resume from these checkpoints
+    changed = list(editing.train_edit_lora(tiny_pipe, prepared, "another caption", TrainConfig(steps=3), tmp_path / "lora"))
+    assert len([e for e in changed if isinstance(e, StepEvent)]) == 3
+    assert any(isinstance(e, editing.EditTrainingNote) and "afresh" in e.message for e in changed)
+
+
+def test_train_edit_lora_stop_then_resume_matches_uninterrupted(tmp_path, prepared):
+    from maskedit.models import build_tiny_pipeline
+
+    reference = run_training(build_tiny_pipeline(), prepared, tmp_path / "whole", config=TrainConfig(steps=4))
+    done = [0]
+
+    def stop_after_two():
+        return done[0] >= 2
+
+    pipe = build_tiny_pipeline()
+    events = []
+    for event in editing.train_edit_lora(pipe, prepared, "a box on a gradient", TrainConfig(steps=4),
+                                         tmp_path / "parts", should_stop=stop_after_two):
+        events.append(event)
+        done[0] += isinstance(event, StepEvent)
+    assert isinstance(events[-1], editing.EditTrainingStopped) and events[-1].step == 2
+    assert not (tmp_path / "parts" / LORA_WEIGHT_NAME).exists()
+
+    resumed = run_training(build_tiny_pipeline(), prepared, tmp_path / "parts", config=TrainConfig(steps=4))
+    assert len([e for e in resumed if isinstance(e, StepEvent)]) == 2
+    assert resumed[-1].metadata["final_loss"] == reference[-1].metadata["final_loss"]
+    whole = load_file(str(tmp_path / "whole" / LORA_WEIGHT_NAME))
+    parts = load_file(str(tmp_path / "parts" / LORA_WEIGHT_NAME))
+    assert all(np.array_equal(whole[k].numpy(), parts[k].numpy()) for k in whole)
+
+
+def test_train_edit_lora_stage2(tmp_path, tiny_pipe, prepared):
+    later = {4: prepared.frames[4].copy()}
+    later[4][prepared.region[4]] = (30, 60, 240)
+    events = run_training(tiny_pipe, prepared, tmp_path / "lora", edited_later=later, stage2_epochs=1)
+    stages = [e for e in events if isinstance(e, editing.EditTrainingStage)]
+    assert [(s.stage, s.total_steps) for s in stages] == [(1, 3), (2, editing.stage2_steps(1, 1))]
+    assert editing.stage2_steps(2, 10) == 10 * (1 + 9 * 2)
+    assert len([e for e in events if isinstance(e, StepEvent)]) == 3 + 10
+    assert (tmp_path / "lora" / "checkpoints" / "stage2").is_dir()
+    meta = events[-1].metadata
+    assert meta["stage2_frames"] == [4] and meta["stage2_steps"] == 10
+    with pytest.raises(MaskEditError, match="outside"):
+        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={9: prepared.frames[0]})
+    with pytest.raises(MaskEditError, match="fit"):
+        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={2: prepared.frames[0][:32]})
+
+
+# ----- generation
+
+
+def test_generate_edit_methods(tiny_pipe, prepared):
+    edited = edited_first_frame(prepared)
+    with pytest.raises(MaskEditError, match="LoRA"):
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2)
+    steps = []
+    for method in ("no-lora", "feature-blend"):
+        frames = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method=method,
+                                       callback=steps.append)
+        assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8
+    assert [s.step for s in steps] == [1, 2, 1, 2] and steps[0].total_steps == 2
+    with pytest.raises(MaskEditError, match="unknown"):
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", method="magic")
+    with pytest.raises(MaskEditError, match="fit"):
+        editing.generate_edit(tiny_pipe, prepared, edited[:32], "a blue box", method="no-lora")
+
+
+def test_generate_edit_with_lora_is_deterministic_and_stoppable(tmp_path, tiny_pipe, prepared):
+    run_training(tiny_pipe, prepared, tmp_path / "lora")
+    edited = edited_first_frame(prepared)
+    first = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3)
+    again = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3)
+    np.testing.assert_array_equal(first, again)
+    assert tiny_pipe.scheduler.config.flow_shift == editing.DEFAULT_FLOW_SHIFT
+    editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, flow_shift=3.0, method="no-lora")
+    assert tiny_pipe.scheduler.config.flow_shift == 3.0
+    # no-lora switched the adapter off only for its own call
+    np.testing.assert_array_equal(editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3), first)
+    with pytest.raises(editing.GenerationStopped):
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=3, should_stop=lambda: True)
+
+    outputs = editing.write_edit_outputs(tmp_path / "out", prepared, first)
+    clip = video.read_video(outputs.edited)
+    assert clip.frames.shape == (9, 64, 64, 3) and clip.fps == pytest.approx(8)
+    assert video.read_video(outputs.side_by_side).frames.shape == (9, 64, 128, 3)
+    assert np.isfinite(outputs.background_psnr)
