@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ import numpy as np
 from . import masks
 from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, stage1_sample, stage2_sample, stock_condition
 from .errors import MaskEditError
+from .files import atomic_path
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
 from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
@@ -724,27 +724,8 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def _atomic(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual mode
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, briefly, for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
+    with atomic_path(path) as temp_name, open(temp_name, "wb") as file:
+        write(file)
 
 
 def _load_npz(path: Path, key: str) -> np.ndarray | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskedit.errors import MaskEditError
+from maskedit.files import atomic_path
 
 TEMPORAL_STRIDE = 4  # Wan VAE temporal compression: valid frame counts are 4k+1
 SIZE_MULTIPLE = 16  # width and height must be multiples of this
@@ -354,29 +354,22 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
         raise MaskEditError(
             f"cannot write {path.name}: videos are written as H.264, give a name ending in .mp4"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
     try:
-        writer = imageio_ffmpeg.write_frames(
-            temp_name, (int(width), int(height)), fps=float(fps), codec="libx264",
-            pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-            ffmpeg_log_level="error",
-            output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"],
-        )
-        writer.send(None)
-        try:
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-        os.replace(temp_name, path)
+        with atomic_path(path) as temp_name:
+            writer = imageio_ffmpeg.write_frames(
+                temp_name, (int(width), int(height)), fps=float(fps), codec="libx264",
+                pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+                ffmpeg_log_level="error",
+                output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"],
+            )
+            writer.send(None)
+            try:
+                for frame in frames:
+                    writer.send(np.ascontiguousarray(frame))
+            finally:
+                writer.close()
     except Exception as err:
-        Path(temp_name).unlink(missing_ok=True)
         raise MaskEditError(f"could not write the video {path} (ffmpeg: {_first_line(err)})") from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 # ----- single images
@@ -411,14 +404,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
             f"cannot write an image from an array of shape {image.shape} and dtype {image.dtype}; "
             "expected uint8 (H, W, 3) or (H, W)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
     try:
-        Image.fromarray(image).save(temp_name)
-        os.replace(temp_name, path)
+        with atomic_path(path) as temp_name:
+            Image.fromarray(image).save(temp_name, format=Image.registered_extensions().get(path.suffix.lower()))
     except (ValueError, OSError, KeyError) as err:
-        Path(temp_name).unlink(missing_ok=True)
         raise MaskEditError(f"could not write the image {path} ({_first_line(err)}); use .png or .jpg") from None
 
 
