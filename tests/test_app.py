@@ -1,0 +1,342 @@
+"""The Gradio app on the tiny model, driven through gradio_client (and its session helpers directly).
+
+One app is launched per module (`prevent_thread_lock=True`, a free local port, the offline fallback
+segmenter, no captioner, at most 3 training steps per GPU call so that chunking is exercised).
+"""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from maskedit import editing, session  # noqa: E402
+from maskedit.errors import MaskEditError  # noqa: E402
+from maskedit.video import read_video, write_image, write_video  # noqa: E402
+
+FRAMES, SIZE, FPS = 9, 64, 8.0
+CHUNK_STEPS = 3
+POINT = (18, 22)  # the disk's centre on frame 0
+
+
+def make_disk_clip(num_frames=FRAMES, size=SIZE):
+    """A solid red disk moving over a smooth gradient (what the offline segmenter separates reliably).
+    Returns (frames uint8 (F, H, W, 3), region bool (F, H, W))."""
+    y, x = np.mgrid[0:size, 0:size]
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    region = np.zeros((num_frames, size, size), bool)
+    for t in range(num_frames):
+        frame = np.stack([40 + x * 60 // size, 90 + y * 60 // size, np.full_like(x, 150)], -1).astype(np.uint8)
+        disk = (x - POINT[0] - 3 * t) ** 2 + (y - POINT[1] - t) ** 2 <= 81
+        frame[disk] = (230, 40, 30)
+        frames[t], region[t] = frame, disk
+    return frames, region
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app_inputs")
+    frames, region = make_disk_clip()
+    write_video(folder / "clip.mp4", frames, FPS)
+    from maskedit.masks import write_mask_video
+
+    write_mask_video(folder / "mask.mp4", region, FPS)
+    write_mask_video(folder / "empty_mask.mp4", np.zeros_like(region), FPS)
+    write_image(folder / "edited.png", np.ascontiguousarray(frames[0][:, ::-1]))
+    write_image(folder / "wrong_size.png", np.zeros((48, 80, 3), np.uint8))
+    (folder / "corrupt.mp4").write_bytes(b"not a video at all" * 100)
+    (folder / "lora.bin").write_bytes(b"\0" * 64)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import app
+
+    work = tmp_path_factory.mktemp("sessions")
+    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=work, chunk_steps=CHUNK_STEPS)
+    port = free_port()
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/", work
+    finally:
+        demo.close()
+
+
+def client(server) -> Client:
+    return Client(server[0], verbose=False)
+
+
+def prepare(c, inputs, points="[[18, 22, 1]]"):
+    c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    c.predict(points, 0.1, api_name="/segment")
+    c.predict(handle_file(str(inputs / "edited.png")), False, api_name="/set_edited_frame")
+
+
+def train(c, steps, api="/train"):
+    job = c.submit("a red and yellow box on a gradient", "p3rs0n", "full", steps, 1e-4, 4, 0, 0, False, False, 110,
+                   api_name=api)
+    job.result()
+    return job
+
+
+def raw_call(url, api_name, data) -> str:
+    """Call an endpoint over plain HTTP (no client-side upload of local paths); returns the event stream."""
+    import httpx
+
+    response = httpx.post(f"{url}gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+    response.raise_for_status()
+    event_id = response.json()["event_id"]
+    return httpx.get(f"{url}gradio_api/call/{api_name}/{event_id}", timeout=60).text
+
+
+def assert_user_error(excinfo, *words):
+    text = str(excinfo.value)
+    assert "Traceback" not in text and 'File "' not in text, text
+    for word in words:
+        assert word in text, text
+
+
+def test_whole_flow_through_the_api(server, inputs):
+    c = client(server)
+    preview, notes, *_ = c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0,
+                                   api_name="/load_video")
+    assert read_video(preview).num_frames == FRAMES and "9 frames" in notes
+    overlay, boxes, text = c.predict("[[18, 22, 1], [55, 55, 0]]", 0.1, api_name="/segment")
+    assert read_video(overlay).num_frames == FRAMES and read_video(boxes).num_frames == FRAMES
+    assert "approximate" in text
+    c.predict(handle_file(str(inputs / "edited.png")), False, api_name="/set_edited_frame")
+
+    job = train(c, 5)
+    outputs = job.outputs()
+    step_outputs = [o for o in outputs if o[2] and o[2]["step"]]
+    assert len(step_outputs) >= 5  # one streamed update per step, each carrying the loss points so far
+    assert [len(o[2]["step"]) for o in step_outputs][:5] == [1, 2, 3, 4, 5]
+    plot, status, points, files = outputs[-1]
+    assert points["step"] == [1, 2, 3, 4, 5] and all(np.isfinite(points["loss"]))
+    assert {row[2] for row in plot["data"]} == {"raw", "smoothed"}
+    assert "done" in status and "GPU call 2" in status  # 5 steps at 3 per call: chunks chained automatically
+    assert sorted(Path(f).name for f in files) == ["lora.json", "lora.safetensors", "lora_comfyui.safetensors"]
+
+    edited, side_by_side, report, report_json = c.predict("a flipped box", None, "mask-lora", 2, 5.0, 5.0, 0, 1.0,
+                                                          False, api_name="/generate")
+    assert read_video(edited).num_frames == FRAMES
+    sbs = read_video(side_by_side)
+    assert sbs.num_frames == FRAMES and sbs.width == 2 * SIZE
+    assert "background PSNR" in report and report_json["frames"] == FRAMES
+    # a baseline and another seed without retraining
+    edited2, *_ = c.predict("a flipped box", None, "no-lora", 2, 5.0, 5.0, 1, 1.0, False, api_name="/generate")
+    assert read_video(edited2).num_frames == FRAMES
+
+
+def test_edit_in_one_call(server, inputs):
+    c = client(server)
+    edited, side_by_side, lora_files, report, report_json = c.predict(
+        video=handle_file(str(inputs / "clip.mp4")), points_json="", mask_video=handle_file(str(inputs / "mask.mp4")),
+        box="", edited_first=handle_file(str(inputs / "edited.png")), later_files=[], later_indices="",
+        train_caption="a box", prompt_text="a flipped box", trigger_text="p3rs0n", num_frames=FRAMES,
+        size=f"{SIZE}x{SIZE}", start_s=0, margin_value=0.1, preset_name="full", train_steps=4, gen_steps_value=2,
+        cfg_value=5.0, shift_value=5.0, seed=0, lora_scale=1.0, fit=False, api_name="/edit")
+    assert read_video(edited).num_frames == FRAMES
+    assert any(Path(f).name == "lora.safetensors" for f in lora_files)
+    assert report_json["method"] == "mask-lora"
+
+
+def test_sessions_are_separate(server, inputs):
+    import httpx
+
+    a, b = client(server), client(server)
+    prepare(a, inputs)
+    with pytest.raises(Exception) as excinfo:  # b has loaded nothing: a's clip is not visible to it
+        b.predict("[[18, 22, 1]]", 0.1, api_name="/segment")
+    assert_user_error(excinfo, "no video is loaded")
+    folders = [p for p in server[1].iterdir() if p.is_dir()]
+    a_files = [p for p in folders if (p / "prepared").is_dir()]
+    assert a_files, folders
+    a_file = a_files[0] / "edited" / "first.png"
+    assert a_file.is_file()
+    prepare(b, inputs)
+    assert len({p for p in server[1].iterdir() if (p / "prepared").is_dir()}) >= 2
+    # a path on the server (another session's file, a system file) sent without uploading it is refused
+    for path in (a_file, Path("/etc/hostname")):
+        text = raw_call(server[0], "set_edited_frame", [{"path": str(path), "meta": {"_type": "gradio.FileData"}},
+                                                        False])
+        assert "event: error" in text and "Traceback" not in text, text
+        assert "first.png" not in {p.name for p in (server[1] / "raw").rglob("*")} if (server[1] / "raw").exists() else True
+    response = httpx.get(server[0] + f"gradio_api/file={a_file}")
+    assert response.status_code in (403, 404)
+
+
+def test_stop_leaves_a_loadable_lora_and_resume_continues(server, inputs):
+    c = client(server)
+    prepare(c, inputs)
+    job = c.submit("a box", "p3rs0n", "full", 3000, 1e-4, 4, 0, 0, False, False, 110, api_name="/train")
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(o[2] and len(o[2]["step"]) >= 2 for o in job.outputs()):
+        time.sleep(0.05)
+    c.predict(api_name="/stop_training")
+    job.result()
+    plot, status, points, files = job.outputs()[-1]
+    assert "stopped" in status, status
+    stopped_at = points["step"][-1]
+    assert 2 <= stopped_at < 3000
+    lora = next(f for f in files if Path(f).name == "lora.safetensors")
+    meta = json.loads(Path(next(f for f in files if Path(f).name == "lora.json")).read_text())
+    assert meta["partial"] and meta["step"] == stopped_at
+
+    from maskedit.lora import load_lora
+    from maskedit.models import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    load_lora(pipe, lora)  # loadable
+    assert "maskedit" in pipe.transformer.peft_config
+
+    job = c.submit("a box", "p3rs0n", "full", 3000, 1e-4, 4, 0, 0, False, False, 110, api_name="/resume_training")
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(o[2] and len(o[2]["step"]) > stopped_at for o in job.outputs()):
+        time.sleep(0.05)
+    c.predict(api_name="/stop_training")
+    job.result()
+    plot, status, points, files = job.outputs()[-1]
+    assert any(f"resumed from the checkpoint at step {stopped_at} " in o[1] for o in job.outputs())
+    assert points["step"][:stopped_at + 1] == list(range(1, stopped_at + 2))
+
+
+def test_bad_inputs_give_messages_not_tracebacks(server, inputs):
+    c = client(server)
+    with pytest.raises(Exception) as excinfo:
+        c.predict(handle_file(str(inputs / "corrupt.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    assert_user_error(excinfo, "video")
+    with pytest.raises(Exception) as excinfo:
+        c.predict(handle_file(str(inputs / "clip.mp4")), 8, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    assert_user_error(excinfo, "4k+1")
+    c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    with pytest.raises(Exception) as excinfo:
+        c.predict(handle_file(str(inputs / "empty_mask.mp4")), "", 0.1, False, api_name="/use_mask")
+    assert_user_error(excinfo)
+    with pytest.raises(Exception) as excinfo:
+        c.predict("not json", 0.1, api_name="/segment")
+    assert_user_error(excinfo, "JSON")
+    c.predict(handle_file(str(inputs / "mask.mp4")), "", 0.1, False, api_name="/use_mask")
+    with pytest.raises(Exception) as excinfo:
+        c.predict(handle_file(str(inputs / "wrong_size.png")), False, api_name="/set_edited_frame")
+    assert_user_error(excinfo, "80x48", "fit")
+    preview, text = c.predict(handle_file(str(inputs / "wrong_size.png")), True, api_name="/set_edited_frame")
+    assert "64x64" in text  # the offered fit works
+    with pytest.raises(Exception) as excinfo:
+        c.predict(handle_file(str(inputs / "lora.bin")), api_name="/use_lora")
+    assert "Traceback" not in str(excinfo.value)
+    with pytest.raises(Exception) as excinfo:  # mask-lora without any LoRA
+        c.predict("a box", None, "mask-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate")
+    assert_user_error(excinfo, "LoRA")
+
+
+# ----- session helpers and chunked training, without a server
+
+
+def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
+    from safetensors.torch import load_file
+
+    from maskedit.training import TrainConfig
+
+    frames, region = synthetic_clip
+    from maskedit.video import Clip
+
+    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    editing.save_prepared(prepared, tmp_path / "prepared")
+    config = TrainConfig(steps=7, rank=4, alpha=4.0, checkpoint_every=0)
+
+    def run(folder, max_steps):
+        calls = []
+
+        def call(again):
+            calls.append(again)
+            return session.run_training_chunk(
+                tiny_pipe, tmp_path / "prepared", folder, "a box", config, trigger="p3rs0n", base_model="tiny",
+                chunk=session.ChunkSettings(1e9, max_steps), resume=again)
+
+        events = list(session.train_in_chunks(call))
+        assert events[-1]["kind"] == "done"
+        return load_file(str(folder / "lora.safetensors")), len(calls)
+
+    whole, calls_whole = run(tmp_path / "whole", None)
+    chunked, calls_chunked = run(tmp_path / "chunked", 2)
+    assert calls_whole == 1 and calls_chunked == 4
+    assert whole.keys() == chunked.keys()
+    for key in whole:
+        assert np.array_equal(whole[key].numpy(), chunked[key].numpy()), key
+
+
+def test_path_checks_and_points(tmp_path):
+    inside = tmp_path / "s1" / "file.png"
+    inside.parent.mkdir()
+    inside.write_bytes(b"x")
+    assert session.check_path(inside, [tmp_path / "s1"]) == inside.resolve()
+    for outside in (tmp_path / "s2" / "file.png", tmp_path / "s1" / ".." / "s2" / "x", "/etc/passwd"):
+        with pytest.raises(MaskEditError, match="not part of this session"):
+            session.check_path(outside, [tmp_path / "s1"])
+    link = tmp_path / "s1" / "link"
+    os.symlink("/etc", link)
+    with pytest.raises(MaskEditError):
+        session.check_path(link / "passwd", [tmp_path / "s1"])
+    points, labels = session.parse_points('[[1, 2], [3, 4, 0], {"x": 5, "y": 6, "label": 1}]')
+    assert points.tolist() == [[1, 2], [3, 4], [5, 6]] and labels.tolist() == [1, 0, 1]
+    for bad in ("", "[]", "[[1]]", "[[1, 2, 5]]", "{", '[["a", 2]]'):
+        with pytest.raises(MaskEditError):
+            session.parse_points(bad)
+
+
+def test_session_store_names_and_stale_folders(tmp_path):
+    store = session.SessionStore(tmp_path, max_age=100)
+    a, b = store.folder("abc123"), store.folder("../../etc")
+    assert a.parent == tmp_path and b.parent == tmp_path and a != b
+    old = time.time() - 1000
+    os.utime(a, (old, old))
+    assert store.remove_stale() == [a] and not a.exists() and b.exists()
+    store.remove("/etc")  # outside the root: ignored
+    assert Path("/etc").exists()
+    store.remove(b)
+    assert not b.exists()
+
+
+def test_train_key_ignores_the_edited_first_frame(synthetic_clip):
+    from maskedit.training import TrainConfig
+    from maskedit.video import Clip
+
+    frames, region = synthetic_clip
+    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    key = session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key == session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key != session.train_key(prepared, "a cat", "p3rs0n", TrainConfig(), "tiny")
+    assert key != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny")
+    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    assert key != session.train_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", {4: frames[4]})
+
+
+def test_model_fallback_is_announced(tmp_path):
+    import app
+
+    loaded, banner = app.load_model(str(tmp_path / "no-such-model"))
+    assert loaded.is_tiny and "Could not load" in banner and "tiny model" in banner
+    loaded, banner = app.load_model("tiny")
+    assert loaded.name == "tiny" and "tiny model" in banner
+
+
+def test_losses_smoothing_and_eta():
+    rows = session.loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
+    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
+    assert session.format_eta(75) == "1m 15s" and session.format_eta(None) == "–"
