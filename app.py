@@ -688,7 +688,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     with gr.Column(scale=2):
                         plot = gr.LinePlot(x="step", y="loss", color="series", label="Training loss",
                                            color_map={"raw": "#9aa0a6", "smoothed": "#d62728"},
-                                           elem_id="loss-plot", height=320)
+                                           elem_id="loss-plot", height=380)
                         lora_files = gr.File(label="LoRA files (diffusers, ComfyUI, metadata)", file_count="multiple",
                                              interactive=False, elem_id="lora-files")
                         with gr.Accordion("Loss points (JSON)", open=False):
@@ -883,8 +883,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 st = app.state(st, request)
                 for rows, text, pts, files in app.train(caption_text, trigger_text, preset_name, steps, lr, rank,
                                                         seed, swap, fp8, ckpt, budget_s, resume, st):
+                    # Gradio's LinePlot builds its Vega spec (colour domain = the series present) once, when it
+                    # first gets a value, then only swaps the data: a first empty frame fixes the domain to []
+                    # and every line is drawn without a stroke. So leave the plot alone until there are points.
                     frame = pd.DataFrame(rows, columns=["step", "loss", "series"]).astype(
-                        {"step": "int64", "loss": "float64", "series": "str"})
+                        {"step": "int64", "loss": "float64", "series": "str"}) if rows else gr.update()
                     yield frame, text, pts, files if files is not None else gr.update(), st
             return handler
 

@@ -106,6 +106,14 @@ def test_browser_flow(url, tmp_path):
             expect(page.locator("#lora-files a")).to_have_count(3)  # diffusers, ComfyUI, metadata
             page.wait_for_timeout(1500)  # let the chart finish drawing
             page.screenshot(path=str(ARTIFACTS / "tab4_train.png"), full_page=True)
+            # the lines are drawn, not only the axes: Gradio's LinePlot renders Vega-Lite as SVG, one
+            # <g class="mark-line"><path stroke=… d=…> per series; an unstroked path is invisible
+            page.wait_for_function("""() => {
+                const paths = [...document.querySelectorAll('#loss-plot svg g.mark-line path')];
+                const drawn = paths.filter(p => (p.getAttribute('d') || '').includes('L'))
+                                   .map(p => (p.getAttribute('stroke') || '').toLowerCase());
+                return drawn.includes('#9aa0a6') && drawn.includes('#d62728');
+            }""", timeout=10_000)
 
             # 5 · generate
             page.get_by_role("tab", name="5 · Generate").click()
