@@ -16,6 +16,7 @@ from . import editing, masks
 from .conditioning import DEFAULT_TRIGGER
 from .errors import MaskEditError
 from .models import DEFAULT_MODEL_ID, TINY
+from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .training import StepEvent, TrainConfig
 
 PROG = "python -m maskedit"
@@ -93,6 +94,14 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME",
                         help=f"'{TINY}' (built-in, random weights, for trying the workflow), a hub id or a local "
                              f"diffusers folder; default: {DEFAULT_MODEL_ID} with a CUDA GPU, else '{TINY}'")
+    group = parser.add_argument_group("preset and memory")
+    group.add_argument("--preset", choices=list(PRESETS),
+                       help=f"named settings ({', '.join(PRESETS)}); options given explicitly win (default {DEFAULT_PRESET}; "
+                            "see `python -m maskedit presets`)")
+    group.add_argument("--blocks-to-swap", type=int, metavar="N",
+                       help="transformer blocks (of 40) kept in CPU memory and streamed to the GPU (default: the preset's)")
+    group.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None,
+                       help="store the base model's block weights in fp8 (the LoRA stays full precision; default: the preset's)")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
@@ -102,13 +111,21 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
     group.add_argument("--edited-later", action="append", default=[], metavar="K=PATH",
                        help="an edited later frame K of the prepared clip (1..frames-1) for stage 2; repeat for "
                             "more frames (`prepare --export-frames` writes the frames to edit)")
-    group.add_argument(steps_flag, dest="train_steps", type=int, default=_TRAIN_DEFAULTS.steps, metavar="N",
-                       help="stage-1 training steps (default %(default)s)")
+    group.add_argument(steps_flag, dest="train_steps", type=int, metavar="N",
+                       help=f"stage-1 training steps (default: the preset's; {_TRAIN_DEFAULTS.steps} for full)")
     group.add_argument("--stage2-epochs", type=int, default=editing.DEFAULT_STAGE2_EPOCHS, metavar="N",
                        help="stage-2 epochs when --edited-later is given; each is the clip once plus every edited "
                             "frame 9 times (default %(default)s)")
-    group.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.learning_rate, help="learning rate (default %(default)s)")
-    group.add_argument("--rank", type=int, default=_TRAIN_DEFAULTS.rank, help="LoRA rank (default %(default)s)")
+    group.add_argument("--lr", type=float, help=f"learning rate (default: the preset's; {_TRAIN_DEFAULTS.learning_rate} for full)")
+    group.add_argument("--rank", type=int, help=f"LoRA rank (default: the preset's; {_TRAIN_DEFAULTS.rank} for full)")
+    group.add_argument("--window", type=int, metavar="N",
+                       help="train on overlapping N-frame windows (4k+1, e.g. 9) instead of the whole clip; 0 = whole "
+                            "clip (default: the preset's; whole clip for full)")
+    group.add_argument("--window-stride", type=int, metavar="N", help="frames between window starts (default: the preset's; 4)")
+    group.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                       help="recompute activations in backward (same gradients, less memory; default: the preset's)")
+    group.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep checkpointed activations in CPU memory (default: the preset's)")
     group.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     group.add_argument("--no-resume", action="store_true",
                        help="start training afresh instead of resuming from the checkpoints in --out")
@@ -116,13 +133,25 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
 
 def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     group = parser.add_argument_group("generation")
-    group.add_argument(steps_flag, dest="gen_steps", type=int, default=editing.DEFAULT_GENERATION_STEPS, metavar="N",
-                       help="denoising steps (default %(default)s)")
-    group.add_argument("--cfg", type=float, default=editing.DEFAULT_GUIDANCE_SCALE,
-                       help="classifier-free guidance scale (default %(default)s)")
-    group.add_argument("--shift", type=float, default=editing.DEFAULT_FLOW_SHIFT,
-                       help="flow shift of the scheduler (default %(default)s)")
-    group.add_argument("--lora-scale", type=float, default=1.0, help="strength of the LoRA (default %(default)s)")
+    group.add_argument(steps_flag, dest="gen_steps", type=int, metavar="N",
+                       help=f"denoising steps (default: the preset's; {editing.DEFAULT_GENERATION_STEPS} for full)")
+    group.add_argument("--cfg", type=float,
+                       help=f"classifier-free guidance scale (default: the preset's; {editing.DEFAULT_GUIDANCE_SCALE:g} for full)")
+    group.add_argument("--shift", type=float,
+                       help=f"flow shift of the scheduler (default: the preset's; {editing.DEFAULT_FLOW_SHIFT:g} for full)")
+    group.add_argument("--lora-scale", type=float, help="strength of the LoRA (default: the preset's; 1.0)")
+    group.add_argument("--speed-lora", metavar="FILE|ID",
+                       help="a step/CFG-distilled Wan2.1-I2V LoRA stacked with the edit LoRA (a .safetensors file, a "
+                            "folder, or owner/repo/file.safetensors), for few steps at CFG 1; 'none' for none "
+                            "(default: the preset's)")
+    group.add_argument("--speed-lora-weight", type=float, help="weight of the speed LoRA (default: the preset's; 1.0)")
+    group.add_argument("--attention", metavar="BACKEND",
+                       help="diffusers attention backend: native, flash, _flash_3, sage, flex, _native_cudnn, ... "
+                            "where installed (default: the preset's; native)")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the transformer blocks (slow first step; default: the preset's)")
+    group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
+                       help="decode the video in tiles (less memory; default: the preset's)")
     group.add_argument("--negative-prompt", default=editing.WAN_NEGATIVE_PROMPT,
                        help="negative prompt (default: Wan's own)")
 
@@ -146,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resize and centre-crop a mask of another size to the clip instead of refusing it")
     prepare.add_argument("--export-frames", action="store_true",
                          help="also write every conformed frame as frames/NNN.png (to edit later frames for stage 2)")
+    prepare.add_argument("--preset", choices=list(PRESETS),
+                         help="take the frame count and size of a preset when --frames / --width --height are not given")
     prepare.add_argument("--out", required=True, metavar="DIR", help="folder to write the prepared clip to")
     prepare.set_defaults(handler=cmd_prepare)
 
@@ -192,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_options(generate, "--steps")
     _add_model_option(generate)
     generate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    generate.add_argument("--seeds", metavar="S,S,...",
+                          help="generate once per seed into OUT/seed_S/; under `accelerate launch` / `torchrun` the "
+                               "seeds are spread over the processes (one GPU each)")
     generate.add_argument("--fit", action="store_true",
                           help="resize and centre-crop an edited frame of another size to the clip")
     generate.add_argument("--out", required=True, metavar="DIR", help="folder for edited.mp4 and side_by_side.mp4")
@@ -221,13 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="resize and centre-crop a mask or edited frames of another size to the clip")
     edit.add_argument("--out", required=True, metavar="DIR", help="folder for all results")
     edit.set_defaults(handler=cmd_edit)
+
+    presets = commands.add_parser("presets", formatter_class=_Formatter, help="list the named presets and their settings",
+                                  description="The named presets and every setting each one holds.")
+    presets.set_defaults(handler=cmd_presets)
     return parser
 
 
 # ----- commands
 
 
+def cmd_presets(args) -> int:
+    print("\n\n".join(preset.describe() for preset in PRESETS.values()))
+    return 0
+
+
 def cmd_prepare(args) -> int:
+    _apply_preset(args)
     prepared = _prepare(args)
     editing.save_prepared(prepared, args.out, export_frames=args.export_frames)
     out = Path(args.out)
@@ -240,12 +284,19 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .distributed import init_distributed, shutdown
+
+    _apply_preset(args)
     prepared = editing.load_prepared(args.prepared)
     print(_describe(prepared))
     later = _edited_later(args, prepared)
     config = _train_config(args)
-    loaded = _load_model(args.model or editing.default_model())
-    _train(loaded, prepared, args.prompt, config, args, later, Path(args.out))
+    distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
+    try:
+        loaded = _load_model(args.model or editing.default_model(), args)
+        _train(loaded, prepared, args.prompt, config, args, later, Path(args.out), distributed)
+    finally:
+        shutdown(distributed)
     out = Path(args.out)
     print(f"next: {PROG} generate --prepared {args.prepared} --edited-frame EDITED.png "
           f"--prompt \"caption of the edited frame\" --lora {out} --out RESULT_DIR")
@@ -255,6 +306,7 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from .lora import load_lora, read_metadata
 
+    _apply_preset(args)
     prepared = editing.load_prepared(args.prepared)
     edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
@@ -271,14 +323,39 @@ def cmd_generate(args) -> int:
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
     print(_describe(prepared))
-    loaded = _load_model(model)
+    seeds = _seeds(args.seeds) if args.seeds else None
+    if seeds is not None:
+        from .distributed import process_share, use_local_device
+
+        use_local_device()  # each launched process on its own GPU
+        seeds = process_share(seeds)
+        if not seeds:
+            print("no seed left for this process")
+            return 0
+    loaded = _load_model(model, args)
     if lora_path is not None:
         load_lora(loaded.pipe, lora_path, args.lora_scale)
         print(f"LoRA: {lora_path}")
-    return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
+    if seeds is None:
+        return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
+    for seed in seeds:
+        args.seed = seed
+        _generate(loaded, prepared, edited, args, trigger, Path(args.out) / f"seed_{seed}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise MaskEditError(f"--seeds {text!r} must be whole numbers separated by commas, e.g. 0,1,2,3") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise MaskEditError(f"--seeds {text!r} must list at least one seed, each once")
+    return seeds
 
 
 def cmd_edit(args) -> int:
+    _apply_preset(args)
     out = Path(args.out)
     prepared = _prepare(args)
     print(_describe(prepared))
@@ -287,7 +364,7 @@ def cmd_edit(args) -> int:
     later = _edited_later(args, prepared)
     config = _train_config(args)
     _check_generate_args(args)
-    loaded = _load_model(args.model or editing.default_model())
+    loaded = _load_model(args.model or editing.default_model(), args)
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
     caption = args.train_prompt or args.prompt
@@ -297,13 +374,53 @@ def cmd_edit(args) -> int:
 
 # ----- shared steps
 
+# command-line option → preset field; an option left out takes the preset's value
+_PRESET_OPTIONS = {
+    "train_steps": "train_steps", "lr": "learning_rate", "rank": "rank", "window": "window",
+    "window_stride": "window_stride", "gradient_checkpointing": "gradient_checkpointing",
+    "activation_offload": "activation_offload", "blocks_to_swap": "blocks_to_swap", "fp8": "fp8",
+    "gen_steps": "generation_steps", "cfg": "guidance_scale", "shift": "flow_shift", "lora_scale": "lora_scale",
+    "speed_lora": "speed_lora", "speed_lora_weight": "speed_lora_weight", "attention": "attention_backend",
+    "compile": "compile", "vae_tiling": "vae_tiling",
+}
+
+
+def _apply_preset(args) -> None:
+    """Fill every option the user left out from the preset (`full` unless --preset); with an explicit
+    --preset also the clip's frame count and size when --frames / --width --height are not given."""
+    preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+    args.preset_settings = preset
+    for option, field in _PRESET_OPTIONS.items():
+        if hasattr(args, option) and getattr(args, option) is None:
+            setattr(args, option, getattr(preset, field))
+    if getattr(args, "speed_lora", None) in ("none", ""):
+        args.speed_lora = None
+    if getattr(args, "preset", None) and hasattr(args, "frames"):
+        if args.frames is None:
+            args.frames = preset.num_frames
+            args.frames_from_preset = True  # an upper bound: a shorter clip keeps what it has
+        if args.width is None and args.height is None:
+            args.width, args.height = preset.width, preset.height
+
 
 def _prepare(args) -> editing.PreparedClip:
-    return editing.prepare_clip(
-        args.video, mask_video=args.mask_video, box=args.box, num_frames=args.frames, width=args.width,
-        height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
-        min_area=args.min_area, fit=args.fit,
-    )
+    def prepare(num_frames):
+        return editing.prepare_clip(
+            args.video, mask_video=args.mask_video, box=args.box, num_frames=num_frames, width=args.width,
+            height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
+            min_area=args.min_area, fit=args.fit,
+        )
+
+    try:
+        return prepare(args.frames)
+    except MaskEditError as error:
+        if not getattr(args, "frames_from_preset", False) or "frames" not in str(error):
+            raise
+        prepared = prepare(None)  # the clip is shorter than the preset's frame count: keep all it has
+        if prepared.num_frames > args.frames:
+            raise
+        prepared.notes.append(f"the preset's {args.frames} frames are more than the clip has: {prepared.num_frames} kept")
+        return prepared
 
 
 def _describe(prepared: editing.PreparedClip) -> str:
@@ -334,7 +451,9 @@ def _train_config(args) -> TrainConfig:
     if args.stage2_epochs < 1:
         raise MaskEditError("--stage2-epochs must be at least 1")
     alpha = args.alpha if args.alpha is not None else float(args.rank)
-    return TrainConfig(steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed)
+    return TrainConfig(steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
+                       gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
+                       blocks_to_swap=args.blocks_to_swap, fp8=args.fp8)
 
 
 def _check_generate_args(args) -> None:
@@ -346,21 +465,56 @@ def _check_generate_args(args) -> None:
         raise MaskEditError(f"the flow shift is {args.shift}; give a positive one, e.g. 5")
 
 
-def _load_model(name: str):
-    from .models import load_pipeline
+def _load_model(name: str, args=None):
+    from .models import default_device, load_pipeline
 
     print(f"loading model {name} ...", flush=True)
-    loaded = load_pipeline(name)
+    swap, fp8 = (getattr(args, "blocks_to_swap", 0) or 0), bool(getattr(args, "fp8", False))
+    device = default_device()
+    if (swap or fp8) and device != "cpu":
+        import torch
+
+        from .offload import place_pipeline
+
+        # load on the CPU, then stream / quantise the blocks: the whole transformer never sits on the GPU
+        loaded = load_pipeline(name, device="cpu", dtype=torch.bfloat16)
+        setup = place_pipeline(loaded.pipe, device, swap, fp8)
+        print(f"memory: {setup.streamer.describe()}", flush=True)
+    else:
+        loaded = load_pipeline(name)
     print(f"model: {loaded.description}", flush=True)
+    if args is not None and hasattr(args, "gen_steps"):
+        _apply_generation_options(loaded.pipe, args)
     return loaded
 
 
-def _train(loaded, prepared, caption, config, args, later, out: Path) -> dict:
+def _apply_generation_options(pipe, args) -> None:
+    """Attention backend, compile and VAE tiling of the preset / options (the speed LoRA is loaded later,
+    after the edit LoRA)."""
+    from .speed import compile_blocks, enable_vae_tiling, set_attention_backend
+
+    if args.attention and args.attention not in ("native", "default"):
+        print(f"attention: {set_attention_backend(pipe.transformer, args.attention)}")
+    enable_vae_tiling(pipe, bool(args.vae_tiling))
+    if args.compile:
+        print(f"compiling {compile_blocks(pipe.transformer)} transformer modules (the first step is slow)")
+
+
+def _load_speed_lora(pipe, args) -> None:
+    from .speed import load_speed_lora
+
+    if args.speed_lora:
+        load_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
+        print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
+
+
+def _train(loaded, prepared, caption, config, args, later, out: Path, distributed=None) -> dict:
     from tqdm import tqdm
 
     events = editing.train_edit_lora(
         loaded.pipe, prepared, caption, config, out, trigger=args.trigger, edited_later=later,
         stage2_epochs=args.stage2_epochs, resume=not args.no_resume, base_model=loaded.name,
+        window=args.window, window_stride=args.window_stride, distributed=distributed,
     )
     bar = None
     try:
@@ -401,6 +555,7 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     from tqdm import tqdm
 
     editing.remove_edit_outputs(out)
+    _load_speed_lora(loaded.pipe, args)
     with tqdm(total=args.gen_steps, desc="generating", unit="step", dynamic_ncols=True) as bar:
         def on_step(event: editing.GenerationStep) -> None:
             bar.update(1)
@@ -410,7 +565,7 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
             loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
             flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
             method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
-            callback=on_step,
+            callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
         )
     outputs = editing.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")

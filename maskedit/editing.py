@@ -33,7 +33,7 @@ from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, 
 from .errors import MaskEditError
 from .files import atomic_path
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem
+from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
 WAN_NEGATIVE_PROMPT = (
@@ -337,6 +337,9 @@ def train_edit_lora(
     resume: bool = True,
     should_stop: Callable[[], bool] | None = None,
     base_model: str | None = None,
+    window: int = 0,
+    window_stride: int = 4,
+    distributed=None,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
@@ -349,6 +352,9 @@ def train_edit_lora(
     such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
     lora_comfyui.safetensors and lora.json are written (`maskedit.lora.save_lora`); stale ones from an
     earlier run are removed before training starts. Any adapter already on the pipe is replaced.
+    window: train on overlapping `window`-frame windows every `window_stride` frames instead of the whole
+    clip (METHOD.md §7; 0 = whole clip). distributed: a `maskedit.distributed.DistributedContext` when
+    launched on several processes (data-parallel; only the main process writes files).
     """
     out_dir = Path(out_dir)
     edited_later = dict(sorted((edited_later or {}).items()))
@@ -363,15 +369,19 @@ def train_edit_lora(
         raise MaskEditError("stage 2 needs at least 1 epoch")
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
-    clip_item = TrainItem(stage1_sample(prepared.frames, prepared.region, prompt), 1)
+    if window and window < prepared.num_frames:
+        clip_list = clip_items(prepared.frames, prepared.region, prompt, window, window_stride)
+    else:
+        window, clip_list = 0, [TrainItem(stage1_sample(prepared.frames, prepared.region, prompt), 1)]
+    main = distributed is None or distributed.is_main
 
     stage1_print = _fingerprint(
         base=base_model, clip=_digest(prepared.frames), region=_digest(prepared.region), prompt=prompt,
-        config=_config_dict(config),
+        config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
     )
-    stages = [(1, [clip_item], config, stage1_print)]
+    stages = [(1, clip_list, config, stage1_print)]
     if edited_later:
-        items = [clip_item] + [
+        items = clip_list + [
             TrainItem(stage2_sample(prepared.frames[k], frame, prepared.region[k],
                                     compose_prompt(later_captions.get(k, caption), trigger)), STAGE2_REPEATS)
             for k, frame in edited_later.items()
@@ -379,23 +389,26 @@ def train_edit_lora(
         config2 = replace(config, steps=stage2_steps(len(edited_later), stage2_epochs))
         stage2_print = _fingerprint(
             stage1=stage1_print, frames={str(k): _digest(f) for k, f in edited_later.items()},
-            prompts=[item.sample.prompt for item in items[1:]], config=_config_dict(config2),
+            prompts=[item.sample.prompt for item in items[len(clip_list):]], config=_config_dict(config2),
         )
         stages.append((2, items, config2, stage2_print))
 
-    _remove_lora_files(out_dir)
+    if main:
+        _remove_lora_files(out_dir)
     unload_lora(pipe)
     losses: list[float] = []
     try:
         for stage, items, stage_config, fingerprint in stages:
             checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage}"
-            fresh = _claim_checkpoints(checkpoint_dir, fingerprint, resume)
+            fresh = _claim_checkpoints(checkpoint_dir, fingerprint, resume) if main else None
+            if distributed is not None:
+                distributed.barrier()  # every process resumes from what the main one kept
             if fresh:
                 yield EditTrainingNote(fresh)
             yield EditTrainingNote(f"stage {stage}: encoding {len(items)} sample(s)")
             _restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
-            trainer = LoraTrainer(pipe, items, stage_config, checkpoint_dir, device=device)
+            trainer = LoraTrainer(pipe, items, stage_config, checkpoint_dir, device=device, distributed=distributed)
             if resume and trainer.resume():
                 yield EditTrainingNote(
                     f"stage {stage}: resumed from the checkpoint at step {trainer.state.step} of {stage_config.steps} "
@@ -435,13 +448,25 @@ def train_edit_lora(
         "created": _now(),
         "trainer": "maskedit",
     }
+    if window:
+        metadata.update(window=window, window_stride=window_stride)
+    if distributed is not None:
+        metadata["processes"] = distributed.world_size
+        if not distributed.is_main:
+            distributed.barrier()  # wait for the main process to write the files
+            yield EditTrainingDone(str(out_dir / LORA_WEIGHT_NAME), metadata)
+            return
     path = save_lora(pipe, out_dir, metadata)
+    if distributed is not None:
+        distributed.barrier()
     yield EditTrainingDone(str(path), metadata)
 
 
 def _config_dict(config: TrainConfig) -> dict:
     settings = asdict(config)
     settings.pop("checkpoint_every", None)  # how often checkpoints are written does not change the result
+    settings.pop("blocks_to_swap", None)  # neither do block swapping and activation offload (bitwise equal)
+    settings.pop("activation_offload", None)
     return settings
 
 
@@ -530,6 +555,7 @@ def generate_edit(
     negative_prompt: str = WAN_NEGATIVE_PROMPT,
     callback: Callable[[GenerationStep], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    speed_lora_weight: float = 1.0,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
@@ -539,6 +565,8 @@ def generate_edit(
     feature-level blending of the source clip outside the boxes (paper Eq. 3), with the adapter when the
     pipe has one. The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep
     after each denoising step; should_stop() True stops after the current step (GenerationStopped).
+    A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
+    LoRA with `speed_lora_weight`.
     """
     import PIL.Image
     import torch
@@ -586,7 +614,9 @@ def generate_edit(
         if method == "no-lora":
             pipe.disable_lora()
         else:
-            pipe.set_adapters([ADAPTER_NAME], adapter_weights=[float(lora_scale)])
+            from .speed import set_lora_weights
+
+            set_lora_weights(pipe, edit=float(lora_scale), speed=float(speed_lora_weight))
     try:
         with quiet_transformers():
             output = pipe(

@@ -24,7 +24,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from .conditioning import ConditionSample, condition_pixels, frames_to_tensor, pack_latent_mask
+from .conditioning import (
+    ConditionSample, condition_pixels, frames_to_tensor, pack_latent_mask, stage1_sample, window_samples,
+)
 from .errors import MaskEditError
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from .pipeline import TEXT_TOKENS
@@ -50,12 +52,25 @@ class TrainConfig:
     timestep_shift: float = 1.0
     checkpoint_every: int = 25  # steps between checkpoints (0: only when stopped or done)
     gradient_checkpointing: bool = False
+    activation_offload: bool = False  # keep checkpointed block inputs in CPU memory (implies checkpointing)
+    blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.offload; implies checkpointing)
+    fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
+    batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
 
     def __post_init__(self):
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:
             raise MaskEditError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {self.timestep_sampler!r}")
-        if self.steps < 1 or self.rank < 1:
-            raise MaskEditError("steps and rank must be at least 1")
+        if self.steps < 1 or self.rank < 1 or self.batch_size < 1:
+            raise MaskEditError("steps, rank and batch_size must be at least 1")
+        if self.blocks_to_swap < 0:
+            raise MaskEditError(f"blocks_to_swap must be 0 or more, got {self.blocks_to_swap}")
+
+    @property
+    def checkpointing(self) -> bool:
+        """Gradient checkpointing is on when asked for and whenever swapping, fp8 or activation offload is:
+        without it autograd keeps every block's materialised weights until backward (gradients are
+        bitwise the same either way)."""
+        return self.gradient_checkpointing or self.activation_offload or self.fp8 or self.blocks_to_swap > 0
 
 
 @dataclass
@@ -146,24 +161,49 @@ def sample_timesteps(config: TrainConfig, generator: torch.Generator, count: int
     return t
 
 
+def clip_items(frames, edit_region, prompt: str, window: int = 0, stride: int = 4) -> list[TrainItem]:
+    """Stage-1 training items of a clip: the whole clip (`window=0`, METHOD.md §4) or overlapping
+    `window`-frame windows every `stride` frames, each packed like a clip (METHOD.md §7)."""
+    if not window or window >= frames.shape[0]:
+        return [TrainItem(stage1_sample(frames, edit_region, prompt))]
+    return [TrainItem(sample) for sample in window_samples(frames, edit_region, prompt, window, stride)]
+
+
 class LoraTrainer:
     """Trains the edit LoRA of `pipe.transformer` in place on a few samples.
 
     If the transformer already has the edit adapter (stage 2 continues stage 1), training continues it;
     otherwise a fresh one is added. `checkpoint_dir`, when given, receives checkpoints and is where
-    `resume()` reads from.
+    `resume()` reads from. Memory options of the config (block swapping, fp8, activation offload) are
+    applied after the adapter is in place and stay in effect for generation with the same pipeline
+    (`self.memory.remove(transformer)` undoes them).
+
+    distributed: a `maskedit.distributed.DistributedContext` for data-parallel training. Every process
+    draws the noise of the whole global batch from the same generator and trains on its own share;
+    LoRA gradients (and the reported loss) are summed over processes, each sample's loss weighted
+    1 / global batch, so a step equals one process's step on the whole batch with the averaged loss.
+    Only the main process writes checkpoints.
+
+    encoded: samples encoded beforehand (instead of `items`); the pipeline's encoders are then not used.
     """
 
-    def __init__(self, pipe, items: list[TrainItem], config: TrainConfig, checkpoint_dir=None, device=None):
-        if not items:
+    def __init__(self, pipe, items: list[TrainItem] | None, config: TrainConfig, checkpoint_dir=None, device=None,
+                 distributed=None, encoded: list[EncodedSample] | None = None):
+        if not items and not encoded:
             raise MaskEditError("nothing to train on: give at least one sample")
         self.pipe = pipe
         self.config = config
+        self.distributed = distributed
+        self.rank = distributed.rank if distributed is not None else 0
+        self.world_size = distributed.world_size if distributed is not None else 1
         self.device = torch.device(device) if device else pipe._execution_device
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.transformer = pipe.transformer
-        self.samples = encode_samples(pipe, items, self.device)
-        release_encoders(pipe)
+        if encoded is not None:  # already encoded (benchmarks; only `pipe.transformer` is used then)
+            self.samples = list(encoded)
+        else:
+            self.samples = encode_samples(pipe, items, self.device)
+            release_encoders(pipe)
 
         if ADAPTER_NAME in (getattr(self.transformer, "peft_config", None) or {}):
             self.transformer.set_adapter(ADAPTER_NAME)
@@ -172,8 +212,19 @@ class LoraTrainer:
             self.params = add_lora(self.transformer, config.rank, config.alpha, config.seed)
         for param in self.params:  # LoRA weights train in float32 whatever the base dtype
             param.data = param.data.float()
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
+        from .offload import apply_memory_options, memory_setup
+
+        self.memory = None
+        if config.blocks_to_swap or config.fp8 or config.activation_offload:
+            self.memory = apply_memory_options(
+                self.transformer, self.device, config.blocks_to_swap, config.fp8,
+                gradient_checkpointing=True, activation_offload=config.activation_offload,
+            )
+        else:
+            if memory_setup(self.transformer) is not None:  # left by an earlier run with other settings
+                memory_setup(self.transformer).remove(self.transformer)
+            if config.gradient_checkpointing:
+                self.transformer.enable_gradient_checkpointing()
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )
@@ -192,8 +243,14 @@ class LoraTrainer:
         return [order[i] for i in perm.tolist()]
 
     def sample_for_step(self, step: int) -> EncodedSample:
+        """The sample of position `step` of the schedule (with a global batch G, step s uses positions
+        s·G … s·G + G − 1)."""
         per_epoch = sum(s.repeats for s in self.samples)
         return self.samples[self.epoch_order(step // per_epoch)[step % per_epoch]]
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.world_size
 
     # -- the loss -----------------------------------------------------------------------------
     def flow_matching_loss(self, sample: EncodedSample, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -236,18 +293,28 @@ class LoraTrainer:
         self._stop = True
 
     def train_step(self) -> float:
-        """One optimiser step on the next sample of the schedule; returns its loss."""
-        sample = self.sample_for_step(self.state.step)
-        t = sample_timesteps(self.config, self.generator)
-        noise = torch.randn(sample.latents.shape, generator=self.generator)
+        """One optimiser step on the next sample(s) of the schedule; returns the (global mean) loss."""
+        batch = self.global_batch
+        draws = []  # every process draws the whole global batch so that generators stay in step
+        for slot in range(batch):
+            sample = self.sample_for_step(self.state.step * batch + slot)
+            t = sample_timesteps(self.config, self.generator)
+            noise = torch.randn(sample.latents.shape, generator=self.generator)
+            draws.append((sample, t, noise))
+        mine = draws[self.rank * self.config.batch_size : (self.rank + 1) * self.config.batch_size]
         self.transformer.train()
-        loss = self.flow_matching_loss(sample, t, noise)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for sample, t, noise in mine:
+            loss = self.flow_matching_loss(sample, t, noise)
+            (loss if batch == 1 else loss / batch).backward()
+            total += loss.item()
+        if self.world_size > 1:
+            total = self.distributed.all_reduce_sum_([p.grad for p in self.params], total)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         self.optimizer.step()
         self.state.step += 1
-        value = loss.item()
+        value = total / batch
         self.state.losses.append(value)
         return value
 
@@ -265,14 +332,14 @@ class LoraTrainer:
                 now = time.perf_counter()
                 checkpoint = None
                 every = self.config.checkpoint_every
-                if self.checkpoint_dir and (self.state.step == self.config.steps or (every and self.state.step % every == 0)):
+                if self.writes_checkpoints and (self.state.step == self.config.steps or (every and self.state.step % every == 0)):
                     checkpoint = str(self.save_checkpoint())
                 if not math.isfinite(loss):
                     raise MaskEditError(f"the loss became {loss} at step {self.state.step}; lower the learning rate")
                 yield StepEvent(self.state.step, self.config.steps, loss, now - step_started, now - started, checkpoint)
         finally:
             self.transformer.eval()
-            if self.checkpoint_dir and self.state.step and self.state.step < self.config.steps:
+            if self.writes_checkpoints and self.state.step and self.state.step < self.config.steps:
                 self.save_checkpoint()
 
     def train(self, should_stop=None) -> TrainState:
@@ -282,6 +349,10 @@ class LoraTrainer:
         return self.state
 
     # -- checkpoints --------------------------------------------------------------------------------
+    @property
+    def writes_checkpoints(self) -> bool:
+        return self.checkpoint_dir is not None and self.rank == 0
+
     def save_checkpoint(self, folder=None) -> Path:
         """Write LoRA weights, AdamW state and the generator's state (safetensors) and the step (JSON)."""
         from safetensors.torch import save_file

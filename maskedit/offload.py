@@ -1,0 +1,447 @@
+"""Memory options of training and generation (METHOD.md §7): block swapping, fp8 base weights, and
+gradient checkpointing with activations offloaded to CPU.
+
+    streamer = BlockStreamer(pipe.transformer, "cuda", blocks_to_swap=38, fp8=True)   # after LoRAs are added
+    pipe.transformer.enable_gradient_checkpointing(checkpoint_function(streamer, offload_activations=True))
+    ...train or generate...
+    streamer.remove()                                          # weights back as normal parameters
+
+How it works. Each transformer block's frozen weights have a *store*: pinned CPU memory for swapped
+blocks (the last `blocks_to_swap` of them), the GPU for resident ones; Linear weights are stored in
+float8 e4m3 with a per-row scale when `fp8` is on. Between uses a managed parameter holds an empty
+placeholder; a forward pre-hook on the block *materialises* it (host-to-device copy and/or fp8 → bf16
+on a side CUDA stream, prefetched one block ahead) and a post-hook drops it again. Only host-to-device
+copies happen: the base is frozen, the stores are never written back. LoRA parameters are never managed
+(they stay on the device in their own dtype).
+
+Why not diffusers' group offloading for training: its hooks onload before a module's forward and
+offload right after it, with no hook in backward; a backward that reads a weight itself (e.g. the RMS
+norms' `x * weight`, saved as the parameter, not a copy) then finds it offloaded. On a CPU-only machine
+that cannot show (onload and offload device are the same, so the "offload" is a no-op), which is why the
+checks of REFERENCE.md pass on CPU. Here the placeholder is empty on every device, so a weight read
+while dropped fails loudly on CPU too: the tests run real backward passes through it.
+
+Backward. With gradient checkpointing (required for training with swapping or fp8: otherwise autograd
+keeps every block's materialised weights alive until backward and nothing is saved) each block's forward
+is re-run inside backward; the pre-hook sees it runs in backward (`torch._C._current_graph_task_id()`),
+keeps the block until its backward is over (blocks after it are dropped when an earlier block starts,
+all at the end of backward) and prefetches the previous block. Gradients are bitwise those of the plain
+run: the materialised weights are exact copies (fp8 aside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MaskEditError
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite float8 e4m3fn
+LORA_MARKERS = ("lora_A", "lora_B", "lora_embedding", "lora_magnitude")
+
+
+def is_lora_name(name: str) -> bool:
+    return any(f".{m}." in f".{name}." or f".{m}" in name for m in LORA_MARKERS)
+
+
+def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 values, float32 per-row scale) with weight ≈ values · scale; a row of zeros gets scale 1."""
+    w = weight.detach().float()
+    flat = w.reshape(w.shape[0], -1)
+    scale = flat.abs().amax(dim=1, keepdim=True) / FP8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    values = (flat / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).reshape(w.shape)
+    return values, scale.reshape(w.shape[0], *([1] * (w.ndim - 1)))
+
+
+def dequantize_fp8(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (values.to(torch.float32) * scale.to(values.device, torch.float32)).to(dtype)
+
+
+@dataclass
+class _Managed:
+    """One managed parameter: where its frozen value is stored and what it must look like in use."""
+
+    param: torch.nn.Parameter
+    store: torch.Tensor  # host (swapped) or device (resident fp8) copy; fp8 values when scale is set
+    scale: torch.Tensor | None  # per-row fp8 scale, float32, or None
+    dtype: torch.dtype  # dtype in use (the original one)
+
+
+class BlockStreamer:
+    """Block swapping and/or fp8 base weights for a diffusers transformer with a `blocks` ModuleList.
+
+    transformer: e.g. `WanTransformer3DModel`, on any device (LoRA adapters already added).
+    device: where it computes. blocks_to_swap: how many of its blocks (the last ones) live in CPU memory
+    (clamped to the number of blocks). fp8: store the Linear weights of the blocks in float8.
+    Every non-LoRA parameter of a managed block is frozen (requires_grad False).
+    pin_memory / use_stream: default to True on CUDA (pinned host stores, copies on a side stream).
+    Everything else of the transformer is moved to `device`. `remove()` undoes it all (fp8 weights
+    come back dequantised: fp8 is lossy).
+    """
+
+    def __init__(self, transformer, device, blocks_to_swap: int = 0, fp8: bool = False,
+                 pin_memory: bool | None = None, use_stream: bool | None = None):
+        if not hasattr(transformer, "blocks"):
+            raise MaskEditError(f"{type(transformer).__name__} has no `blocks`; block swapping needs a block list")
+        self.transformer = transformer
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.pin_memory = cuda if pin_memory is None else (pin_memory and cuda)
+        self.use_stream = cuda if use_stream is None else (use_stream and cuda)
+        self.blocks = list(transformer.blocks)
+        n = len(self.blocks)
+        self.blocks_to_swap = max(0, min(int(blocks_to_swap), n))
+        self.fp8 = bool(fp8)
+        self.swapped = set(range(n - self.blocks_to_swap, n))
+        self._original_devices: dict[int, torch.device] = {}
+        self._managed: dict[int, list[_Managed]] = {}
+        self._loaded: set[int] = set()
+        self._staged: dict[int, tuple[list[torch.Tensor], object]] = {}
+        self._handles = []
+        self._checkpoint_forward = 0
+        self._callback_task = None
+        self._stream = torch.cuda.Stream(self.device) if self.use_stream else None
+        self._marks: list = []  # compute-stream events, one per block entered: bound how far the host runs ahead
+        self.stats = {"loads": 0, "drops": 0, "max_loaded": 0, "max_materialised": 0, "host_bytes": 0,
+                      "device_store_bytes": 0}
+
+        for index, block in enumerate(self.blocks):
+            entries = self._collect(index, block)
+            if entries:
+                self._managed[index] = entries
+        transformer.to(self.device)  # everything unmanaged (placeholders are already there)
+        for index, block in enumerate(self.blocks):
+            if index in self._managed:
+                self._handles.append(block.register_forward_pre_hook(self._pre_hook(index)))
+                self._handles.append(block.register_forward_hook(self._post_hook(index)))
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _collect(self, index: int, block) -> list[_Managed]:
+        swapped = index in self.swapped
+        linear_weights = set()
+        if self.fp8:
+            for module in block.modules():
+                if isinstance(module, torch.nn.Linear):
+                    linear_weights.add(id(module.weight))
+        entries = []
+        for name, param in block.named_parameters():
+            if is_lora_name(name):
+                continue
+            quantize = id(param) in linear_weights and param.dtype.is_floating_point and param.ndim == 2
+            if not (swapped or quantize):
+                continue
+            self._original_devices[id(param)] = param.device
+            data = param.data
+            scale = None
+            if quantize:
+                data, scale = quantize_fp8(data.to(self.device) if self.device.type == "cuda" else data)
+            if swapped:
+                data = data.to("cpu")
+                if scale is not None:
+                    scale = scale.to("cpu")
+                if self.pin_memory:
+                    data = data.pin_memory()
+                    scale = scale.pin_memory() if scale is not None else None
+                self.stats["host_bytes"] += data.numel() * data.element_size()
+            else:
+                data = data.to(self.device)
+                scale = scale.to(self.device) if scale is not None else None
+                self.stats["device_store_bytes"] += data.numel() * data.element_size()
+            param.requires_grad_(False)  # the base is frozen: stores are never written back
+            entry = _Managed(param, data, scale, param.dtype)
+            param.data = self._placeholder(param.dtype)
+            entries.append(entry)
+        for name, buffer in block.named_buffers():
+            if swapped and buffer.numel() > 1 << 16:
+                raise MaskEditError(f"block {index} has a large buffer {name}; block swapping does not stream buffers")
+        return entries
+
+    def _placeholder(self, dtype) -> torch.Tensor:
+        return torch.empty(0, device=self.device, dtype=dtype)
+
+    # -- loading -----------------------------------------------------------------------------------
+    def _materialise(self, index: int) -> list[torch.Tensor]:
+        tensors = []
+        for entry in self._managed[index]:
+            value = entry.store.to(self.device, non_blocking=True, copy=entry.scale is None)
+            if entry.scale is not None:
+                value = dequantize_fp8(value, entry.scale.to(self.device, non_blocking=True), entry.dtype)
+            tensors.append(value)
+        return tensors
+
+    def _prefetch(self, index: int) -> None:
+        if index in self._loaded or index in self._staged or index not in self._managed:
+            return
+        if self._stream is None:
+            self._staged[index] = (self._materialise(index), None)
+            self._count_materialised()
+            return
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            tensors = self._materialise(index)
+            event = torch.cuda.Event()
+            event.record(self._stream)
+        self._staged[index] = (tensors, event)
+        self._count_materialised()
+
+    def _count_materialised(self) -> None:
+        live = len(self._loaded | set(self._staged))
+        self.stats["max_materialised"] = max(self.stats["max_materialised"], live)
+
+    def _ensure_loaded(self, index: int) -> None:
+        if index in self._loaded:
+            return
+        self._prefetch(index)
+        tensors, event = self._staged.pop(index)
+        if event is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(event)
+            for tensor in tensors:
+                tensor.record_stream(compute)  # made on the side stream, used (and freed) on this one
+        for entry, tensor in zip(self._managed[index], tensors):
+            entry.param.data = tensor
+        self._loaded.add(index)
+        self.stats["loads"] += 1
+        self.stats["max_loaded"] = max(self.stats["max_loaded"], len(self._loaded))
+
+    def _drop(self, index: int) -> None:
+        if index not in self._loaded:
+            return
+        for entry in self._managed[index]:
+            entry.param.data = self._placeholder(entry.dtype)
+        self._loaded.discard(index)
+        self.stats["drops"] += 1
+
+    def release_all(self) -> None:
+        """Drop every materialised block (and staged prefetches)."""
+        for index in list(self._loaded):
+            self._drop(index)
+        self._staged.clear()
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _next_managed(self, index: int, step: int) -> int | None:
+        j = index + step
+        while 0 <= j < len(self.blocks):
+            if j in self._managed:
+                return j
+            j += step
+        return None
+
+    def _throttle(self) -> None:
+        """Keep the host at most two blocks ahead of the GPU. Dropped weights are only freed once the GPU
+        is done with them; a host far ahead would materialise block after block before any is freed."""
+        if self.device.type != "cuda":
+            return
+        mark = torch.cuda.Event()
+        mark.record(torch.cuda.current_stream(self.device))
+        self._marks.append(mark)
+        while len(self._marks) > 2:
+            self._marks.pop(0).synchronize()
+
+    def _pre_hook(self, index: int):
+        def hook(module, args):
+            self._throttle()
+            task = torch._C._current_graph_task_id()
+            in_backward = task != -1
+            if in_backward:
+                for j in [j for j in self._loaded if j > index]:
+                    self._drop(j)  # their backward is over: this earlier block's recompute started
+                if self._callback_task != task:
+                    self._callback_task = task
+                    torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+            elif index == self._first_managed():
+                self.release_all()  # a new forward: nothing of an earlier graph is needed any more
+            self._ensure_loaded(index)
+            following = self._next_managed(index, -1 if in_backward else 1)
+            if following is not None:
+                self._prefetch(following)
+
+        return hook
+
+    def _post_hook(self, index: int):
+        def hook(module, args, output):
+            if torch._C._current_graph_task_id() != -1:
+                return  # a recompute inside backward: keep the weights until this block's backward is over
+            if not torch.is_grad_enabled() or self._checkpoint_forward:
+                self._drop(index)
+            elif torch.is_tensor(output) and output.requires_grad:
+                output.register_hook(self._backward_started)
+
+        return hook
+
+    def _backward_started(self, grad):
+        task = torch._C._current_graph_task_id()
+        if self._callback_task != task:
+            self._callback_task = task
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+        return grad
+
+    def _end_of_backward(self) -> None:
+        self._callback_task = None
+        self.release_all()
+
+    def _first_managed(self) -> int:
+        return min(self._managed)
+
+    @contextlib.contextmanager
+    def checkpointed_forward(self):
+        """Marks a checkpointed forward: blocks are dropped right after it (their recompute reloads them)."""
+        self._checkpoint_forward += 1
+        try:
+            yield
+        finally:
+            self._checkpoint_forward -= 1
+
+    # -- teardown --------------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Remove the hooks and give every managed parameter its full value back on its original device."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.release_all()
+        for entries in self._managed.values():
+            for entry in entries:
+                value = entry.store.to(self._original_devices[id(entry.param)])
+                if entry.scale is not None:
+                    value = dequantize_fp8(value, entry.scale, entry.dtype)
+                entry.param.data = value.clone() if value.data_ptr() == entry.store.data_ptr() else value
+        self._managed = {}
+
+    def describe(self) -> str:
+        n = len(self.blocks)
+        parts = [f"{n - self.blocks_to_swap} of {n} blocks resident, {self.blocks_to_swap} swapped"]
+        if self.fp8:
+            parts.append("fp8 base weights")
+        if self.use_stream:
+            parts.append("copies on a side stream")
+        return ", ".join(parts)
+
+
+def checkpoint_function(streamer: BlockStreamer | None = None, offload_activations: bool = False):
+    """A `gradient_checkpointing_func` for diffusers' `enable_gradient_checkpointing`.
+
+    Non-reentrant `torch.utils.checkpoint` of each block, with the streamer told which forwards are
+    checkpointed (so it drops their weights at once) and, with `offload_activations`, each block's
+    input hidden states kept in CPU memory until its recompute (the copies are exact: gradients are
+    bitwise those of plain checkpointing).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def contexts():
+        forward = streamer.checkpointed_forward() if streamer is not None else contextlib.nullcontext()
+        return forward, contextlib.nullcontext()
+
+    def run(block, *args):
+        if offload_activations and torch.is_tensor(args[0]):
+            device = args[0].device
+            saved = args[0].to("cpu")  # on a CPU run this is the tensor itself: same code path, no copy
+
+            def call(hidden, *rest):
+                return block(hidden.to(device, non_blocking=True), *rest)
+
+            return checkpoint(call, saved, *args[1:], use_reentrant=False, context_fn=contexts)
+        return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=contexts)
+
+    return run
+
+
+def lora_to_dtype(transformer, dtype: torch.dtype = torch.float32) -> None:
+    """Give every LoRA parameter `dtype` (peft casts new adapters to the base weight's dtype)."""
+    for name, param in transformer.named_parameters():
+        if is_lora_name(name) and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+
+
+MEMORY_ATTRIBUTE = "_maskedit_memory"
+
+
+@dataclass
+class MemorySetup:
+    """What `apply_memory_options` did, and how to undo it (kept on the transformer as `_maskedit_memory`)."""
+
+    streamer: BlockStreamer | None
+    gradient_checkpointing: bool
+    activation_offload: bool
+    settings: tuple = ()
+
+    def remove(self, transformer) -> None:
+        if self.streamer is not None:
+            self.streamer.remove()
+            self.streamer = None
+        if self.gradient_checkpointing and transformer.is_gradient_checkpointing:
+            transformer.disable_gradient_checkpointing()
+        if getattr(transformer, MEMORY_ATTRIBUTE, None) is self:
+            delattr(transformer, MEMORY_ATTRIBUTE)
+
+
+def memory_setup(transformer) -> MemorySetup | None:
+    """The memory options in effect on `transformer` (None when none were applied)."""
+    return getattr(transformer, MEMORY_ATTRIBUTE, None)
+
+
+def _normalise(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool = False,
+                         gradient_checkpointing: bool = False, activation_offload: bool = False) -> MemorySetup:
+    """Block swapping / fp8 (a `BlockStreamer` when either is asked for) and gradient checkpointing with
+    optional activation offload, wired together. Adapters may be added before or after (LoRA
+    parameters are never managed). A streamer already on the transformer with the same device, swap
+    count and fp8 is kept (only checkpointing is set anew); other settings replace it."""
+    if activation_offload and not gradient_checkpointing:
+        raise MaskEditError("offloading activations needs gradient checkpointing")
+    device = _normalise(device)
+    settings = (str(device), int(blocks_to_swap), bool(fp8))
+    current = memory_setup(transformer)
+    streamer = None
+    if current is not None and current.settings == settings and current.streamer is not None:
+        streamer = current.streamer
+    elif current is not None:
+        current.remove(transformer)
+    elif transformer.is_gradient_checkpointing:
+        transformer.disable_gradient_checkpointing()
+    if streamer is None and (blocks_to_swap or fp8):
+        streamer = BlockStreamer(transformer, device, blocks_to_swap=blocks_to_swap, fp8=fp8)
+    if gradient_checkpointing:
+        if streamer is not None or activation_offload:
+            transformer.enable_gradient_checkpointing(checkpoint_function(streamer, activation_offload))
+        else:
+            transformer.enable_gradient_checkpointing()
+    elif transformer.is_gradient_checkpointing:
+        transformer.disable_gradient_checkpointing()
+    setup = MemorySetup(streamer, gradient_checkpointing, activation_offload, settings)
+    if streamer is not None or activation_offload:
+        setattr(transformer, MEMORY_ATTRIBUTE, setup)
+    return setup
+
+
+def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False) -> MemorySetup | None:
+    """Put a pipeline loaded on the CPU onto `device` without ever holding the whole transformer there:
+    the transformer gets the block streamer first (resident blocks and small parts on the device, swapped
+    blocks in pinned CPU memory, fp8 stores), then the pipeline moves to `device` (which moves only what
+    is not streamed). The VAE and the text/image encoders go to the device as usual; the trainer moves
+    them off while it trains (`training.release_encoders`). Without swapping or fp8 the pipeline simply
+    moves. Returns the memory setup (None without swapping or fp8).
+
+    Not diffusers' model CPU offload: its `enable_model_cpu_offload` first moves every component
+    (transformer included) to the CPU and hooks the transformer too, which fights the streamer."""
+    device = _normalise(device)
+    setup = apply_memory_options(pipe.transformer, device, blocks_to_swap, fp8) if (blocks_to_swap or fp8) else None
+    pipe.to(device)
+    return setup
+
+
+def peak_memory_bytes(device) -> int | None:
+    """`torch.cuda.max_memory_allocated` on CUDA; None elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return None

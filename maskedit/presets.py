@@ -1,0 +1,210 @@
+"""Named settings of a whole edit (training + generation), one place for the CLI and the app.
+
+    preset = get_preset("low-cost")
+    print(preset.describe())                      # every setting, one per line
+    config = preset.train_config(seed=3)          # a training.TrainConfig with the preset's settings
+
+Presets (METHOD.md §4, §6, §7; memory/time figures are targets until benchmarks/RESULTS.md has
+GPU measurements):
+- `full`: METHOD.md's settings: whole 49-frame 832x480 clip, 100 steps, rank 16, 30 steps at CFG 5.
+- `24gb`: the same edit on a 24 GB card: 32 of 40 blocks streamed from CPU, checkpointed activations,
+  VAE tiling (the reference code's 49-frame setting: 21.5 GB on an RTX 4090).
+- `low-cost`: 9-frame windows (stride 4) + 38 of 40 blocks swapped + fp8 base weights + checkpointed
+  activations offloaded to CPU; target peak ≤ 6 GB.
+- `zerogpu`: 33 frames at 640x368, 9-frame windows, 60 steps, a step/CFG-distilled speed LoRA for
+  4-step generation at CFG 1; target: the whole edit within 3 GPU-minutes on an H100-class card.
+
+Field names are part of the API (the app reads them): add fields, do not rename them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import MaskEditError
+
+NUM_BLOCKS_14B = 40
+"""Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
+
+DEFAULT_SPEED_LORA = "lightx2v/Wan2.1-Distill-Loras/wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+"""A step- and CFG-distilled Wan2.1-I2V-14B LoRA (4 steps, CFG 1) as `owner/repo/file.safetensors`; any
+local .safetensors file or folder works as well (maskedit.speed.resolve_speed_lora)."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every setting of an edit. Sizes are pixels; `window = 0` trains on the whole clip."""
+
+    name: str
+    summary: str
+    # clip
+    num_frames: int = 49
+    width: int = 832
+    height: int = 480
+    # training (METHOD.md §4)
+    train_steps: int = 100
+    learning_rate: float = 1e-4
+    rank: int = 16
+    alpha: float = 16.0
+    window: int = 0  # frames per temporal training window (4k+1); 0 = whole clip (METHOD.md §7)
+    window_stride: int = 4
+    # memory (training and generation)
+    blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
+    fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
+    gradient_checkpointing: bool = False
+    activation_offload: bool = False  # checkpointed block inputs kept in CPU memory (needs checkpointing)
+    # generation (METHOD.md §6)
+    generation_steps: int = 30
+    guidance_scale: float = 5.0
+    flow_shift: float = 5.0
+    lora_scale: float = 1.0
+    speed_lora: str | None = None  # a distilled LoRA stacked with the edit LoRA (path or owner/repo/file)
+    speed_lora_weight: float = 1.0
+    # speed options
+    attention_backend: str | None = None  # diffusers attention backend ("flash", "sage", …); None = default
+    compile: bool = False  # torch.compile of the transformer blocks (never on ZeroGPU)
+    vae_tiling: bool = False
+    # budget and targets (not measurements)
+    gpu_seconds: int | None = None  # per-call GPU budget (ZeroGPU `duration`); None = unlimited
+    target_peak_gb: float | None = None  # the peak memory this preset is designed for
+
+    def __post_init__(self):
+        problems = []
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
+        if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
+            problems.append(f"width and height must be positive multiples of 16, got {self.width}x{self.height}")
+        if self.window and ((self.window - 1) % 4 or self.window > self.num_frames or self.window < 1):
+            problems.append(f"window must be 0 or 4k+1 frames up to num_frames, got {self.window}")
+        if self.window_stride < 1:
+            problems.append("window_stride must be at least 1")
+        if not 0 <= self.blocks_to_swap < NUM_BLOCKS_14B:
+            problems.append(f"blocks_to_swap must be in 0..{NUM_BLOCKS_14B - 1}, got {self.blocks_to_swap}")
+        if self.activation_offload and not self.gradient_checkpointing:
+            problems.append("activation_offload needs gradient_checkpointing")
+        if self.train_steps < 1 or self.generation_steps < 1 or self.rank < 1:
+            problems.append("train_steps, generation_steps and rank must be at least 1")
+        if problems:
+            raise MaskEditError(f"preset {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def blocks_resident(self) -> int:
+        """Blocks of the 14B transformer kept on the GPU."""
+        return NUM_BLOCKS_14B - self.blocks_to_swap
+
+    @property
+    def cfg_distilled(self) -> bool:
+        """True when the preset generates at CFG 1 with a speed LoRA (one transformer pass per step)."""
+        return self.speed_lora is not None and self.guidance_scale <= 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, **changes) -> "Preset":
+        """A copy with some settings changed (checked like a preset); None values are ignored."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise MaskEditError(f"unknown preset settings: {', '.join(unknown)}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def train_config(self, **overrides):
+        """A `training.TrainConfig` holding this preset's training and memory settings."""
+        from .training import TrainConfig
+
+        settings = dict(
+            steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank, alpha=self.alpha,
+            gradient_checkpointing=self.gradient_checkpointing, activation_offload=self.activation_offload,
+            blocks_to_swap=self.blocks_to_swap, fp8=self.fp8,
+        )
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    def describe(self) -> str:
+        """Every setting, grouped, one line each (for --help, the app and logs)."""
+        window = f"{self.window} frames, stride {self.window_stride}" if self.window else "whole clip"
+        speed = f"{self.speed_lora} (weight {self.speed_lora_weight:g})" if self.speed_lora else "none"
+        checkpointing = "on" if self.gradient_checkpointing else "off"
+        if self.activation_offload:
+            checkpointing += ", activations offloaded to CPU"
+        lines = [
+            f"preset {self.name}: {self.summary}",
+            f"  clip: {self.num_frames} frames at {self.width}x{self.height}",
+            f"  training: {self.train_steps} steps, lr {self.learning_rate:g}, LoRA rank {self.rank} alpha {self.alpha:g}, "
+            f"window {window}",
+            f"  memory: {self.blocks_resident} of {NUM_BLOCKS_14B} blocks resident, {self.blocks_to_swap} swapped; "
+            f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}",
+            f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, "
+            f"edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}",
+            f"  speed: attention {self.attention_backend or 'default'}, compile {'on' if self.compile else 'off'}, "
+            f"VAE tiling {'on' if self.vae_tiling else 'off'}",
+        ]
+        targets = []
+        if self.target_peak_gb is not None:
+            targets.append(f"peak ≤ {self.target_peak_gb:g} GB")
+        if self.gpu_seconds is not None:
+            targets.append(f"GPU budget {self.gpu_seconds} s per call")
+        if targets:
+            lines.append(f"  targets (not yet measured on a GPU): {', '.join(targets)}")
+        return "\n".join(lines)
+
+
+FULL = Preset(
+    name="full",
+    summary="METHOD.md settings on one large GPU (≥ 80 GB): whole clip, 100 steps, 30 steps at CFG 5",
+    gradient_checkpointing=True,  # bit-identical gradients; a 20,280-token clip's activations need it
+)
+
+GPU_24GB = Preset(
+    name="24gb",
+    summary="the full-quality edit on a 24 GB card: 32 blocks streamed from CPU, checkpointing, VAE tiling",
+    blocks_to_swap=32,
+    gradient_checkpointing=True,
+    vae_tiling=True,
+    target_peak_gb=22.0,
+)
+
+LOW_COST = Preset(
+    name="low-cost",
+    summary="smallest memory: 9-frame windows, 38 blocks swapped, fp8 base, activations offloaded",
+    window=9,
+    window_stride=4,
+    blocks_to_swap=38,
+    fp8=True,
+    gradient_checkpointing=True,
+    activation_offload=True,
+    vae_tiling=True,
+    target_peak_gb=6.0,
+)
+
+ZEROGPU = Preset(
+    name="zerogpu",
+    summary="a quick edit on a ZeroGPU slice: 33 frames at 640x368, 9-frame windows, 4-step distilled generation",
+    num_frames=33,
+    width=640,
+    height=368,
+    train_steps=60,
+    window=9,
+    window_stride=4,
+    gradient_checkpointing=True,
+    generation_steps=4,
+    guidance_scale=1.0,
+    flow_shift=5.0,
+    speed_lora=DEFAULT_SPEED_LORA,
+    speed_lora_weight=1.0,
+    compile=False,  # not supported on ZeroGPU
+    gpu_seconds=180,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (FULL, GPU_24GB, LOW_COST, ZEROGPU)}
+DEFAULT_PRESET = "full"
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name` (`full`, `24gb`, `low-cost`, `zerogpu`); MaskEditError for others."""
+    key = (name or "").strip().lower().replace("_", "-")
+    if key in ("lowcost", "low"):
+        key = "low-cost"
+    if key not in PRESETS:
+        raise MaskEditError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[key]
