@@ -8,7 +8,16 @@ MASKEDIT_GPU_BUDGET (seconds per training call, default 110), MASKEDIT_WORK_DIR,
 
 This file holds UI only (layout, events, session state, `spaces.GPU` wrappers); every computation is a
 call into `maskedit`. Named API endpoints (gradio_client): /load_video, /segment, /use_mask,
-/set_edited_frame, /add_later_frame, /train, /stop_training, /use_lora, /generate, /edit.
+/set_edited_frame, /add_later_frame, /train, /stop_training, /use_lora, /generate, /edit, /set_background,
+/training_status, /gallery.
+
+Background training (issue 8): with the "Train in the background" toggle on (default: on with a GPU;
+MASKEDIT_BACKGROUND=1/0 overrides), confirming the masks (/segment, /use_mask) starts stage-1 training at
+once — it needs only the clip, boxes, caption and settings, never the edited first frame — and Generate
+waits for it (or uses its latest checkpoint when asked). Runs live in the session's LoRA cache
+(train/<key>, `maskedit.lora_cache`), so any number of edited first frames reuse one LoRA; changing the
+frames, boxes, caption or settings cancels the run and discards it. Off ZeroGPU a thread drives the chunks;
+on ZeroGPU the session's own calls do (a timer tick runs the next chunk, Generate runs what is left).
 """
 
 import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch initialises CUDA)
@@ -21,13 +30,15 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from maskedit import editing, session
+from maskedit import editing, lora_cache, session
+from maskedit.background import BackgroundJob
 from maskedit.conditioning import DEFAULT_TRIGGER
 from maskedit.errors import MaskEditError
 
@@ -41,6 +52,8 @@ INCLUDE, EXCLUDE = "include (on the object)", "exclude (not the object)"
 METHOD_CHOICES = [("mask-aware LoRA (the method)", "mask-lora"), ("baseline: no LoRA (stock I2V)", "no-lora"),
                   ("baseline: feature-level blending", "feature-blend")]
 DEFAULT_MAX_UPLOAD = "500mb"
+GALLERY_SIZE = 12  # the session's latest results kept in the Generate tab's gallery
+DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache per session (train/<key>), least recently used evicted first
 
 # What stays loaded between calls: the base model and the segmenter/captioner models (never user data).
 _RUNTIME: dict = {"model": None, "segmenter": None, "segmenter_backend": "auto", "captioner": None,
@@ -199,12 +212,17 @@ class App:
     """Configuration of one demo (work folders, budgets); its methods are the event handlers."""
 
     def __init__(self, store: session.SessionStore, budget_s: float, chunk_steps: int | None, model_name: str,
-                 is_tiny: bool):
+                 is_tiny: bool, background_driver: str = "thread", session_cache_bytes: int | None = None):
         self.store = store
         self.budget_s = budget_s
         self.chunk_steps = chunk_steps
         self.model_name = model_name
         self.is_tiny = is_tiny
+        self.background_driver = background_driver  # "thread" | "session" (ZeroGPU: the session's calls drive)
+        self.session_cache_bytes = session_cache_bytes or int(
+            float(os.environ.get("MASKEDIT_SESSION_CACHE_GB") or DEFAULT_SESSION_CACHE_GB) * 1024 ** 3)
+        self.jobs: dict[str, BackgroundJob] = {}  # background run of each session folder (ended with the session)
+        self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
 
     # -- state and paths
     def state(self, state, request: gr.Request | None) -> dict:
@@ -216,7 +234,7 @@ class App:
         self.store.remove_stale()
         folder = self.store.folder(hash_)
         return {"folder": str(folder), "points": [], "labels": [], "later": {}, "edited": None, "lora": None,
-                "lora_source": None, "run_dir": None, "results": 0}
+                "lora_source": None, "lora_key": None, "run_dir": None, "results": 0, "gallery": []}
 
     def allowed_roots(self, st) -> list:
         from gradio.utils import get_upload_folder
@@ -238,6 +256,7 @@ class App:
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
         path = self.checked(st, video, "video")
+        self.cancel_background(st, "a new clip was loaded")
         for name in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
             shutil.rmtree(self.sub(st, name), ignore_errors=True)
         source_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), path, "video" + path.suffix.lower())
@@ -274,7 +293,8 @@ class App:
         if not (labels == 1).any():
             return overlay_frames(frame[None], np.zeros((1, *frame.shape[:2]), bool), points=points,
                                   labels=labels)[0]
-        mask = gpu_image_mask(frame, points, labels)
+        with self.gpu_lock:
+            mask = gpu_image_mask(frame, points, labels)
         return overlay_frames(frame[None], mask[None], points=points, labels=labels)[0]
 
     def segment(self, points_json, margin, st):
@@ -282,7 +302,8 @@ class App:
 
         clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         points, labels = session.parse_points(points_json)
-        segmentation = gpu_segment_clip(clip.frames, points, labels, float(margin))
+        with self.gpu_lock:
+            segmentation = gpu_segment_clip(clip.frames, points, labels, float(margin))
         out = self.sub(st, session.SEGMENT_FOLDER)
         files = write_segmentation(out, clip.frames, segmentation, clip.fps, points=points, labels=labels)
         st.update(points=points.tolist(), labels=labels.tolist())
@@ -402,6 +423,22 @@ class App:
         stop_file = Path(st["folder"]) / session.STOP_TRAINING
         stop_file.unlink(missing_ok=True)
         st["run_dir"] = str(run_dir)
+        job = self.jobs.get(st["folder"])
+        if job is not None and job.active and job.key == key:
+            yield from self.follow(job, st)  # the background run already trains exactly this
+            return
+        if job is not None and job.active:
+            self.cancel_background(st, "training was started with other inputs")
+        cache = self.cache(st)
+        entry = cache.lookup(key)
+        if entry is not None and entry.status == lora_cache.FINISHED:
+            st["lora"], st["lora_source"], st["lora_key"] = str(entry.lora_path), "trained", key
+            yield ([], f"**done** — reusing the cached LoRA {key}: the clip, boxes, caption and settings are the "
+                       "same as a finished run, so no training is needed.", {"step": [], "loss": []},
+                   _lora_files(entry.path))
+            return
+        cache.prepare(key, {"caption": caption.strip(), "trigger": trigger, "steps": config.steps})
+        cache.evict(keep=(key,))
         budget = float(budget_s or self.budget_s)
         steps_done, losses, stage_offset, total, recent = [], [], 0, config.steps, []
         messages = list(notes)
@@ -419,9 +456,11 @@ class App:
             return {"step": list(steps_done), "loss": list(losses)}
 
         def chunk(again):
-            return gpu_train_chunk(str(prepared_dir), str(run_dir), caption.strip(), config, trigger,
-                                   {k: v for k, v in later.items()}, self.model_name, budget_s=budget,
-                                   max_steps=self.chunk_steps, stop_file=str(stop_file), resume=bool(resume) or again)
+            with self.gpu_lock:
+                yield from gpu_train_chunk(str(prepared_dir), str(run_dir), caption.strip(), config, trigger,
+                                           {k: v for k, v in later.items()}, self.model_name, budget_s=budget,
+                                           max_steps=self.chunk_steps, stop_file=str(stop_file),
+                                           resume=bool(resume) or again)
 
         yield session.loss_rows([], []), status("starting"), points(), None
         for event in session.train_in_chunks(chunk):
@@ -445,18 +484,191 @@ class App:
                 if event["index"]:
                     messages.append(f"GPU call {event['index'] + 1} (resuming the checkpoint)")
             elif kind == "stopped":
-                st["lora"], st["lora_source"] = event["partial"], "partial"
+                st["lora"], st["lora_source"], st["lora_key"] = event["partial"], "partial", key
                 files = _lora_files(Path(event["partial"]).parent) if event["partial"] else None
                 messages.append(f"Stopped at step {event['step']}: the checkpoint is kept (Resume continues it); "
                                 "the LoRA so far is below and is used by Generate.")
                 yield session.loss_rows(steps_done, losses), status("stopped"), points(), files
                 return
             elif kind == "done":
-                st["lora"], st["lora_source"] = event["lora"], "trained"
+                st["lora"], st["lora_source"], st["lora_key"] = event["lora"], "trained", key
                 messages.append("Saved the LoRA (diffusers and ComfyUI files + lora.json).")
                 yield (session.loss_rows(steps_done, losses), status("done"), points(),
                        _lora_files(Path(event["lora"]).parent))
                 return
+
+    # -- background training (issue 8)
+    def cache(self, st) -> lora_cache.LoraCache:
+        """The session's LoRA cache: train/<key> (the same folders /train uses)."""
+        return lora_cache.LoraCache(self.sub(st, session.TRAIN_FOLDER), self.session_cache_bytes)
+
+    def cancel_background(self, st, why: str) -> str:
+        """Cancel the session's background run (its inputs changed) and forget its LoRA; its unfinished run is
+        discarded. Returns a line for the user ("" when nothing was running)."""
+        job = self.jobs.pop(st["folder"], None)
+        if job is None:
+            return ""
+        if st.get("lora_key") == job.key and st.get("lora_source") != "uploaded":
+            st["lora"], st["lora_source"], st["lora_key"] = None, None, None
+        if not job.active:
+            return ""
+        cache = self.cache(st)
+
+        def discard():
+            entry = cache.get(job.key)
+            if entry is not None and entry.status != lora_cache.FINISHED:
+                cache.remove(job.key)
+
+        job.cancel(discard)
+        return f"⚠️ {why[:1].upper() + why[1:]}: the background training for the old inputs was cancelled and discarded."
+
+    def ensure_background(self, st, enabled, caption, trigger, preset, steps, lr, rank, seed, blocks_to_swap, fp8,
+                          checkpointing, budget_s) -> str:
+        """Make the session's background run match the current inputs: start it (masks confirmed and a caption
+        given), keep it (same key), or cancel and replace it (frames, boxes, caption or settings changed).
+        Returns the status line shown in the Segment and Edited-frames tabs."""
+        st["background"] = bool(enabled)
+        job = self.jobs.get(st["folder"])
+        if not enabled:
+            if job is not None and job.active:
+                job.request_stop()
+                return ("Background training is **off**: the run stops after its current step; its checkpoint is "
+                        "kept (Train → Start continues it).")
+            return "Background training is **off**: train in step 4."
+        if not (self.sub(st, session.PREPARED_FOLDER) / editing.PREPARED_JSON).is_file():
+            return "Background training starts as soon as the masks are confirmed (step 2)."
+        if not caption or not str(caption).strip():
+            note = self.cancel_background(st, "the caption was cleared") if job is not None else ""
+            return ((note + "  \n") if note else "") + (
+                "Background training waits for the **caption of the ORIGINAL first frame** (step 3).")
+        config, notes = self.train_config(preset, steps, lr, rank, seed, blocks_to_swap, fp8, checkpointing)
+        prepared_dir = self.prepared_dir(st)
+        prepared = editing.load_prepared(prepared_dir)
+        trigger = DEFAULT_TRIGGER if trigger is None else str(trigger).strip()
+        caption = str(caption).strip()
+        later = {int(k): v for k, v in st["later"].items()}
+        later_arrays = {k: editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
+        parts = lora_cache.key_parts(prepared, caption, trigger, config, self.model_name, later_arrays)
+        key = lora_cache.key_from_parts(parts)
+        if job is not None and job.key == key and job.status in ("queued", "training", "done"):
+            return self.background_text(job.snapshot())
+        note = ""
+        if job is not None and job.key != key:
+            changed = lora_cache.changed_parts(job.parts, parts) or ["the inputs"]
+            what = " and ".join([", ".join(changed[:-1]), changed[-1]] if len(changed) > 1 else changed)
+            note = self.cancel_background(st, f"{what} changed") or f"ℹ️ {what[:1].upper() + what[1:]} changed."
+        elif job is not None:
+            self.jobs.pop(st["folder"], None)
+        if st.get("lora_key") and st["lora_key"] != key and st.get("lora_source") != "uploaded":
+            st["lora"], st["lora_source"], st["lora_key"] = None, None, None
+        job = self.start_job(st, key, parts, prepared_dir, caption, trigger, config, later, budget_s)
+        return ((note + "  \n") if note else "") + self.background_text(job.snapshot())
+
+    def start_job(self, st, key, parts, prepared_dir, caption, trigger, config, later, budget_s) -> BackgroundJob:
+        cache = self.cache(st)
+        entry = cache.lookup(key)
+        stop_file = Path(st["folder"]) / f"stop_background_{key}"
+        if entry is not None and entry.status == lora_cache.FINISHED:
+            job = BackgroundJob.finished(key, str(entry.lora_path), f"Reusing the cached LoRA {key} (same clip, "
+                                         "boxes, caption and settings): no training needed.", stop_file, parts)
+            st["lora"], st["lora_source"], st["lora_key"] = str(entry.lora_path), "trained", key
+            self.jobs[st["folder"]] = job
+            return job
+        run_dir = cache.prepare(key, {"caption": caption, "trigger": trigger, "steps": config.steps})
+        cache.evict(keep=(key,))
+        # the run reads its own copy of the inputs: a later segmentation may rewrite prepared/ meanwhile
+        inputs = run_dir / "inputs"
+        shutil.copytree(prepared_dir, inputs, dirs_exist_ok=True)
+        later_copies = {k: str(session.copy_into(inputs, v, f"frame_{k}.png")) for k, v in later.items()}
+        budget = float(budget_s or self.budget_s)
+
+        def chunk(again):
+            with self.gpu_lock:
+                yield from gpu_train_chunk(str(inputs), str(run_dir), caption, config, trigger, later_copies,
+                                           self.model_name, budget_s=budget, max_steps=self.chunk_steps,
+                                           stop_file=str(stop_file), resume=again)
+
+        job = BackgroundJob(key, chunk, stop_file, resume=True, parts=parts,
+                            history=lambda stage: _checkpoint_losses(run_dir, stage))
+        if entry is not None:
+            job.messages.append(f"Resuming the cached run {key} from step {entry.step} of {entry.total_steps}.")
+        self.jobs[st["folder"]] = job
+        if self.background_driver == "thread":
+            job.start()
+        return job
+
+    @staticmethod
+    def background_text(snap: dict | None) -> str:
+        if not snap:
+            return "No background training."
+        status = snap["status"]
+        line = f"**Background training: {status}**"
+        if snap["total_steps"]:
+            line += f" — step {snap['step']} / {snap['total_steps']}"
+        if snap["seconds_per_step"]:
+            line += f" · {snap['seconds_per_step']:.2f} s/step · ETA {session.format_eta(snap['eta_s'])}"
+        if status == "done":
+            line += " — the LoRA is ready: generate as many edits as you like."
+        elif status in ("queued", "training"):
+            line += " — edit the first frame meanwhile; Generate waits for it."
+        if snap.get("error"):
+            line += f"  \n⚠️ {snap['error']}"
+        return line + "".join(f"  \n{m}" for m in snap["messages"][-2:])
+
+    def follow(self, job: BackgroundJob, st):
+        """/train while the background run trains the same thing: stream its progress instead of training twice."""
+        files = None
+        while True:
+            if self.background_driver == "session":
+                for _ in job.drive_one():
+                    pass
+            ended = job.wait(0.25)
+            snap = job.snapshot()
+            if ended and snap["lora"]:
+                st["lora"], st["lora_source"], st["lora_key"] = snap["lora"], "trained", job.key
+                files = _lora_files(Path(snap["lora"]).parent)
+            text = self.background_text(snap).replace("Background training", "Training (started in the background)")
+            yield (session.loss_rows(snap["steps"], snap["losses"]), text,
+                   {"step": snap["steps"], "loss": snap["losses"]}, files)
+            if ended:
+                return
+
+    def wait_for_background(self, st, use_checkpoint: bool, progress=None) -> None:
+        """Before generating: wait for the session's background run (or stop it and use its latest checkpoint),
+        then make its LoRA the session's LoRA."""
+        job = self.jobs.get(st["folder"])
+        if job is None or st.get("lora_source") == "uploaded":
+            return
+        if job.active and use_checkpoint:
+            job.request_stop()
+        while job.active:
+            ran = False
+            if self.background_driver == "session":
+                for snap in job.drive_one():
+                    ran = True
+                    if progress is not None and snap["total_steps"]:
+                        progress((snap["step"], snap["total_steps"]), desc="training the LoRA", unit="steps")
+            if not ran:
+                job.wait(0.5)
+                snap = job.snapshot()
+                if progress is not None and snap["total_steps"]:
+                    progress((snap["step"], snap["total_steps"]), desc="waiting for the background training",
+                             unit="steps")
+        if job.status == "done":
+            st["lora"], st["lora_source"], st["lora_key"] = job.lora, "trained", job.key
+        elif job.status == "stopped" and job.partial:
+            st["lora"], st["lora_source"], st["lora_key"] = job.partial, "partial", job.key
+            st["resume_background"] = True  # after this generation, training goes on from the checkpoint
+        elif job.status == "failed":
+            raise MaskEditError(f"the background training failed: {job.error}")
+
+    def resume_background(self, st) -> None:
+        job = self.jobs.get(st["folder"])
+        if st.pop("resume_background", False) and job is not None and job.status == "stopped" and st.get("background"):
+            job = job.resumed()
+            self.jobs[st["folder"]] = job
+            if self.background_driver == "thread":
+                job.start()
 
     def use_lora(self, file, st):
         from safetensors import safe_open
@@ -475,11 +687,12 @@ class App:
         folder = self.sub(st, session.LORA_FOLDER)
         shutil.rmtree(folder, ignore_errors=True)
         target = session.copy_into(folder, path, "lora.safetensors")
-        st["lora"], st["lora_source"] = str(target), "uploaded"
+        st["lora"], st["lora_source"], st["lora_key"] = str(target), "uploaded", None
         return f"Using the uploaded LoRA **{path.name}** (training can be skipped)."
 
     # -- 5. generate
-    def generate(self, prompt, edited_frame, fit, method, steps, cfg, shift, seed, lora_scale, st, progress=None):
+    def generate(self, prompt, edited_frame, fit, method, steps, cfg, shift, seed, lora_scale, st, progress=None,
+                 use_checkpoint=False):
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
             self.set_edited_frame(edited_frame, fit, st)
@@ -494,6 +707,8 @@ class App:
         if float(shift) <= 0:
             raise MaskEditError(f"the flow shift is {shift}; give a positive one, e.g. 5")
         method = method or "mask-lora"
+        if method != "no-lora":
+            self.wait_for_background(st, bool(use_checkpoint), progress)
         lora = st.get("lora") if method != "no-lora" else None
         if method == "mask-lora" and not lora:
             raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
@@ -502,13 +717,21 @@ class App:
         out = self.sub(st, session.RESULTS_FOLDER) / str(st["results"])
         stop_file = Path(st["folder"]) / session.STOP_GENERATION
         stop_file.unlink(missing_ok=True)
-        for event in gpu_generate(str(prepared_dir), st["edited"], str(prompt).strip(), str(out), lora_path=lora,
-                                  method=method, steps=int(steps), guidance_scale=float(cfg), flow_shift=float(shift),
-                                  seed=int(seed), lora_scale=float(lora_scale), stop_file=str(stop_file)):
-            if event["kind"] == "step" and progress is not None:
-                progress((event["step"], event["total_steps"]), desc="denoising", unit="steps")
-            elif event["kind"] == "done":
-                return event["edited"], event["side_by_side"], session.format_report(event["report"]), event["report"]
+        try:
+            with self.gpu_lock:
+                for event in gpu_generate(str(prepared_dir), st["edited"], str(prompt).strip(), str(out),
+                                          lora_path=lora, method=method, steps=int(steps), guidance_scale=float(cfg),
+                                          flow_shift=float(shift), seed=int(seed), lora_scale=float(lora_scale),
+                                          stop_file=str(stop_file)):
+                    if event["kind"] == "step" and progress is not None:
+                        progress((event["step"], event["total_steps"]), desc="denoising", unit="steps")
+                    elif event["kind"] == "done":
+                        caption = f"#{st['results']} · {method} · seed {int(seed)} · {str(prompt).strip()[:60]}"
+                        st["gallery"] = ([[event["edited"], caption]] + list(st.get("gallery") or []))[:GALLERY_SIZE]
+                        return (event["edited"], event["side_by_side"], session.format_report(event["report"]),
+                                event["report"])
+        finally:
+            self.resume_background(st)
         raise MaskEditError("generation ended without a result")
 
 
@@ -520,6 +743,22 @@ def _checkpoint_losses(run_dir: Path, stage: int) -> list:
         return [float(v) for v in json.loads(path.read_text()).get("losses", [])]
     except (OSError, ValueError):
         return []
+
+
+def _loss_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype(
+        {"step": "int64", "loss": "float64", "series": "str"})
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _lora_files(folder: Path) -> list[str]:
@@ -540,11 +779,14 @@ def _examples() -> list[dict]:
 
 
 def create_demo(model=None, *, banner: str | None = None, segmenter: str | None = None, captioner: str | None = None,
-                work_dir=None, gpu_budget: float | None = None, chunk_steps: int | None = None) -> gr.Blocks:
+                work_dir=None, gpu_budget: float | None = None, chunk_steps: int | None = None,
+                background: bool | None = None, background_driver: str | None = None) -> gr.Blocks:
     """Build the app. model: a name ("tiny", hub id, folder; default: Wan2.1 with a CUDA GPU, else tiny) or a
     `maskedit.models.LoadedModel`. segmenter: "auto" | "sam2" | "fallback". captioner: a Florence-2 hub id or
     folder, or "none". gpu_budget: seconds per training call (ZeroGPU). chunk_steps: at most this many steps
-    per training call (tests)."""
+    per training call (tests). background: the background-training toggle's initial value (default:
+    MASKEDIT_BACKGROUND, else on with a GPU). background_driver: "thread" (default) or "session" (default on
+    ZeroGPU: the session's timer ticks and Generate run the chunks)."""
     from maskedit.presets import PRESETS, get_preset
 
     if model is None or isinstance(model, str):
@@ -560,13 +802,27 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     budget = float(gpu_budget or os.environ.get("MASKEDIT_GPU_BUDGET") or session.DEFAULT_CHUNK_SECONDS)
     store = session.SessionStore(work_dir)
     store.remove_stale()
-    app = App(store, budget, chunk_steps, loaded.name, loaded.is_tiny)
+    zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
+    driver = background_driver or ("session" if zero_gpu else "thread")
+    if driver not in ("thread", "session"):
+        raise MaskEditError(f"background_driver must be 'thread' or 'session', not {driver!r}")
+    if background is None:
+        env = os.environ.get("MASKEDIT_BACKGROUND", "").strip().lower()
+        background = env in ("1", "true", "on", "yes") if env else (zero_gpu or _has_gpu())
+    app = App(store, budget, chunk_steps, loaded.name, loaded.is_tiny, driver)
     tiny = loaded.is_tiny
     default_preset = "zerogpu" if os.environ.get("SPACES_ZERO_GPU") else "full"
     preset0 = get_preset(default_preset)
 
+    def end_jobs(folder):
+        job = app.jobs.pop(str(folder), None)
+        if job is not None:
+            job.cancel()
+            job.wait(30)  # the run writes into the folder until its current step ends
+
     def on_session_end(value):
         if value and value.get("folder"):
+            end_jobs(value["folder"])
             store.remove(value["folder"])
 
     with gr.Blocks(title="MaskEdit") as demo:
@@ -616,6 +872,9 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                                 elem_id="points")
                         margin = gr.Slider(0, 0.5, value=0.1, step=0.01, label="Box margin (fraction of the box)")
                         segment_btn = gr.Button("Propagate", variant="primary", elem_id="propagate-btn")
+                        bg_toggle = gr.Checkbox(background, label="Train in the background as soon as the masks are "
+                                                "confirmed (needs the caption of the original first frame)",
+                                                elem_id="bg-toggle")
                     with gr.Column():
                         with gr.Row():
                             overlay_video = gr.Video(label="Mask overlay", interactive=False, elem_id="overlay-video")
@@ -654,7 +913,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     later_clear = gr.Button("Remove later frames")
                     later_status = gr.Markdown("No edited later frames (stage 2 is skipped).")
                 with gr.Row():
-                    caption = gr.Textbox(label="Caption of the ORIGINAL first frame (training)", lines=2,
+                    caption = gr.Textbox("", label="Caption of the ORIGINAL first frame (training)", lines=2,
                                          elem_id="caption")
                     prompt = gr.Textbox(label="Prompt: caption of the EDITED first frame (generation)", lines=2,
                                         elem_id="prompt")
@@ -662,6 +921,12 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     caption_btn = gr.Button("Caption both automatically")
                     trigger = gr.Textbox(DEFAULT_TRIGGER, label="Trigger token")
                 caption_status = gr.Markdown()
+                with gr.Accordion("Training (runs in the background while you edit)", open=True):
+                    bg_status = gr.Markdown("Background training starts as soon as the masks are confirmed.",
+                                            elem_id="bg-status")
+                    bg_plot = gr.LinePlot(x="step", y="loss", color="series", label="Training loss (background)",
+                                          color_map={"raw": "#9aa0a6", "smoothed": "#d62728"}, elem_id="bg-plot",
+                                          height=240)
 
             # 4 -------------------------------------------------------------------------
             with gr.Tab("4 · Train", id="train"):
@@ -710,6 +975,9 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
                         new_edit = gr.Image(label="Another edited first frame (optional)", type="filepath",
                                             sources=["upload"])
+                        use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
+                                               "(training goes on afterwards)")
+                        gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
                         with gr.Row():
                             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                             cancel_btn = gr.Button("Cancel", variant="stop")
@@ -719,6 +987,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                             sbs_video = gr.Video(label="Original | edited", interactive=False)
                         report = gr.Markdown(elem_id="report")
                         report_json = gr.JSON(label="report", visible=False)
+                        gallery = gr.Gallery(label="This session's results (newest first; one LoRA, many edits)",
+                                             columns=4, height=260, elem_id="gallery")
 
         # hidden API-only inputs of /edit
         with gr.Row(visible=False):
@@ -730,8 +1000,65 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             api_lora = gr.File(file_count="multiple")
             api_text = gr.Textbox()
             api_bool = gr.Checkbox()
+            api_json = gr.JSON()
+        poll_timer = gr.Timer(2.0)
 
         gpu = dict(concurrency_id="gpu", concurrency_limit=1)
+        # what background training depends on besides the session's files (after the mask points of /segment)
+        bg_widgets = [bg_toggle, caption, trigger, preset, steps_in, lr_in, rank_in, seed_in, swap_in, fp8_in,
+                      ckpt_in, budget_in]
+
+        def background_line(st, widget_values) -> str:
+            try:
+                return app.ensure_background(st, *widget_values)
+            except MaskEditError as error:
+                return f"⚠️ Background training not started: {error}"
+
+        def bg_outputs(st):
+            snap = app.jobs[st["folder"]].snapshot() if st and st.get("folder") in app.jobs else None
+            rows = session.loss_rows(snap["steps"], snap["losses"]) if snap and snap["steps"] else None
+            frame = _loss_frame(rows) if rows else gr.update()
+            text = app.background_text(snap) if snap else gr.update()
+            return frame, text, text
+
+        @user_errors
+        def h_background(enabled, caption_text, trigger_text, preset_name, steps, lr, rank, seed, swap, fp8, ckpt,
+                         budget_s, st, request: gr.Request):
+            widget_values = (enabled, caption_text, trigger_text, preset_name, steps, lr, rank, seed, swap, fp8, ckpt,
+                             budget_s)
+            st = app.state(st, request)
+            line = background_line(st, widget_values)
+            frame, _, _ = bg_outputs(st)
+            return line, line, frame, st
+
+        @user_errors
+        def h_poll(st):
+            if not st or st.get("folder") not in app.jobs:
+                return gr.update(), gr.update(), gr.update()
+            return bg_outputs(st)
+
+        @user_errors
+        def h_drive(st):
+            """ZeroGPU: a timer tick of the session runs the background run's next chunk (a GPU call)."""
+            job = app.jobs.get(st.get("folder")) if st else None
+            if job is None:
+                yield gr.update(), gr.update(), gr.update()
+                return
+            for _ in job.drive_one():
+                yield bg_outputs(st)
+            yield bg_outputs(st)
+
+        @user_errors
+        def h_status(st, request: gr.Request):
+            st = app.state(st, request)
+            job = app.jobs.get(st["folder"])
+            snap = job.snapshot() if job is not None else {"status": "none"}
+            return dict(snap, lora_in_use=st.get("lora"), background=bool(st.get("background"))), st
+
+        @user_errors
+        def h_gallery(st, request: gr.Request):
+            st = app.state(st, request)
+            return [(path, text) for path, text in st.get("gallery") or [] if Path(path).is_file()]
 
         # ---- handlers
         @user_errors
@@ -783,20 +1110,50 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         points_box.submit(h_points_edit, [points_box, state], [first_frame, state], api_visibility="private", **gpu)
 
         @user_errors
-        def h_segment(points_json, margin_value, st, request: gr.Request):
+        def h_segment(points_json, margin_value, enabled, caption_text, trigger_text, preset_name, steps, lr, rank,
+                      seed, swap, fp8, ckpt, budget_s, st, request: gr.Request):
+            widget_values = (enabled, caption_text, trigger_text, preset_name, steps, lr, rank, seed, swap, fp8, ckpt,
+                             budget_s)
             st = app.state(st, request)
-            return (*app.segment(points_json, margin_value, st), st)
+            overlay_path, boxes_path, text = app.segment(points_json, margin_value, st)
+            line = background_line(st, widget_values)  # the masks are confirmed: training may start now
+            return overlay_path, boxes_path, f"{text}  \n{line}", st
 
-        segment_btn.click(h_segment, [points_box, margin, state], [overlay_video, boxes_video, segment_notes, state],
-                          api_name="segment", **gpu)
+        segment_btn.click(h_segment, [points_box, margin, *bg_widgets, state],
+                          [overlay_video, boxes_video, segment_notes, state], api_name="segment", **gpu)
 
         @user_errors
-        def h_mask(mask_file, box, margin_value, fit, st, request: gr.Request):
+        def h_mask(mask_file, box, margin_value, fit, enabled, caption_text, trigger_text, preset_name, steps, lr,
+                   rank, seed, swap, fp8, ckpt, budget_s, st, request: gr.Request):
+            widget_values = (enabled, caption_text, trigger_text, preset_name, steps, lr, rank, seed, swap, fp8, ckpt,
+                             budget_s)
             st = app.state(st, request)
-            return (*app.use_mask(mask_file, box, margin_value, fit, st), st)
+            overlay_path, boxes_path, text = app.use_mask(mask_file, box, margin_value, fit, st)
+            line = background_line(st, widget_values)
+            return overlay_path, boxes_path, f"{text}  \n{line}", st
 
-        mask_btn.click(h_mask, [mask_in, box_in, margin, fit_mask, state],
+        mask_btn.click(h_mask, [mask_in, box_in, margin, fit_mask, *bg_widgets, state],
                        [overlay_video, boxes_video, segment_notes, state], api_name="use_mask", **gpu)
+
+        bg_change = dict(fn=h_background, inputs=[*bg_widgets, state], outputs=[bg_status, gen_bg_status, bg_plot, state],
+                         api_visibility="private")
+        bg_toggle.change(h_background, [*bg_widgets, state], [bg_status, gen_bg_status, bg_plot, state],
+                         api_name="set_background")
+        for widget in (caption, trigger):
+            widget.blur(**bg_change)
+            widget.submit(**bg_change)
+        for widget in (steps_in, lr_in, rank_in, seed_in, swap_in, fp8_in, ckpt_in):
+            widget.input(**bg_change)
+        if driver == "session":
+            poll_timer.tick(h_drive, [state], [bg_plot, bg_status, gen_bg_status], api_visibility="private",
+                            show_progress="hidden", **gpu)
+        else:
+            poll_timer.tick(h_poll, [state], [bg_plot, bg_status, gen_bg_status], api_visibility="private",
+                            show_progress="hidden", concurrency_limit=None)
+        status_btn = gr.Button(visible=False)
+        status_btn.click(h_status, [state], [api_json, state], api_name="training_status", concurrency_limit=None)
+        gallery_btn = gr.Button(visible=False)
+        gallery_btn.click(h_gallery, [state], [gallery], api_name="gallery", concurrency_limit=None)
 
         @user_errors
         def h_frame(index, st, request: gr.Request):
@@ -832,7 +1189,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             return app.add_later_frame(image, index, fit, st), st
 
         later_btn.click(h_later, [later_in, later_index, fit_edited, state], [later_status, state],
-                        api_name="add_later_frame")
+                        api_name="add_later_frame").then(**bg_change)
 
         @user_errors
         def h_later_clear(st, request: gr.Request):
@@ -840,7 +1197,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             st["later"] = {}
             return app.later_text(st), st
 
-        later_clear.click(h_later_clear, [state], [later_status, state], api_visibility="private")
+        later_clear.click(h_later_clear, [state], [later_status, state], api_visibility="private").then(**bg_change)
 
         @user_errors
         def h_caption(st, request: gr.Request):
@@ -868,7 +1225,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         preset.change(user_errors(h_preset), [preset],
                       [preset_text, steps_in, lr_in, rank_in, swap_in, fp8_in, ckpt_in, gen_steps, cfg, shift],
-                      api_visibility="private")
+                      api_visibility="private").then(**bg_change)
 
         train_inputs = [caption, trigger, preset, steps_in, lr_in, rank_in, seed_in, swap_in, fp8_in, ckpt_in,
                         budget_in]
@@ -878,16 +1235,13 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             @user_errors
             def handler(caption_text, trigger_text, preset_name, steps, lr, rank, seed, swap, fp8, ckpt, budget_s,
                         resume, st, request: gr.Request):
-                import pandas as pd
-
                 st = app.state(st, request)
                 for rows, text, pts, files in app.train(caption_text, trigger_text, preset_name, steps, lr, rank,
                                                         seed, swap, fp8, ckpt, budget_s, resume, st):
                     # Gradio's LinePlot builds its Vega spec (colour domain = the series present) once, when it
                     # first gets a value, then only swaps the data: a first empty frame fixes the domain to []
                     # and every line is drawn without a stroke. So leave the plot alone until there are points.
-                    frame = pd.DataFrame(rows, columns=["step", "loss", "series"]).astype(
-                        {"step": "int64", "loss": "float64", "series": "str"}) if rows else gr.update()
+                    frame = _loss_frame(rows) if rows else gr.update()
                     yield frame, text, pts, files if files is not None else gr.update(), st
             return handler
 
@@ -915,15 +1269,20 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         @user_errors
         def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale,
-                       fit, st, request: gr.Request, progress=gr.Progress()):
+                       fit, use_checkpoint, st, request: gr.Request, progress=gr.Progress()):
             st = app.state(st, request)
             edited_path, sbs, text, rep = app.generate(prompt_text, edited_file, fit, method_name, steps, cfg_value,
-                                                       shift_value, seed, lora_scale, st, progress)
+                                                       shift_value, seed, lora_scale, st, progress,
+                                                       use_checkpoint=bool(use_checkpoint))
             return edited_path, sbs, text, rep, st
 
+        # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
+        # itself is guarded by app.gpu_lock)
         gen_evt = gen_btn.click(h_generate, [prompt, new_edit, method, gen_steps, cfg, shift, seed_gen, scale,
-                                             fit_edited, state],
-                                [edited_video, sbs_video, report, report_json, state], api_name="generate", **gpu)
+                                             fit_edited, use_ckpt, state],
+                                [edited_video, sbs_video, report, report_json, state], api_name="generate",
+                                concurrency_id="generate", concurrency_limit=1)
+        gen_evt.then(h_gallery, [state], [gallery], api_visibility="private")
 
         @user_errors
         def h_cancel(st, request: gr.Request):
@@ -984,6 +1343,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         def on_unload(request: gr.Request):
             hash_ = getattr(request, "session_hash", None)
             if hash_:
+                end_jobs(store.root / session.session_name(hash_))
                 store.remove(hash_)
 
         demo.unload(on_unload)

@@ -225,13 +225,11 @@ def load_clip(folder):
 
 def train_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None) -> str:
     """What stage-1 (and stage-2) training depends on, hashed: frames, boxes, prompt, settings, base model and
-    the edited later frames. The edited first frame is not part of it."""
-    from .editing import _config_dict, _digest
+    the edited later frames. The edited first frame is not part of it. (The LoRA cache's key,
+    `maskedit.lora_cache.cache_key`.)"""
+    from .lora_cache import cache_key
 
-    parts = dict(clip=_digest(prepared.frames), region=_digest(np.asarray(prepared.region, dtype=bool)),
-                 caption=caption, trigger=trigger, config=_config_dict(config), base=base_model,
-                 later={str(k): _digest(v) for k, v in sorted((edited_later or {}).items())})
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_key(prepared, caption, trigger, config, base_model, edited_later)
 
 
 def smoothed(losses, factor: float = SMOOTHING) -> list[float]:

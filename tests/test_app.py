@@ -340,3 +340,112 @@ def test_losses_smoothing_and_eta():
     rows = session.loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
     assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
     assert session.format_eta(75) == "1m 15s" and session.format_eta(None) == "–"
+
+
+# ----- background training and many edits per LoRA (issue 8)
+
+
+def status_of(c) -> dict:
+    return c.predict(api_name="/training_status")
+
+
+def wait_for(c, predicate, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        status = status_of(c)
+        if predicate(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last status {status}")
+
+
+def bg_args(enabled=True, caption="a box", steps=5):
+    # toggle, caption, trigger, preset, steps, lr, rank, seed, blocks swapped, fp8, checkpointing, budget
+    return [enabled, caption, "p3rs0n", "full", steps, 1e-4, 4, 0, 0, False, False, 110]
+
+
+def test_background_training_serves_many_edits(server, inputs, monkeypatch):
+    from maskedit.training import LoraTrainer
+
+    calls = []
+    original = LoraTrainer.train_step
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(LoraTrainer, "train_step", counting)
+    c = client(server)
+    c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    *_, notes = c.predict("[[18, 22, 1]]", 0.1, *bg_args(), api_name="/segment")
+    assert "Background training" in notes
+    # training started without a train call
+    wait_for(c, lambda s: s["status"] in ("training", "done") and s["step"] >= 1)
+    c.predict(handle_file(str(inputs / "edited.png")), False, api_name="/set_edited_frame")
+    edited, *_ = c.predict("a flipped box", None, "mask-lora", 2, 5.0, 5.0, 0, 1.0, False, False,
+                           api_name="/generate")
+    assert read_video(edited).num_frames == FRAMES
+    status = status_of(c)
+    assert status["status"] == "done" and status["step"] == 5 and status["steps"] == [1, 2, 3, 4, 5]
+    assert status["chunks"] == 2 and len(calls) == 5  # 3 steps per GPU call: chained by the session's run
+    assert status["lora_in_use"] == status["lora"] and status["lora"].endswith("lora.safetensors")
+
+    # a second edited frame (and prompt) generates with the same LoRA: no training step
+    other = inputs / "edited_2.png"
+    write_image(other, np.ascontiguousarray(read_video(inputs / "clip.mp4").frames[0][::-1]))
+    edited2, *_ = c.predict("an upside-down box", handle_file(str(other)), "mask-lora", 2, 5.0, 5.0, 1, 1.0, False,
+                            False, api_name="/generate")
+    assert read_video(edited2).num_frames == FRAMES and len(calls) == 5
+    gallery = c.predict(api_name="/gallery")
+    assert len(gallery) == 2
+
+    # the same inputs again (e.g. the toggle flipped): the finished LoRA is reused, nothing trains
+    c.predict(*bg_args(False), api_name="/set_background")
+    line, *_ = c.predict(*bg_args(True), api_name="/set_background")
+    assert "done" in line and len(calls) == 5
+
+    # a changed caption invalidates visibly and trains again; changing it during that run cancels the run
+    line, *_ = c.predict(*bg_args(caption="a cat", steps=3000), api_name="/set_background")
+    assert "the caption and the training settings changed" in line.lower()
+    cat = wait_for(c, lambda s: s["step"] >= 1)
+    assert cat["key"] != status["key"] and cat["lora_in_use"] is None
+    line, *_ = c.predict(*bg_args(caption="a dog", steps=3000), api_name="/set_background")
+    assert "cancelled" in line and "caption" in line
+    run_dirs = [p for p in server[1].rglob(cat["key"]) if p.is_dir()]
+    deadline = time.time() + 30
+    while run_dirs and any(p.exists() for p in run_dirs) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(p.exists() for p in run_dirs)  # the cancelled run was discarded
+    wait_for(c, lambda s: s["step"] >= 2)
+
+    # don't wait: generate with the latest checkpoint, then training goes on
+    c.predict("a flipped box", None, "mask-lora", 2, 5.0, 5.0, 0, 1.0, False, True, api_name="/generate")
+    status = status_of(c)
+    assert "partial" in status["lora_in_use"]
+    assert status["status"] in ("queued", "training")
+    before = status["step"]
+    wait_for(c, lambda s: s["step"] > before)
+    c.predict(*bg_args(False, caption="a dog", steps=3000), api_name="/set_background")  # off: stops the run
+    wait_for(c, lambda s: s["status"] == "stopped")
+
+
+def test_background_job_driven_by_the_session():
+    """ZeroGPU: no thread; each drive_one() is one chunk (a GPU call of the session)."""
+    from maskedit.background import BackgroundJob
+
+    def fake_chunk(again, chunks=[]):  # noqa: B006 (counts calls)
+        chunks.append(again)
+        start = 2 * (len(chunks) - 1)
+        yield {"kind": "stage", "stage": 1, "total_steps": 4, "start_step": start}
+        for step in (start + 1, start + 2):
+            yield {"kind": "step", "step": step, "total_steps": 4, "loss": 1.0 / step, "seconds": 0.01}
+        yield {"kind": "done", "lora": "x/lora.safetensors"} if start + 2 == 4 else {"kind": "chunk_end"}
+
+    import tempfile
+
+    job = BackgroundJob("0" * 16, fake_chunk, Path(tempfile.mkdtemp()) / "stop", resume=False)
+    list(job.drive_one())
+    assert job.snapshot()["steps"] == [1, 2] and job.active
+    list(job.drive_one())
+    assert job.status == "done" and job.lora == "x/lora.safetensors" and job.snapshot()["steps"] == [1, 2, 3, 4]
+    assert list(job.drive_one()) == []  # ended: nothing more runs
