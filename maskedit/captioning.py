@@ -1,0 +1,217 @@
+"""Captions for training prompts: Florence-2 `<DETAILED_CAPTION>` through transformers (METHOD.md §4, §5).
+
+The method's prompt is the trigger token + a detailed caption of the first frame (stage 1, inference) or
+of each edited later frame (stage 2). The reference code captions with Florence-2 `<DETAILED_CAPTION>`
+and strips the opening "The image shows "; we strip that and its usual variants ("The image is a ...",
+"In this image, ..."), then prefix the trigger with `maskedit.conditioning.compose_prompt`.
+
+    captioner = load_captioner()                    # florence-community/Florence-2-large, or a folder
+    captioner.describe(frame)                       # "a red car driving on a road ..."
+    captioner.caption(frame)                        # "p3rs0n, a red car driving on a road ..."
+    captioner.release()                             # free the GPU for the video model
+
+When the captioner cannot be loaded (no network, no weights), `load_captioner` raises MaskEditError
+saying that the user must type the prompt; there is no offline fallback caption.
+The checkpoint must be in transformers' native Florence-2 format (the `florence-community/` conversions);
+the original `microsoft/Florence-2-*` repositories need `trust_remote_code` and are not supported.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+
+import numpy as np
+
+from .conditioning import DEFAULT_TRIGGER, compose_prompt
+from .errors import MaskEditError
+
+DEFAULT_CAPTION_MODEL = "florence-community/Florence-2-large"
+CAPTION_TASK = "<DETAILED_CAPTION>"
+MAX_NEW_TOKENS = 256
+NUM_BEAMS = 3
+
+_BOILERPLATE = re.compile(
+    r"^\s*(?:"
+    r"(?:the|this) (?:image|picture|photo|photograph|frame|scene|video frame) (?:shows|depicts|features|displays|"
+    r"captures|portrays|presents|contains|is of|is showing|is)"
+    r"|(?:in|within) (?:the|this) (?:image|picture|photo|photograph|frame|scene)(?: we can see| there is| there are)?,?"
+    r"|(?:this|it) is (?:an image|a picture|a photo|a photograph) of"
+    r"|an? (?:image|picture|photo|photograph) of"
+    r")[\s:,]*",
+    re.IGNORECASE,
+)
+
+
+def clean_caption(text: str) -> str:
+    """A model caption without its boilerplate opening and extra whitespace.
+
+    "The image shows a red car on a road." → "a red car on a road."; "In this image, a dog runs." →
+    "a dog runs."; a caption without such an opening comes back trimmed. The first letter is lowered
+    when an opening was removed (the caption then continues a sentence), unless the word is an acronym.
+    """
+    text = " ".join(str(text).replace("<s>", " ").replace("</s>", " ").replace("<pad>", " ").split())
+    match = _BOILERPLATE.match(text)
+    if match and match.end() < len(text):
+        text = text[match.end():]
+        first = text.split(" ", 1)[0]
+        if not (len(first) > 1 and first[:2].isupper()):
+            text = text[0].lower() + text[1:]
+    return text.strip()
+
+
+class Captioner:
+    """Florence-2 (`Florence2ForConditionalGeneration` + its processor) captioning frames."""
+
+    def __init__(self, model, processor, device: str = "cpu", dtype=None, model_id: str = "florence2",
+                 task: str = CAPTION_TASK, max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = NUM_BEAMS):
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.processor = processor
+        self.device = str(device)
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.model_id = model_id
+        self.task = task
+        self.label = f"Florence-2 ({model_id}, {self.device})"
+
+    def describe(self, image: np.ndarray) -> str:
+        """The cleaned caption of one (H, W, 3) uint8 RGB image (no trigger)."""
+        return self.describe_many([image])[0]
+
+    def describe_many(self, images) -> list[str]:
+        """Cleaned captions of several images (one generate call)."""
+        import torch
+        from PIL import Image
+
+        if self.model is None:
+            raise MaskEditError("this captioner was released; load it again (load_captioner)")
+        pictures = []
+        for image in images:
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise MaskEditError(f"expected an (H, W, 3) uint8 RGB image to caption, got {image.shape} {image.dtype}")
+            pictures.append(Image.fromarray(image))
+        if not pictures:
+            return []
+        inputs = self.processor(images=pictures, text=[self.task] * len(pictures), return_tensors="pt", padding=True)
+        inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                            do_sample=False)
+        # <DETAILED_CAPTION> is plain text (Florence-2's "pure_text" post-processing only drops <s>/</s>).
+        return [clean_caption(text) for text in self.processor.batch_decode(generated, skip_special_tokens=True)]
+
+    def caption(self, image: np.ndarray, trigger: str = DEFAULT_TRIGGER) -> str:
+        """The training prompt of an image: the trigger token + its cleaned caption."""
+        return compose_prompt(self.describe(image), trigger)
+
+    def captions(self, images, trigger: str = DEFAULT_TRIGGER) -> list[str]:
+        """`caption` for several images (e.g. the edited later frames of stage 2)."""
+        return [compose_prompt(text, trigger) for text in self.describe_many(images)]
+
+    def release(self) -> None:
+        """Drop the model and free its (GPU) memory."""
+        self.model = None
+        self.processor = None
+        gc.collect()
+        import torch
+
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_captioner(model_id: str | None = None, device: str | None = None, dtype=None,
+                   download: bool = True, max_new_tokens: int = MAX_NEW_TOKENS) -> Captioner:
+    """Load Florence-2 from a hub id or a local folder (default DEFAULT_CAPTION_MODEL).
+
+    dtype defaults to float16 on CUDA and float32 elsewhere. Raises MaskEditError when it cannot be
+    loaded: the message tells the user to type the prompt instead.
+    """
+    import torch
+
+    from .segmentation_sam2 import default_device, quiet_transformers
+
+    model_id = model_id or DEFAULT_CAPTION_MODEL
+    device = device or default_device()
+    dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
+    local = os.path.isdir(model_id)
+    try:
+        if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
+            raise OSError(f"the folder {model_id} does not exist")
+        from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+        with quiet_transformers():
+            processor = AutoProcessor.from_pretrained(model_id, local_files_only=local or not download)
+            model = Florence2ForConditionalGeneration.from_pretrained(
+                model_id, dtype=dtype, local_files_only=local or not download)
+    except (ImportError, OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0][:300].rstrip(".") if str(error).strip() else type(error).__name__
+        raise MaskEditError(
+            f"could not load the captioner {model_id!r} ({reason}), so no caption can be made automatically: "
+            "type the prompt yourself (--prompt \"a short description of the first frame\"), or give a local "
+            "Florence-2 folder in transformers format (--caption-model)"
+        ) from None
+    return Captioner(model.to(device).eval(), processor, device, dtype, model_id, max_new_tokens=max_new_tokens)
+
+
+# ----- a tiny random Florence-2, for tests and offline smoke runs
+
+TINY_FLORENCE2_IMAGE_SIZE = 64
+TINY_FLORENCE2_TEXT = dict(
+    model_type="bart", max_position_embeddings=256, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
+    decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2, d_model=32, bos_token_id=0,
+    pad_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0, dropout=0.0,
+    attention_dropout=0.0, activation_dropout=0.0,
+)
+TINY_FLORENCE2_VISION = dict(
+    depths=[1, 1], patch_size=[7, 3], patch_stride=[4, 8], patch_padding=[3, 1], patch_prenorm=[False, True],
+    embed_dim=[16, 32], num_heads=[1, 2], num_groups=[1, 2], window_size=4, projection_dim=32, drop_path_rate=0.0,
+)
+"""A ~90K-parameter Florence-2: 64x64 images → 2x2 patches + 1 pooled token = 5 image tokens."""
+
+
+def _byte_level_alphabet() -> list[str]:
+    """The 256 characters byte-level BPE (GPT-2, BART) maps bytes to."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def tiny_florence2_processor():
+    """A Florence-2 processor built in code: a byte-level BART tokenizer (no merges) with the `<image>`
+    token, and a PIL CLIP image processor at 64x64."""
+    from transformers import BartTokenizer, Florence2Processor
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for char in _byte_level_alphabet():
+        vocab.setdefault(char, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    tokenizer = BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+    size = {"height": TINY_FLORENCE2_IMAGE_SIZE, "width": TINY_FLORENCE2_IMAGE_SIZE}
+    image_processor = CLIPImageProcessorPil(size=size, crop_size=size, do_center_crop=False, image_seq_length=5)
+    return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_tiny_florence2(seed: int = 0):
+    """(model, processor): a randomly initialised tiny Florence-2 and its processor, on the CPU."""
+    import torch
+    from transformers import Florence2Config, Florence2ForConditionalGeneration
+
+    processor = tiny_florence2_processor()
+    tokenizer = processor.tokenizer
+    config = Florence2Config(text_config=dict(TINY_FLORENCE2_TEXT, vocab_size=len(tokenizer)),
+                             vision_config=TINY_FLORENCE2_VISION, image_token_id=tokenizer.image_token_id)
+    torch.manual_seed(seed)
+    return Florence2ForConditionalGeneration(config).eval(), processor
+
+
+def save_tiny_florence2(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write the tiny Florence-2 and its processor to a folder (loadable by `load_captioner(path)`)."""
+    model, processor = build_tiny_florence2(seed)
+    model.save_pretrained(str(path))
+    processor.save_pretrained(str(path))
+    return str(path)
