@@ -95,7 +95,7 @@ def load_segmenter(backend: str = "auto", model_id: str | None = None, device: s
     if download is None:
         download = backend == "sam2" or str(device).startswith("cuda")
     try:
-        return Sam2Segmenter.from_pretrained(model_id, device=device, dtype=dtype, download=download)
+        segmenter = Sam2Segmenter.from_pretrained(model_id, device=device, dtype=dtype, download=download)
     except Sam2Unavailable as error:
         if backend == "sam2":
             raise
@@ -104,6 +104,10 @@ def load_segmenter(backend: str = "auto", model_id: str | None = None, device: s
         hint = "" if download else " (--backend sam2 downloads it)"
         return FallbackSegmenter(note=f"SAM2 could not be loaded from {model_id}: {error.reason}{hint}; using the "
                                       "approximate offline segmenter")
+    if not str(device).startswith("cuda"):
+        segmenter.note = (f"SAM2 runs on the {device}: expect seconds per frame (a GPU takes a fraction of a "
+                          "second); --backend fallback is fast but approximate")
+    return segmenter
 
 
 # ----- prompts
