@@ -76,7 +76,8 @@ def build_pipelines(args, transformer=None):
     """(ours, stock, transformer config, (width, height, frames)) sharing every component."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
 
-    from maskedit.pipeline import MaskEditPipeline, quiet_transformers
+    from maskedit.pipeline import MaskEditPipeline
+    from maskedit.runtime import quiet_transformers
 
     device = args.device
     if args.model == "tiny":

@@ -63,7 +63,7 @@ from maskedit.lora import unload_lora  # noqa: E402
 from maskedit.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
 from maskedit.metrics import EditScores, mean_scores, psnr, score_edit  # noqa: E402
 from maskedit.models import TINY, load_pipeline  # noqa: E402
-from maskedit.pipeline import quiet_transformers  # noqa: E402
+from maskedit.runtime import quiet_transformers  # noqa: E402
 from maskedit.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
 from maskedit.video import LANDSCAPE_SIZE  # noqa: E402
 

@@ -132,7 +132,7 @@ def load_captioner(model_id: str | None = None, device: str | None = None, dtype
     """
     import torch
 
-    from .segmentation_sam2 import default_device, quiet_transformers
+    from .runtime import default_device, quiet_transformers
 
     model_id = model_id or DEFAULT_CAPTION_MODEL
     device = device or default_device()

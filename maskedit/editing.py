@@ -571,7 +571,7 @@ def generate_edit(
     import PIL.Image
     import torch
 
-    from .pipeline import quiet_transformers
+    from .runtime import quiet_transformers
 
     if method not in METHODS:
         raise MaskEditError(f"the method {method!r} is unknown; use one of {', '.join(METHODS)}")

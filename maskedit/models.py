@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import MaskEditError
-from .pipeline import MaskEditPipeline, quiet_transformers
+from .pipeline import MaskEditPipeline
+from .runtime import default_device, quiet_transformers
 
 DEFAULT_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 TINY = "tiny"
@@ -110,10 +111,6 @@ def save_tiny_pipeline(path: str | os.PathLike, seed: int = 0) -> str:
     """Write a tiny pipeline as a diffusers folder (loadable by `load_pipeline(path)`); returns the path."""
     build_tiny_pipeline(seed).save_pretrained(str(path))
     return str(path)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_pipeline(

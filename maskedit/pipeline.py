@@ -7,28 +7,11 @@ the parent builds its condition) and wrap `__call__`; the denoising loop is the 
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
-
 import numpy as np
 import PIL.Image
 import torch
 
-
-@contextmanager
-def quiet_transformers():
-    """Silence transformers' one-time note that CLIPImageProcessor falls back to PIL without torchvision
-    (expected here: we keep torchvision out of CPU installs; see README)."""
-    import transformers  # noqa: F401  its import sets the level of its logger; set ours after that
-
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
+from .runtime import quiet_transformers
 
 with quiet_transformers():
     from diffusers import WanImageToVideoPipeline

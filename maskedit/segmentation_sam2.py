@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import logging
 import os
 from collections.abc import Mapping
-from contextlib import contextmanager
 
 import numpy as np
 
 from .errors import MaskEditError
+from .runtime import default_device, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,21 +64,6 @@ a multiple of 64 above 64: transformers' memory attention assumes 64-wide memory
 object pointer into hidden/64 tokens."""
 
 
-@contextmanager
-def quiet_transformers():
-    """Silence transformers' info/warning chatter while loading (e.g. processors falling back to PIL
-    without torchvision). Like `maskedit.pipeline.quiet_transformers`, without importing diffusers."""
-    import transformers  # noqa: F401  its import sets its logger's level; set ours after that
-
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 SAM2_LARGE_ARCHITECTURE = dict(
     vision_config=dict(
         model_type="sam2_vision_model",
@@ -106,12 +90,6 @@ def build_random_sam2(architecture: str = "large", seed: int = 0):
     torch.manual_seed(seed)
     config = Sam2VideoConfig(**(SAM2_LARGE_ARCHITECTURE if architecture == "large" else {}))
     return Sam2VideoModel(config).eval()
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_tiny_sam2(seed: int = 0):

@@ -56,7 +56,8 @@ from maskedit.metrics import psnr  # noqa: E402
 from maskedit.models import (  # noqa: E402
     TINY_IMAGE_ENCODER, TINY_TEXT_ENCODER, TINY_TRANSFORMER, TINY_VAE, tiny_tokenizer,
 )
-from maskedit.pipeline import TEXT_TOKENS, MaskEditPipeline, quiet_transformers  # noqa: E402
+from maskedit.pipeline import TEXT_TOKENS, MaskEditPipeline  # noqa: E402
+from maskedit.runtime import quiet_transformers  # noqa: E402
 
 TOY_VAE = dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
 """3.2 M parameters: ×8 spatial, ×4 temporal, 16 latent channels like Wan2.1's VAE."""
