@@ -164,11 +164,12 @@ def _train_duration(*args, **kwargs) -> int:
 
 @spaces.GPU(duration=_train_duration)
 def gpu_train_chunk(prepared_dir, run_dir, caption, config, trigger, later_frames, base_model,
-                    budget_s=session.DEFAULT_CHUNK_SECONDS, max_steps=None, stop_file=None, resume=True):
+                    budget_s=session.DEFAULT_CHUNK_SECONDS, max_steps=None, stop_file=None, resume=True, window=0,
+                    window_stride=4):
     yield from session.run_training_chunk(
         _pipe(), prepared_dir, run_dir, caption, config, trigger=trigger, base_model=base_model,
         later_frames=later_frames, chunk=session.ChunkSettings(float(budget_s), max_steps), stop_file=stop_file,
-        resume=resume)
+        resume=resume, window=window, window_stride=window_stride)
 
 
 def _generation_duration(*args, **kwargs) -> int:
@@ -178,11 +179,12 @@ def _generation_duration(*args, **kwargs) -> int:
 
 @spaces.GPU(duration=_generation_duration)
 def gpu_generate(prepared_dir, edited_frame, caption, out_dir, lora_path=None, method="mask-lora", steps=30,
-                 guidance_scale=5.0, flow_shift=5.0, seed=0, lora_scale=1.0, trigger=None, fit=False, stop_file=None):
+                 guidance_scale=5.0, flow_shift=5.0, seed=0, lora_scale=1.0, trigger=None, fit=False, stop_file=None,
+                 preset=None):
     yield from session.run_generation(
         _pipe(), prepared_dir, edited_frame, caption, out_dir, lora_path=lora_path, method=method, steps=steps,
         guidance_scale=guidance_scale, flow_shift=flow_shift, seed=seed, lora_scale=lora_scale, trigger=trigger,
-        fit=fit, stop_file=stop_file)
+        fit=fit, stop_file=stop_file, preset=preset)
 
 
 @spaces.GPU(duration=20)
@@ -407,6 +409,21 @@ class App:
             checkpoint_every=10)
         return config, notes
 
+    @staticmethod
+    def windows(preset, prepared) -> tuple[int, int, str | None]:
+        """(window, window_stride, a note) of the preset for this clip: window 0 (and no note) trains on the
+        whole clip, as does a window not shorter than the clip."""
+        from maskedit.presets import get_preset
+        from maskedit.conditioning import window_starts
+
+        chosen = get_preset(preset or "full")
+        window, stride = int(chosen.window or 0), int(chosen.window_stride or 4)
+        if not window or window >= prepared.num_frames:
+            return 0, stride, None
+        count = len(window_starts(prepared.num_frames, window, stride))
+        return window, stride, (f"Preset {chosen.name}: training on {count} overlapping {window}-frame windows "
+                                f"(every {stride} frames) of the {prepared.num_frames}-frame clip.")
+
     def train(self, caption, trigger, preset, steps, lr, rank, seed, blocks_to_swap, fp8, checkpointing, budget_s,
               resume, st):
         """Generator of (rows, status markdown, loss points dict, LoRA files or None)."""
@@ -418,7 +435,11 @@ class App:
         later = {int(k): v for k, v in st["later"].items()}
         later_arrays = {k: editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
         trigger = DEFAULT_TRIGGER if trigger is None else str(trigger).strip()
-        key = session.train_key(prepared, caption.strip(), trigger, config, self.model_name, later_arrays)
+        window, stride, window_note = self.windows(preset, prepared)
+        if window_note:
+            notes.append(window_note)
+        key = session.train_key(prepared, caption.strip(), trigger, config, self.model_name, later_arrays, window,
+                                stride)
         run_dir = self.sub(st, session.TRAIN_FOLDER) / key
         stop_file = Path(st["folder"]) / session.STOP_TRAINING
         stop_file.unlink(missing_ok=True)
@@ -460,7 +481,7 @@ class App:
                 yield from gpu_train_chunk(str(prepared_dir), str(run_dir), caption.strip(), config, trigger,
                                            {k: v for k, v in later.items()}, self.model_name, budget_s=budget,
                                            max_steps=self.chunk_steps, stop_file=str(stop_file),
-                                           resume=bool(resume) or again)
+                                           resume=bool(resume) or again, window=window, window_stride=stride)
 
         yield session.loss_rows([], []), status("starting"), points(), None
         for event in session.train_in_chunks(chunk):
@@ -548,7 +569,9 @@ class App:
         caption = str(caption).strip()
         later = {int(k): v for k, v in st["later"].items()}
         later_arrays = {k: editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
-        parts = lora_cache.key_parts(prepared, caption, trigger, config, self.model_name, later_arrays)
+        window, stride, window_note = self.windows(preset, prepared)
+        parts = lora_cache.key_parts(prepared, caption, trigger, config, self.model_name, later_arrays, None,
+                                     window, stride)
         key = lora_cache.key_from_parts(parts)
         if job is not None and job.key == key and job.status in ("queued", "training", "done"):
             return self.background_text(job.snapshot())
@@ -561,10 +584,13 @@ class App:
             self.jobs.pop(st["folder"], None)
         if st.get("lora_key") and st["lora_key"] != key and st.get("lora_source") != "uploaded":
             st["lora"], st["lora_source"], st["lora_key"] = None, None, None
-        job = self.start_job(st, key, parts, prepared_dir, caption, trigger, config, later, budget_s)
+        job = self.start_job(st, key, parts, prepared_dir, caption, trigger, config, later, budget_s, window, stride)
+        if window_note:
+            job.messages.append(window_note)
         return ((note + "  \n") if note else "") + self.background_text(job.snapshot())
 
-    def start_job(self, st, key, parts, prepared_dir, caption, trigger, config, later, budget_s) -> BackgroundJob:
+    def start_job(self, st, key, parts, prepared_dir, caption, trigger, config, later, budget_s, window=0,
+                  window_stride=4) -> BackgroundJob:
         cache = self.cache(st)
         entry = cache.lookup(key)
         stop_file = Path(st["folder"]) / f"stop_background_{key}"
@@ -586,7 +612,8 @@ class App:
             with self.gpu_lock:
                 yield from gpu_train_chunk(str(inputs), str(run_dir), caption, config, trigger, later_copies,
                                            self.model_name, budget_s=budget, max_steps=self.chunk_steps,
-                                           stop_file=str(stop_file), resume=again)
+                                           stop_file=str(stop_file), resume=again, window=window,
+                                           window_stride=window_stride)
 
         job = BackgroundJob(key, chunk, stop_file, resume=True, parts=parts,
                             history=lambda stage: _checkpoint_losses(run_dir, stage))
@@ -692,7 +719,10 @@ class App:
 
     # -- 5. generate
     def generate(self, prompt, edited_frame, fit, method, steps, cfg, shift, seed, lora_scale, st, progress=None,
-                 use_checkpoint=False):
+                 use_checkpoint=False, preset=None):
+        """Generate one edit; preset: the preset whose generation options apply (speed LoRA, attention, VAE
+        tiling; session.apply_preset_options) — an option that cannot be used here is skipped with a
+        gr.Warning and a line in the report."""
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
             self.set_edited_frame(edited_frame, fit, st)
@@ -722,8 +752,10 @@ class App:
                 for event in gpu_generate(str(prepared_dir), st["edited"], str(prompt).strip(), str(out),
                                           lora_path=lora, method=method, steps=int(steps), guidance_scale=float(cfg),
                                           flow_shift=float(shift), seed=int(seed), lora_scale=float(lora_scale),
-                                          stop_file=str(stop_file)):
-                    if event["kind"] == "step" and progress is not None:
+                                          stop_file=str(stop_file), preset=preset or None):
+                    if event["kind"] == "warning":
+                        gr.Warning(event["message"])
+                    elif event["kind"] == "step" and progress is not None:
                         progress((event["step"], event["total_steps"]), desc="denoising", unit="steps")
                     elif event["kind"] == "done":
                         caption = f"#{st['results']} · {method} · seed {int(seed)} · {str(prompt).strip()[:60]}"
@@ -1269,17 +1301,17 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         @user_errors
         def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale,
-                       fit, use_checkpoint, st, request: gr.Request, progress=gr.Progress()):
+                       fit, use_checkpoint, preset_name, st, request: gr.Request, progress=gr.Progress()):
             st = app.state(st, request)
             edited_path, sbs, text, rep = app.generate(prompt_text, edited_file, fit, method_name, steps, cfg_value,
                                                        shift_value, seed, lora_scale, st, progress,
-                                                       use_checkpoint=bool(use_checkpoint))
+                                                       use_checkpoint=bool(use_checkpoint), preset=preset_name)
             return edited_path, sbs, text, rep, st
 
         # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
         # itself is guarded by app.gpu_lock)
         gen_evt = gen_btn.click(h_generate, [prompt, new_edit, method, gen_steps, cfg, shift, seed_gen, scale,
-                                             fit_edited, use_ckpt, state],
+                                             fit_edited, use_ckpt, preset, state],
                                 [edited_video, sbs_video, report, report_json, state], api_name="generate",
                                 concurrency_id="generate", concurrency_limit=1)
         gen_evt.then(h_gallery, [state], [gallery], api_visibility="private")
@@ -1324,7 +1356,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             if st.get("lora_source") != "trained":
                 raise MaskEditError("training was stopped before it finished; run /edit again to resume it")
             edited_path, sbs, text, rep = app.generate(prompt_text, None, fit, "mask-lora", gen_steps_value, cfg_value,
-                                                       shift_value, seed, lora_scale, st)
+                                                       shift_value, seed, lora_scale, st, preset=preset_name)
             return edited_path, sbs, last[3], text, rep, st
 
         edit_btn = gr.Button(visible=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import editing, masks
 from .conditioning import DEFAULT_TRIGGER
 from .errors import MaskEditError
+from .lora_cache import CACHE_ENV
 from .models import DEFAULT_MODEL_ID, TINY
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .training import StepEvent, TrainConfig
@@ -128,7 +129,12 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
                        help="keep checkpointed activations in CPU memory (default: the preset's)")
     group.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     group.add_argument("--no-resume", action="store_true",
-                       help="start training afresh instead of resuming from the checkpoints in --out")
+                       help="start training afresh instead of resuming from the checkpoints in --out (or a cached run)")
+    group.add_argument("--no-cache", action="store_true",
+                       help="neither reuse nor store a cached LoRA: always train (the cache holds finished and stopped "
+                            "runs keyed by the clip, boxes, caption, trigger, model and settings)")
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help=f"folder of the LoRA cache (default: ${CACHE_ENV}, else ~/.cache/maskedit/loras)")
 
 
 def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
@@ -159,6 +165,9 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=_Formatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    from .cli_segment import add_caption_parser, add_segment_parser  # they import this module's helpers
+
+    add_segment_parser(commands)
 
     prepare = commands.add_parser(
         "prepare", formatter_class=_Formatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
@@ -259,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", formatter_class=_Formatter, help="list the named presets and their settings",
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
+    add_caption_parser(commands)
     return parser
 
 
@@ -508,7 +518,116 @@ def _load_speed_lora(pipe, args) -> None:
         print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
 
 
+def _cache_for(args):
+    """The LoRA cache of --cache-dir (default folder otherwise), or None with --no-cache."""
+    from .lora_cache import LoraCache
+
+    if getattr(args, "no_cache", False):
+        return None
+    return LoraCache(getattr(args, "cache_dir", None) or None)
+
+
+def _cache_key(prepared, caption, config, args, later, base_model) -> str:
+    """The cache key of this run (`lora_cache.cache_key`); stage-2 epochs other than the default count too."""
+    from .lora_cache import key_from_parts, key_parts
+
+    parts = key_parts(prepared, caption, args.trigger, config, base_model, later, None, args.window or 0,
+                      args.window_stride or 4)
+    if later and args.stage2_epochs != editing.DEFAULT_STAGE2_EPOCHS:
+        parts["stage2_epochs"] = int(args.stage2_epochs)
+    return key_from_parts(parts)
+
+
+def _has_checkpoints(out: Path) -> bool:
+    from .training import CHECKPOINT_STATE
+
+    return any((out / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE).is_file() for stage in (1, 2))
+
+
+def _when(entry) -> str:
+    import time
+
+    info = entry.info
+    stamp = info.get("trained") or info.get("created")
+    try:
+        stamp = float(stamp) if stamp is not None else entry.lora_path.stat().st_mtime
+    except (OSError, TypeError, ValueError):
+        return "at an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def _from_cache(loaded, cache, key: str, args, out: Path, main: bool) -> dict | None:
+    """Ask the cache before training: a finished entry's LoRA files are copied into `out` and put on the
+    pipe (returns its metadata: no training); a resumable entry's checkpoints are copied into an `out`
+    without checkpoints, so that training resumes from them (returns None)."""
+    from .lora import load_lora, read_metadata
+    from .lora_cache import FINISHED, RESUMABLE, copy_lora_files
+
+    entry = cache.lookup(key)
+    if entry is None:
+        return None
+    if entry.status == FINISHED:
+        if main:
+            copy_lora_files(entry.path, out)
+        print(f"reusing cached LoRA {key} (trained {_when(entry)}): same clip, boxes, caption and settings, "
+              f"so no training step runs ({entry.path}; --no-cache trains again)", flush=True)
+        load_lora(loaded.pipe, entry.lora_path)
+        print(f"saved the LoRA: {out / entry.lora_path.name} (from the cache)")
+        return read_metadata(entry.lora_path)
+    if entry.status == RESUMABLE and not args.no_resume and not _has_checkpoints(out):
+        if main:
+            import shutil
+
+            shutil.copytree(entry.path / editing.CHECKPOINTS_FOLDER, out / editing.CHECKPOINTS_FOLDER,
+                            dirs_exist_ok=True)
+        print(f"resuming cached run {key} at step {entry.step}/{entry.total_steps} (stage {entry.stage})", flush=True)
+    return None
+
+
+def _store_in_cache(cache, key: str, out: Path, info: dict) -> None:
+    """Copy a finished or stopped run in `out` (LoRA files, checkpoints) into the cache entry `key`."""
+    import shutil
+    import time
+
+    from .lora_cache import EMPTY, copy_lora_files, entry_status
+
+    if entry_status(out)[0] == EMPTY:
+        return
+    try:
+        cache.remove(key)  # an older stopped run of the same key is replaced
+        with cache.using(key):
+            path = cache.prepare(key, dict(info, trained=time.time(), trained_in=str(out)))
+            if (out / editing.CHECKPOINTS_FOLDER).is_dir():
+                shutil.copytree(out / editing.CHECKPOINTS_FOLDER, path / editing.CHECKPOINTS_FOLDER, dirs_exist_ok=True)
+            copy_lora_files(out, path)
+            evicted = cache.evict(keep=(key,))
+        status = entry_status(path)[0]
+        print(f"cached the {status} run as {key} in {cache.root}"
+              + (f" (removed {len(evicted)} least recently used entries)" if evicted else ""), flush=True)
+    except OSError as error:
+        print(f"note: could not store the run in the LoRA cache {cache.root}: {error}", flush=True)
+
+
 def _train(loaded, prepared, caption, config, args, later, out: Path, distributed=None) -> dict:
+    main = distributed is None or distributed.is_main
+    cache = _cache_for(args)
+    key = None
+    if cache is not None:
+        key = _cache_key(prepared, caption, config, args, later, loaded.name)
+        metadata = _from_cache(loaded, cache, key, args, out, main)
+        if metadata is not None:
+            return metadata
+    info = dict(caption=caption, trigger=args.trigger, base_model=loaded.name, frames=prepared.num_frames,
+                width=prepared.width, height=prepared.height, steps=config.steps, later_frames=sorted(later))
+    started = [False]  # set once a stage starts: from then on out/checkpoints/ belong to this run
+    try:
+        return _train_into(loaded, prepared, caption, config, args, later, out, distributed, started)
+    finally:  # finished, stopped or interrupted: keep the run; one that never started leaves nothing to store
+        if cache is not None and main and started[0]:
+            _store_in_cache(cache, key, out, info)
+
+
+def _train_into(loaded, prepared, caption, config, args, later, out: Path, distributed=None, started=None) -> dict:
     from tqdm import tqdm
 
     events = editing.train_edit_lora(
@@ -522,6 +641,8 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
             if isinstance(event, editing.EditTrainingNote):
                 (bar.write if bar else print)(event.message)
             elif isinstance(event, editing.EditTrainingStage):
+                if started is not None:
+                    started[0] = True
                 if bar:
                     bar.close()
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",

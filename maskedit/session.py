@@ -223,13 +223,14 @@ def load_clip(folder):
 # ----- training keys, loss curves, ETA
 
 
-def train_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None) -> str:
-    """What stage-1 (and stage-2) training depends on, hashed: frames, boxes, prompt, settings, base model and
-    the edited later frames. The edited first frame is not part of it. (The LoRA cache's key,
-    `maskedit.lora_cache.cache_key`.)"""
+def train_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
+              window: int = 0, window_stride: int = 4) -> str:
+    """What stage-1 (and stage-2) training depends on, hashed: frames, boxes, prompt, settings, base model,
+    the edited later frames and the training windows. The edited first frame is not part of it. (The LoRA
+    cache's key, `maskedit.lora_cache.cache_key`.)"""
     from .lora_cache import cache_key
 
-    return cache_key(prepared, caption, trigger, config, base_model, edited_later)
+    return cache_key(prepared, caption, trigger, config, base_model, edited_later, None, window, window_stride)
 
 
 def smoothed(losses, factor: float = SMOOTHING) -> list[float]:
@@ -271,8 +272,10 @@ class ChunkSettings:
 
 def run_training_chunk(pipe, prepared_dir, run_dir, caption: str, config, *, trigger: str, base_model: str,
                        later_frames: dict | None = None, chunk: ChunkSettings | None = None,
-                       stop_file=None, resume: bool = True, save_partial: bool = True) -> Iterator[dict]:
-    """One call's worth of training (resuming the run's checkpoint); yields plain dicts:
+                       stop_file=None, resume: bool = True, save_partial: bool = True, window: int = 0,
+                       window_stride: int = 4) -> Iterator[dict]:
+    """One call's worth of training (resuming the run's checkpoint); yields plain dicts (window,
+    window_stride: train on overlapping windows, `editing.train_edit_lora`):
 
     {"kind": "note", "message"}, {"kind": "stage", "stage", "total_steps", "start_step"},
     {"kind": "step", "step", "total_steps", "loss", "seconds"}, {"kind": "chunk_end", "step", "total_steps"}
@@ -300,7 +303,8 @@ def run_training_chunk(pipe, prepared_dir, run_dir, caption: str, config, *, tri
         return state["steps"] > 0 and elapsed + 1.5 * state["last"] > chunk.budget_s
 
     events = editing.train_edit_lora(pipe, prepared, caption, config, run_dir, trigger=trigger, edited_later=later,
-                                     resume=resume, should_stop=should_stop, base_model=base_model)
+                                     resume=resume, should_stop=should_stop, base_model=base_model,
+                                     window=int(window or 0), window_stride=int(window_stride or 4))
     try:
         for event in events:
             if isinstance(event, StepEvent):
@@ -358,11 +362,14 @@ def train_in_chunks(call_chunk: Callable[[bool], Iterator[dict]], max_chunks: in
 
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, *, lora_path=None, method="mask-lora",
                    steps=30, guidance_scale=5.0, flow_shift=5.0, seed=0, lora_scale=1.0, trigger=None,
-                   fit=False, stop_file=None) -> Iterator[dict]:
-    """Generate an edit and write its files; yields {"kind": "step", "step", "total_steps", "seconds"} per
-    denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
+                   fit=False, stop_file=None, preset=None) -> Iterator[dict]:
+    """Generate an edit and write its files; yields {"kind": "warning", "message"} for a preset option that
+    cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
+    per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
-    The pipe gets exactly the given LoRA (or none): an adapter left by another session is removed."""
+    The pipe gets exactly the given LoRA (or none): an adapter left by another session is removed.
+    preset: a preset name (or `presets.Preset`) whose generation options apply — its speed LoRA (stacked
+    with the edit LoRA), attention backend and VAE tiling (`apply_preset_options`); None: none of them."""
     from . import editing
     from .conditioning import DEFAULT_TRIGGER
     from .lora import load_lora, read_metadata, unload_lora
@@ -378,6 +385,10 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, *, l
     else:
         unload_lora(pipe)
     trigger = DEFAULT_TRIGGER if trigger is None else trigger
+    options = apply_preset_options(pipe, preset, float(lora_scale), use_speed=method != "no-lora")
+    for message in options["warnings"]:
+        yield {"kind": "warning", "message": message}
+    speed_weight = options["speed_lora_weight"]
     should_stop = (lambda: Path(stop_file).exists()) if stop_file else None
     results: queue.Queue = queue.Queue()
 
@@ -386,7 +397,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, *, l
             frames = editing.generate_edit(
                 pipe, prepared, edited, caption, steps=int(steps), guidance_scale=float(guidance_scale),
                 flow_shift=float(flow_shift), seed=int(seed), lora_scale=float(lora_scale), method=method,
-                trigger=trigger, callback=lambda e: results.put(("step", e)), should_stop=should_stop)
+                trigger=trigger, callback=lambda e: results.put(("step", e)), should_stop=should_stop,
+                speed_lora_weight=speed_weight)
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
@@ -408,9 +420,62 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, *, l
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(steps), "guidance_scale": float(guidance_scale), "flow_shift": float(flow_shift),
-              "seed": int(seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None}
+              "seed": int(seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
+              "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
+              "warnings": options["warnings"]}
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
     yield {"kind": "done", "edited": str(outputs.edited), "side_by_side": str(outputs.side_by_side), "report": report}
+
+
+def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool = True) -> dict:
+    """Put a preset's generation options on the (shared) pipe: its speed LoRA beside the edit LoRA, its
+    attention backend and VAE tiling; a pipe left with another preset's options gets them undone. An
+    option that cannot be used here (a speed LoRA that is not on disk or in the hub cache offline, an
+    attention backend not installed) is skipped with a warning: generation never fails for it.
+    Returns {"preset", "speed_lora" (what is active, or None), "speed_lora_weight", "notes", "warnings"}."""
+    from .presets import get_preset
+    from .speed import (enable_vae_tiling, has_speed_lora, load_speed_lora, set_attention_backend,
+                        set_lora_weights, unload_speed_lora)
+
+    chosen = get_preset(preset) if isinstance(preset, str) else preset
+    result = {"preset": getattr(chosen, "name", None), "speed_lora": None, "speed_lora_weight": 1.0, "notes": [],
+              "warnings": []}
+    spec = chosen.speed_lora if (chosen is not None and use_speed) else None
+    loaded_spec = getattr(pipe, "_maskedit_speed_lora", None)
+    if has_speed_lora(pipe) and (spec is None or loaded_spec != spec):
+        unload_speed_lora(pipe, edit_weight)
+        pipe._maskedit_speed_lora = None
+    if spec:
+        try:
+            if not has_speed_lora(pipe):
+                load_speed_lora(pipe, spec, chosen.speed_lora_weight, edit_weight)
+                pipe._maskedit_speed_lora = spec
+            else:
+                set_lora_weights(pipe, edit_weight, chosen.speed_lora_weight)
+            result.update(speed_lora=spec, speed_lora_weight=float(chosen.speed_lora_weight))
+            result["notes"].append(f"speed LoRA {Path(spec).name} (weight {chosen.speed_lora_weight:g})")
+        except MaskEditError as error:
+            if has_speed_lora(pipe):
+                unload_speed_lora(pipe, edit_weight)
+            pipe._maskedit_speed_lora = None
+            result["warnings"].append(f"the preset's speed LoRA could not be loaded, so this edit was generated "
+                                      f"without it (use more steps and CFG > 1 for full quality): {error}")
+    if chosen is None:
+        return result
+    backend = chosen.attention_backend or "native"
+    if backend != (getattr(pipe, "_maskedit_attention", None) or "native"):
+        try:
+            set_attention_backend(pipe.transformer, backend)
+            pipe._maskedit_attention = backend
+            result["notes"].append(f"attention backend {backend}")
+        except MaskEditError as error:
+            result["warnings"].append(f"{error}; the default attention is used")
+    enable_vae_tiling(pipe, bool(chosen.vae_tiling))
+    if chosen.vae_tiling:
+        result["notes"].append("VAE tiling")
+    if chosen.compile:
+        result["notes"].append("compile skipped in the app (not on ZeroGPU; the first step would be slow)")
+    return result
 
 
 def format_report(report: dict) -> str:
@@ -422,7 +487,10 @@ def format_report(report: dict) -> str:
             f"| background PSNR (outside the boxes, frames 1..) | {psnr_text} |\n"
             f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |\n"
             f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}, "
-            f"shift {report['flow_shift']:g}, seed {report['seed']}) |")
+            f"shift {report['flow_shift']:g}, seed {report['seed']}) |"
+            + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
+            + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")
+            + "".join(f"\n| ⚠️ | {w} |" for w in report.get("warnings") or []))
 
 
 def copy_into(folder, source, name: str | None = None) -> Path:

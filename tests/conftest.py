@@ -24,6 +24,29 @@ def _test_threads():
     torch.set_num_threads(TEST_THREADS)
     yield
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_lora_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures that train (set up before any per-test fixture) cache their LoRAs
+    in a temporary folder, never in ~/.cache."""
+    old = os.environ.get("MASKEDIT_CACHE_DIR")
+    os.environ["MASKEDIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("lora_cache_session"))
+    yield
+    if old is None:
+        os.environ.pop("MASKEDIT_CACHE_DIR", None)
+    else:
+        os.environ["MASKEDIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _lora_cache_dir(tmp_path_factory, monkeypatch):
+    """Every test has its own empty LoRA cache (MASKEDIT_CACHE_DIR), so no test writes to ~/.cache and no
+    test reuses another's LoRA. Returns the folder."""
+    folder = tmp_path_factory.mktemp("lora_cache")
+    monkeypatch.setenv("MASKEDIT_CACHE_DIR", str(folder))
+    return folder
+
+
 CLIP_FRAMES = 9
 CLIP_SIZE = 64  # width = height
 CLIP_FPS = 8.0

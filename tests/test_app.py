@@ -449,3 +449,27 @@ def test_background_job_driven_by_the_session():
     list(job.drive_one())
     assert job.status == "done" and job.lora == "x/lora.safetensors" and job.snapshot()["steps"] == [1, 2, 3, 4]
     assert list(job.drive_one()) == []  # ended: nothing more runs
+
+
+def test_preset_window_and_speed_options_reach_training_and_generation(server, inputs, monkeypatch):
+    """A preset's window/window_stride reach train_edit_lora (the training note counts the windows and
+    lora.json records them); a preset whose speed LoRA cannot be loaded offline still generates, without it,
+    and says so in the report."""
+    from dataclasses import replace
+
+    from maskedit.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS, "full", replace(PRESETS["full"], window=5, window_stride=4))
+    c = client(server)
+    prepare(c, inputs)
+    job = train(c, 2)
+    _, text, _, files = job.outputs()[-1]
+    assert "**done**" in text
+    assert "2 overlapping 5-frame windows" in text and "encoding 2 sample(s)" in text
+    meta = json.loads(Path(next(f for f in files if f.endswith("lora.json"))).read_text())
+    assert meta["window"] == 5 and meta["window_stride"] == 4
+
+    *_, report = c.predict("a flipped box", None, "mask-lora", 2, 1.0, 5.0, 0, 1.0, False, False, "zerogpu",
+                           api_name="/generate")
+    assert report["preset"] == "zerogpu" and report["speed_lora"] is None
+    assert any("speed LoRA could not be loaded" in w for w in report["warnings"])

@@ -339,3 +339,103 @@ def test_python_dash_m_maskedit(tmp_path):
     assert result.stderr.startswith("error: ") and "could not be read as a video" in result.stderr
     assert "Traceback" not in result.stderr and "warn" not in result.stderr.lower()
     assert not out.exists()
+
+
+# ----- the LoRA cache (issue 8)
+
+
+@pytest.fixture
+def count_steps(monkeypatch):
+    """Counts LoraTrainer.train_step calls; returns a one-item list."""
+    from maskedit.training import LoraTrainer
+
+    original, calls = LoraTrainer.train_step, [0]
+
+    def counting(self):
+        calls[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(LoraTrainer, "train_step", counting)
+    return calls
+
+
+def test_train_reuses_the_cached_lora(capsys, tmp_path, trained, count_steps, _lora_cache_dir):
+    prepared, _ = trained
+    base = ["train", "--prepared", prepared, "--model", "tiny"]
+    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert count_steps[0] == 3 and "reusing cached LoRA" not in stdout
+    assert "cached the finished run" in stdout
+    assert any(_lora_cache_dir.iterdir())
+
+    count_steps[0] = 0
+    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert count_steps[0] == 0
+    assert "reusing cached LoRA" in stdout and "(trained " in stdout
+    for name in LORA_FILES:
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+
+    for changed in (["--prompt", "a red box", *FAST_TRAIN], ["--prompt", "a box", "--steps", "2"]):
+        count_steps[0] = 0
+        code, stdout, err = run(capsys, *base, *changed, "--out", tmp_path / "c")
+        assert code == 0, err
+        assert count_steps[0] > 0 and "reusing cached LoRA" not in stdout, changed
+
+    count_steps[0] = 0
+    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--no-cache", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert count_steps[0] == 3 and "reusing cached LoRA" not in stdout and "cached the" not in stdout
+
+    # --cache-dir points elsewhere: an empty cache there, so it trains (and stores there)
+    other = tmp_path / "other_cache"
+    count_steps[0] = 0
+    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--cache-dir", other,
+                            "--out", tmp_path / "e")
+    assert code == 0, err
+    assert count_steps[0] == 3 and any(other.iterdir())
+
+
+def test_interrupted_run_resumes_from_the_cache_in_another_folder(capsys, tmp_path, trained, monkeypatch):
+    from maskedit.training import LoraTrainer
+
+    prepared, _ = trained
+    original, calls = LoraTrainer.train_step, [0]
+
+    def interrupt_third_step(self):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(LoraTrainer, "train_step", interrupt_third_step)
+    args = ["train", "--prepared", prepared, "--prompt", "a box", "--steps", "4", "--model", "tiny"]
+    code, _, err = run(capsys, *args, "--out", tmp_path / "first")
+    assert code == 130, err
+    calls[0] = 10  # no more interrupts
+    code, stdout, err = run(capsys, *args, "--out", tmp_path / "second")
+    assert code == 0, err
+    assert "resuming cached run" in stdout and "at step 2/4" in stdout
+    assert "resumed from the checkpoint at step 2 of 4" in stdout + err
+    assert calls[0] == 12  # steps 3 and 4 only
+    assert (tmp_path / "second" / "lora.safetensors").is_file()
+
+
+def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps):
+    prepared = tmp_path / "prepared"
+    assert run(capsys, "prepare", "--video", inputs["clip"], "--box", BOX, *SIZE, "--out", prepared)[0] == 0
+    code, _, err = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN, "--model", "tiny",
+                       "--out", tmp_path / "lora")
+    assert code == 0, err
+    assert count_steps[0] == 3
+
+    count_steps[0] = 0
+    out = tmp_path / "edit"
+    code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame",
+                            inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+                            "--model", "tiny", "--out", out)
+    assert code == 0, err
+    assert count_steps[0] == 0 and "reusing cached LoRA" in stdout
+    assert_video(out / "edited.mp4")
+    for name in LORA_FILES:
+        assert (out / name).read_bytes() == (tmp_path / "lora" / name).read_bytes()
