@@ -22,7 +22,6 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,14 +33,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import RESULTS, machine  # noqa: E402
 from maskedit.conditioning import compose_prompt, inference_condition, stage1_sample  # noqa: E402
 from maskedit.lora import LORA_TARGET_MODULES  # noqa: E402
 from maskedit.masks import box_region  # noqa: E402
 from maskedit.models import TINY, load_pipeline  # noqa: E402
 from maskedit.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 GOAL = 1.1  # for the rows below; other rows are for information
 GOAL_ROWS = ("training step", "generation step")
 
@@ -194,23 +194,12 @@ def training_case(pipe, args, frames, region, device):
     return interleave(lambda: timed(trainer.train_step), lambda: timed(reference_step), args, device)
 
 
-def machine(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} CPUs"
-
-
 def table(measurements: list[dict], args, device) -> str:
     """One markdown table; a row per measured name, median seconds per side, ratio ours/reference."""
     cuda = device.type == "cuda"
     header = (f"{args.model}, {args.width}x{args.height}, {args.frames} frames, {args.steps} denoising steps, "
               f"CFG {args.guidance}, {device.type} {str(args.dtype).replace('torch.', '')}, "
-              f"{torch.get_num_threads()} threads, median of {args.repeats} (warmup {args.warmup}); {machine(device)}")
+              f"{torch.get_num_threads()} threads, median of {args.repeats} (warmup {args.warmup}); {machine()}")
     columns = ["case", "ours (s)", "reference (s)", "ratio", "goal"]
     columns += ["ours peak (GiB)", "reference peak (GiB)"] if cuda else []
     lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

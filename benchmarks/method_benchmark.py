@@ -38,7 +38,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,7 +48,9 @@ import PIL.Image
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import RESULTS, machine, write_section  # noqa: E402
 from maskedit import toyworld  # noqa: E402
 from maskedit.conditioning import (  # noqa: E402
     ConditionSample, compose_prompt, frames_to_tensor, inference_condition, latent_keep_mask, naive_sample,
@@ -67,8 +68,6 @@ from maskedit.runtime import quiet_transformers  # noqa: E402
 from maskedit.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
 from maskedit.video import LANDSCAPE_SIZE  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION_START, SECTION_END = "<!-- method_benchmark -->", "<!-- /method_benchmark -->"
 METHODS = ("no-lora", "naive-lora", "feature-blend", "mask-lora", "mask-lora+stage2", "mask-lora-tight")
 REFERENCES = ("source", "ground-truth", "gt-vae")
 REAL_AREA = LANDSCAPE_SIZE[0] * LANDSCAPE_SIZE[1]
@@ -357,16 +356,6 @@ def identity_checks(edit) -> list[dict]:
 # ----- the table
 
 
-def machine(device) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} CPUs"
-
 
 def fmt(value: float, digits: int = 2) -> str:
     if math.isnan(value):
@@ -392,7 +381,7 @@ def table(results: list[EditResult], args, device, description: str, is_tiny: bo
         f"**{description}** — {args.width}x{args.height}, {args.frames} frames, edits: {edits}; LoRA {args.train_steps} "
         f"steps (stage 2: {args.stage2_steps} of them), rank {args.rank}, lr {args.lr:g}; {args.gen_steps} denoising steps, "
         f"CFG {args.guidance:g}, shift {args.shift:g}, seed {args.seed}; {torch.device(device).type}, "
-        f"{torch.get_num_threads()} threads; {machine(device)}; {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        f"{torch.get_num_threads()} threads; {machine()}; {datetime.datetime.now():%Y-%m-%d %H:%M}",
         "",
         "| method | bg PSNR ↑ | bg SSIM ↑ | edit PSNR ↑ | edit SSIM ↑ | tPSNR ↑ | LoRA steps | train s | generate s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -448,23 +437,6 @@ def table(results: list[EditResult], args, device, description: str, is_tiny: bo
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put `text` between this benchmark's markers in `path`, replacing an earlier section, keeping the rest."""
-    section = f"{SECTION_START}\n## Method benchmark (toy edits with ground truth)\n\n{text}\n{SECTION_END}"
-    if path.exists():
-        content = path.read_text()
-        start, end = content.find(SECTION_START), content.find(SECTION_END)
-        if start != -1 and end != -1 and end > start:
-            content = content[:start] + section + content[end + len(SECTION_END):]
-        else:
-            content = content.rstrip("\n") + "\n\n" + section + "\n"
-    else:
-        content = "# Benchmark results\n\n" + section + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -486,7 +458,7 @@ def main(argv=None) -> int:
                                                          **m.scores.as_dict()) for m in r.runs])
             for r in results], indent=1, default=str))
     if args.write:
-        write_section(Path(args.results), text)
+        write_section("method_benchmark", "## Method benchmark (toy edits with ground truth)\n\n" + text, Path(args.results))
         print(f"wrote the method_benchmark section of {args.results}")
     failed = [c for r in results for c in r.checks if c["asserted"] and not c["ok"]]
     if args.quick and failed:

@@ -25,8 +25,6 @@ import argparse
 import datetime
 import gc
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,12 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import RESULTS, machine, write_section  # noqa: E402,F401  (generate/run_all import them from here)
 from maskedit.lora import ADAPTER_NAME  # noqa: E402
 from maskedit.models import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
 from maskedit.presets import NUM_BLOCKS_14B, get_preset  # noqa: E402
 from maskedit.training import EncodedSample, LoraTrainer, TrainConfig  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TEXT_TOKENS, IMAGE_TOKENS = 512, 257
 NOT_MEASURED = "Real-size (Wan2.1-I2V-14B config) figures: not yet measured on a GPU."
 
@@ -53,22 +51,6 @@ PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H800",
 
 
 # ----- shared by the benchmark scripts -----------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} CPUs"
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        text = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), " + text
-    return text
-
-
 def card_peak_flops(device) -> float | None:
     if torch.device(device).type != "cuda":
         return None
@@ -97,21 +79,6 @@ def peak_gib(device) -> str:
     if device.type != "cuda":
         return "n/a (CPU)"
     return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}"
-
-
-def write_section(name: str, text: str) -> None:
-    """Replace (or append) the block between `<!-- name -->` and `<!-- /name -->` in RESULTS.md."""
-    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if start in old and end in old:
-        head, rest = old.split(start, 1)
-        new = head + block.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
 
 
 def random_transformer(config: dict, device, dtype, seed: int = 0):

@@ -55,18 +55,18 @@ def test_quick_mode_runs_every_method_and_its_checks_pass(bench, tmp_path, capsy
 def test_write_replaces_only_its_own_section(bench, tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Benchmark results\n\n## core overhead\n\n| a | b |\n")
-    bench.write_section(path, "first table")
-    bench.write_section(path, "second table")
+    bench.write_section("method_benchmark", "first table", path)
+    bench.write_section("method_benchmark", "second table", path)
     text = path.read_text()
     assert text.startswith("# Benchmark results\n\n## core overhead\n\n| a | b |\n")
-    assert text.count(bench.SECTION_START) == 1 and text.count(bench.SECTION_END) == 1
+    assert text.count("<!-- method_benchmark -->") == 1 and text.count("<!-- /method_benchmark -->") == 1
     assert "second table" in text and "first table" not in text
     path.write_text(text + "\n## appended later by another benchmark\n")
-    bench.write_section(path, "third table")
+    bench.write_section("method_benchmark", "third table", path)
     text = path.read_text()
     assert "appended later by another benchmark" in text and "third table" in text and "second" not in text
     fresh = tmp_path / "new.md"
-    bench.write_section(fresh, "only table")
+    bench.write_section("method_benchmark", "only table", fresh)
     assert fresh.read_text().startswith("# Benchmark results")
 
 
