@@ -29,9 +29,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr

@@ -9,7 +9,6 @@ process's step on both windows with the averaged loss (batch_size=2).
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
