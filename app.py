@@ -48,6 +48,7 @@ SIZE_CHOICES = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "
                 "368x640 (portrait quick)", "320x192 (small)", "64x64 (tiny test)"]
 INCLUDE, EXCLUDE = "include (on the object)", "exclude (not the object)"
 METHOD_CHOICES = [("mask-aware LoRA (the method)", "mask-lora"), ("baseline: no LoRA (stock I2V)", "no-lora"),
+                  ("baseline: naive LoRA (stock condition)", "naive-lora"),
                   ("baseline: feature-level blending", "feature-blend")]
 DEFAULT_MAX_UPLOAD = "500mb"
 GALLERY_SIZE = 12  # the session's latest results kept in the Generate tab's gallery
@@ -163,11 +164,11 @@ def _train_duration(*args, **kwargs) -> int:
 @spaces.GPU(duration=_train_duration)
 def gpu_train_chunk(prepared_dir, run_dir, caption, config, trigger, later_frames, base_model,
                     budget_s=session.DEFAULT_CHUNK_SECONDS, max_steps=None, stop_file=None, resume=True, window=0,
-                    window_stride=4):
+                    window_stride=4, naive=False):
     yield from session.run_training_chunk(
         _pipe(), prepared_dir, run_dir, caption, config, trigger=trigger, base_model=base_model,
         later_frames=later_frames, chunk=session.ChunkSettings(float(budget_s), max_steps), stop_file=stop_file,
-        resume=resume, window=window, window_stride=window_stride)
+        resume=resume, window=window, window_stride=window_stride, naive=naive)
 
 
 def _generation_duration(*args, **kwargs) -> int:
@@ -715,12 +716,61 @@ class App:
         st["lora"], st["lora_source"], st["lora_key"] = str(target), "uploaded", None
         return f"Using the uploaded LoRA **{path.name}** (training can be skipped)."
 
+    # -- the naive-LoRA baseline (METHOD.md §8), trained on demand by Generate
+    def naive_lora(self, st, train_settings, stop_file, progress=None) -> str:
+        """The session's naive-baseline LoRA for the current clip, caption and training settings: reused when
+        finished (the session's cache, keyed with `naive=True`, so it never shares a folder with the mask-aware
+        LoRA), else trained now with the Train tab's chunked, resumable path (a stopped run resumes on the next
+        Generate). train_settings: the Train tab's (caption, trigger, preset, steps, lr, rank, seed,
+        blocks_to_swap, fp8, checkpointing, budget_s). Never touches the session's mask-aware LoRA
+        (st["lora"]) or its background run. Returns the path of its lora.safetensors."""
+        caption, trigger, preset, steps, lr, rank, seed, blocks_to_swap, fp8, checkpointing, budget_s = train_settings
+        prepared_dir = self.prepared_dir(st)
+        if not caption or not str(caption).strip():
+            raise MaskEditError("the naive-LoRA baseline trains on the clip first: type the caption of the ORIGINAL "
+                                "first frame (step 3)")
+        caption = str(caption).strip()
+        config, _ = self.train_config(preset, steps, lr, rank, seed, blocks_to_swap, fp8, checkpointing)
+        prepared = editing.load_prepared(prepared_dir)
+        trigger = DEFAULT_TRIGGER if trigger is None else str(trigger).strip()
+        window, stride, _ = self.windows(preset, prepared)
+        key = session.train_key(prepared, caption, trigger, config, self.model_name, None, window, stride, naive=True)
+        cache = self.cache(st)
+        entry = cache.lookup(key)
+        if entry is not None and entry.status == lora_cache.FINISHED:
+            st["naive_lora"], st["naive_key"] = str(entry.lora_path), key
+            return str(entry.lora_path)
+        run_dir = cache.prepare(key, {"caption": caption, "trigger": trigger, "steps": config.steps,
+                                      "method": "naive-lora"})
+        cache.evict(keep=tuple(k for k in (key, st.get("lora_key")) if k))
+        budget = float(budget_s or self.budget_s)
+
+        def chunk(again):
+            with self.gpu_lock:
+                yield from gpu_train_chunk(str(prepared_dir), str(run_dir), caption, config, trigger, {},
+                                           self.model_name, budget_s=budget, max_steps=self.chunk_steps,
+                                           stop_file=str(stop_file), resume=True, window=window,
+                                           window_stride=stride, naive=True)
+
+        for event in session.train_in_chunks(chunk):
+            if event["kind"] == "step" and progress is not None:
+                progress((event["step"], event["total_steps"]), desc="training the naive-LoRA baseline",
+                         unit="steps")
+            elif event["kind"] == "stopped":
+                raise MaskEditError(f"the naive-LoRA training was cancelled at step {event['step']} of "
+                                    f"{event['total_steps']}; Generate again with this method to resume it")
+            elif event["kind"] == "done":
+                st["naive_lora"], st["naive_key"] = event["lora"], key
+                return event["lora"]
+        raise MaskEditError("the naive-LoRA training ended without saving a LoRA; see the server log")
+
     # -- 5. generate
     def generate(self, prompt, edited_frame, fit, method, steps, cfg, shift, seed, lora_scale, st, progress=None,
-                 use_checkpoint=False, preset=None):
+                 use_checkpoint=False, preset=None, train_settings=None):
         """Generate one edit; preset: the preset whose generation options apply (speed LoRA, attention, VAE
         tiling; session.apply_preset_options) — an option that cannot be used here is skipped with a
-        gr.Warning and a line in the report."""
+        gr.Warning and a line in the report. method "naive-lora" (the baseline) first trains the naive LoRA
+        with `train_settings` (the Train tab's values, see `naive_lora`) unless it is already trained."""
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
             self.set_edited_frame(edited_frame, fit, st)
@@ -735,15 +785,23 @@ class App:
         if float(shift) <= 0:
             raise MaskEditError(f"the flow shift is {shift}; give a positive one, e.g. 5")
         method = method or "mask-lora"
-        if method != "no-lora":
-            self.wait_for_background(st, bool(use_checkpoint), progress)
-        lora = st.get("lora") if method != "no-lora" else None
+        if method not in editing.METHODS:
+            raise MaskEditError(f"the method {method!r} is unknown; choose one of the listed methods")
+        stop_file = Path(st["folder"]) / session.STOP_GENERATION
+        stop_file.unlink(missing_ok=True)
+        if method == "naive-lora":  # its own LoRA: neither the session's LoRA nor its background run is involved
+            if train_settings is None:
+                raise MaskEditError("the naive-LoRA baseline needs the training settings (Train tab)")
+            lora = self.naive_lora(st, train_settings, stop_file, progress)
+        else:
+            if method != "no-lora":
+                self.wait_for_background(st, bool(use_checkpoint), progress)
+            lora = st.get("lora") if method != "no-lora" else None
         if method == "mask-lora" and not lora:
             raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
                                 "or choose the no-LoRA baseline")
         st["results"] = int(st.get("results") or 0) + 1
         out = self.sub(st, session.RESULTS_FOLDER) / str(st["results"])
-        stop_file = Path(st["folder"]) / session.STOP_GENERATION
         stop_file.unlink(missing_ok=True)
         try:
             with self.gpu_lock:
@@ -1299,17 +1357,23 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         @user_errors
         def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale,
-                       fit, use_checkpoint, preset_name, st, request: gr.Request, progress=gr.Progress()):
+                       fit, use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
+                       swap, fp8, ckpt, budget_s, st, request: gr.Request, progress=gr.Progress()):
             st = app.state(st, request)
+            # the Train tab's settings: the naive-LoRA baseline is trained with them when chosen and not yet trained
+            train_settings = (caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap, fp8,
+                              ckpt, budget_s)
             edited_path, sbs, text, rep = app.generate(prompt_text, edited_file, fit, method_name, steps, cfg_value,
                                                        shift_value, seed, lora_scale, st, progress,
-                                                       use_checkpoint=bool(use_checkpoint), preset=preset_name)
+                                                       use_checkpoint=bool(use_checkpoint), preset=preset_name,
+                                                       train_settings=train_settings)
             return edited_path, sbs, text, rep, st
 
         # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
         # itself is guarded by app.gpu_lock)
         gen_evt = gen_btn.click(h_generate, [prompt, new_edit, method, gen_steps, cfg, shift, seed_gen, scale,
-                                             fit_edited, use_ckpt, preset, state],
+                                             fit_edited, use_ckpt, preset, caption, trigger, steps_in, lr_in, rank_in,
+                                             seed_in, swap_in, fp8_in, ckpt_in, budget_in, state],
                                 [edited_video, sbs_video, report, report_json, state], api_name="generate",
                                 concurrency_id="generate", concurrency_limit=1)
         gen_evt.then(h_gallery, [state], [gallery], api_visibility="private")

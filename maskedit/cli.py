@@ -199,10 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
                "      --edited-later 24=frame24_edited.png --out work/lora\n\n"
                "--prompt describes the ORIGINAL first frame.\n"
                "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
-               "checkpoints/ (a rerun resumes from them; delete them when done to save space).",
+               "checkpoints/ (a rerun resumes from them; delete them when done to save space).\n\n"
+               "baseline: --naive trains the naive LoRA of METHOD.md section 8 instead (same settings; give it its\n"
+               f"own --out) and `generate --method naive-lora --lora THAT_DIR` uses it:\n"
+               f"  {PROG} train --naive --prepared work/prepared --prompt \"a red car on a road\" --out work/naive",
     )
     train.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
     train.add_argument("--prompt", required=True, help="caption of the original first frame")
+    train.add_argument("--naive", action="store_true",
+                       help="train the naive-LoRA baseline instead: the stock image-to-video condition (first frame "
+                            "only; the boxes are not used) on the clip, no stage 2; for `generate --method naive-lora`")
     _add_train_options(train, "--steps")
     _add_model_option(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -219,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--prompt describes the EDITED first frame.\n"
                "writes: edited.mp4 and side_by_side.mp4 (original | edit).\n"
                "methods: mask-lora (the paper's), no-lora (stock image-to-video, no LoRA needed),\n"
-               "feature-blend (the latent-blending baseline; uses the LoRA when given).",
+               "feature-blend (the latent-blending baseline; uses the LoRA when given), naive-lora (stock\n"
+               "image-to-video with the LoRA of `train --naive`, given as --lora).",
     )
     generate.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
     generate.add_argument("--edited-frame", required=True, metavar="PATH",
@@ -227,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
     generate.add_argument("--lora", metavar="DIR|FILE", help="the folder `train` wrote, or a .safetensors LoRA file")
     generate.add_argument("--method", choices=editing.METHODS, default="mask-lora",
-                          help="how to generate (default %(default)s)")
+                          help="how to generate (default %(default)s); naive-lora needs --lora from `train --naive`")
     generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
     _add_generate_options(generate, "--steps")
     _add_model_option(generate)
@@ -247,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                "      --prompt \"a blue car on a road\" --out work/result\n\n"
                "--prompt describes the edited first frame; give --train-prompt to caption the original one.\n"
                "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
-               "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).",
+               "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).\n"
+               f"--method naive-lora: the naive-LoRA baseline instead; its LoRA goes to\n"
+               f"OUT/{editing.NAIVE_LORA_FOLDER}/.",
     )
     _add_clip_options(edit)
     edit.add_argument("--edited-frame", required=True, metavar="PATH",
@@ -256,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--prompt", required=True, help="caption of the edited first frame")
     edit.add_argument("--train-prompt", metavar="PROMPT",
                       help="caption of the original first frame for training (default: --prompt)")
+    edit.add_argument("--method", choices=("mask-lora", "naive-lora"), default="mask-lora",
+                      help="mask-lora (the paper's; default) or naive-lora (the baseline: a LoRA trained with the "
+                           f"stock first-frame condition, in OUT/{editing.NAIVE_LORA_FOLDER}/, then stock "
+                           "image-to-video)")
     _add_train_options(edit, "--steps")
     _add_generate_options(edit, "--gen-steps")
     _add_model_option(edit)
@@ -300,6 +313,8 @@ def cmd_train(args) -> int:
     prepared = editing.load_prepared(args.prepared)
     print(_describe(prepared))
     later = _edited_later(args, prepared)
+    if args.naive and later:
+        raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
@@ -309,7 +324,8 @@ def cmd_train(args) -> int:
         shutdown(distributed)
     out = Path(args.out)
     print(f"next: {PROG} generate --prepared {args.prepared} --edited-frame EDITED.png "
-          f"--prompt \"caption of the edited frame\" --lora {out} --out RESULT_DIR")
+          f"--prompt \"caption of the edited frame\" --lora {out}" + (" --method naive-lora" if args.naive else "")
+          + " --out RESULT_DIR")
     return 0
 
 
@@ -327,7 +343,13 @@ def cmd_generate(args) -> int:
             "the mask-lora method needs the LoRA that `train` wrote: add --lora LORA_DIR "
             "(or use --method no-lora to generate without one)"
         )
+    if lora_path is None and args.method == "naive-lora":
+        raise MaskEditError(
+            "the naive-lora method needs the LoRA that `train --naive` wrote: add --lora NAIVE_LORA_DIR "
+            "(or use --method no-lora to generate without one)"
+        )
     metadata = read_metadata(lora_path) if lora_path else {}
+    _check_lora_kind(args.method, metadata, lora_path)
     trigger = args.trigger if args.trigger is not None else metadata.get("trigger", DEFAULT_TRIGGER)
     model = args.model or metadata.get("base_model") or editing.default_model()
     if args.model and metadata.get("base_model") not in (None, args.model):
@@ -354,6 +376,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _check_lora_kind(method: str, metadata: dict, lora_path) -> None:
+    """Refuse a LoRA whose lora.json says it was trained for the other condition (mask-aware vs naive); a LoRA
+    without lora.json (from elsewhere) is taken as given."""
+    if not metadata or lora_path is None:
+        return
+    naive = editing.is_naive_lora(metadata)
+    if method == "naive-lora" and not naive and metadata.get("trainer") == "maskedit":
+        raise MaskEditError(
+            f"{lora_path.parent} holds a mask-aware LoRA, but --method naive-lora needs one trained with the stock "
+            "condition: train it with `train --naive` into its own folder (or use --method mask-lora)"
+        )
+    if method == "mask-lora" and naive:
+        raise MaskEditError(
+            f"{lora_path.parent} holds a naive-baseline LoRA (trained with `train --naive`): use --method naive-lora "
+            "with it, or give the mask-aware LoRA for mask-lora"
+        )
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.replace(" ", "").split(",") if part]
@@ -378,7 +418,11 @@ def cmd_edit(args) -> int:
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
     caption = args.train_prompt or args.prompt
-    _train(loaded, prepared, caption, config, args, later, out)
+    args.naive = args.method == "naive-lora"
+    if args.naive and later:
+        raise MaskEditError("--method naive-lora trains the baseline on the clip alone (no stage 2): leave out "
+                            "--edited-later")
+    _train(loaded, prepared, caption, config, args, later, out / editing.NAIVE_LORA_FOLDER if args.naive else out)
     return _generate(loaded, prepared, edited, args, args.trigger, out)
 
 
@@ -532,7 +576,7 @@ def _cache_key(prepared, caption, config, args, later, base_model) -> str:
     from .lora_cache import key_from_parts, key_parts
 
     parts = key_parts(prepared, caption, args.trigger, config, base_model, later, None, args.window or 0,
-                      args.window_stride or 4)
+                      args.window_stride or 4, bool(getattr(args, "naive", False)))
     if later and args.stage2_epochs != editing.DEFAULT_STAGE2_EPOCHS:
         parts["stage2_epochs"] = int(args.stage2_epochs)
     return key_from_parts(parts)
@@ -619,6 +663,8 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
             return metadata
     info = dict(caption=caption, trigger=args.trigger, base_model=loaded.name, frames=prepared.num_frames,
                 width=prepared.width, height=prepared.height, steps=config.steps, later_frames=sorted(later))
+    if getattr(args, "naive", False):
+        info["method"] = "naive-lora"
     started = [False]  # set once a stage starts: from then on out/checkpoints/ belong to this run
     try:
         return _train_into(loaded, prepared, caption, config, args, later, out, distributed, started)
@@ -634,6 +680,7 @@ def _train_into(loaded, prepared, caption, config, args, later, out: Path, distr
         loaded.pipe, prepared, caption, config, out, trigger=args.trigger, edited_later=later,
         stage2_epochs=args.stage2_epochs, resume=not args.no_resume, base_model=loaded.name,
         window=args.window, window_stride=args.window_stride, distributed=distributed,
+        naive=bool(getattr(args, "naive", False)),
     )
     bar = None
     try:

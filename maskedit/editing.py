@@ -29,7 +29,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import masks
-from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, stage1_sample, stage2_sample, stock_condition
+from .conditioning import (
+    DEFAULT_TRIGGER, compose_prompt, inference_condition, naive_sample, stage1_sample, stage2_sample, stock_condition,
+    window_starts,
+)
 from .errors import MaskEditError
 from .files import atomic_path
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
@@ -43,8 +46,9 @@ WAN_NEGATIVE_PROMPT = (
 )
 """Wan2.1's default negative prompt (`sample_neg_prompt` in the Wan repository's shared config)."""
 
-METHODS = ("mask-lora", "no-lora", "feature-blend")
-"""Generation methods: the paper's (mask condition + LoRA), stock I2V without LoRA, feature-level blending."""
+METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
+"""Generation methods: the paper's (mask condition + LoRA), stock I2V without LoRA, feature-level blending, and
+the naive-LoRA baseline (stock condition + a LoRA trained with the stock condition, `train_edit_lora(naive=True)`)."""
 
 STAGE2_REPEATS = 9  # each edited later frame appears 9 times per epoch beside the clip (METHOD.md §5)
 DEFAULT_STAGE2_EPOCHS = 10
@@ -62,6 +66,8 @@ EDITED_VIDEO = "edited.mp4"
 SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
 CHECKPOINTS_FOLDER = "checkpoints"
 FINGERPRINT = "fingerprint.json"
+NAIVE_LORA_FOLDER = "naive_lora"  # `edit --method naive-lora` keeps the baseline's LoRA here (never over ours)
+STOCK_CONDITION = "stock"  # lora.json "condition" of a naive-baseline LoRA (mask-aware LoRAs have no such key)
 PREPARED_FORMAT = 1
 
 
@@ -340,6 +346,7 @@ def train_edit_lora(
     window: int = 0,
     window_stride: int = 4,
     distributed=None,
+    naive: bool = False,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
@@ -355,8 +362,18 @@ def train_edit_lora(
     window: train on overlapping `window`-frame windows every `window_stride` frames instead of the whole
     clip (METHOD.md §7; 0 = whole clip). distributed: a `maskedit.distributed.DistributedContext` when
     launched on several processes (data-parallel; only the main process writes files).
+    naive: train the naive-LoRA baseline instead (METHOD.md §8): the same settings, but every sample has the
+    stock I2V condition (`conditioning.naive_sample`: first frame kept, the rest generated; the boxes are not
+    used), no stage 2 (`edited_later` is refused); it has its own checkpoint fingerprint and lora.json says
+    `"condition": "stock"`. Generate with it by `generate_edit(method="naive-lora")`. Give it its own
+    `out_dir`: the files are named like the mask-aware LoRA's.
     """
     out_dir = Path(out_dir)
+    if naive and edited_later:
+        raise MaskEditError(
+            "the naive-LoRA baseline trains on the clip alone (stock condition, no stage 2); leave out the edited "
+            "later frames"
+        )
     edited_later = dict(sorted((edited_later or {}).items()))
     later_captions = later_captions or {}
     for index, frame in edited_later.items():
@@ -369,16 +386,28 @@ def train_edit_lora(
         raise MaskEditError("stage 2 needs at least 1 epoch")
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
-    if window and window < prepared.num_frames:
+    if naive:
+        if window and window < prepared.num_frames:  # the same low-cost windows, each with the stock condition
+            clip_list = [TrainItem(naive_sample(prepared.frames[start:start + window], prompt))
+                         for start in window_starts(prepared.num_frames, window, window_stride)]
+        else:
+            window, clip_list = 0, [TrainItem(naive_sample(prepared.frames, prompt), 1)]
+    elif window and window < prepared.num_frames:
         clip_list = clip_items(prepared.frames, prepared.region, prompt, window, window_stride)
     else:
         window, clip_list = 0, [TrainItem(stage1_sample(prepared.frames, prepared.region, prompt), 1)]
     main = distributed is None or distributed.is_main
 
-    stage1_print = _fingerprint(
-        base=base_model, clip=_digest(prepared.frames), region=_digest(prepared.region), prompt=prompt,
-        config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
-    )
+    if naive:  # no boxes in it; never resumes (or is resumed by) a mask-aware run
+        stage1_print = _fingerprint(
+            condition=STOCK_CONDITION, base=base_model, clip=_digest(prepared.frames), prompt=prompt,
+            config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
+        )
+    else:
+        stage1_print = _fingerprint(
+            base=base_model, clip=_digest(prepared.frames), region=_digest(prepared.region), prompt=prompt,
+            config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
+        )
     stages = [(1, clip_list, config, stage1_print)]
     if edited_later:
         items = clip_list + [
@@ -450,6 +479,8 @@ def train_edit_lora(
     }
     if window:
         metadata.update(window=window, window_stride=window_stride)
+    if naive:
+        metadata.update(condition=STOCK_CONDITION, method="naive-lora")
     if distributed is not None:
         metadata["processes"] = distributed.world_size
         if not distributed.is_main:
@@ -528,6 +559,11 @@ def has_edit_lora(pipe) -> bool:
     return ADAPTER_NAME in (getattr(pipe.transformer, "peft_config", None) or {})
 
 
+def is_naive_lora(metadata: dict) -> bool:
+    """True when a LoRA's lora.json (`lora.read_metadata`) says it is a naive-baseline LoRA (stock condition)."""
+    return (metadata or {}).get("condition") == STOCK_CONDITION
+
+
 def set_flow_shift(pipe, shift: float) -> None:
     """Rebuild the pipe's scheduler from its config with another flow shift (`flow_shift` or `shift`)."""
     scheduler = pipe.scheduler
@@ -563,8 +599,11 @@ def generate_edit(
     the clip with boxes emptied and frame 0 = the edited frame. "no-lora": stock I2V from the edited first
     frame, adapter disabled, prompt without the trigger. "feature-blend": stock I2V condition plus
     feature-level blending of the source clip outside the boxes (paper Eq. 3), with the adapter when the
-    pipe has one. The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep
-    after each denoising step; should_stop() True stops after the current step (GenerationStopped).
+    pipe has one. "naive-lora": the naive baseline (METHOD.md §8) — stock I2V from the edited first frame
+    with the adapter on the pipe, which must be a LoRA trained with the stock condition
+    (`train_edit_lora(naive=True)`, loaded by the caller: this function cannot tell the two apart).
+    The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
+    denoising step; should_stop() True stops after the current step (GenerationStopped).
     A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
     LoRA with `speed_lora_weight`.
     """
@@ -583,6 +622,11 @@ def generate_edit(
         raise MaskEditError(
             "the mask-lora method needs the edit LoRA: train one first, or load one (--lora FOLDER); "
             "use the no-lora method to generate without one"
+        )
+    if method == "naive-lora" and not has_lora:
+        raise MaskEditError(
+            "the naive-lora method needs the naive baseline's LoRA (trained with the stock condition): train one "
+            "(`train --naive`) and load it (--lora FOLDER); use the no-lora method to generate without one"
         )
     if method == "no-lora":
         prompt = compose_prompt(caption, "")

@@ -66,11 +66,13 @@ def default_max_bytes() -> int:
 
 
 def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
-              later_captions: dict | None = None, window: int = 0, window_stride: int = 4) -> dict:
+              later_captions: dict | None = None, window: int = 0, window_stride: int = 4,
+              naive: bool = False) -> dict:
     """What training depends on, as a JSON-able dict of digests and settings (the key hashes it).
 
     The same parts as the app's training key always had (`session.train_key` is this key); later-frame
-    captions and windows only enter when given, so keys of plain stage-1 runs are unchanged."""
+    captions, windows and `naive` (the naive-LoRA baseline, `editing.train_edit_lora(naive=True)`: part
+    "condition" = "stock") only enter when given, so keys of plain stage-1 runs are unchanged."""
     from .editing import _config_dict, _digest
 
     edited_later = edited_later or {}
@@ -82,15 +84,19 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
         parts["later_captions"] = captions
     if window and window < prepared.num_frames:
         parts["window"] = [int(window), int(window_stride)]
+    if naive:  # the stock condition never sees the boxes: re-marking the region keeps the baseline's LoRA
+        del parts["region"]
+        parts["condition"] = "stock"
     return parts
 
 
 def cache_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
-              later_captions: dict | None = None, window: int = 0, window_stride: int = 4) -> str:
+              later_captions: dict | None = None, window: int = 0, window_stride: int = 4,
+              naive: bool = False) -> str:
     """A 16-hex-digit key of `key_parts` (frames, boxes, caption, trigger, settings, base model, edited later
-    frames). The edited first frame is not part of it."""
+    frames, naive baseline or not). The edited first frame is not part of it."""
     return key_from_parts(key_parts(prepared, caption, trigger, config, base_model, edited_later, later_captions,
-                                    window, window_stride))
+                                    window, window_stride, naive))
 
 
 def key_from_parts(parts: dict) -> str:
@@ -100,7 +106,8 @@ def key_from_parts(parts: dict) -> str:
 
 PART_NAMES = {"clip": "the frames", "region": "the boxes", "caption": "the caption", "trigger": "the trigger",
               "config": "the training settings", "base": "the base model", "later": "the edited later frames",
-              "later_captions": "the later frames' captions", "window": "the windows"}
+              "later_captions": "the later frames' captions", "window": "the windows",
+              "condition": "the training condition (naive baseline)"}
 
 
 def changed_parts(old: dict, new: dict) -> list[str]:
@@ -356,7 +363,9 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
         raise MaskEditError("no LoRA cache given")
     window = int(train_kwargs.get("window") or 0)
     stride = int(train_kwargs.get("window_stride") or 4)
-    key = cache_key(prepared, caption, trigger, config, base_model, edited_later, later_captions, window, stride)
+    naive = bool(train_kwargs.get("naive"))
+    key = cache_key(prepared, caption, trigger, config, base_model, edited_later, later_captions, window, stride,
+                    naive)
     entry = cache.lookup(key) if use_cache else None
     if entry is not None and entry.status == FINISHED:
         yield CacheNote("hit", f"reusing cached LoRA {key} ({entry.path}): same clip, boxes, caption and "
@@ -370,6 +379,8 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
     info = dict(caption=caption, trigger=trigger, base_model=base_model, frames=prepared.num_frames,
                 width=prepared.width, height=prepared.height, steps=config.steps,
                 later_frames=sorted(int(k) for k in (edited_later or {})))
+    if naive:
+        info["method"] = "naive-lora"
     path = cache.prepare(key, info)
     if entry is not None and entry.status == RESUMABLE:
         yield CacheNote("resume", f"resuming cached run {key} from step {entry.step} of {entry.total_steps} "

@@ -224,13 +224,14 @@ def load_clip(folder):
 
 
 def train_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
-              window: int = 0, window_stride: int = 4) -> str:
+              window: int = 0, window_stride: int = 4, naive: bool = False) -> str:
     """What stage-1 (and stage-2) training depends on, hashed: frames, boxes, prompt, settings, base model,
-    the edited later frames and the training windows. The edited first frame is not part of it. (The LoRA
-    cache's key, `maskedit.lora_cache.cache_key`.)"""
+    the edited later frames and the training windows; `naive`: the naive-LoRA baseline's run (its own key).
+    The edited first frame is not part of it. (The LoRA cache's key, `maskedit.lora_cache.cache_key`.)"""
     from .lora_cache import cache_key
 
-    return cache_key(prepared, caption, trigger, config, base_model, edited_later, None, window, window_stride)
+    return cache_key(prepared, caption, trigger, config, base_model, edited_later, None, window, window_stride,
+                     naive)
 
 
 def smoothed(losses, factor: float = SMOOTHING) -> list[float]:
@@ -273,9 +274,9 @@ class ChunkSettings:
 def run_training_chunk(pipe, prepared_dir, run_dir, caption: str, config, *, trigger: str, base_model: str,
                        later_frames: dict | None = None, chunk: ChunkSettings | None = None,
                        stop_file=None, resume: bool = True, save_partial: bool = True, window: int = 0,
-                       window_stride: int = 4) -> Iterator[dict]:
+                       window_stride: int = 4, naive: bool = False) -> Iterator[dict]:
     """One call's worth of training (resuming the run's checkpoint); yields plain dicts (window,
-    window_stride: train on overlapping windows, `editing.train_edit_lora`):
+    window_stride: train on overlapping windows; naive: the naive-LoRA baseline; `editing.train_edit_lora`):
 
     {"kind": "note", "message"}, {"kind": "stage", "stage", "total_steps", "start_step"},
     {"kind": "step", "step", "total_steps", "loss", "seconds"}, {"kind": "chunk_end", "step", "total_steps"}
@@ -304,7 +305,8 @@ def run_training_chunk(pipe, prepared_dir, run_dir, caption: str, config, *, tri
 
     events = editing.train_edit_lora(pipe, prepared, caption, config, run_dir, trigger=trigger, edited_later=later,
                                      resume=resume, should_stop=should_stop, base_model=base_model,
-                                     window=int(window or 0), window_stride=int(window_stride or 4))
+                                     window=int(window or 0), window_stride=int(window_stride or 4),
+                                     naive=bool(naive))
     try:
         for event in events:
             if isinstance(event, StepEvent):
@@ -327,6 +329,8 @@ def run_training_chunk(pipe, prepared_dir, run_dir, caption: str, config, *, tri
                                 "total_steps": event.total_steps, "base_model": base_model, "trigger": trigger,
                                 "caption": caption, "frames": prepared.num_frames, "width": prepared.width,
                                 "height": prepared.height}
+                        if naive:
+                            meta.update(condition=editing.STOCK_CONDITION, method="naive-lora")
                         partial = str(save_lora(pipe, Path(run_dir) / PARTIAL_FOLDER, meta))
                     yield {"kind": "stopped", "stage": event.stage, "step": event.step,
                            "total_steps": event.total_steps, "partial": partial}

@@ -411,7 +411,7 @@ def test_background_training_serves_many_edits(server, inputs, monkeypatch):
     assert cat["key"] != status["key"] and cat["lora_in_use"] is None
     line, *_ = c.predict(*bg_args(caption="a dog", steps=3000), api_name="/set_background")
     assert "cancelled" in line and "caption" in line
-    run_dirs = [p for p in server[1].rglob(cat["key"]) if p.is_dir()]
+    run_dirs = run_folders(server[1], cat["key"])
     deadline = time.time() + 30
     while run_dirs and any(p.exists() for p in run_dirs) and time.time() < deadline:
         time.sleep(0.1)
@@ -473,3 +473,70 @@ def test_preset_window_and_speed_options_reach_training_and_generation(server, i
                            api_name="/generate")
     assert report["preset"] == "zerogpu" and report["speed_lora"] is None
     assert any("speed LoRA could not be loaded" in w for w in report["warnings"])
+
+
+def run_folders(root, key):
+    """The run folders named `key` in any session (<root>/<session>/train/<key>), found without walking trees
+    that the app may be deleting at the same moment."""
+    while True:
+        try:
+            return [p for p in root.glob(f"*/train/{key}") if p.is_dir()]
+        except FileNotFoundError:  # a session folder vanished mid-listing: list again
+            time.sleep(0.05)
+
+
+# ----- the naive-LoRA baseline (METHOD.md §8) in the Generate tab
+
+
+def test_naive_lora_baseline_from_the_generate_tab(server, inputs):
+    """The naive-LoRA baseline trains its own LoRA on demand (chunked, in its own cache entry), generates with the
+    stock condition, and leaves the mask-aware LoRA's generations exactly as they were (no adapter leak).
+    """
+    c = client(server)
+    prepare(c, inputs)
+    train(c, 3)
+    mask_args = ("a flipped box", None, "mask-lora", 2, 5.0, 5.0, 0, 1.0, False)
+    before, *_ = c.predict(*mask_args, api_name="/generate")
+    lora_before = status_of(c)["lora_in_use"]
+
+    naive_settings = dict(caption_text="a red and yellow box on a gradient", trigger_text="p3rs0n", train_steps=4,
+                          lr=1e-4, rank=4, train_seed=0, swap=0, fp8=False, ckpt=False, budget_s=110)
+    edited, side_by_side, report, report_json = c.predict(
+        "a flipped box", None, "naive-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate", **naive_settings)
+    assert read_video(edited).num_frames == FRAMES and read_video(side_by_side).width == 2 * SIZE
+    assert report_json["method"] == "naive-lora" and "naive-lora" in report
+    folder = next(p for p in server[1].iterdir() if (p / "results").is_dir() and any(
+        (r / "report.json").is_file() and json.loads((r / "report.json").read_text())["method"] == "naive-lora"
+        for r in (p / "results").iterdir()))
+    runs = {json.loads((d / "lora.json").read_text()).get("condition"): d
+            for d in (folder / "train").iterdir() if (d / "lora.json").is_file()}
+    assert set(runs) == {None, "stock"}  # its own entry beside the mask-aware LoRA's (4 steps: 2 chunks)
+    assert json.loads((runs["stock"] / "lora.json").read_text())["steps"] == 4
+    assert status_of(c)["lora_in_use"] == lora_before  # the session's LoRA is still the mask-aware one
+
+    after, *_ = c.predict(*mask_args, api_name="/generate")
+    np.testing.assert_array_equal(read_video(after).frames, read_video(before).frames)
+    no_lora, *_ = c.predict("a flipped box", None, "no-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate")
+    assert not np.array_equal(read_video(no_lora).frames, read_video(edited).frames)
+    # the naive LoRA is reused, not trained again: the same video from the same seed
+    again, *_ = c.predict("a flipped box", None, "naive-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate",
+                          **naive_settings)
+    np.testing.assert_array_equal(read_video(again).frames, read_video(edited).frames)
+    with pytest.raises(Exception) as excinfo:  # no caption to train it with: a message, not a traceback
+        c.predict("a flipped box", None, "naive-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate",
+                  **dict(naive_settings, caption_text="", train_steps=5))
+    assert_user_error(excinfo, "caption")
+
+
+
+def test_naive_train_key_is_its_own_and_ignores_the_boxes(synthetic_clip):
+    from maskedit.training import TrainConfig
+    from maskedit.video import Clip
+
+    frames, region = synthetic_clip
+    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    naive = session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", naive=True)
+    assert naive != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert naive == session.train_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny", naive=True)
+    assert naive != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny", naive=True)

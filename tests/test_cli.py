@@ -189,11 +189,13 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(capsys, tmp_path,
     (["prepare"], ["--video", "--mask-video", "--box", "--frames", "--width", "--height", "--start", "--frame-mode",
                    "--margin", "--min-area", "--fit", "--out", "CONFORMED", "example"]),
     (["train"], ["--prepared", "--prompt", "--trigger", "--edited-later", "--model", "--steps", "--lr", "--rank",
-                 "--seed", "--no-resume", "--out", "example"]),
+                 "--seed", "--no-resume", "--out", "example", "--naive", "--method naive-lora"]),
     (["generate"], ["--prepared", "--edited-frame", "--prompt", "--lora", "--model", "--steps", "--cfg", "--shift",
-                    "--seed", "--lora-scale", "--method", "mask-lora", "no-lora", "feature-blend", "--fit", "--out"]),
+                    "--seed", "--lora-scale", "--method", "mask-lora", "no-lora", "feature-blend", "naive-lora",
+                    "train --naive", "--fit", "--out"]),
     (["edit"], ["--video", "--mask-video", "--box", "--edited-frame", "--edited-later", "--prompt", "--model",
-                "--steps", "--gen-steps", "--frames", "--width", "--height", "--fit", "--seed", "--out", "example"]),
+                "--steps", "--gen-steps", "--frames", "--width", "--height", "--fit", "--seed", "--out", "example",
+                "--method", "naive-lora", "naive_lora/"]),
 ])
 def test_help(capsys, command, expected):
     code, out, _ = run(capsys, *command, "--help")
@@ -439,3 +441,50 @@ def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps)
     assert_video(out / "edited.mp4")
     for name in LORA_FILES:
         assert (out / name).read_bytes() == (tmp_path / "lora" / name).read_bytes()
+
+
+# ----- the naive-LoRA baseline (METHOD.md §8)
+
+
+def test_train_naive_then_generate_naive_lora(capsys, tmp_path, trained, inputs):
+    prepared, mask_lora = trained
+    naive = tmp_path / "naive"
+    code, stdout, err = run(capsys, "train", "--naive", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN,
+                            "--model", "tiny", "--out", naive)
+    assert code == 0, err
+    assert "--method naive-lora" in stdout  # the next step it suggests
+    meta = json.loads((naive / "lora.json").read_text())
+    assert meta["condition"] == "stock" and meta["steps"] == 3
+    assert (mask_lora / "lora.safetensors").read_bytes() != (naive / "lora.safetensors").read_bytes()
+    args = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a box",
+            "--steps", "2"]
+    code, _, err = run(capsys, *args, "--method", "naive-lora", "--lora", naive, "--out", tmp_path / "out")
+    assert code == 0, err
+    naive_frames = assert_video(tmp_path / "out" / "edited.mp4")
+    assert_video(tmp_path / "out" / "side_by_side.mp4", width=128)
+    code, _, err = run(capsys, *args, "--method", "no-lora", "--out", tmp_path / "no_lora")
+    assert code == 0, err
+    assert not np.array_equal(assert_video(tmp_path / "no_lora" / "edited.mp4"), naive_frames)
+
+    # a LoRA of the other kind, or none, is refused with what to do
+    code, _, err = run(capsys, *args, "--method", "naive-lora", "--out", tmp_path / "none")
+    assert_user_error(code, err, tmp_path / "none", "--lora", "train --naive")
+    code, _, err = run(capsys, *args, "--method", "naive-lora", "--lora", mask_lora, "--out", tmp_path / "mixed")
+    assert_user_error(code, err, tmp_path / "mixed", "mask-aware", "train --naive")
+    code, _, err = run(capsys, *args, "--lora", naive, "--out", tmp_path / "mixed2")
+    assert_user_error(code, err, tmp_path / "mixed2", "naive-lora")
+    code, _, err = run(capsys, "train", "--naive", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN,
+                       "--edited-later", f"4={inputs['edited4']}", "--model", "tiny", "--out", tmp_path / "bad")
+    assert_user_error(code, err, tmp_path / "bad", "--edited-later")
+
+
+def test_edit_with_the_naive_method(capsys, tmp_path, inputs, count_steps):
+    out = tmp_path / "edit"
+    code, _, err = run(capsys, "edit", "--method", "naive-lora", "--video", inputs["clip"], "--box", BOX,
+                       "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
+                       "--gen-steps", "2", "--out", out)
+    assert code == 0, err
+    assert count_steps[0] == 3
+    assert_video(out / "edited.mp4")
+    assert json.loads((out / "naive_lora" / "lora.json").read_text())["condition"] == "stock"
+    assert not (out / "lora.safetensors").exists()  # the mask-aware LoRA's place stays free

@@ -269,3 +269,76 @@ def test_generate_edit_with_lora_is_deterministic_and_stoppable(tmp_path, tiny_p
     assert clip.frames.shape == (9, 64, 64, 3) and clip.fps == pytest.approx(8)
     assert video.read_video(outputs.side_by_side).frames.shape == (9, 64, 128, 3)
     assert np.isfinite(outputs.background_psnr)
+
+
+# ----- the naive-LoRA baseline (METHOD.md §8)
+
+
+def test_train_naive_lora_uses_the_stock_condition(tmp_path, tiny_pipe, prepared, monkeypatch):
+    import torch
+
+    from maskedit.conditioning import GREY_FILL, condition_pixels
+
+    seen = []
+    original = editing.LoraTrainer.__init__
+
+    def spy(self, pipe, items, *args, **kwargs):
+        original(self, pipe, items, *args, **kwargs)
+        seen.append((items, self.samples))
+
+    monkeypatch.setattr(editing.LoraTrainer, "__init__", spy)
+    events = run_training(tiny_pipe, prepared, tmp_path / "naive", naive=True)
+    assert isinstance(events[-1], editing.EditTrainingDone)
+    assert [(e.stage, e.total_steps) for e in events if isinstance(e, editing.EditTrainingStage)] == [(1, 3)]
+    (items, encoded), = seen
+    (item,) = items
+    sample = item.sample
+    # the stock condition: frame 0 kept, every later frame generated from an empty (grey-filled) condition
+    assert np.all(sample.keep_mask[0] == 1) and np.all(sample.keep_mask[1:] == 0)
+    np.testing.assert_array_equal(sample.condition_video[0], prepared.frames[0])
+    assert np.all(sample.condition_video[1:] == 0)
+    pixels = condition_pixels(sample.condition_video, sample.keep_mask)  # what the VAE encodes
+    assert torch.all(pixels[:, :, 1:] == GREY_FILL)
+    np.testing.assert_array_equal(sample.target_video, prepared.frames)
+    np.testing.assert_array_equal(sample.image, prepared.frames[0])
+    assert sample.prompt == "p3rs0n, a box on a gradient"
+    mask = encoded[0].condition[:, :4]  # the packed latent mask the transformer sees: [1, 0, …]
+    assert mask[:, :, 0].min() == 1 and mask[:, :, 1:].max() == 0
+    meta = json.loads((tmp_path / "naive" / METADATA_NAME).read_text())
+    assert meta["condition"] == "stock" and meta["method"] == "naive-lora" and meta["stage2_frames"] == []
+    assert editing.is_naive_lora(meta)
+
+    # its own fingerprint: a mask-aware run in the same folder never resumes the naive checkpoints (nor back)
+    seen.clear()
+    mask_run = run_training(tiny_pipe, prepared, tmp_path / "naive")
+    assert len([e for e in mask_run if isinstance(e, StepEvent)]) == 3
+    assert any(isinstance(e, editing.EditTrainingNote) and "afresh" in e.message for e in mask_run)
+    assert seen[0][0][0].sample.keep_mask[1:].max() == 1  # the mask condition: outside the boxes is kept
+    assert "condition" not in json.loads((tmp_path / "naive" / METADATA_NAME).read_text())
+    with pytest.raises(MaskEditError, match="stage 2"):
+        run_training(tiny_pipe, prepared, tmp_path / "bad", naive=True, edited_later={4: prepared.frames[4]})
+
+
+def test_generate_naive_lora_is_the_stock_condition_with_the_naive_lora(tmp_path, tiny_pipe, prepared):
+    from maskedit.lora import load_lora
+
+    edited = edited_first_frame(prepared)
+    with pytest.raises(MaskEditError, match="naive"):
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="naive-lora")
+    config = TrainConfig(steps=3, learning_rate=5e-3)
+    run_training(tiny_pipe, prepared, tmp_path / "mask", config=config)
+    run_training(tiny_pipe, prepared, tmp_path / "naive", config=config, naive=True)  # leaves the naive adapter on
+    naive = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="naive-lora")
+    assert naive.shape == (9, 64, 64, 3) and naive.dtype == np.uint8
+    no_lora = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="no-lora")
+    assert not np.array_equal(naive, no_lora)  # the LoRA is active
+    # the same as the stock condition from the edited frame with that LoRA, loaded from its files
+    load_lora(tiny_pipe, tmp_path / "naive")
+    np.testing.assert_array_equal(
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="naive-lora"), naive)
+    load_lora(tiny_pipe, tmp_path / "mask")
+    mask = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2)
+    assert not np.array_equal(naive, mask) and not np.array_equal(mask, no_lora)
+    # the mask-aware LoRA under the stock condition is something else again: the naive LoRA really was used
+    assert not np.array_equal(
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="naive-lora"), naive)
