@@ -62,7 +62,12 @@ _RUNTIME: dict = {"model": None, "segmenter": None, "segmenter_backend": "auto",
 # ----- errors: MaskEditError → gr.Error with its message; never a traceback in the UI
 
 
-def _unexpected(error: Exception) -> gr.Error:
+def _ui_error(error: Exception) -> gr.Error:
+    """The gr.Error a user sees: a MaskEditError's own message, else a short note (the rest is logged)."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, MaskEditError):
+        return gr.Error(str(error))
     LOG.exception("unexpected error in the app")
     if type(error).__name__ == "OutOfMemoryError":
         return gr.Error("the GPU ran out of memory; use fewer frames or a smaller size, or a lighter preset")
@@ -76,24 +81,16 @@ def user_errors(fn):
         def generator(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except MaskEditError as error:
-                raise gr.Error(str(error)) from None
             except Exception as error:  # noqa: BLE001
-                raise _unexpected(error) from None
+                raise _ui_error(error) from None
         return generator
 
     @functools.wraps(fn)
     def regular(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except MaskEditError as error:
-            raise gr.Error(str(error)) from None
         except Exception as error:  # noqa: BLE001
-            raise _unexpected(error) from None
+            raise _ui_error(error) from None
     return regular
 
 
