@@ -55,6 +55,14 @@ def _no_cuda_init() -> None:
                        "CUDA call; see zerogpu_local/cpu_shim.py)")
 
 
+def check_spaces_version(version: str) -> None:
+    """RuntimeError unless `version` is the one the shim was written for (it replaces spaces internals)."""
+    if version != SPACES_VERSION:
+        raise RuntimeError(f"zerogpu_local's CPU shim was written for spaces=={SPACES_VERSION} (it replaces some "
+                           f"of its internals); this environment has spaces=={version}. "
+                           f"Install spaces=={SPACES_VERSION} or re-check the shim against the new version.")
+
+
 def install() -> None:
     """Install every stand-in. Call before anything imports `spaces` (SPACES_ZERO_GPU must already be set)."""
     global _installed, ON_GPU
@@ -65,11 +73,7 @@ def install() -> None:
 
     if "spaces" in sys.modules:
         raise RuntimeError("zerogpu_local.cpu_shim.install() must run before `spaces` is imported")
-    version = importlib.metadata.version("spaces")
-    if version != SPACES_VERSION:
-        raise RuntimeError(f"zerogpu_local's CPU shim was written for spaces=={SPACES_VERSION} (it replaces some "
-                           f"of its internals); this environment has spaces=={version}. "
-                           f"Install spaces=={SPACES_VERSION} or re-check the shim against the new version.")
+    check_spaces_version(importlib.metadata.version("spaces"))
     import torch
     from torch.utils.weak import WeakTensorKeyDictionary
 
@@ -211,22 +215,24 @@ def on_cpu_task(task):
     return regular
 
 
-def _reduce_checked(tensor, protocol):
-    if ON_GPU is not None and tensor in ON_GPU:
-        raise pickle.PicklingError(
-            f"a tensor on the GPU device ({tuple(tensor.shape)}, {tensor.dtype}) is being returned from a "
-            "@spaces.GPU call; move it to the CPU (or return plain data) inside the call")
-    return _original_reduce_ex(tensor, protocol)
-
-
-_original_reduce_ex = None
-
-
 def refuse_gpu_tensors_in_results() -> None:
-    """In the worker: pickling a marked tensor raises (see stand-in 6). Installed by `install()`'s init."""
-    global _original_reduce_ex
+    """In the worker: spaces' queues (multiprocessing's ForkingPickler, with torch's tensor reducers) refuse
+    a marked tensor (see stand-in 6). Called by the init stand-in."""
     import torch
+    import torch.multiprocessing  # noqa: F401  (registers torch's reducers, which this wraps)
+    from multiprocessing.reduction import ForkingPickler
 
-    if _original_reduce_ex is None:
-        _original_reduce_ex = torch.Tensor.__reduce_ex__
-        torch.Tensor.__reduce_ex__ = _reduce_checked
+    for cls in (torch.Tensor, torch.nn.Parameter):
+        previous = ForkingPickler._extra_reducers.get(cls)
+        if previous is not None and getattr(previous, "_zerogpu_local", False):
+            continue
+
+        def checked(tensor, previous=previous):
+            if ON_GPU is not None and tensor in ON_GPU:
+                raise pickle.PicklingError(
+                    f"a tensor on the GPU device (shape {tuple(tensor.shape)}, {tensor.dtype}) is being returned "
+                    "from a @spaces.GPU call; move it to the CPU (or return plain data) inside the call")
+            return previous(tensor) if previous is not None else tensor.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+
+        checked._zerogpu_local = True
+        ForkingPickler.register(cls, checked)
