@@ -49,12 +49,11 @@ def test_grant_as_an_event_stream_is_parsed_by_spaces():
 
 def test_refusals_no_gpu_quota_and_queue_timeout():
     with DeviceAPI() as api:
-        api.refuse_next("no-gpu")
+        api.answer_next("no-gpu", "quota")
         assert schedule(api)[0] == httpx.codes.SERVICE_UNAVAILABLE
-        api.refuse_next("quota")
         quota, _ = schedule(api)
         assert isinstance(quota, api_module.QuotaInfos) and quota.wait == timedelta(hours=1) and quota.left == 0
-        api.refuse_next("queue-timeout")
+        api.answer_next("queue-timeout")
         stream, _ = schedule(api)
         assert [e.event for e in stream] == ["ping", "failed"]
         granted, _ = schedule(api)  # one-off answers are used up: the policy grants again
@@ -74,4 +73,4 @@ def test_bad_policy_is_refused():
     with pytest.raises(ValueError, match="answer must be one of"):
         Policy(answer="maybe")
     with DeviceAPI() as api, pytest.raises(ValueError, match="answer must be one of"):
-        api.refuse_next("later")
+        api.answer_next("grant", "later")

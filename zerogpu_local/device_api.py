@@ -15,10 +15,10 @@ Standard library only. It speaks the protocol `spaces` 0.51.x speaks (see `../sh
 
 Every request is logged (`DeviceAPI.log`: endpoint, parameters, status, time) so that tests can assert the
 order schedule -> allow -> release and the `durationSeconds` each call asked for. Answers are chosen by a
-`Policy` (the default for every call) and an optional queue of one-off answers (`refuse_next`).
+`Policy` (the default for every call) and an optional queue of one-off answers (`answer_next`).
 
     api = DeviceAPI().start()            # http://127.0.0.1:<port>
-    api.refuse_next("no-gpu")            # the next /schedule gets a 503
+    api.answer_next("no-gpu")            # the next /schedule gets a 503
     ...
     api.stop()
 """
@@ -105,12 +105,14 @@ class DeviceAPI:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def refuse_next(self, answer: str) -> None:
-        """Answer the next /schedule with `answer` (one of ANSWERS) whatever the policy says."""
-        if answer not in ANSWERS:
-            raise ValueError(f"answer must be one of {ANSWERS}, not {answer!r}")
+    def answer_next(self, *answers: str) -> None:
+        """Answer the next /schedule requests with `answers` (each one of ANSWERS), in order, whatever the
+        policy says; e.g. answer_next("grant", "no-gpu") lets one call through and refuses the one after."""
+        for answer in answers:
+            if answer not in ANSWERS:
+                raise ValueError(f"answer must be one of {ANSWERS}, not {answer!r}")
         with self._lock:
-            self._one_off.append(answer)
+            self._one_off.extend(answers)
 
     def requests(self, endpoint: str | None = None) -> list[Request]:
         """The log so far (a copy), optionally only one endpoint's requests."""
