@@ -53,6 +53,23 @@ class LaunchedApp:
     def worker_pids(self) -> set[int]:
         return {pid for call in self.api.calls() for pid in call["pids"]}
 
+    def stop(self) -> list[int]:
+        """SIGTERM the app and wait; returns the worker PIDs that outlived it (then killed by PID here)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(alive(pid) for pid in self.worker_pids()):
+            time.sleep(0.1)
+        survivors = sorted(pid for pid in self.worker_pids() if alive(pid))
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+        return survivors
+
 
 @contextmanager
 def launched(app_args: list[str], folder: Path, *, policy: Policy | None = None, app_file: Path | None = None,
@@ -98,18 +115,6 @@ def _wait_until_up(app: LaunchedApp) -> None:
 
 
 def _stop(app: LaunchedApp) -> None:
-    """SIGTERM the app; every worker must end with it. Survivors are killed by PID and reported."""
-    if app.process.poll() is None:
-        app.process.send_signal(signal.SIGTERM)
-        try:
-            app.process.wait(30)
-        except subprocess.TimeoutExpired:
-            app.process.kill()
-            app.process.wait(10)
-    deadline = time.time() + 10
-    while time.time() < deadline and any(alive(pid) for pid in app.worker_pids()):
-        time.sleep(0.1)
-    survivors = sorted(pid for pid in app.worker_pids() if alive(pid))
-    for pid in survivors:
-        os.kill(pid, signal.SIGKILL)
+    """Every worker must end with the app; survivors are killed by PID and fail the test."""
+    survivors = app.stop()
     assert not survivors, f"GPU worker processes outlived the app: {survivors}"

@@ -1,0 +1,262 @@
+"""app.py, unchanged, under ZeroGPU's own code path (spaces' real decorator, forked workers, pickling queues),
+driven through gradio_client on the tiny model at 9 frames of 64x64.
+
+The device API stand-in runs in this process (`zerogpu_local.device_api`); it says "not idle", so every GPU
+call is a new worker process, and it refuses any call asking for more than PER_CALL_LIMIT_S. After every
+test, `check_new_calls` holds each GPU call made since the last check to the rules of a Space:
+
+- schedule -> allow -> release, released as not failed (unless the test expected a failure);
+- the duration requested is what the app's own duration function computes from that call's real
+  arguments (the recorder pickles them in the main process; the function is called again here), is within
+  the per-call limit, and the call ran within it;
+- nothing a GPU call returned or yielded holds a tensor that lives on the GPU.
+
+What the app must keep for these tests: the endpoints /load_video, /segment (points JSON, margin first),
+/set_edited_frame, /train, /resume_training, /generate, /set_background, /training_status, and a
+`duration=` function per GPU wrapper, defined at the top level of app.py (the recorder names it; it is
+looked up there by name). The helpers below are the only places that know the endpoints' arguments.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("spaces")
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from maskedit.video import read_video, write_image, write_video  # noqa: E402
+from zerogpu_harness import launched  # noqa: E402
+from zerogpu_local import recorder  # noqa: E402
+from zerogpu_local.device_api import Policy  # noqa: E402
+
+FRAMES, SIZE, FPS = 9, 64, 8.0
+PER_CALL_LIMIT_S = 300  # what the stand-in grants at most per call ("a few minutes"; REFERENCE.md)
+STEPS = 30  # enough for two chunks of BUDGET_S on the 2-core CI machine (~0.3 s per step)
+BUDGET_S = 5  # seconds of training per GPU call (the smallest the app accepts)
+CAPTION, TRIGGER = "a red disk on a gradient", "p3rs0n"
+
+
+def make_disk_clip():
+    """A red disk moving over a smooth gradient: frames uint8 (9, 64, 64, 3)."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    frames = np.empty((FRAMES, SIZE, SIZE, 3), np.uint8)
+    for t in range(FRAMES):
+        frame = np.stack([40 + x * 60 // SIZE, 90 + y * 60 // SIZE, np.full_like(x, 150)], -1).astype(np.uint8)
+        frame[(x - 18 - 3 * t) ** 2 + (y - 22 - t) ** 2 <= 81] = (230, 40, 30)
+        frames[t] = frame
+    return frames
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("zerogpu_inputs")
+    frames = make_disk_clip()
+    write_video(folder / "clip.mp4", frames, FPS)
+    write_image(folder / "edited.png", np.ascontiguousarray(frames[0][:, ::-1]))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    policy = Policy(idle=False, max_duration_s=PER_CALL_LIMIT_S)
+    with launched(["--model", "tiny", "--segmenter", "fallback", "--captioner", "none"],
+                  tmp_path_factory.mktemp("zerogpu_app"), policy=policy, env={"MASKEDIT_BACKGROUND": "0"}) as app:
+        app.checked = {"records": 0, "schedules": 0}
+        yield app
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    import app  # the same file the server runs (off ZeroGPU here: spaces.GPU is a no-op in this process)
+
+    return app
+
+
+# ----- the app's endpoints (the only place that knows their arguments)
+
+
+def prepare(c, inputs):
+    c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
+    c.predict("[[18, 22, 1]]", 0.1, api_name="/segment")
+    c.predict(handle_file(str(inputs / "edited.png")), False, api_name="/set_edited_frame")
+
+
+def train_settings(steps=STEPS, budget=BUDGET_S):
+    return [CAPTION, TRIGGER, "full", steps, 1e-4, 4, 0, 0, False, False, budget]
+
+
+def train(c, api="/train", **settings):
+    """Runs /train (or /resume_training) to its end; returns (every status text, loss points, LoRA file)."""
+    job = c.submit(*train_settings(**settings), api_name=api)
+    job.result()
+    _, _, points, files = job.outputs()[-1]
+    return [o[1] for o in job.outputs()], points, next(f for f in files if Path(f).name == "lora.safetensors")
+
+
+def generate(c, steps=2, seed=0):
+    edited, _, _, report = c.predict("a flipped disk", None, "mask-lora", steps, 5.0, 5.0, seed, 1.0, False,
+                                     api_name="/generate")
+    return edited, report
+
+
+def lora_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def assert_same_lora(a, b):
+    a, b = lora_tensors(a), lora_tensors(b)
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape and bool((a[key] == b[key]).all()), key
+
+
+# ----- what every GPU call must satisfy
+
+
+def check_new_calls(server, app_module, failed_ok=0) -> list[dict]:
+    """The GPU calls since the last check, each {"function", "duration", "answer", "call" (stand-in's view or
+    None when refused), "results"}, after asserting the rules in this module's docstring."""
+    deadline = time.time() + 10  # releases are posted just after the client gets its last output
+    while True:
+        records = recorder.read(server.record)[server.checked["records"]:]
+        schedules = server.api.requests("schedule")[server.checked["schedules"]:]
+        calls = {c["token"]: c for c in server.api.calls()}
+        durations = [r for r in records if r["event"] == "duration"]
+        granted = [calls[s.params["allowToken"]] for s in schedules if s.answer == "grant"]
+        if all(c["released"] for c in granted) or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(durations) == len(schedules), (durations, schedules)
+    out, failed = [], 0
+    for record, request in zip(durations, schedules):
+        asked = int(request.params["durationSeconds"])
+        if record["duration_fn"] is not None:
+            args, kwargs = record["call_args"]
+            expected = getattr(app_module, record["duration_fn"])(*args, **kwargs)
+            assert float(expected) == record["value"], record
+        assert asked == int(record["value"]), (record, asked)
+        assert (asked > PER_CALL_LIMIT_S) == (request.answer == "illegal-duration"), (record, request)
+        call = calls.get(request.params.get("allowToken"))
+        if call is not None:
+            assert call["released"] and len(call["pids"]) == 1, call
+            assert call["seconds"] <= asked, call  # it ran within what it asked for
+            failed += bool(call["failed"])
+        out.append({"function": record["function"], "duration": asked, "answer": request.answer, "call": call})
+    assert failed <= failed_ok, out
+    results = [r for r in records if r["event"] == "result"]
+    assert all(r["on_gpu"] == 0 for r in results), results
+    by_pid = {}
+    for r in results:
+        by_pid.setdefault(r["pid"], []).append(r)
+    for item in out:
+        item["results"] = by_pid.get(item["call"]["pids"][0], []) if item["call"] else []
+    order = [r.endpoint for r in server.api.requests() if r.endpoint in ("schedule", "allow", "release")]
+    for call in calls.values():  # per token: schedule, then allow, then release
+        mine = [r.endpoint for r in server.api.requests()
+                if r.params.get("allowToken") == call["token"] and r.endpoint in ("schedule", "allow", "release")]
+        assert mine == ["schedule", "allow", "release"], (mine, order)
+    server.checked = {"records": server.checked["records"] + len(records),
+                      "schedules": server.checked["schedules"] + len(schedules)}
+    return out
+
+
+# ----- tests
+
+
+def test_edit_flow_through_forked_workers(server, inputs, app_module):
+    c = Client(server.url, verbose=False)
+    prepare(c, inputs)
+    status, points, lora = train(c)
+    assert points["step"] == list(range(1, STEPS + 1)) and all(np.isfinite(points["loss"]))
+    assert "done" in status[-1]
+    edited, report = generate(c)
+    assert read_video(edited).num_frames == FRAMES and report["frames"] == FRAMES
+    calls = check_new_calls(server, app_module)
+    functions = [call["function"] for call in calls]
+    assert "gpu_segment_clip" in functions and functions[-1] == "gpu_generate"
+    chunks = [call for call in calls if call["function"] == "gpu_train_chunk"]
+    assert len(chunks) >= 2, f"{STEPS} steps fitted in one {BUDGET_S} s chunk: raise STEPS so chunks are tested"
+    pids = [call["call"]["pids"][0] for call in calls]
+    assert len(set(pids)) == len(pids)  # "not idle": each call, each chunk, in a new worker process
+    assert all(call["duration"] == BUDGET_S + 40 for call in chunks)  # budget + the app's transfer allowance
+    assert all(r["tensors"] == 0 for call in calls for r in call["results"])  # plain data crosses the boundary
+    server.flow = {"client": c, "points": points, "lora": lora}  # a chunked run, reused below
+
+
+def test_chunks_across_workers_equal_one_uninterrupted_run(server, inputs, app_module):
+    whole = Client(server.url, verbose=False)  # another session: its own folder and LoRA cache
+    prepare(whole, inputs)
+    _, whole_points, whole_lora = train(whole, budget=PER_CALL_LIMIT_S - 40)
+    calls = check_new_calls(server, app_module)
+    runs = [call for call in calls if call["function"] == "gpu_train_chunk"]
+    assert [run["duration"] for run in runs] == [PER_CALL_LIMIT_S]  # the whole run in one call
+    assert whole_points["step"] == list(range(1, STEPS + 1))  # really trained, not taken from a cache
+    assert server.flow["points"]["loss"] == whole_points["loss"]  # the flow's run took >= 2 chunks
+    assert_same_lora(server.flow["lora"], whole_lora)
+    server.reference_lora = whole_lora
+
+
+def test_a_refused_chunk_keeps_the_work_and_resume_ends_identical(server, inputs, app_module):
+    c = Client(server.url, verbose=False)
+    prepare(c, inputs)
+    server.api.answer_next("grant", "no-gpu")  # the first chunk runs, the second finds no GPU
+    with pytest.raises(Exception, match="No GPU was available") as excinfo:
+        train(c)
+    assert "Traceback" not in str(excinfo.value)
+    calls = check_new_calls(server, app_module)
+    assert [call["answer"] for call in calls][-2:] == ["grant", "no-gpu"]
+    status, points, lora = train(c, api="/resume_training")
+    assert any("resumed from the checkpoint at step" in text for text in status), status
+    assert points["step"] == list(range(1, STEPS + 1))
+    assert_same_lora(lora, server.reference_lora)
+    check_new_calls(server, app_module)
+
+
+@pytest.mark.parametrize("answer, words", [("no-gpu", "No GPU was available"),
+                                           ("quota", "reached its GPU limit"),
+                                           ("queue-timeout", "No GPU was available after 60s")])
+def test_a_refusal_reaches_the_user_and_the_session_keeps_its_lora(server, app_module, answer, words):
+    c = server.flow["client"]  # a session with a trained LoRA
+    server.api.answer_next(answer)
+    with pytest.raises(Exception, match=words) as excinfo:
+        generate(c)
+    assert "Traceback" not in str(excinfo.value)
+    edited, _ = generate(c, seed=1)  # the same session, its LoRA kept: no training call, a new edit
+    assert read_video(edited).num_frames == FRAMES
+    calls = check_new_calls(server, app_module)
+    assert [(call["function"], call["answer"]) for call in calls] == [("gpu_generate", answer),
+                                                                      ("gpu_generate", "grant")]
+
+
+def test_a_call_over_the_per_call_limit_is_refused_with_its_duration(server, inputs, app_module):
+    c = Client(server.url, verbose=False)
+    prepare(c, inputs)
+    with pytest.raises(Exception, match="larger than the maximum allowed"):
+        train(c, budget=PER_CALL_LIMIT_S)  # asks for budget + 40 s
+    calls = check_new_calls(server, app_module)
+    assert calls[-1]["answer"] == "illegal-duration" and calls[-1]["duration"] == PER_CALL_LIMIT_S + 40
+
+
+def test_background_training_driven_by_the_session(server, inputs, app_module):
+    c = Client(server.url, verbose=False)
+    prepare(c, inputs)
+    c.predict(True, *train_settings(), api_name="/set_background")  # starts the run; on ZeroGPU no thread drives it
+    edited, _ = generate(c)  # Generate runs what is left, chunk by chunk, each a GPU call
+    assert read_video(edited).num_frames == FRAMES
+    status = c.predict(api_name="/training_status")
+    assert status["status"] == "done" and status["steps"] == list(range(1, STEPS + 1))
+    calls = check_new_calls(server, app_module)
+    assert len([call for call in calls if call["function"] == "gpu_train_chunk"]) >= 2
+    assert_same_lora(status["lora"], server.reference_lora)
+
+
+def test_no_worker_outlives_the_app(server):
+    pids = server.worker_pids()
+    assert len(pids) >= 10
+    assert server.stop() == []
