@@ -12,7 +12,7 @@ test, `check_new_calls` holds each GPU call made since the last check to the rul
 - nothing a GPU call returned or yielded holds a tensor that lives on the GPU.
 
 What the app must keep for these tests: the endpoints /load_video, /segment (points JSON, margin first),
-/set_edited_frame, /train, /resume_training, /generate, /set_background, /training_status, and a
+/set_edited_frame, /train, /resume_training, /generate, /edit, /set_background, /training_status, and a
 `duration=` function per GPU wrapper, defined at the top level of app.py (the recorder names it; it is
 looked up there by name). The helpers below are the only places that know the endpoints' arguments.
 """
@@ -103,6 +103,16 @@ def generate(c, steps=2, seed=0):
     return edited, report
 
 
+def edit(c, inputs):
+    """/edit: the whole edit in one call (segment from a click, train 4 steps, generate 2)."""
+    return c.predict(
+        video=handle_file(str(inputs / "clip.mp4")), points_json="[[18, 22, 1]]", mask_video=None, box="",
+        edited_first=handle_file(str(inputs / "edited.png")), later_files=[], later_indices="",
+        train_caption=CAPTION, prompt_text="a flipped disk", trigger_text=TRIGGER, num_frames=FRAMES,
+        size=f"{SIZE}x{SIZE}", start_s=0, margin_value=0.1, preset_name="full", train_steps=4, gen_steps_value=2,
+        cfg_value=5.0, shift_value=5.0, seed=0, lora_scale=1.0, fit=False, api_name="/edit")
+
+
 def lora_tensors(path):
     from safetensors.torch import load_file
 
@@ -187,6 +197,16 @@ def test_edit_flow_through_forked_workers(server, inputs, app_module):
     assert all(call["duration"] == BUDGET_S + 40 for call in chunks)  # budget + the app's transfer allowance
     assert all(r["tensors"] == 0 for call in calls for r in call["results"])  # plain data crosses the boundary
     server.flow = {"client": c, "points": points, "lora": lora}  # a chunked run, reused below
+
+
+def test_edit_in_one_call_through_forked_workers(server, inputs, app_module):
+    c = Client(server.url, verbose=False)
+    edited, _, lora_files, _, report = edit(c, inputs)
+    assert read_video(edited).num_frames == FRAMES and report["method"] == "mask-lora"
+    assert any(Path(f).name == "lora.safetensors" for f in lora_files)
+    calls = check_new_calls(server, app_module)
+    functions = [call["function"] for call in calls]
+    assert "gpu_segment_clip" in functions and "gpu_train_chunk" in functions and functions[-1] == "gpu_generate"
 
 
 def test_chunks_across_workers_equal_one_uninterrupted_run(server, inputs, app_module):

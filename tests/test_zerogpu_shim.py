@@ -31,6 +31,7 @@ def test_module_level_cuda_weights_reach_each_worker_exactly(probe):
     second = json.loads(client.predict(4, api_name="/weights"))
     assert first["exact"] and second["exact"]  # packed to disk at launch, read back bit for bit
     assert first["device"] == "cuda"  # the worker sees a GPU, as on a Space, so the code takes its CUDA path
+    assert first["on_gpu"] == [True, True]  # the restored weights and what is computed from them
     assert first["pid"] != second["pid"]  # the stand-in says "not idle": a new worker process per call
     calls = probe.api.calls()[-2:]
     assert [c["duration"] for c in calls] == [16, 18]  # the duration callable, on each call's own argument
@@ -62,3 +63,32 @@ def test_the_shim_is_pinned_to_one_spaces_version():
     with pytest.raises(RuntimeError, match=f"written for spaces=={cpu_shim.SPACES_VERSION}"):
         cpu_shim.check_spaces_version("0.52.0")
     cpu_shim.check_spaces_version(cpu_shim.SPACES_VERSION)
+
+
+def test_the_in_task_mode_keeps_cuda_on_the_cpu_and_tracks_what_would_be_on_the_gpu(monkeypatch):
+    import torch
+    from torch.utils.weak import WeakTensorKeyDictionary
+
+    monkeypatch.setattr(cpu_shim, "ON_GPU", WeakTensorKeyDictionary())
+
+    def task():
+        on_gpu = cpu_shim.ON_GPU
+        x = torch.arange(4.0)
+        y = x.to("cuda")
+        model = torch.nn.Linear(4, 2).to("cuda")
+        out = model(y)
+        back, also_back = out.cpu(), out.to("cpu")
+        made = torch.zeros(3, device="cuda")
+        facts = {"x": x in on_gpu, "y": y in on_gpu and y is not x, "weight": model.weight in on_gpu,
+                 "out": out in on_gpu, "back": back in on_gpu or also_back in on_gpu, "made": made in on_gpu,
+                 "devices": {str(t.device) for t in (y, out, made)}, "equal": bool(torch.equal(back, out))}
+        model.to("cpu")
+        facts["weight_after_cpu"] = model.weight in on_gpu
+        return facts
+
+    facts = cpu_shim.on_cpu_task(task)()
+    assert facts == {"x": False, "y": True, "weight": True, "out": True, "back": False, "made": True,
+                     "devices": {"cpu"}, "equal": True, "weight_after_cpu": False}
+    assert torch.zeros(1).to("cpu") is not None  # outside the task nothing is changed
+    with pytest.raises((RuntimeError, AssertionError)):
+        torch.zeros(1, device="cuda")  # CPU torch outside the task: no CUDA

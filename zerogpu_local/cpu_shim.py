@@ -120,18 +120,20 @@ def _move(callback=None) -> None:
             fake.data = original
             ON_GPU[fake] = True
             callback(fake.numel() * fake.element_size())
-    for pack in patching.tensor_packs:
-        with open(pack.path(), "rb") as file:
-            data = file.read()
-        offset = 0
-        for meta, size, aligned in [*[t for batch in pack.batches for t in batch], *pack.big_tensors]:
-            storage = torch.frombuffer(bytearray(data[offset:offset + size]), dtype=torch.uint8).untyped_storage()
-            tensor = torch.empty(0, dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride())
-            for fake in pack.fakes[meta]:
-                fake.data = tensor
-                ON_GPU[fake] = True
-            offset += aligned
-            callback(size)
+    for pack in patching.tensor_packs:  # spaces' layout: each tensor's bytes, page-aligned, in this order
+        fd = os.open(pack.path(), os.O_RDONLY)
+        try:
+            offset = 0
+            for meta, size, aligned in [*[t for batch in pack.batches for t in batch], *pack.big_tensors]:
+                storage = torch.frombuffer(bytearray(os.pread(fd, size, offset)), dtype=torch.uint8).untyped_storage()
+                tensor = torch.empty(0, dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride())
+                for fake in pack.fakes[meta]:
+                    fake.data = tensor
+                    ON_GPU[fake] = True
+                offset += aligned
+                callback(size)
+        finally:
+            os.close(fd)
 
 
 # ----- 6: the task runs under a mode that keeps "cuda" on the CPU and marks what would be on the GPU
@@ -159,6 +161,7 @@ def _cuda_mode():
     from torch.utils._pytree import tree_flatten, tree_map_only
 
     move_funcs = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu}
+    data_setter = torch.Tensor.data.__set__
 
     class CudaOnCpu(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -182,9 +185,17 @@ def _cuda_mode():
                     target, kwargs["device"] = "gpu", "cpu"
                 elif _is_cpu(kwargs["device"]):
                     target = target or "cpu"
+            if func == data_setter:  # `param.data = moved`: the parameter is where its new data is
+                target_tensor, value = args
+                func(target_tensor, value)
+                if value in ON_GPU:
+                    ON_GPU[target_tensor] = True
+                else:
+                    ON_GPU.pop(target_tensor, None)
+                return None
             inputs_on_gpu = any(isinstance(t, torch.Tensor) and t in ON_GPU for t in tree_flatten((args, kwargs))[0])
-            if func in move_funcs and target == "cpu" and inputs_on_gpu:
-                kwargs["copy"] = True  # a device transfer makes a new tensor; `.to` would return the marked one
+            if func in move_funcs and (target == "gpu" or (target == "cpu" and inputs_on_gpu)):
+                kwargs["copy"] = True  # a device transfer makes a new tensor; `.to` would return its input
                 if func is torch.Tensor.cpu:
                     func, args = torch.Tensor.to, (args[0], "cpu")
             result = func(*args, **kwargs)
