@@ -63,12 +63,14 @@ class Policy:
 @dataclass
 class Request:
     """One logged request: endpoint ("schedule", "allow", ...), its query parameters, the status answered,
-    the answer's kind for /schedule (one of ANSWERS, or "illegal-duration") and the time (time.monotonic)."""
+    for /schedule the answer's kind (one of ANSWERS, or "illegal-duration") and a grant's `idle` flag, and the
+    time (time.monotonic)."""
 
     endpoint: str
     params: dict[str, str]
     status: int
     answer: str | None = None
+    idle: bool | None = None
     time: float = field(default_factory=time.monotonic)
 
 
@@ -120,16 +122,17 @@ class DeviceAPI:
             return [r for r in self.log if endpoint is None or r.endpoint == endpoint]
 
     def calls(self) -> list[dict]:
-        """One dict per granted /schedule, in order: duration (s asked), token, allowed pids, released (bool),
-        failed (the release's `fail` flag), seconds from allow to release (None if not both)."""
+        """One dict per granted /schedule, in order: duration (s asked), token, idle (the grant's flag), pids
+        (allowed by /allow: none when spaces reused an idle worker, which allows only once), released (bool),
+        failed (the release's `fail` flag), seconds from schedule to release (None until released)."""
         with self._lock:
             log = list(self.log)
         calls = []
         for request in log:
             if request.endpoint == "schedule" and request.answer == "grant":
                 calls.append({"duration": int(request.params.get("durationSeconds", 60)),
-                              "token": request.params["allowToken"], "pids": [], "allowed_at": None,
-                              "released": False, "failed": None, "seconds": None})
+                              "token": request.params["allowToken"], "idle": request.idle, "pids": [],
+                              "scheduled_at": request.time, "released": False, "failed": None, "seconds": None})
         by_token = {call["token"]: call for call in calls}
         for request in log:
             call = by_token.get(request.params.get("allowToken", ""))
@@ -137,14 +140,12 @@ class DeviceAPI:
                 continue
             if request.endpoint == "allow":
                 call["pids"].append(int(request.params["pid"]))
-                call["allowed_at"] = call["allowed_at"] or request.time
             elif request.endpoint == "release":
                 call["released"] = True
                 call["failed"] = request.params.get("fail", "").lower() == "true"
-                if call["allowed_at"] is not None:
-                    call["seconds"] = request.time - call["allowed_at"]
+                call["seconds"] = request.time - call["scheduled_at"]
         for call in calls:
-            call.pop("allowed_at")
+            call.pop("scheduled_at")
         return calls
 
     # ----- answers
@@ -187,7 +188,7 @@ def _handler(api: DeviceAPI):
             if endpoint == "schedule":
                 answer, status, body = api._schedule(params)
                 stream = answer == "queue-timeout" or (answer == "grant" and api.policy.stream)
-                self._record(endpoint, params, status, answer)
+                self._record(endpoint, params, status, answer, api.policy.idle if answer == "grant" else None)
                 if stream:
                     last = "failed" if answer == "queue-timeout" else "succeeded"
                     self._stream(["event: ping\n\n", f"event: {last}\n" + (f"data: {json.dumps(body)}\n"
@@ -209,9 +210,9 @@ def _handler(api: DeviceAPI):
             self._record(endpoint, dict(parse_qsl(parts.query)), 200 if endpoint == "queue-size" else 404)
             self._json(200, 0.0) if endpoint == "queue-size" else self._json(404, {"detail": "unknown endpoint"})
 
-        def _record(self, endpoint, params, status, answer=None) -> None:
+        def _record(self, endpoint, params, status, answer=None, idle=None) -> None:
             with api._lock:
-                api.log.append(Request(endpoint, params, status, answer))
+                api.log.append(Request(endpoint, params, status, answer, idle))
 
         def _json(self, status: int, body) -> None:
             data = json.dumps(body).encode()
