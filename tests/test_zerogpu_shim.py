@@ -79,16 +79,19 @@ def test_the_in_task_mode_keeps_cuda_on_the_cpu_and_tracks_what_would_be_on_the_
         out = model(y)
         back, also_back = out.cpu(), out.to("cpu")
         made = torch.zeros(3, device="cuda")
+        variants = [torch.ones(2).cuda(), torch.ones(2).cuda(0, True), torch.ones(2).cuda(device=0),
+                    torch.ones(2).to("cuda:0", torch.float16), torch.ones(2).to(device="cuda", non_blocking=True)]
         facts = {"x": x in on_gpu, "y": y in on_gpu and y is not x, "weight": model.weight in on_gpu,
                  "out": out in on_gpu, "back": back in on_gpu or also_back in on_gpu, "made": made in on_gpu,
-                 "devices": {str(t.device) for t in (y, out, made)}, "equal": bool(torch.equal(back, out))}
+                 "devices": {str(t.device) for t in (y, out, made)}, "equal": bool(torch.equal(back, out)),
+                 "variants": [v in on_gpu for v in variants]}
         model.to("cpu")
         facts["weight_after_cpu"] = model.weight in on_gpu
         return facts
 
     facts = cpu_shim.on_cpu_task(task)()
     assert facts == {"x": False, "y": True, "weight": True, "out": True, "back": False, "made": True,
-                     "devices": {"cpu"}, "equal": True, "weight_after_cpu": False}
+                     "devices": {"cpu"}, "equal": True, "variants": [True] * 5, "weight_after_cpu": False}
     assert torch.zeros(1).to("cpu") is not None  # outside the task nothing is changed
     with pytest.raises((RuntimeError, AssertionError)):
         torch.zeros(1, device="cuda")  # CPU torch outside the task: no CUDA

@@ -167,8 +167,10 @@ def _cuda_mode():
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = dict(kwargs or {})
             target = None  # "gpu", "cpu" or None (no explicit device)
-            if func is torch.Tensor.cuda:
-                func, target, args = torch.Tensor.to, "gpu", (args[0], "cpu", *args[2:])
+            if func is torch.Tensor.cuda:  # .cuda(device=None, non_blocking=False) -> .to("cpu", non_blocking=...)
+                kwargs.pop("device", None)
+                kwargs["non_blocking"] = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+                func, target, args = torch.Tensor.to, "gpu", (args[0], "cpu")
             elif func is torch.Tensor.cpu:
                 target = "cpu"
             if func is torch.Tensor.to:
