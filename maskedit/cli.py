@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
 from . import editing, masks
+from .cli_common import PROG, HelpFormatter, paragraph
 from .conditioning import DEFAULT_TRIGGER
 from .errors import MaskEditError
 from .lora_cache import CACHE_ENV
@@ -20,7 +20,6 @@ from .models import DEFAULT_MODEL_ID, TINY
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .training import StepEvent, TrainConfig
 
-PROG = "python -m maskedit"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 _TRAIN_DEFAULTS = TrainConfig()  # METHOD.md §4's settings
@@ -47,20 +46,6 @@ quality. Run `{PROG} COMMAND --help` for each command's options."""
 
 class _Interrupted(Exception):
     """Ctrl-C during training, with the message that says how to resume."""
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's and epilog's line breaks; wraps option help without splitting hub ids."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=34, width=100)
-
-    def _split_lines(self, text, width):
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-def _paragraph(text: str) -> str:
-    return textwrap.fill(text, 100, break_on_hyphens=False)
 
 
 # ----- the parser
@@ -163,15 +148,15 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    from .cli_segment import add_caption_parser, add_segment_parser  # they import this module's helpers
+    from .cli_segment import add_caption_parser, add_segment_parser  # one-way: they import cli_common, never cli
 
     add_segment_parser(commands)
 
     prepare = commands.add_parser(
-        "prepare", formatter_class=_Formatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
-        description=_paragraph("Conform a clip (4k+1 frames, a multiple-of-16 size) and the region to edit (a mask video, "
+        "prepare", formatter_class=HelpFormatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
+        description=paragraph("Conform a clip (4k+1 frames, a multiple-of-16 size) and the region to edit (a mask video, "
                     "turned into loose boxes, or one box), and write them to a folder with first_frame.png, the "
                     "frame to edit."),
         epilog=f"example:\n  {PROG} prepare --video clip.mp4 --mask-video mask.mp4 --frames 49 --out work/prepared\n"
@@ -190,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=cmd_prepare)
 
     train = commands.add_parser(
-        "train", formatter_class=_Formatter, help="train the edit LoRA on a prepared clip",
-        description=_paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
+        "train", formatter_class=HelpFormatter, help="train the edit LoRA on a prepared clip",
+        description=paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
                     "boxes; with --edited-later, stage 2 also learns the look of edited later frames. "
                     "Interrupted runs resume from their checkpoints when run again."),
         epilog=f"example:\n  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" --out work/lora\n"
@@ -217,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     generate = commands.add_parser(
-        "generate", formatter_class=_Formatter, help="generate the edited video from an edited first frame",
-        description=_paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
+        "generate", formatter_class=HelpFormatter, help="generate the edited video from an edited first frame",
+        description=paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
                     "the original clip. Needs the LoRA from `train` for the default method."),
         epilog=f"example:\n  {PROG} generate --prepared work/prepared --edited-frame edited.png \\\n"
                "      --prompt \"a blue car on a road\" --lora work/lora --out work/result\n\n"
@@ -248,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=cmd_generate)
 
     edit = commands.add_parser(
-        "edit", formatter_class=_Formatter, help="all in one: prepare, train and generate",
+        "edit", formatter_class=HelpFormatter, help="all in one: prepare, train and generate",
         description="Prepare the clip, train its LoRA and generate the edited video in one go.",
         epilog=f"example:\n  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\\n"
                "      --prompt \"a blue car on a road\" --out work/result\n\n"
@@ -278,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", required=True, metavar="DIR", help="folder for all results")
     edit.set_defaults(handler=cmd_edit)
 
-    presets = commands.add_parser("presets", formatter_class=_Formatter, help="list the named presets and their settings",
+    presets = commands.add_parser("presets", formatter_class=HelpFormatter, help="list the named presets and their settings",
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
     add_caption_parser(commands)
@@ -412,13 +397,13 @@ def cmd_edit(args) -> int:
     edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     later = _edited_later(args, prepared)
+    args.naive = args.method == "naive-lora"
     config = _train_config(args)
     _check_generate_args(args)
     loaded = _load_model(args.model or editing.default_model(), args)
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
     caption = args.train_prompt or args.prompt
-    args.naive = args.method == "naive-lora"
     if args.naive and later:
         raise MaskEditError("--method naive-lora trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
@@ -500,23 +485,32 @@ def _edited_later(args, prepared) -> dict:
 
 
 def _train_config(args) -> TrainConfig:
+    """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line."""
     if args.lr <= 0:
-        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one, e.g. 1e-4")
+        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one with --lr, e.g. 1e-4")
     if args.stage2_epochs < 1:
         raise MaskEditError("--stage2-epochs must be at least 1")
     alpha = args.alpha if args.alpha is not None else float(args.rank)
-    return TrainConfig(steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
-                       gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
-                       blocks_to_swap=args.blocks_to_swap, fp8=args.fp8)
+    return args.preset_settings.train_config(
+        steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
+        blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, window=args.window or 0,
+        window_stride=args.window_stride or 4, stage2_epochs=args.stage2_epochs,
+        condition="stock" if getattr(args, "naive", False) else "mask")
 
 
 def _check_generate_args(args) -> None:
-    if args.gen_steps < 1:
-        raise MaskEditError(f"the number of generation steps is {args.gen_steps}; give at least 1")
-    if args.cfg < 1:
-        raise MaskEditError(f"the guidance scale is {args.cfg}; give 1 (no guidance) or more, e.g. 5")
-    if args.shift <= 0:
-        raise MaskEditError(f"the flow shift is {args.shift}; give a positive one, e.g. 5")
+    """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
+    from .presets import GenerateSettings
+
+    try:
+        GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
+                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"))
+    except MaskEditError as error:
+        flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
+                 "method": "--method"}
+        flag = next((f for words, f in flags.items() if words in str(error)), None)
+        raise MaskEditError(f"{error} ({flag})" if flag else str(error)) from None
 
 
 def _load_model(name: str, args=None):
@@ -562,134 +556,29 @@ def _load_speed_lora(pipe, args) -> None:
         print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
 
 
-def _cache_for(args):
-    """The LoRA cache of --cache-dir (default folder otherwise), or None with --no-cache."""
-    from .lora_cache import LoraCache
-
-    if getattr(args, "no_cache", False):
-        return None
-    return LoraCache(getattr(args, "cache_dir", None) or None)
-
-
-def _cache_key(prepared, caption, config, args, later, base_model) -> str:
-    """The cache key of this run (`lora_cache.cache_key`); stage-2 epochs other than the default count too."""
-    from .lora_cache import key_from_parts, key_parts
-
-    parts = key_parts(prepared, caption, args.trigger, config, base_model, later, None, args.window or 0,
-                      args.window_stride or 4, bool(getattr(args, "naive", False)))
-    if later and args.stage2_epochs != editing.DEFAULT_STAGE2_EPOCHS:
-        parts["stage2_epochs"] = int(args.stage2_epochs)
-    return key_from_parts(parts)
-
-
-def _has_checkpoints(out: Path) -> bool:
-    from .training import CHECKPOINT_STATE
-
-    return any((out / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE).is_file() for stage in (1, 2))
-
-
-def _when(entry) -> str:
-    import time
-
-    info = entry.info
-    stamp = info.get("trained") or info.get("created")
-    try:
-        stamp = float(stamp) if stamp is not None else entry.lora_path.stat().st_mtime
-    except (OSError, TypeError, ValueError):
-        return "at an unknown time"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
-
-
-def _from_cache(loaded, cache, key: str, args, out: Path, main: bool) -> dict | None:
-    """Ask the cache before training: a finished entry's LoRA files are copied into `out` and put on the
-    pipe (returns its metadata: no training); a resumable entry's checkpoints are copied into an `out`
-    without checkpoints, so that training resumes from them (returns None)."""
-    from .lora import load_lora, read_metadata
-    from .lora_cache import FINISHED, RESUMABLE, copy_lora_files
-
-    entry = cache.lookup(key)
-    if entry is None:
-        return None
-    if entry.status == FINISHED:
-        if main:
-            copy_lora_files(entry.path, out)
-        print(f"reusing cached LoRA {key} (trained {_when(entry)}): same clip, boxes, caption and settings, "
-              f"so no training step runs ({entry.path}; --no-cache trains again)", flush=True)
-        load_lora(loaded.pipe, entry.lora_path)
-        print(f"saved the LoRA: {out / entry.lora_path.name} (from the cache)")
-        return read_metadata(entry.lora_path)
-    if entry.status == RESUMABLE and not args.no_resume and not _has_checkpoints(out):
-        if main:
-            import shutil
-
-            shutil.copytree(entry.path / editing.CHECKPOINTS_FOLDER, out / editing.CHECKPOINTS_FOLDER,
-                            dirs_exist_ok=True)
-        print(f"resuming cached run {key} at step {entry.step}/{entry.total_steps} (stage {entry.stage})", flush=True)
-    return None
-
-
-def _store_in_cache(cache, key: str, out: Path, info: dict) -> None:
-    """Copy a finished or stopped run in `out` (LoRA files, checkpoints) into the cache entry `key`."""
-    import shutil
-    import time
-
-    from .lora_cache import EMPTY, copy_lora_files, entry_status
-
-    if entry_status(out)[0] == EMPTY:
-        return
-    try:
-        cache.remove(key)  # an older stopped run of the same key is replaced
-        with cache.using(key):
-            path = cache.prepare(key, dict(info, trained=time.time(), trained_in=str(out)))
-            if (out / editing.CHECKPOINTS_FOLDER).is_dir():
-                shutil.copytree(out / editing.CHECKPOINTS_FOLDER, path / editing.CHECKPOINTS_FOLDER, dirs_exist_ok=True)
-            copy_lora_files(out, path)
-            evicted = cache.evict(keep=(key,))
-        status = entry_status(path)[0]
-        print(f"cached the {status} run as {key} in {cache.root}"
-              + (f" (removed {len(evicted)} least recently used entries)" if evicted else ""), flush=True)
-    except OSError as error:
-        print(f"note: could not store the run in the LoRA cache {cache.root}: {error}", flush=True)
-
-
 def _train(loaded, prepared, caption, config, args, later, out: Path, distributed=None) -> dict:
-    main = distributed is None or distributed.is_main
-    cache = _cache_for(args)
-    key = None
-    if cache is not None:
-        key = _cache_key(prepared, caption, config, args, later, loaded.name)
-        metadata = _from_cache(loaded, cache, key, args, out, main)
-        if metadata is not None:
-            return metadata
-    info = dict(caption=caption, trigger=args.trigger, base_model=loaded.name, frames=prepared.num_frames,
-                width=prepared.width, height=prepared.height, steps=config.steps, later_frames=sorted(later))
-    if getattr(args, "naive", False):
-        info["method"] = "naive-lora"
-    started = [False]  # set once a stage starts: from then on out/checkpoints/ belong to this run
-    try:
-        return _train_into(loaded, prepared, caption, config, args, later, out, distributed, started)
-    finally:  # finished, stopped or interrupted: keep the run; one that never started leaves nothing to store
-        if cache is not None and main and started[0]:
-            _store_in_cache(cache, key, out, info)
-
-
-def _train_into(loaded, prepared, caption, config, args, later, out: Path, distributed=None, started=None) -> dict:
+    """Train (or reuse) the LoRA through `lora_cache.train_cached` (the app's path too) into `out`, with a
+    progress bar; returns its lora.json metadata."""
     from tqdm import tqdm
 
-    events = editing.train_edit_lora(
-        loaded.pipe, prepared, caption, config, out, trigger=args.trigger, edited_later=later,
-        stage2_epochs=args.stage2_epochs, resume=not args.no_resume, base_model=loaded.name,
-        window=args.window, window_stride=args.window_stride, distributed=distributed,
-        naive=bool(getattr(args, "naive", False)),
-    )
+    from .lora_cache import CacheNote, LoraCache, train_cached
+
+    cache = None if getattr(args, "no_cache", False) else LoraCache(getattr(args, "cache_dir", None) or None)
+    events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
+                          base_model=loaded.name, edited_later=later, resume=not args.no_resume, out_dir=out,
+                          distributed=distributed)
     bar = None
     try:
         for event in events:
-            if isinstance(event, editing.EditTrainingNote):
+            if isinstance(event, CacheNote):
+                if event.kind != "off":
+                    if bar:
+                        bar.write(event.message)
+                    else:
+                        print(event.message, flush=True)
+            elif isinstance(event, editing.EditTrainingNote):
                 (bar.write if bar else print)(event.message)
             elif isinstance(event, editing.EditTrainingStage):
-                if started is not None:
-                    started[0] = True
                 if bar:
                     bar.close()
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
@@ -710,8 +599,9 @@ def _train_into(loaded, prepared, caption, config, args, later, out: Path, distr
         if bar:
             bar.close()
         events.close()
-        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}; "
-                           "run the same command again to resume") from None
+        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}"
+                           + ("" if cache is None else " and in the LoRA cache")
+                           + "; run the same command again to resume") from None
     finally:
         if bar:
             bar.close()

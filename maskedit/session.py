@@ -198,12 +198,12 @@ def parse_later_frames(text) -> list[int]:
 
 def save_clip(folder, clip, source: dict) -> Path:
     """Write a conformed `video.Clip` (lossless npz + json with fps, notes, source settings)."""
-    from .editing import _save_npz, _write_text
+    from .files import save_npz, write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_npz(folder / "clip.npz", frames=clip.frames)
-    _write_text(folder / "clip.json", json.dumps({"fps": clip.fps, "notes": clip.notes, "source": source}, default=str))
+    save_npz(folder / "clip.npz", frames=clip.frames)
+    write_text(folder / "clip.json", json.dumps({"fps": clip.fps, "notes": clip.notes, "source": source}, default=str))
     return folder
 
 

@@ -61,10 +61,6 @@ def test_key_depends_on_stage1_inputs_only(prepared):
     # how often checkpoints are written does not change the LoRA, so neither the key
     same = TrainConfig(steps=3, rank=4, alpha=4.0, checkpoint_every=7)
     assert cache_key(prepared, "a box", "p3rs0n", same, "tiny") == key
-    # the app's training key is the cache key
-    from maskedit import session
-
-    assert session.train_key(prepared, "a box", "p3rs0n", CONFIG, "tiny") == key
 
 
 def test_same_inputs_hit_without_a_training_step(tmp_path, tiny_pipe, prepared, step_counter):
