@@ -11,18 +11,35 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import editing, masks
+import importlib
+from typing import TYPE_CHECKING
+
+from . import masks
 from .cli_common import PROG, HelpFormatter, paragraph
-from .conditioning import DEFAULT_TRIGGER
+from .defaults import DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, TINY, WAN_NEGATIVE_PROMPT
 from .errors import MaskEditError
 from .lora_cache import CACHE_ENV
-from .models import DEFAULT_MODEL_ID, TINY
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
-from .training import StepEvent, TrainConfig
+from .presets import DEFAULT_PRESET, GENERATION_METHODS, PRESETS, GenerateSettings, get_preset
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
+
+
+class _Lazy:
+    """A module imported on first use: `--help` and argument errors answer before torch is imported."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+editing = _Lazy("maskedit.editing")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-_TRAIN_DEFAULTS = TrainConfig()  # METHOD.md §4's settings
+_FULL = PRESETS[DEFAULT_PRESET]  # METHOD.md §4's settings
 
 OVERVIEW = f"""\
 MaskEdit edits a whole video from one edited first frame: it trains a small mask-aware LoRA on your
@@ -98,12 +115,12 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
                        help="an edited later frame K of the prepared clip (1..frames-1) for stage 2; repeat for "
                             "more frames (`prepare --export-frames` writes the frames to edit)")
     group.add_argument(steps_flag, dest="train_steps", type=int, metavar="N",
-                       help=f"stage-1 training steps (default: the preset's; {_TRAIN_DEFAULTS.steps} for full)")
-    group.add_argument("--stage2-epochs", type=int, default=editing.DEFAULT_STAGE2_EPOCHS, metavar="N",
+                       help=f"stage-1 training steps (default: the preset's; {_FULL.train_steps} for full)")
+    group.add_argument("--stage2-epochs", type=int, default=DEFAULT_STAGE2_EPOCHS, metavar="N",
                        help="stage-2 epochs when --edited-later is given; each is the clip once plus every edited "
                             "frame 9 times (default %(default)s)")
-    group.add_argument("--lr", type=float, help=f"learning rate (default: the preset's; {_TRAIN_DEFAULTS.learning_rate} for full)")
-    group.add_argument("--rank", type=int, help=f"LoRA rank (default: the preset's; {_TRAIN_DEFAULTS.rank} for full)")
+    group.add_argument("--lr", type=float, help=f"learning rate (default: the preset's; {_FULL.learning_rate} for full)")
+    group.add_argument("--rank", type=int, help=f"LoRA rank (default: the preset's; {_FULL.rank} for full)")
     group.add_argument("--window", type=int, metavar="N",
                        help="train on overlapping N-frame windows (4k+1, e.g. 9) instead of the whole clip; 0 = whole "
                             "clip (default: the preset's; whole clip for full)")
@@ -125,11 +142,11 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
 def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument(steps_flag, dest="gen_steps", type=int, metavar="N",
-                       help=f"denoising steps (default: the preset's; {editing.DEFAULT_GENERATION_STEPS} for full)")
+                       help=f"denoising steps (default: the preset's; {GenerateSettings.steps} for full)")
     group.add_argument("--cfg", type=float,
-                       help=f"classifier-free guidance scale (default: the preset's; {editing.DEFAULT_GUIDANCE_SCALE:g} for full)")
+                       help=f"classifier-free guidance scale (default: the preset's; {GenerateSettings.guidance_scale:g} for full)")
     group.add_argument("--shift", type=float,
-                       help=f"flow shift of the scheduler (default: the preset's; {editing.DEFAULT_FLOW_SHIFT:g} for full)")
+                       help=f"flow shift of the scheduler (default: the preset's; {GenerateSettings.flow_shift:g} for full)")
     group.add_argument("--lora-scale", type=float, help="strength of the LoRA (default: the preset's; 1.0)")
     group.add_argument("--speed-lora", metavar="FILE|ID",
                        help="a step/CFG-distilled Wan2.1-I2V LoRA stacked with the edit LoRA (a .safetensors file, a "
@@ -143,7 +160,7 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help="torch.compile the transformer blocks (slow first step; default: the preset's)")
     group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                        help="decode the video in tiles (less memory; default: the preset's)")
-    group.add_argument("--negative-prompt", default=editing.WAN_NEGATIVE_PROMPT,
+    group.add_argument("--negative-prompt", default=WAN_NEGATIVE_PROMPT,
                        help="negative prompt (default: Wan's own)")
 
 
@@ -218,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the edited first frame (prepared or source size; see --fit)")
     generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
     generate.add_argument("--lora", metavar="DIR|FILE", help="the folder `train` wrote, or a .safetensors LoRA file")
-    generate.add_argument("--method", choices=editing.METHODS, default="mask-lora",
+    generate.add_argument("--method", choices=GENERATION_METHODS, default="mask-lora",
                           help="how to generate (default %(default)s); naive-lora needs --lora from `train --naive`")
     generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
     _add_generate_options(generate, "--steps")
@@ -241,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
                "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).\n"
                f"--method naive-lora: the naive-LoRA baseline instead; its LoRA goes to\n"
-               f"OUT/{editing.NAIVE_LORA_FOLDER}/.",
+               f"OUT/{NAIVE_LORA_FOLDER}/.",
     )
     _add_clip_options(edit)
     edit.add_argument("--edited-frame", required=True, metavar="PATH",
@@ -252,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="caption of the original first frame for training (default: --prompt)")
     edit.add_argument("--method", choices=("mask-lora", "naive-lora"), default="mask-lora",
                       help="mask-lora (the paper's; default) or naive-lora (the baseline: a LoRA trained with the "
-                           f"stock first-frame condition, in OUT/{editing.NAIVE_LORA_FOLDER}/, then stock "
+                           f"stock first-frame condition, in OUT/{NAIVE_LORA_FOLDER}/, then stock "
                            "image-to-video)")
     _add_train_options(edit, "--steps")
     _add_generate_options(edit, "--gen-steps")
@@ -407,7 +424,7 @@ def cmd_edit(args) -> int:
     if args.naive and later:
         raise MaskEditError("--method naive-lora trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
-    _train(loaded, prepared, caption, config, args, later, out / editing.NAIVE_LORA_FOLDER if args.naive else out)
+    _train(loaded, prepared, caption, config, args, later, out / NAIVE_LORA_FOLDER if args.naive else out)
     return _generate(loaded, prepared, edited, args, args.trigger, out)
 
 
@@ -501,8 +518,6 @@ def _train_config(args) -> TrainConfig:
 
 def _check_generate_args(args) -> None:
     """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
-    from .presets import GenerateSettings
-
     try:
         GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
                          lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"))
@@ -583,7 +598,7 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
                     bar.close()
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
                            unit="step", dynamic_ncols=True)
-            elif isinstance(event, StepEvent):
+            elif isinstance(event, editing.StepEvent):
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}", s_per_step=f"{event.seconds:.2f}")
             elif isinstance(event, editing.EditTrainingStopped):

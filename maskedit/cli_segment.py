@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import masks
 from .cli_common import PROG, HelpFormatter, paragraph
-from .conditioning import DEFAULT_TRIGGER
+from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_TRIGGER
 from .errors import MaskEditError
 
 
@@ -93,7 +93,6 @@ def run_segment(args) -> int:
 
 
 def add_caption_parser(subparsers) -> argparse.ArgumentParser:
-    from .captioning import DEFAULT_CAPTION_MODEL
 
     caption = subparsers.add_parser(
         "caption", formatter_class=HelpFormatter, help="caption an image (Florence-2), e.g. for --prompt",

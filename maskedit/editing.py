@@ -29,6 +29,7 @@ import numpy as np
 
 from . import masks
 from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, stock_condition
+from .defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (part of this API)
 from .errors import MaskEditError
 from .presets import GENERATION_METHODS, GenerateSettings
 from .files import save_npz, write_text
@@ -39,12 +40,6 @@ from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_COND
 )
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
-WAN_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
-    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
-    "杂乱的背景，三条腿，背景人很多，倒着走"
-)
-"""Wan2.1's default negative prompt (`sample_neg_prompt` in the Wan repository's shared config)."""
 
 METHODS = GENERATION_METHODS
 """Generation methods: the paper's (mask condition + LoRA), stock I2V without LoRA, feature-level blending, and
@@ -65,7 +60,6 @@ EDITED_VIDEO = "edited.mp4"
 SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
 CHECKPOINTS_FOLDER = "checkpoints"
 FINGERPRINT = "fingerprint.json"
-NAIVE_LORA_FOLDER = "naive_lora"  # `edit --method naive-lora` keeps the baseline's LoRA here (never over ours)
 PREPARED_FORMAT = 1
 
 

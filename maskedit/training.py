@@ -28,6 +28,7 @@ from .conditioning import (
     ConditionSample, condition_pixels, frames_to_tensor, naive_sample, pack_latent_mask, stage1_sample, stage2_sample,
     window_samples, window_starts,
 )
+from .defaults import DEFAULT_STAGE2_EPOCHS
 from .errors import MaskEditError
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from .pipeline import TEXT_TOKENS
@@ -64,7 +65,7 @@ class TrainConfig:
     window: int = 0  # frames per temporal training window (4k+1); 0 = the whole clip (METHOD.md §7)
     window_stride: int = 4  # frames between window starts
     condition: str = "mask"  # "mask" (the method) or "stock" (the naive-LoRA baseline, METHOD.md §8)
-    stage2_epochs: int = 10  # stage-2 epochs when edited later frames are given (METHOD.md §5)
+    stage2_epochs: int = DEFAULT_STAGE2_EPOCHS  # when edited later frames are given (METHOD.md §5)
 
     def __post_init__(self):
         self.validate()
@@ -461,7 +462,7 @@ def run_settings(config: TrainConfig) -> dict:
     return settings
 
 
-def stage2_steps(num_edited: int, epochs: int = 10) -> int:
+def stage2_steps(num_edited: int, epochs: int = DEFAULT_STAGE2_EPOCHS) -> int:
     """Stage-2 steps: each epoch is the clip once plus every edited later frame 9 times."""
     return epochs * (1 + STAGE2_REPEATS * num_edited)
 
