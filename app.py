@@ -25,7 +25,6 @@ from pathlib import Path
 LOG = logging.getLogger("maskedit.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-FRAME_CHOICES = [("all (up to 81)", 0), ("5", 5), ("9", 9), ("17", 17), ("33", 33), ("49", 49), ("81", 81)]
 SIZE_CHOICES = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "640x368 (ZeroGPU quick)",
                 "368x640 (portrait quick)", "320x192 (small)", "64x64 (tiny test)"]
 INCLUDE, EXCLUDE = "include (on the object)", "exclude (not the object)"
@@ -236,8 +235,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     studio = Studio(store, GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption),
                     model_name=loaded.name, is_tiny=loaded.is_tiny, budget_s=budget, chunk_steps=chunk_steps,
                     background_driver=background_driver or ("session" if zero_gpu else "thread"),
-                    cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots,
-                    gpu_size="large" if loaded.is_tiny else "xlarge")
+                    cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots)
     tiny = loaded.is_tiny
     default_preset = "zerogpu" if zero_gpu else "full"
     preset0 = get_preset(default_preset)
@@ -261,8 +259,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     with gr.Column():
                         video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                         with gr.Row():
-                            frames_in = gr.Dropdown(FRAME_CHOICES, value=17 if tiny else 49, label="Frames (4k+1)",
-                                                    allow_custom_value=True)
+                            frames_in = gr.Number(17 if tiny else 49, precision=0, minimum=0, step=4,
+                                                  label="Frames (4k+1; 0 = all, up to 81)")
                             size_in = gr.Dropdown(SIZE_CHOICES, value="320x192 (small)" if tiny else "auto",
                                                   label="Size (WxH)", allow_custom_value=True)
                             start_in = gr.Number(0, label="Start time (s)", minimum=0)

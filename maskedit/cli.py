@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--prompt describes the ORIGINAL first frame.\n"
                "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
                "checkpoints/ (a rerun resumes from them; delete them when done to save space).\n\n"
-               "baseline: --naive trains the naive LoRA of METHOD.md section 8 instead (same settings; give it its\n"
+               "baseline: --naive trains the paper's naive-LoRA baseline instead (same settings; give it its\n"
                f"own --out) and `generate --method naive-lora --lora THAT_DIR` uses it:\n"
                f"  {PROG} train --naive --prepared work/prepared --prompt \"a red car on a road\" --out work/naive",
     )

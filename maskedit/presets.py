@@ -196,7 +196,7 @@ class Preset:
 
 FULL = Preset(
     name="full",
-    summary="METHOD.md settings on one large GPU (≥ 80 GB): whole clip, 100 steps, 30 steps at CFG 5",
+    summary="the paper's settings on one large GPU (≥ 80 GB): whole clip, 100 steps, 30 steps at CFG 5",
     gradient_checkpointing=True,  # bit-identical gradients; a 20,280-token clip's activations need it
 )
 

@@ -266,17 +266,8 @@ def bg_args(enabled=True, caption="a box", steps=5):
     return [enabled, caption, "p3rs0n", "full", steps, 1e-4, 4, 0, 0, False, False, 110]
 
 
-def test_background_training_serves_many_edits(server, inputs, monkeypatch):
-    from maskedit.training import LoraTrainer
-
-    calls = []
-    original = LoraTrainer.train_step
-
-    def counting(self):
-        calls.append(1)
-        return original(self)
-
-    monkeypatch.setattr(LoraTrainer, "train_step", counting)
+def test_background_training_serves_many_edits(server, inputs, step_counter):
+    calls = step_counter
     c = client(server)
     c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
     c.predict("[[18, 22, 1]]", 0.1, api_name="/segment")  # /segment takes only what segmentation needs

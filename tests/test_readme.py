@@ -1,7 +1,6 @@
 """The README's step-by-step gradio_client example runs as written against the app (tiny model) on an example
 clip and produces the edit."""
 
-import os
 import re
 import socket
 from pathlib import Path

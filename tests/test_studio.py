@@ -42,21 +42,6 @@ def local_gpu(pipe, segmenter=None):
 
 
 @pytest.fixture
-def step_counter(monkeypatch):
-    """Counts LoraTrainer.train_step calls."""
-    from maskedit.training import LoraTrainer
-
-    calls, original = [], LoraTrainer.train_step
-
-    def counting(self):
-        calls.append(1)
-        return original(self)
-
-    monkeypatch.setattr(LoraTrainer, "train_step", counting)
-    return calls
-
-
-@pytest.fixture
 def studio_and_files(tmp_path, tiny_pipe, synthetic_clip):
     from maskedit.segmentation_fallback import FallbackSegmenter
 
@@ -249,3 +234,15 @@ def test_losses_smoothing_and_eta():
     rows = loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
     assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
     assert format_eta(75) == "1m 15s" and format_eta(None) == "–"
+
+
+def test_gpu_size_per_training_call(tmp_path):
+    def studio(is_tiny):
+        return Studio(session.SessionStore(tmp_path), local_gpu(None), model_name="m", is_tiny=is_tiny)
+
+    assert studio(False).gpu_size(TrainConfig()) == "xlarge"  # the 14B model, every block resident
+    assert studio(False).gpu_size(TrainConfig(blocks_to_swap=20)) == "large"
+    assert studio(False).gpu_size(TrainConfig(fp8=True)) == "large"
+    assert studio(True).gpu_size(TrainConfig()) == "large"
+    with pytest.raises(MaskEditError, match="GPU size"):
+        ChunkRequest("p", "c", "a box", TrainConfig(), "p3rs0n", "m", gpu_size="huge")

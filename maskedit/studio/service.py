@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,9 +27,11 @@ import numpy as np
 
 from .. import editing, lora_cache, session
 from ..background import BackgroundJob
-from ..conditioning import DEFAULT_TRIGGER
+from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..presets import GenerateSettings, get_preset
+from .background_training import BackgroundTraining
+from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .progress import TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
@@ -38,96 +40,13 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-@dataclass
-class GpuCalls:
-    """The GPU work the service needs; the app passes `@spaces.GPU` wrappers, tests plain functions.
-
-    train_chunk(ChunkRequest) → iterator of `studio.progress` events (one call's worth of training);
-    generate(prepared_dir, edited_frame, caption, out_dir, settings, **options) → iterator of generation dicts
-    (`studio.generation.run_generation` without the pipe); image_mask(frame, points, labels) → bool (H, W);
-    segment_clip(frames, points, labels, margin) → `segmentation.Segmentation`; caption(image) → str."""
-
-    train_chunk: Callable[[ChunkRequest], Iterator]
-    generate: Callable[..., Iterator[dict]]
-    image_mask: Callable
-    segment_clip: Callable
-    caption: Callable
-
-
-@dataclass
-class TrainInputs:
-    """The Train tab's values: the caption of the ORIGINAL first frame, the trigger, the preset and what the
-    user changed of it (None: the preset's), the seed and the seconds per GPU call (None: the app's)."""
-
-    caption: str
-    trigger: str = DEFAULT_TRIGGER
-    preset: str = "full"
-    steps: int | None = None
-    learning_rate: float | None = None
-    rank: int | None = None
-    seed: int = 0
-    blocks_to_swap: int = 0
-    fp8: bool = False
-    gradient_checkpointing: bool = False
-    budget_s: float | None = None
-
-    def cleaned(self) -> "TrainInputs":
-        """Caption and trigger stripped; MaskEditError for an empty caption."""
-        caption = str(self.caption or "").strip()
-        if not caption:
-            raise MaskEditError("the caption of the original first frame is empty: type one (or use Caption)")
-        trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
-        return replace(self, caption=caption, trigger=trigger)
-
-
-@dataclass
-class TrainView:
-    """What the Train tab shows after each event: loss rows (raw + smoothed), a Markdown status, the raw
-    loss points {"step", "loss"}, and the LoRA files once there are some (else None)."""
-
-    rows: list
-    status: str
-    points: dict
-    files: list | None = None
-
-
-@dataclass
-class GenerateResult:
-    edited: str
-    side_by_side: str
-    report_markdown: str
-    report: dict
-
-
-def lora_files(folder) -> list[str]:
-    """The LoRA files of a run folder (diffusers, ComfyUI, lora.json) that exist."""
-    from ..lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
-
-    folder = Path(folder)
-    return [str(folder / n) for n in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME) if (folder / n).is_file()]
-
-
-def checkpoint_losses(run_dir, stage: int) -> list:
-    """The losses a run's stage checkpoint holds ([] when none)."""
-    import json
-
-    from ..training import CHECKPOINT_STATE
-
-    path = Path(run_dir) / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE
-    try:
-        return [float(v) for v in json.loads(path.read_text()).get("losses", [])]
-    except (OSError, ValueError):
-        return []
-
-
-class Studio:
+class Studio(BackgroundTraining):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
                  budget_s: float = DEFAULT_CHUNK_SECONDS, chunk_steps: int | None = None,
                  background_driver: str = "thread", cache_root: str | os.PathLike | None = None,
-                 session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None,
-                 gpu_size: str = "large"):
+                 session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None):
         if background_driver not in ("thread", "session"):
             raise MaskEditError(f"background_driver must be 'thread' or 'session', not {background_driver!r}")
         self.store = store
@@ -141,7 +60,6 @@ class Studio:
         self.session_cache_bytes = session_cache_bytes or int(
             float(os.environ.get("MASKEDIT_SESSION_CACHE_GB") or DEFAULT_SESSION_CACHE_GB) * 1024 ** 3)
         self.extra_roots = allowed_roots or (lambda: [])
-        self.gpu_size = gpu_size
         self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
         self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
 
@@ -394,7 +312,12 @@ class Studio:
         return ChunkRequest(str(prepared_dir), str(cache.root), inputs.caption, config, inputs.trigger,
                             self.model_name, {int(k): str(v) for k, v in later.items()}, cache.max_bytes,
                             float(inputs.budget_s or self.budget_s), self.chunk_steps, str(stop_file), resume,
-                            gpu_size=self.gpu_size)
+                            gpu_size=self.gpu_size(config))
+
+    def gpu_size(self, config) -> str:
+        """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
+        resident in bf16; "large" (half a card) for the tiny model and when blocks are swapped or stored in fp8."""
+        return "large" if self.is_tiny or config.blocks_to_swap or config.fp8 else "xlarge"
 
     def _run_chunks(self, request: ChunkRequest) -> Callable[[bool], Iterator]:
         def chunk(again: bool):
@@ -490,185 +413,6 @@ class Studio:
         shutil.rmtree(folder, ignore_errors=True)
         st.use_lora(str(session.copy_into(folder, path, "lora.safetensors")), UPLOADED, None)
         return f"Using the uploaded LoRA **{path.name}** (training can be skipped)."
-
-    # ----- background training (issue 8)
-    def cancel_background(self, st: SessionState, why: str) -> str:
-        """Cancel the session's background run (its inputs changed) and forget its LoRA; its unfinished run is
-        discarded. Returns a line for the user ("" when nothing was running)."""
-        job = self.jobs.pop(st.folder, None)
-        if job is None:
-            return ""
-        st.forget_lora_unless_uploaded(job.key)
-        if not job.active:
-            return ""
-        cache = self.cache(st)
-
-        def discard():
-            entry = cache.get(job.key)
-            if entry is not None and entry.status != lora_cache.FINISHED:
-                cache.remove(job.key)
-
-        job.cancel(discard)
-        return f"⚠️ {why[:1].upper() + why[1:]}: the background training for the old inputs was cancelled and discarded."
-
-    def background(self, st: SessionState, enabled: bool, inputs: TrainInputs) -> str:
-        """Make the session's background run match the current inputs: start it (masks confirmed and a caption
-        given), keep it (same key), or cancel and replace it (frames, boxes, caption or settings changed).
-        Returns the status line."""
-        st.background = bool(enabled)
-        job = self.jobs.get(st.folder)
-        if not enabled:
-            if job is not None and job.active:
-                job.request_stop()
-                return ("Background training is **off**: the run stops after its current step; its checkpoint is "
-                        "kept (Train → Start continues it).")
-            return "Background training is **off**: train in step 4."
-        if not (self.sub(st, session.PREPARED_FOLDER) / editing.PREPARED_JSON).is_file():
-            return "Background training starts as soon as the masks are confirmed (step 2)."
-        if not inputs.caption or not str(inputs.caption).strip():
-            note = self.cancel_background(st, "the caption was cleared") if job is not None else ""
-            return ((note + "  \n") if note else "") + (
-                "Background training waits for the **caption of the ORIGINAL first frame** (step 3).")
-        inputs = inputs.cleaned()
-        prepared_dir = self.prepared_dir(st)
-        prepared = editing.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames)
-        key, parts, _ = self._key(st, inputs, config, st.later)
-        if job is not None and job.key == key and job.status in ("queued", "training", "done"):
-            return self.background_text(job.snapshot())
-        note = ""
-        if job is not None and job.key != key:
-            changed = lora_cache.changed_parts(job.parts, parts) or ["the inputs"]
-            what = " and ".join([", ".join(changed[:-1]), changed[-1]] if len(changed) > 1 else changed)
-            note = self.cancel_background(st, f"{what} changed") or f"ℹ️ {what[:1].upper() + what[1:]} changed."
-        elif job is not None:
-            self.jobs.pop(st.folder, None)
-        if st.lora_key and st.lora_key != key:
-            st.forget_lora_unless_uploaded()
-        job = self._start_job(st, key, parts, prepared_dir, inputs, config)
-        job.progress.messages.extend(n for n in notes if "windows" in n)
-        return ((note + "  \n") if note else "") + self.background_text(job.snapshot())
-
-    def _start_job(self, st: SessionState, key: str, parts: dict, prepared_dir, inputs: TrainInputs,
-                   config) -> BackgroundJob:
-        cache = self.cache(st)
-        entry = cache.lookup(key)
-        stop_file = Path(st.folder) / f"stop_background_{key}"
-        if entry is not None and entry.status == lora_cache.FINISHED:
-            job = BackgroundJob.finished(key, str(entry.lora_path), f"Reusing the cached LoRA {key} (same clip, "
-                                         "boxes, caption and settings): no training needed.", stop_file, parts)
-            st.use_lora(str(entry.lora_path), TRAINED, key)
-            self.jobs[st.folder] = job
-            return job
-        # the run reads its own copy of the inputs: a later segmentation may rewrite prepared/ meanwhile
-        inputs_dir = self.sub(st, "runs") / key
-        shutil.rmtree(inputs_dir, ignore_errors=True)
-        shutil.copytree(prepared_dir, inputs_dir)
-        later = {k: str(session.copy_into(inputs_dir, v, f"frame_{k}.png")) for k, v in st.later.items()}
-        request = self.chunk_request(st, inputs_dir, inputs, config, later, stop_file, True)
-        job = BackgroundJob(key, self._run_chunks(request), stop_file, resume=True, parts=parts,
-                            history=lambda stage: checkpoint_losses(cache.path(key), stage))
-        if entry is not None:
-            job.progress.messages.append(f"Resuming the cached run {key} from step {entry.step} of {entry.total_steps}.")
-        self.jobs[st.folder] = job
-        if self.background_driver == "thread":
-            job.start()
-        return job
-
-    @staticmethod
-    def background_text(snap: dict | None) -> str:
-        if not snap:
-            return "No background training."
-        status = snap["status"]
-        line = f"**Background training: {status}**"
-        if snap["total_steps"]:
-            line += f" — step {snap['step']} / {snap['total_steps']}"
-        if snap["seconds_per_step"]:
-            from .progress import format_eta
-
-            line += f" · {snap['seconds_per_step']:.2f} s/step · ETA {format_eta(snap['eta_s'])}"
-        if status == "done":
-            line += " — the LoRA is ready: generate as many edits as you like."
-        elif status in ("queued", "training"):
-            line += " — edit the first frame meanwhile; Generate waits for it."
-        if snap.get("error"):
-            line += f"  \n⚠️ {snap['error']}"
-        return line + "".join(f"  \n{m}" for m in snap["messages"][-2:])
-
-    def background_snapshot(self, st: SessionState | None) -> dict | None:
-        job = self.jobs.get(st.folder) if st is not None else None
-        return job.snapshot() if job is not None else None
-
-    def drive_background(self, st: SessionState | None) -> Iterator[dict]:
-        """ZeroGPU: run the background job's next chunk from the session's own call; yields snapshots."""
-        job = self.jobs.get(st.folder) if st is not None else None
-        if job is not None:
-            yield from job.drive_one()
-
-    @property
-    def has_running_jobs(self) -> bool:
-        return any(job.active for job in self.jobs.values())
-
-    def training_status(self, st: SessionState) -> dict:
-        snap = self.background_snapshot(st) or {"status": "none"}
-        return dict(snap, lora_in_use=st.lora, background=bool(st.background))
-
-    def follow(self, job: BackgroundJob, st: SessionState) -> Iterator[TrainView]:
-        """/train while the background run trains the same thing: stream its progress instead of training twice."""
-        while True:
-            if self.background_driver == "session":
-                for _ in job.drive_one():
-                    pass
-            ended = job.wait(0.25)
-            snap = job.snapshot()
-            files = None
-            if ended and snap["lora"]:
-                st.use_lora(snap["lora"], TRAINED, job.key)
-                files = lora_files(Path(snap["lora"]).parent)
-            text = self.background_text(snap).replace("Background training", "Training (started in the background)")
-            from .progress import loss_rows
-
-            yield TrainView(loss_rows(snap["steps"], snap["losses"]), text,
-                            {"step": snap["steps"], "loss": snap["losses"]}, files)
-            if ended:
-                return
-
-    def wait_for_background(self, st: SessionState, use_checkpoint: bool, progress=None) -> None:
-        """Before generating: wait for the session's background run (or stop it and use its latest checkpoint),
-        then make its LoRA the session's LoRA. progress((step, total), desc) reports while waiting."""
-        job = self.jobs.get(st.folder)
-        if job is None or st.lora_source == UPLOADED:
-            return
-        if job.active and use_checkpoint:
-            job.request_stop()
-        while job.active:
-            ran = False
-            if self.background_driver == "session":
-                for snap in job.drive_one():
-                    ran = True
-                    if progress is not None and snap["total_steps"]:
-                        progress((snap["step"], snap["total_steps"]), "training the LoRA")
-            if not ran:
-                job.wait(0.5)
-                snap = job.snapshot()
-                if progress is not None and snap["total_steps"]:
-                    progress((snap["step"], snap["total_steps"]), "waiting for the background training")
-        if job.status == "done":
-            st.use_lora(job.lora, TRAINED, job.key)
-        elif job.status == "stopped" and job.partial:
-            st.use_lora(job.partial, PARTIAL, job.key)
-            st.resume_background = True  # after this generation, training goes on from the checkpoint
-        elif job.status == "failed":
-            raise MaskEditError(f"the background training failed: {job.error}")
-
-    def resume_background(self, st: SessionState) -> None:
-        job = self.jobs.get(st.folder)
-        resume, st.resume_background = st.resume_background, False
-        if resume and job is not None and job.status == "stopped" and st.background:
-            job = job.resumed()
-            self.jobs[st.folder] = job
-            if self.background_driver == "thread":
-                job.start()
 
     # ----- the naive-LoRA baseline (METHOD.md §8), trained on demand by Generate
     def naive_lora(self, st: SessionState, inputs: TrainInputs, stop_file, progress=None) -> str:
