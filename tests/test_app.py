@@ -398,3 +398,18 @@ def test_naive_lora_baseline_from_the_generate_tab(server, inputs):
         c.predict("a flipped box", None, "naive-lora", 2, 5.0, 5.0, 0, 1.0, False, api_name="/generate",
                   **dict(naive_settings, caption_text="", train_steps=5))
     assert_user_error(excinfo, "caption")
+
+
+def test_a_user_error_is_one_log_line_without_traceback(server, caplog, capfd):
+    import logging
+
+    c = client(server)
+    caplog.set_level(logging.INFO, logger="maskedit.app")
+    capfd.readouterr()
+    with pytest.raises(Exception) as excinfo:
+        c.predict("[[18, 22, 1]]", 0.1, api_name="/segment")  # nothing loaded yet
+    assert_user_error(excinfo, "load a video first")
+    out, err = capfd.readouterr()
+    records = [r for r in caplog.records if r.name == "maskedit.app"]
+    assert len(records) == 1 and records[0].getMessage().startswith("user error: ") and not records[0].exc_info
+    assert "Traceback" not in out + err

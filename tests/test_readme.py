@@ -59,8 +59,11 @@ def test_view_api_names_every_output(tmp_path):
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
     try:
         info = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(print_info=False, return_format="dict")
+        config = demo.get_config_file()
     finally:
         demo.close()
+    timers = [c for c in config["components"] if c["type"] == "timer"]
+    assert timers and not any(t["props"]["active"] for t in timers)  # no tick until a background run trains
     endpoints = info["named_endpoints"]
     for name in ("/load_video", "/segment", "/use_mask", "/set_edited_frame", "/caption", "/train", "/generate",
                  "/edit", "/training_status"):
