@@ -512,7 +512,7 @@ def _train_config(args) -> TrainConfig:
         steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
         blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, window=args.window or 0,
-        window_stride=args.window_stride or 4, stage2_epochs=args.stage2_epochs,
+        window_stride=args.window_stride, stage2_epochs=args.stage2_epochs,
         condition="stock" if getattr(args, "naive", False) else "mask")
 
 

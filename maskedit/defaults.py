@@ -7,6 +7,8 @@ TINY = "tiny"
 """The built-in tiny model's name (random weights; models.build_tiny_pipeline)."""
 DEFAULT_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 """The real model loaded by default with a CUDA GPU."""
+DEFAULT_WINDOW_STRIDE = 4
+"""Frames between the starts of temporal training windows (METHOD.md §7) unless set otherwise."""
 DEFAULT_STAGE2_EPOCHS = 10
 """Stage-2 epochs (METHOD.md §5) unless set otherwise."""
 DEFAULT_CAPTION_MODEL = "florence-community/Florence-2-large"

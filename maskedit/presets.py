@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .defaults import DEFAULT_WINDOW_STRIDE
 from .errors import MaskEditError
 
 NUM_BLOCKS_14B = 40
@@ -84,7 +85,7 @@ class Preset:
     rank: int = 16
     alpha: float = 16.0
     window: int = 0  # frames per temporal training window (4k+1); 0 = whole clip (METHOD.md §7)
-    window_stride: int = 4
+    window_stride: int = DEFAULT_WINDOW_STRIDE
     # memory (training and generation)
     blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
@@ -213,7 +214,6 @@ LOW_COST = Preset(
     name="low-cost",
     summary="smallest memory: 9-frame windows, 38 blocks swapped, fp8 base, activations offloaded",
     window=9,
-    window_stride=4,
     blocks_to_swap=38,
     fp8=True,
     gradient_checkpointing=True,
@@ -230,7 +230,6 @@ ZEROGPU = Preset(
     height=368,
     train_steps=60,
     window=9,
-    window_stride=4,
     gradient_checkpointing=True,
     generation_steps=4,
     guidance_scale=1.0,

@@ -28,7 +28,7 @@ from .conditioning import (
     ConditionSample, condition_pixels, frames_to_tensor, naive_sample, pack_latent_mask, stage1_sample, stage2_sample,
     window_samples, window_starts,
 )
-from .defaults import DEFAULT_STAGE2_EPOCHS
+from .defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
 from .errors import MaskEditError
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from .pipeline import TEXT_TOKENS
@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
     # what is trained on (`plan_stages`)
     window: int = 0  # frames per temporal training window (4k+1); 0 = the whole clip (METHOD.md §7)
-    window_stride: int = 4  # frames between window starts
+    window_stride: int = DEFAULT_WINDOW_STRIDE  # frames between window starts
     condition: str = "mask"  # "mask" (the method) or "stock" (the naive-LoRA baseline, METHOD.md §8)
     stage2_epochs: int = DEFAULT_STAGE2_EPOCHS  # when edited later frames are given (METHOD.md §5)
 
