@@ -202,7 +202,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     import gradio as gr
 
     global RUNTIME
-    from maskedit.conditioning import DEFAULT_TRIGGER
+    from maskedit.defaults import DEFAULT_TRIGGER
     from maskedit.presets import PRESETS, GenerateSettings, get_preset
     from maskedit.session import SessionStore
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS

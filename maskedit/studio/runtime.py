@@ -23,8 +23,10 @@ def load_model(requested: str | None = None):
         loaded = load_pipeline(wanted)
     except Exception as error:  # noqa: BLE001 (MaskEditError, or anything a broken download raises)
         reason = str(error) if isinstance(error, MaskEditError) else f"{type(error).__name__}: {error}"
-        if requested:
-            raise MaskEditError(f"could not load the model {requested!r} given with --model: {reason[:400]}") from None
+        if requested:  # asked for by name: never replaced silently
+            text = reason if isinstance(error, MaskEditError) else f"could not load the model {requested!r}: {reason}"
+            raise MaskEditError(f"{text[:600]} (the model given with --model / MASKEDIT_MODEL; leave it out to "
+                                "run the default)") from None
         loaded = load_pipeline(TINY)
         banner = (f"⚠️ **Could not load `{wanted}`** ({reason[:400]}). Using the built-in **tiny model** instead: "
                   "random weights, it shows the workflow, not the method's quality.")
