@@ -1,12 +1,12 @@
 """A training run that goes on while the user does something else (issue 8). Pure Python, no gradio.
 
-A `BackgroundJob` chains training chunks (`session.run_training_chunk`-style callables yielding plain
-dicts) and records what they report — steps, losses, notes, the LoRA when done — for any number of
-readers (`snapshot`). It is driven either by its own thread (`start`) or, where threads cannot reach the
-GPU (ZeroGPU: each chunk must be a call made by the user's session), by the caller (`drive_one`,
-`drive`). It stops between steps: `request_stop` (the chunk saves a loadable partial LoRA; the checkpoint
-stays, a new job resumes it) or `cancel` (its inputs changed: the run is discarded, `on_discard` runs
-once it has ended).
+A `BackgroundJob` chains training chunks (`studio.runs.run_training_chunk`-style callables yielding
+`studio.progress` events) and records what they report in one `TrainProgress` — steps, losses, notes,
+the LoRA when done — for any number of readers (`snapshot`). It is driven either by its own thread
+(`start`) or, where threads cannot reach the GPU (ZeroGPU: each chunk must be a call made by the user's
+session), by the caller (`drive_one`, `drive`). It stops between steps: `request_stop` (the chunk saves a
+loadable partial LoRA; the checkpoint stays, a new job resumes it) or `cancel` (its inputs changed: the
+run is discarded, `on_discard` runs once it has ended).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from .errors import MaskEditError
 
 QUEUED, TRAINING, DONE, STOPPED, CANCELLED, FAILED = "queued", "training", "done", "stopped", "cancelled", "failed"
@@ -25,26 +23,22 @@ ENDED = (DONE, STOPPED, CANCELLED, FAILED)
 
 
 class BackgroundJob:
-    """run_chunk(again: bool) → iterator of event dicts ("note", "stage", "step", "chunk_end", "stopped",
-    "done"); `again` is False for the first chunk only. stop_file: the file whose existence stops a chunk
-    between steps (touched by request_stop/cancel)."""
+    """run_chunk(again: bool) → iterator of training events (`studio.progress`); `again` is False for the
+    first chunk only. stop_file: the file whose existence stops a chunk between steps (touched by
+    request_stop/cancel). history(stage) → the losses of a resumed checkpoint, for the curve."""
 
-    def __init__(self, key: str, run_chunk: Callable[[bool], Iterator[dict]] | None, stop_file, resume: bool = True,
+    def __init__(self, key: str, run_chunk: Callable[[bool], Iterator] | None, stop_file, resume: bool = True,
                  parts: dict | None = None, history: Callable[[int], list] | None = None):
+        from .studio.progress import TrainProgress
+
         self.key = key
         self.run_chunk = run_chunk
         self.stop_file = Path(stop_file)
         self.resume = resume
         self.parts = parts or {}  # what the key was made of (lora_cache.key_parts), to say what changed
-        self.history = history  # history(stage) → the losses of a resumed checkpoint, for the curve
+        self.history = history
+        self.progress = TrainProgress(history=history)
         self.status = QUEUED
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.seconds: list[float] = []
-        self.total = 0
-        self.messages: list[str] = []
-        self.lora: str | None = None
-        self.partial: str | None = None
         self.error: str | None = None
         self.chunks = 0
         self.started = time.time()
@@ -53,8 +47,6 @@ class BackgroundJob:
         self._lock = threading.Lock()
         self._driving = threading.Lock()
         self._ended = threading.Event()
-        self._stage_offset = {1: 0}
-        self._offset = 0
         self.thread: threading.Thread | None = None
         self.stop_file.unlink(missing_ok=True)
 
@@ -62,8 +54,8 @@ class BackgroundJob:
     def finished(cls, key: str, lora: str, message: str, stop_file, parts: dict | None = None) -> "BackgroundJob":
         """A job that needs no training: its LoRA is already there (a cache hit)."""
         job = cls(key, None, stop_file, parts=parts)
-        job.lora = lora
-        job.messages.append(message)
+        job.progress.lora = lora
+        job.progress.messages.append(message)
         job._finish(DONE)
         return job
 
@@ -80,15 +72,23 @@ class BackgroundJob:
     def cancelled(self) -> bool:
         return self._cancelled
 
+    @property
+    def lora(self) -> str | None:
+        return self.progress.lora
+
+    @property
+    def partial(self) -> str | None:
+        return self.progress.partial
+
     def snapshot(self) -> dict:
-        with self._lock:
-            per_step = float(np.mean(self.seconds[-10:])) if self.seconds else None
-            step = self.steps[-1] if self.steps else 0
-            return {"key": self.key, "status": self.status, "step": step, "total_steps": self.total,
-                    "steps": list(self.steps), "losses": list(self.losses), "seconds_per_step": per_step,
-                    "eta_s": max(0, self.total - step) * per_step if per_step else None,
-                    "messages": list(self.messages), "lora": self.lora, "partial": self.partial,
-                    "error": self.error, "chunks": self.chunks}
+        """Plain values: key, status, step, total_steps, steps, losses, seconds_per_step, eta_s, messages,
+        lora, partial, error, chunks."""
+        p = self.progress
+        points = p.points()
+        return {"key": self.key, "status": self.status, "step": points["step"][-1] if points["step"] else 0,
+                "total_steps": p.total, "steps": points["step"], "losses": points["loss"],
+                "seconds_per_step": p.seconds_per_step, "eta_s": p.eta_s, "messages": list(p.messages),
+                "lora": p.lora, "partial": p.partial, "error": self.error, "chunks": self.chunks}
 
     def wait(self, timeout: float | None = None) -> bool:
         """True when the job has ended (within timeout)."""
@@ -134,6 +134,9 @@ class BackgroundJob:
 
     def drive_one(self) -> Iterator[dict]:
         """Run one chunk (nothing when another caller is driving it or it has ended); yields snapshots."""
+        from .editing import EditTrainingDone
+        from .studio.progress import ChunkEnded, UserStopped
+
         if not self.active or not self._driving.acquire(blocking=False):
             return
         try:
@@ -146,46 +149,24 @@ class BackgroundJob:
             last = None
             try:
                 for event in self.run_chunk(again):
-                    last = event.get("kind")
-                    self._record(event)
+                    last = event
+                    self.progress.add(event)
                     yield self.snapshot()
             except Exception as error:  # noqa: BLE001 (reported to the UI; the thread must not die silently)
                 self.error = str(error) if isinstance(error, MaskEditError) else f"{type(error).__name__}: {error}"
                 self._finish(FAILED)
                 yield self.snapshot()
                 return
-            if last == "done":
+            if isinstance(last, EditTrainingDone):
                 self._finish(CANCELLED if self._cancelled else DONE)
-            elif last == "stopped" or self._cancelled:
+            elif isinstance(last, UserStopped) or self._cancelled:
                 self._finish(CANCELLED if self._cancelled else STOPPED)
-            elif last != "chunk_end":
+            elif not isinstance(last, ChunkEnded):
                 self.error = "training ended without saving a LoRA or a checkpoint; see the server log"
                 self._finish(FAILED)
             yield self.snapshot()
         finally:
             self._driving.release()
-
-    def _record(self, event: dict) -> None:
-        kind = event.get("kind")
-        with self._lock:
-            if kind == "note":
-                self.messages.append(event["message"])
-            elif kind == "stage":
-                self._offset = self._stage_offset.get(event["stage"], self._offset)
-                self.total = self._offset + event["total_steps"]
-                self._stage_offset[event["stage"] + 1] = self.total
-                if event.get("start_step") and not self.steps and self.history is not None:
-                    old = [float(v) for v in self.history(event["stage"])][: event["start_step"]]
-                    self.steps.extend(self._offset + i + 1 for i in range(len(old)))
-                    self.losses.extend(old)
-            elif kind == "step":
-                self.steps.append(self._offset + event["step"])
-                self.losses.append(float(event["loss"]))
-                self.seconds.append(float(event["seconds"]))
-            elif kind == "stopped":
-                self.partial = event.get("partial")
-            elif kind == "done":
-                self.lora = event["lora"]
 
     def _finish(self, status: str) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ import numpy as np
 from .conditioning import DEFAULT_TRIGGER, compose_prompt
 from .errors import MaskEditError
 
-DEFAULT_CAPTION_MODEL = "florence-community/Florence-2-large"
+from .defaults import DEFAULT_CAPTION_MODEL  # noqa: E402,F401  (one definition, torch-free)
 CAPTION_TASK = "<DETAILED_CAPTION>"
 MAX_NEW_TOKENS = 256
 NUM_BEAMS = 3

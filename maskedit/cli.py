@@ -9,21 +9,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
-from . import editing, masks
-from .conditioning import DEFAULT_TRIGGER
+import importlib
+from typing import TYPE_CHECKING
+
+from . import masks
+from .cli_common import PROG, HelpFormatter, paragraph
+from .defaults import DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, TINY, WAN_NEGATIVE_PROMPT
 from .errors import MaskEditError
 from .lora_cache import CACHE_ENV
-from .models import DEFAULT_MODEL_ID, TINY
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
-from .training import StepEvent, TrainConfig
+from .presets import DEFAULT_PRESET, GENERATION_METHODS, PRESETS, GenerateSettings, get_preset
 
-PROG = "python -m maskedit"
+if TYPE_CHECKING:
+    from .training import TrainConfig
+
+
+class _Lazy:
+    """A module imported on first use: `--help` and argument errors answer before torch is imported."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+editing = _Lazy("maskedit.editing")
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-_TRAIN_DEFAULTS = TrainConfig()  # METHOD.md §4's settings
+_FULL = PRESETS[DEFAULT_PRESET]  # METHOD.md §4's settings
 
 OVERVIEW = f"""\
 MaskEdit edits a whole video from one edited first frame: it trains a small mask-aware LoRA on your
@@ -47,20 +63,6 @@ quality. Run `{PROG} COMMAND --help` for each command's options."""
 
 class _Interrupted(Exception):
     """Ctrl-C during training, with the message that says how to resume."""
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's and epilog's line breaks; wraps option help without splitting hub ids."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=34, width=100)
-
-    def _split_lines(self, text, width):
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-def _paragraph(text: str) -> str:
-    return textwrap.fill(text, 100, break_on_hyphens=False)
 
 
 # ----- the parser
@@ -113,12 +115,12 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
                        help="an edited later frame K of the prepared clip (1..frames-1) for stage 2; repeat for "
                             "more frames (`prepare --export-frames` writes the frames to edit)")
     group.add_argument(steps_flag, dest="train_steps", type=int, metavar="N",
-                       help=f"stage-1 training steps (default: the preset's; {_TRAIN_DEFAULTS.steps} for full)")
-    group.add_argument("--stage2-epochs", type=int, default=editing.DEFAULT_STAGE2_EPOCHS, metavar="N",
+                       help=f"stage-1 training steps (default: the preset's; {_FULL.train_steps} for full)")
+    group.add_argument("--stage2-epochs", type=int, default=DEFAULT_STAGE2_EPOCHS, metavar="N",
                        help="stage-2 epochs when --edited-later is given; each is the clip once plus every edited "
                             "frame 9 times (default %(default)s)")
-    group.add_argument("--lr", type=float, help=f"learning rate (default: the preset's; {_TRAIN_DEFAULTS.learning_rate} for full)")
-    group.add_argument("--rank", type=int, help=f"LoRA rank (default: the preset's; {_TRAIN_DEFAULTS.rank} for full)")
+    group.add_argument("--lr", type=float, help=f"learning rate (default: the preset's; {_FULL.learning_rate} for full)")
+    group.add_argument("--rank", type=int, help=f"LoRA rank (default: the preset's; {_FULL.rank} for full)")
     group.add_argument("--window", type=int, metavar="N",
                        help="train on overlapping N-frame windows (4k+1, e.g. 9) instead of the whole clip; 0 = whole "
                             "clip (default: the preset's; whole clip for full)")
@@ -140,11 +142,11 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
 def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument(steps_flag, dest="gen_steps", type=int, metavar="N",
-                       help=f"denoising steps (default: the preset's; {editing.DEFAULT_GENERATION_STEPS} for full)")
+                       help=f"denoising steps (default: the preset's; {GenerateSettings.steps} for full)")
     group.add_argument("--cfg", type=float,
-                       help=f"classifier-free guidance scale (default: the preset's; {editing.DEFAULT_GUIDANCE_SCALE:g} for full)")
+                       help=f"classifier-free guidance scale (default: the preset's; {GenerateSettings.guidance_scale:g} for full)")
     group.add_argument("--shift", type=float,
-                       help=f"flow shift of the scheduler (default: the preset's; {editing.DEFAULT_FLOW_SHIFT:g} for full)")
+                       help=f"flow shift of the scheduler (default: the preset's; {GenerateSettings.flow_shift:g} for full)")
     group.add_argument("--lora-scale", type=float, help="strength of the LoRA (default: the preset's; 1.0)")
     group.add_argument("--speed-lora", metavar="FILE|ID",
                        help="a step/CFG-distilled Wan2.1-I2V LoRA stacked with the edit LoRA (a .safetensors file, a "
@@ -158,20 +160,20 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help="torch.compile the transformer blocks (slow first step; default: the preset's)")
     group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                        help="decode the video in tiles (less memory; default: the preset's)")
-    group.add_argument("--negative-prompt", default=editing.WAN_NEGATIVE_PROMPT,
+    group.add_argument("--negative-prompt", default=WAN_NEGATIVE_PROMPT,
                        help="negative prompt (default: Wan's own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    from .cli_segment import add_caption_parser, add_segment_parser  # they import this module's helpers
+    from .cli_segment import add_caption_parser, add_segment_parser  # one-way: they import cli_common, never cli
 
     add_segment_parser(commands)
 
     prepare = commands.add_parser(
-        "prepare", formatter_class=_Formatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
-        description=_paragraph("Conform a clip (4k+1 frames, a multiple-of-16 size) and the region to edit (a mask video, "
+        "prepare", formatter_class=HelpFormatter, help="conform a clip and its region to edit; writes first_frame.png to edit",
+        description=paragraph("Conform a clip (4k+1 frames, a multiple-of-16 size) and the region to edit (a mask video, "
                     "turned into loose boxes, or one box), and write them to a folder with first_frame.png, the "
                     "frame to edit."),
         epilog=f"example:\n  {PROG} prepare --video clip.mp4 --mask-video mask.mp4 --frames 49 --out work/prepared\n"
@@ -190,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=cmd_prepare)
 
     train = commands.add_parser(
-        "train", formatter_class=_Formatter, help="train the edit LoRA on a prepared clip",
-        description=_paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
+        "train", formatter_class=HelpFormatter, help="train the edit LoRA on a prepared clip",
+        description=paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
                     "boxes; with --edited-later, stage 2 also learns the look of edited later frames. "
                     "Interrupted runs resume from their checkpoints when run again."),
         epilog=f"example:\n  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" --out work/lora\n"
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--prompt describes the ORIGINAL first frame.\n"
                "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
                "checkpoints/ (a rerun resumes from them; delete them when done to save space).\n\n"
-               "baseline: --naive trains the naive LoRA of METHOD.md section 8 instead (same settings; give it its\n"
+               "baseline: --naive trains the paper's naive-LoRA baseline instead (same settings; give it its\n"
                f"own --out) and `generate --method naive-lora --lora THAT_DIR` uses it:\n"
                f"  {PROG} train --naive --prepared work/prepared --prompt \"a red car on a road\" --out work/naive",
     )
@@ -217,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     generate = commands.add_parser(
-        "generate", formatter_class=_Formatter, help="generate the edited video from an edited first frame",
-        description=_paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
+        "generate", formatter_class=HelpFormatter, help="generate the edited video from an edited first frame",
+        description=paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
                     "the original clip. Needs the LoRA from `train` for the default method."),
         epilog=f"example:\n  {PROG} generate --prepared work/prepared --edited-frame edited.png \\\n"
                "      --prompt \"a blue car on a road\" --lora work/lora --out work/result\n\n"
@@ -233,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the edited first frame (prepared or source size; see --fit)")
     generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
     generate.add_argument("--lora", metavar="DIR|FILE", help="the folder `train` wrote, or a .safetensors LoRA file")
-    generate.add_argument("--method", choices=editing.METHODS, default="mask-lora",
+    generate.add_argument("--method", choices=GENERATION_METHODS, default="mask-lora",
                           help="how to generate (default %(default)s); naive-lora needs --lora from `train --naive`")
     generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
     _add_generate_options(generate, "--steps")
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=cmd_generate)
 
     edit = commands.add_parser(
-        "edit", formatter_class=_Formatter, help="all in one: prepare, train and generate",
+        "edit", formatter_class=HelpFormatter, help="all in one: prepare, train and generate",
         description="Prepare the clip, train its LoRA and generate the edited video in one go.",
         epilog=f"example:\n  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\\n"
                "      --prompt \"a blue car on a road\" --out work/result\n\n"
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
                "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).\n"
                f"--method naive-lora: the naive-LoRA baseline instead; its LoRA goes to\n"
-               f"OUT/{editing.NAIVE_LORA_FOLDER}/.",
+               f"OUT/{NAIVE_LORA_FOLDER}/.",
     )
     _add_clip_options(edit)
     edit.add_argument("--edited-frame", required=True, metavar="PATH",
@@ -267,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="caption of the original first frame for training (default: --prompt)")
     edit.add_argument("--method", choices=("mask-lora", "naive-lora"), default="mask-lora",
                       help="mask-lora (the paper's; default) or naive-lora (the baseline: a LoRA trained with the "
-                           f"stock first-frame condition, in OUT/{editing.NAIVE_LORA_FOLDER}/, then stock "
+                           f"stock first-frame condition, in OUT/{NAIVE_LORA_FOLDER}/, then stock "
                            "image-to-video)")
     _add_train_options(edit, "--steps")
     _add_generate_options(edit, "--gen-steps")
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", required=True, metavar="DIR", help="folder for all results")
     edit.set_defaults(handler=cmd_edit)
 
-    presets = commands.add_parser("presets", formatter_class=_Formatter, help="list the named presets and their settings",
+    presets = commands.add_parser("presets", formatter_class=HelpFormatter, help="list the named presets and their settings",
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
     add_caption_parser(commands)
@@ -412,17 +414,17 @@ def cmd_edit(args) -> int:
     edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     later = _edited_later(args, prepared)
+    args.naive = args.method == "naive-lora"
     config = _train_config(args)
     _check_generate_args(args)
     loaded = _load_model(args.model or editing.default_model(), args)
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
     caption = args.train_prompt or args.prompt
-    args.naive = args.method == "naive-lora"
     if args.naive and later:
         raise MaskEditError("--method naive-lora trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
-    _train(loaded, prepared, caption, config, args, later, out / editing.NAIVE_LORA_FOLDER if args.naive else out)
+    _train(loaded, prepared, caption, config, args, later, out / NAIVE_LORA_FOLDER if args.naive else out)
     return _generate(loaded, prepared, edited, args, args.trigger, out)
 
 
@@ -500,23 +502,30 @@ def _edited_later(args, prepared) -> dict:
 
 
 def _train_config(args) -> TrainConfig:
+    """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line."""
     if args.lr <= 0:
-        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one, e.g. 1e-4")
+        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one with --lr, e.g. 1e-4")
     if args.stage2_epochs < 1:
         raise MaskEditError("--stage2-epochs must be at least 1")
     alpha = args.alpha if args.alpha is not None else float(args.rank)
-    return TrainConfig(steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
-                       gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
-                       blocks_to_swap=args.blocks_to_swap, fp8=args.fp8)
+    return args.preset_settings.train_config(
+        steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
+        blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, window=args.window or 0,
+        window_stride=args.window_stride, stage2_epochs=args.stage2_epochs,
+        condition="stock" if getattr(args, "naive", False) else "mask")
 
 
 def _check_generate_args(args) -> None:
-    if args.gen_steps < 1:
-        raise MaskEditError(f"the number of generation steps is {args.gen_steps}; give at least 1")
-    if args.cfg < 1:
-        raise MaskEditError(f"the guidance scale is {args.cfg}; give 1 (no guidance) or more, e.g. 5")
-    if args.shift <= 0:
-        raise MaskEditError(f"the flow shift is {args.shift}; give a positive one, e.g. 5")
+    """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
+    try:
+        GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
+                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"))
+    except MaskEditError as error:
+        flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
+                 "method": "--method"}
+        flag = next((f for words, f in flags.items() if words in str(error)), None)
+        raise MaskEditError(f"{error} ({flag})" if flag else str(error)) from None
 
 
 def _load_model(name: str, args=None):
@@ -562,139 +571,34 @@ def _load_speed_lora(pipe, args) -> None:
         print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
 
 
-def _cache_for(args):
-    """The LoRA cache of --cache-dir (default folder otherwise), or None with --no-cache."""
-    from .lora_cache import LoraCache
-
-    if getattr(args, "no_cache", False):
-        return None
-    return LoraCache(getattr(args, "cache_dir", None) or None)
-
-
-def _cache_key(prepared, caption, config, args, later, base_model) -> str:
-    """The cache key of this run (`lora_cache.cache_key`); stage-2 epochs other than the default count too."""
-    from .lora_cache import key_from_parts, key_parts
-
-    parts = key_parts(prepared, caption, args.trigger, config, base_model, later, None, args.window or 0,
-                      args.window_stride or 4, bool(getattr(args, "naive", False)))
-    if later and args.stage2_epochs != editing.DEFAULT_STAGE2_EPOCHS:
-        parts["stage2_epochs"] = int(args.stage2_epochs)
-    return key_from_parts(parts)
-
-
-def _has_checkpoints(out: Path) -> bool:
-    from .training import CHECKPOINT_STATE
-
-    return any((out / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE).is_file() for stage in (1, 2))
-
-
-def _when(entry) -> str:
-    import time
-
-    info = entry.info
-    stamp = info.get("trained") or info.get("created")
-    try:
-        stamp = float(stamp) if stamp is not None else entry.lora_path.stat().st_mtime
-    except (OSError, TypeError, ValueError):
-        return "at an unknown time"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
-
-
-def _from_cache(loaded, cache, key: str, args, out: Path, main: bool) -> dict | None:
-    """Ask the cache before training: a finished entry's LoRA files are copied into `out` and put on the
-    pipe (returns its metadata: no training); a resumable entry's checkpoints are copied into an `out`
-    without checkpoints, so that training resumes from them (returns None)."""
-    from .lora import load_lora, read_metadata
-    from .lora_cache import FINISHED, RESUMABLE, copy_lora_files
-
-    entry = cache.lookup(key)
-    if entry is None:
-        return None
-    if entry.status == FINISHED:
-        if main:
-            copy_lora_files(entry.path, out)
-        print(f"reusing cached LoRA {key} (trained {_when(entry)}): same clip, boxes, caption and settings, "
-              f"so no training step runs ({entry.path}; --no-cache trains again)", flush=True)
-        load_lora(loaded.pipe, entry.lora_path)
-        print(f"saved the LoRA: {out / entry.lora_path.name} (from the cache)")
-        return read_metadata(entry.lora_path)
-    if entry.status == RESUMABLE and not args.no_resume and not _has_checkpoints(out):
-        if main:
-            import shutil
-
-            shutil.copytree(entry.path / editing.CHECKPOINTS_FOLDER, out / editing.CHECKPOINTS_FOLDER,
-                            dirs_exist_ok=True)
-        print(f"resuming cached run {key} at step {entry.step}/{entry.total_steps} (stage {entry.stage})", flush=True)
-    return None
-
-
-def _store_in_cache(cache, key: str, out: Path, info: dict) -> None:
-    """Copy a finished or stopped run in `out` (LoRA files, checkpoints) into the cache entry `key`."""
-    import shutil
-    import time
-
-    from .lora_cache import EMPTY, copy_lora_files, entry_status
-
-    if entry_status(out)[0] == EMPTY:
-        return
-    try:
-        cache.remove(key)  # an older stopped run of the same key is replaced
-        with cache.using(key):
-            path = cache.prepare(key, dict(info, trained=time.time(), trained_in=str(out)))
-            if (out / editing.CHECKPOINTS_FOLDER).is_dir():
-                shutil.copytree(out / editing.CHECKPOINTS_FOLDER, path / editing.CHECKPOINTS_FOLDER, dirs_exist_ok=True)
-            copy_lora_files(out, path)
-            evicted = cache.evict(keep=(key,))
-        status = entry_status(path)[0]
-        print(f"cached the {status} run as {key} in {cache.root}"
-              + (f" (removed {len(evicted)} least recently used entries)" if evicted else ""), flush=True)
-    except OSError as error:
-        print(f"note: could not store the run in the LoRA cache {cache.root}: {error}", flush=True)
-
-
 def _train(loaded, prepared, caption, config, args, later, out: Path, distributed=None) -> dict:
-    main = distributed is None or distributed.is_main
-    cache = _cache_for(args)
-    key = None
-    if cache is not None:
-        key = _cache_key(prepared, caption, config, args, later, loaded.name)
-        metadata = _from_cache(loaded, cache, key, args, out, main)
-        if metadata is not None:
-            return metadata
-    info = dict(caption=caption, trigger=args.trigger, base_model=loaded.name, frames=prepared.num_frames,
-                width=prepared.width, height=prepared.height, steps=config.steps, later_frames=sorted(later))
-    if getattr(args, "naive", False):
-        info["method"] = "naive-lora"
-    started = [False]  # set once a stage starts: from then on out/checkpoints/ belong to this run
-    try:
-        return _train_into(loaded, prepared, caption, config, args, later, out, distributed, started)
-    finally:  # finished, stopped or interrupted: keep the run; one that never started leaves nothing to store
-        if cache is not None and main and started[0]:
-            _store_in_cache(cache, key, out, info)
-
-
-def _train_into(loaded, prepared, caption, config, args, later, out: Path, distributed=None, started=None) -> dict:
+    """Train (or reuse) the LoRA through `lora_cache.train_cached` (the app's path too) into `out`, with a
+    progress bar; returns its lora.json metadata."""
     from tqdm import tqdm
 
-    events = editing.train_edit_lora(
-        loaded.pipe, prepared, caption, config, out, trigger=args.trigger, edited_later=later,
-        stage2_epochs=args.stage2_epochs, resume=not args.no_resume, base_model=loaded.name,
-        window=args.window, window_stride=args.window_stride, distributed=distributed,
-        naive=bool(getattr(args, "naive", False)),
-    )
+    from .lora_cache import CacheNote, LoraCache, train_cached
+
+    cache = None if getattr(args, "no_cache", False) else LoraCache(getattr(args, "cache_dir", None) or None)
+    events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
+                          base_model=loaded.name, edited_later=later, resume=not args.no_resume, out_dir=out,
+                          distributed=distributed)
     bar = None
     try:
         for event in events:
-            if isinstance(event, editing.EditTrainingNote):
+            if isinstance(event, CacheNote):
+                if event.kind != "off":
+                    if bar:
+                        bar.write(event.message)
+                    else:
+                        print(event.message, flush=True)
+            elif isinstance(event, editing.EditTrainingNote):
                 (bar.write if bar else print)(event.message)
             elif isinstance(event, editing.EditTrainingStage):
-                if started is not None:
-                    started[0] = True
                 if bar:
                     bar.close()
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
                            unit="step", dynamic_ncols=True)
-            elif isinstance(event, StepEvent):
+            elif isinstance(event, editing.StepEvent):
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}", s_per_step=f"{event.seconds:.2f}")
             elif isinstance(event, editing.EditTrainingStopped):
@@ -710,8 +614,9 @@ def _train_into(loaded, prepared, caption, config, args, later, out: Path, distr
         if bar:
             bar.close()
         events.close()
-        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}; "
-                           "run the same command again to resume") from None
+        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}"
+                           + ("" if cache is None else " and in the LoRA cache")
+                           + "; run the same command again to resume") from None
     finally:
         if bar:
             bar.close()

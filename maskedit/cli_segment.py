@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from . import masks
-from .cli import PROG, _Formatter, _paragraph
-from .conditioning import DEFAULT_TRIGGER
+from .cli_common import PROG, HelpFormatter, paragraph
+from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_TRIGGER
 from .errors import MaskEditError
 
 
@@ -16,8 +16,8 @@ def add_segment_parser(subparsers) -> argparse.ArgumentParser:
     from .segmentation import BACKENDS, DEFAULT_SAM2_MODEL
 
     segment = subparsers.add_parser(
-        "segment", formatter_class=_Formatter, help="segment the object to edit from a few clicks (SAM2 or offline)",
-        description=_paragraph("Segment the object to edit through the whole clip from a few clicks on one frame: "
+        "segment", formatter_class=HelpFormatter, help="segment the object to edit from a few clicks (SAM2 or offline)",
+        description=paragraph("Segment the object to edit through the whole clip from a few clicks on one frame: "
                                "SAM2 when its weights load (auto), else an approximate offline segmenter. Writes "
                                "the tight masks, their loose boxes (the region to edit) and a preview, all with the "
                                "clip's frame count and fps; give masks.mp4 to `prepare --mask-video`."),
@@ -93,11 +93,10 @@ def run_segment(args) -> int:
 
 
 def add_caption_parser(subparsers) -> argparse.ArgumentParser:
-    from .captioning import DEFAULT_CAPTION_MODEL
 
     caption = subparsers.add_parser(
-        "caption", formatter_class=_Formatter, help="caption an image (Florence-2), e.g. for --prompt",
-        description=_paragraph("Caption an image with Florence-2 <DETAILED_CAPTION>, without its boilerplate opening "
+        "caption", formatter_class=HelpFormatter, help="caption an image (Florence-2), e.g. for --prompt",
+        description=paragraph("Caption an image with Florence-2 <DETAILED_CAPTION>, without its boilerplate opening "
                                "(\"The image shows ...\"). Prints only the caption: give it as --prompt to `train` "
                                "(caption the original first frame) or `generate` (the edited one), which put the "
                                f"trigger token ({DEFAULT_TRIGGER}) before it themselves; --trigger prints the whole "

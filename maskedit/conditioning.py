@@ -26,7 +26,7 @@ from .masks import keep_mask_from_region
 GREY_FILL = 0.0
 """Value of generate regions of V_cond in [-1, 1] pixel space (RGB 127.5, mid grey)."""
 
-DEFAULT_TRIGGER = "p3rs0n"
+from .defaults import DEFAULT_TRIGGER  # noqa: E402,F401  (one definition, torch-free)
 """Trigger token put in front of every caption (reference code of the paper)."""
 
 

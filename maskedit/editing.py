@@ -17,7 +17,6 @@ renamed when complete, so a failed run never leaves an `edited.mp4` or `lora.saf
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -29,32 +28,27 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import masks
-from .conditioning import (
-    DEFAULT_TRIGGER, compose_prompt, inference_condition, naive_sample, stage1_sample, stage2_sample, stock_condition,
-    window_starts,
-)
+from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, stock_condition
+from .defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (part of this API)
 from .errors import MaskEditError
-from .files import atomic_path
+from .presets import GENERATION_METHODS, GenerateSettings
+from .files import save_npz, write_text
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
+from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
+    CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, MASK_CONDITION, STAGE2_REPEATS, STOCK_CONDITION, LoraTrainer, StepEvent,
+    TrainConfig, plan_stages, restore_encoders, stage2_steps,
+)
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
-WAN_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
-    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
-    "杂乱的背景，三条腿，背景人很多，倒着走"
-)
-"""Wan2.1's default negative prompt (`sample_neg_prompt` in the Wan repository's shared config)."""
 
-METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
+METHODS = GENERATION_METHODS
 """Generation methods: the paper's (mask condition + LoRA), stock I2V without LoRA, feature-level blending, and
 the naive-LoRA baseline (stock condition + a LoRA trained with the stock condition, `train_edit_lora(naive=True)`)."""
 
-STAGE2_REPEATS = 9  # each edited later frame appears 9 times per epoch beside the clip (METHOD.md §5)
-DEFAULT_STAGE2_EPOCHS = 10
-DEFAULT_GENERATION_STEPS = 30
-DEFAULT_GUIDANCE_SCALE = 5.0
-DEFAULT_FLOW_SHIFT = 5.0
+DEFAULT_STAGE2_EPOCHS = TrainConfig.stage2_epochs
+DEFAULT_GENERATION_STEPS = GenerateSettings.steps
+DEFAULT_GUIDANCE_SCALE = GenerateSettings.guidance_scale
+DEFAULT_FLOW_SHIFT = GenerateSettings.flow_shift
 
 PREPARED_JSON = "prepared.json"
 CLIP_VIDEO, CLIP_ARRAY = "clip.mp4", "clip.npz"
@@ -66,8 +60,6 @@ EDITED_VIDEO = "edited.mp4"
 SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
 CHECKPOINTS_FOLDER = "checkpoints"
 FINGERPRINT = "fingerprint.json"
-NAIVE_LORA_FOLDER = "naive_lora"  # `edit --method naive-lora` keeps the baseline's LoRA here (never over ours)
-STOCK_CONDITION = "stock"  # lora.json "condition" of a naive-baseline LoRA (mask-aware LoRAs have no such key)
 PREPARED_FORMAT = 1
 
 
@@ -195,10 +187,10 @@ def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_fram
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PREPARED_JSON).unlink(missing_ok=True)  # the folder is complete again only when this is back
-    _save_npz(folder / CLIP_ARRAY, frames=prepared.frames)
-    _save_npz(folder / BOXES_ARRAY, region=np.asarray(prepared.region, dtype=bool))
+    save_npz(folder / CLIP_ARRAY, frames=prepared.frames)
+    save_npz(folder / BOXES_ARRAY, region=np.asarray(prepared.region, dtype=bool))
     if prepared.tight is not None:
-        _save_npz(folder / TIGHT_ARRAY, region=np.asarray(prepared.tight, dtype=bool))
+        save_npz(folder / TIGHT_ARRAY, region=np.asarray(prepared.tight, dtype=bool))
     else:
         (folder / TIGHT_ARRAY).unlink(missing_ok=True)
     write_video(folder / CLIP_VIDEO, prepared.frames, prepared.fps)
@@ -215,7 +207,7 @@ def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_fram
         "height": prepared.height, "notes": prepared.notes, "source": prepared.source,
         "created": _now(),
     }
-    _write_text(folder / PREPARED_JSON, json.dumps(info, indent=2))
+    write_text(folder / PREPARED_JSON, json.dumps(info, indent=2))
     return folder
 
 
@@ -325,11 +317,6 @@ class EditTrainingDone:
 EditTrainingEvent = EditTrainingStage | StepEvent | EditTrainingNote | EditTrainingStopped | EditTrainingDone
 
 
-def stage2_steps(num_edited: int, epochs: int = DEFAULT_STAGE2_EPOCHS) -> int:
-    """Stage-2 steps: each epoch is the clip once plus every edited later frame 9 times."""
-    return epochs * (1 + STAGE2_REPEATS * num_edited)
-
-
 def train_edit_lora(
     pipe,
     prepared: PreparedClip,
@@ -339,37 +326,37 @@ def train_edit_lora(
     trigger: str = DEFAULT_TRIGGER,
     edited_later: dict[int, np.ndarray] | None = None,
     later_captions: dict[int, str] | None = None,
-    stage2_epochs: int = DEFAULT_STAGE2_EPOCHS,
+    stage2_epochs: int | None = None,
     resume: bool = True,
     should_stop: Callable[[], bool] | None = None,
     base_model: str | None = None,
-    window: int = 0,
-    window_stride: int = 4,
+    window: int | None = None,
+    window_stride: int | None = None,
     distributed=None,
-    naive: bool = False,
+    naive: bool | None = None,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
-    Stage 1 (METHOD.md §4) learns the clip's motion with the boxes; with `edited_later` ({frame index in
-    the prepared clip: edited uint8 (H, W, 3)}) stage 2 (§5) continues the adapter on the clip plus each
-    edited frame (repeated 9x per epoch) for `stage2_steps(n, stage2_epochs)` steps. Prompts are
-    `compose_prompt(caption, trigger)` (later frames: their `later_captions` entry, else the caption).
-    Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same inputs and
-    settings continues from them (other inputs start afresh). A stop (should_stop() True, or an exception
-    such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
+    The config says what is trained on (`training.plan_stages`): stage 1 (METHOD.md §4) learns the clip's
+    motion with the boxes — on the whole clip or on `config.window`-frame windows every `config.window_stride`
+    frames (§7); with `edited_later` ({frame index in the prepared clip: edited uint8 (H, W, 3)}) stage 2
+    (§5) continues the adapter on the clip plus each edited frame (repeated 9x per epoch) for
+    `stage2_steps(n, config.stage2_epochs)` steps. `config.condition == "stock"` trains the naive-LoRA
+    baseline instead (§8: stock I2V condition, boxes unused, no stage 2; lora.json says "condition": "stock";
+    give it its own `out_dir`). stage2_epochs, window, window_stride, naive: when given, override the
+    config's fields of the same meaning.
+    Prompts are `compose_prompt(caption, trigger)` (later frames: their `later_captions` entry, else the
+    caption). Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same
+    inputs and settings continues from them (other inputs start afresh). A stop (should_stop() True, or an
+    exception such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
     lora_comfyui.safetensors and lora.json are written (`maskedit.lora.save_lora`); stale ones from an
     earlier run are removed before training starts. Any adapter already on the pipe is replaced.
-    window: train on overlapping `window`-frame windows every `window_stride` frames instead of the whole
-    clip (METHOD.md §7; 0 = whole clip). distributed: a `maskedit.distributed.DistributedContext` when
-    launched on several processes (data-parallel; only the main process writes files).
-    naive: train the naive-LoRA baseline instead (METHOD.md §8): the same settings, but every sample has the
-    stock I2V condition (`conditioning.naive_sample`: first frame kept, the rest generated; the boxes are not
-    used), no stage 2 (`edited_later` is refused); it has its own checkpoint fingerprint and lora.json says
-    `"condition": "stock"`. Generate with it by `generate_edit(method="naive-lora")`. Give it its own
-    `out_dir`: the files are named like the mask-aware LoRA's.
+    distributed: a `maskedit.distributed.DistributedContext` when launched on several processes
+    (data-parallel; only the main process writes files).
     """
+    config = with_plan(config, window=window, window_stride=window_stride, naive=naive, stage2_epochs=stage2_epochs)
     out_dir = Path(out_dir)
-    if naive and edited_later:
+    if config.naive and edited_later:
         raise MaskEditError(
             "the naive-LoRA baseline trains on the clip alone (stock condition, no stage 2); leave out the edited "
             "later frames"
@@ -382,68 +369,35 @@ def train_edit_lora(
                 f"the edited later frame number {index} is outside the prepared clip's frames 1..{prepared.num_frames - 1}"
             )
         check_image_size(frame, prepared.width, prepared.height, f"edited frame {index}")
-    if edited_later and stage2_epochs < 1:
-        raise MaskEditError("stage 2 needs at least 1 epoch")
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
-    if naive:
-        if window and window < prepared.num_frames:  # the same low-cost windows, each with the stock condition
-            clip_list = [TrainItem(naive_sample(prepared.frames[start:start + window], prompt))
-                         for start in window_starts(prepared.num_frames, window, window_stride)]
-        else:
-            window, clip_list = 0, [TrainItem(naive_sample(prepared.frames, prompt), 1)]
-    elif window and window < prepared.num_frames:
-        clip_list = clip_items(prepared.frames, prepared.region, prompt, window, window_stride)
-    else:
-        window, clip_list = 0, [TrainItem(stage1_sample(prepared.frames, prepared.region, prompt), 1)]
+    later = [(k, frame, compose_prompt(later_captions.get(k, caption), trigger)) for k, frame in edited_later.items()]
+    stages = plan_stages(prepared.frames, prepared.region, prompt, config, base_model, later)
     main = distributed is None or distributed.is_main
 
-    if naive:  # no boxes in it; never resumes (or is resumed by) a mask-aware run
-        stage1_print = _fingerprint(
-            condition=STOCK_CONDITION, base=base_model, clip=_digest(prepared.frames), prompt=prompt,
-            config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
-        )
-    else:
-        stage1_print = _fingerprint(
-            base=base_model, clip=_digest(prepared.frames), region=_digest(prepared.region), prompt=prompt,
-            config=_config_dict(config), **({"window": [window, window_stride]} if window else {}),
-        )
-    stages = [(1, clip_list, config, stage1_print)]
-    if edited_later:
-        items = clip_list + [
-            TrainItem(stage2_sample(prepared.frames[k], frame, prepared.region[k],
-                                    compose_prompt(later_captions.get(k, caption), trigger)), STAGE2_REPEATS)
-            for k, frame in edited_later.items()
-        ]
-        config2 = replace(config, steps=stage2_steps(len(edited_later), stage2_epochs))
-        stage2_print = _fingerprint(
-            stage1=stage1_print, frames={str(k): _digest(f) for k, f in edited_later.items()},
-            prompts=[item.sample.prompt for item in items[len(clip_list):]], config=_config_dict(config2),
-        )
-        stages.append((2, items, config2, stage2_print))
-
     if main:
-        _remove_lora_files(out_dir)
+        remove_lora_files(out_dir)
     unload_lora(pipe)
     losses: list[float] = []
     try:
-        for stage, items, stage_config, fingerprint in stages:
-            checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage}"
-            fresh = _claim_checkpoints(checkpoint_dir, fingerprint, resume) if main else None
+        for stage in stages:
+            checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage.number}"
+            fresh = _claim_checkpoints(checkpoint_dir, stage.fingerprint, resume) if main else None
             if distributed is not None:
                 distributed.barrier()  # every process resumes from what the main one kept
             if fresh:
                 yield EditTrainingNote(fresh)
-            yield EditTrainingNote(f"stage {stage}: encoding {len(items)} sample(s)")
-            _restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
+            yield EditTrainingNote(f"stage {stage.number}: encoding {len(stage.items)} sample(s)")
+            restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
-            trainer = LoraTrainer(pipe, items, stage_config, checkpoint_dir, device=device, distributed=distributed)
+            trainer = LoraTrainer(pipe, stage.items, stage.config, checkpoint_dir, device=device,
+                                  distributed=distributed)
             if resume and trainer.resume():
                 yield EditTrainingNote(
-                    f"stage {stage}: resumed from the checkpoint at step {trainer.state.step} of {stage_config.steps} "
-                    f"in {checkpoint_dir}"
+                    f"stage {stage.number}: resumed from the checkpoint at step {trainer.state.step} of "
+                    f"{stage.config.steps} in {checkpoint_dir}"
                 )
-            yield EditTrainingStage(stage, stage_config.steps, trainer.state.step, str(checkpoint_dir))
+            yield EditTrainingStage(stage.number, stage.config.steps, trainer.state.step, str(checkpoint_dir))
             run = trainer.run(should_stop)
             try:
                 for event in run:
@@ -451,18 +405,19 @@ def train_edit_lora(
             finally:
                 run.close()  # a stop or an interrupt here still writes the trainer's checkpoint
             losses = trainer.state.losses
-            if trainer.state.step < stage_config.steps:
-                yield EditTrainingStopped(stage, trainer.state.step, stage_config.steps, str(checkpoint_dir))
+            if trainer.state.step < stage.config.steps:
+                yield EditTrainingStopped(stage.number, trainer.state.step, stage.config.steps, str(checkpoint_dir))
                 return
     finally:
-        _restore_encoders(pipe)
+        restore_encoders(pipe)
 
+    window_used = config.window_for(prepared.num_frames)
     metadata = {
         "base_model": base_model,
         "rank": config.rank,
         "alpha": config.alpha,
         "steps": config.steps,
-        "stage2_steps": stages[1][2].steps if len(stages) > 1 else 0,
+        "stage2_steps": stages[1].config.steps if len(stages) > 1 else 0,
         "stage2_frames": list(edited_later),
         "learning_rate": config.learning_rate,
         "seed": config.seed,
@@ -476,10 +431,11 @@ def train_edit_lora(
         "final_loss": losses[-1] if losses else None,
         "created": _now(),
         "trainer": "maskedit",
+        "settings": asdict(config),  # the whole TrainConfig: `TrainConfig.from_dict` rebuilds it
     }
-    if window:
-        metadata.update(window=window, window_stride=window_stride)
-    if naive:
+    if window_used:
+        metadata.update(window=window_used, window_stride=config.window_stride)
+    if config.naive:
         metadata.update(condition=STOCK_CONDITION, method="naive-lora")
     if distributed is not None:
         metadata["processes"] = distributed.world_size
@@ -493,12 +449,14 @@ def train_edit_lora(
     yield EditTrainingDone(str(path), metadata)
 
 
-def _config_dict(config: TrainConfig) -> dict:
-    settings = asdict(config)
-    settings.pop("checkpoint_every", None)  # how often checkpoints are written does not change the result
-    settings.pop("blocks_to_swap", None)  # neither do block swapping and activation offload (bitwise equal)
-    settings.pop("activation_offload", None)
-    return settings
+def with_plan(config: TrainConfig, *, window: int | None = None, window_stride: int | None = None,
+              naive: bool | None = None, stage2_epochs: int | None = None) -> TrainConfig:
+    """`config` with the sample-choice fields that are given (None: keep the config's)."""
+    changes = {name: value for name, value in (("window", window), ("window_stride", window_stride),
+                                               ("stage2_epochs", stage2_epochs)) if value is not None}
+    if naive is not None:
+        changes["condition"] = STOCK_CONDITION if naive else MASK_CONDITION
+    return replace(config, **{k: (int(v) if k != "condition" else v) for k, v in changes.items()}) if changes else config
 
 
 def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | None:
@@ -514,27 +472,16 @@ def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | No
         for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
             (folder / name).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_text(marker, fingerprint)
+        write_text(marker, fingerprint)
     return note
 
 
-def _restore_encoders(pipe) -> None:
-    """The trainer moves the VAE and encoders off the GPU; bring them back beside the transformer (the
-    pipeline's execution device follows its text encoder, so they must move back before encoding again)."""
-    device = next(pipe.transformer.parameters()).device
-    if device.type == "cpu":
-        return
-    for name in ("vae", "text_encoder", "image_encoder"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            module.to(device)
-
-
-def _remove_lora_files(folder: Path) -> None:
+def remove_lora_files(folder: str | os.PathLike) -> None:
+    """Delete lora.safetensors, lora_comfyui.safetensors and lora.json of an earlier run in `folder`."""
     from .lora import COMFYUI_WEIGHT_NAME, METADATA_NAME
 
     for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
-        (folder / name).unlink(missing_ok=True)
+        (Path(folder) / name).unlink(missing_ok=True)
 
 
 # ----- generation
@@ -612,10 +559,8 @@ def generate_edit(
 
     from .runtime import quiet_transformers
 
-    if method not in METHODS:
-        raise MaskEditError(f"the method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    if steps < 1:
-        raise MaskEditError(f"the number of generation steps is {steps}; give at least 1")
+    GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
+                     seed=seed, method=method)  # checks every setting before any work
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
@@ -697,28 +642,10 @@ def side_by_side(original: np.ndarray, edited: np.ndarray) -> np.ndarray:
     return np.concatenate([original, edited], axis=2)
 
 
-def background_psnr(original: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
-    """PSNR (dB) between original and edited frames outside the edit region, frames 1.. only (frame 0 is the
-    user's edit). inf when identical there; nan when the region leaves no background pixel."""
-    original = np.asarray(original, dtype=np.float64)
-    edited = np.asarray(edited, dtype=np.float64)
-    region = np.asarray(region, dtype=bool)
-    if original.shape != edited.shape or region.shape != original.shape[:3]:
-        raise MaskEditError(
-            f"cannot compare videos of shapes {original.shape} and {edited.shape} with a mask of shape {region.shape}"
-        )
-    frames = slice(1, None) if original.shape[0] > 1 else slice(None)
-    keep = ~region[frames]
-    if not keep.any():
-        return float("nan")
-    error = (original[frames] - edited[frames])[keep]
-    mse = float(np.mean(error ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
-
-
 @dataclass
 class EditOutputs:
-    """The files of a finished edit and its background PSNR (dB)."""
+    """The files of a finished edit and its background PSNR (dB; `metrics.psnr` outside the boxes, frames 1..:
+    inf when identical there, nan when the boxes cover everything)."""
 
     edited: Path
     side_by_side: Path
@@ -738,8 +665,11 @@ def write_edit_outputs(out_dir: str | os.PathLike, prepared: PreparedClip, edite
         raise MaskEditError(f"the edited video is {edited.shape} but the clip is {prepared.frames.shape}")
     write_video(out_dir / SIDE_BY_SIDE_VIDEO, side_by_side(prepared.frames, edited), prepared.fps)
     write_video(out_dir / EDITED_VIDEO, edited, prepared.fps)
+    from .metrics import psnr
+
+    judged = slice(1, None) if prepared.num_frames > 1 else slice(None)  # frame 0 is the user's edit
     return EditOutputs(out_dir / EDITED_VIDEO, out_dir / SIDE_BY_SIDE_VIDEO,
-                       background_psnr(prepared.frames, edited, prepared.region))
+                       psnr(edited[judged], prepared.frames[judged], ~prepared.region[judged]))
 
 
 # ----- models and LoRA files
@@ -776,30 +706,6 @@ def resolve_lora_path(path: str | os.PathLike) -> Path:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _digest(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def _fingerprint(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda handle: handle.write(text.encode()))
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    _atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
-
-
-def _atomic(path: Path, write: Callable) -> None:
-    with atomic_path(path) as temp_name, open(temp_name, "wb") as file:
-        write(file)
 
 
 def _load_npz(path: Path, key: str) -> np.ndarray | None:

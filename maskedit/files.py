@@ -34,3 +34,17 @@ def _umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o022
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_path(path) as temp_name:
+        Path(temp_name).write_bytes(text.encode())
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """Write arrays to a compressed .npz atomically."""
+    import numpy as np
+
+    with atomic_path(path) as temp_name, open(temp_name, "wb") as handle:
+        np.savez_compressed(handle, **arrays)

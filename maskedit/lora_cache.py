@@ -20,7 +20,6 @@ entries are evicted first, never one in use (`LoraCache.using`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -66,47 +65,58 @@ def default_max_bytes() -> int:
 
 
 def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
-              later_captions: dict | None = None, window: int = 0, window_stride: int = 4,
-              naive: bool = False) -> dict:
+              later_captions: dict | None = None, window: int | None = None, window_stride: int | None = None,
+              naive: bool | None = None) -> dict:
     """What training depends on, as a JSON-able dict of digests and settings (the key hashes it).
 
-    The same parts as the app's training key always had (`session.train_key` is this key); later-frame
-    captions, windows and `naive` (the naive-LoRA baseline, `editing.train_edit_lora(naive=True)`: part
-    "condition" = "stock") only enter when given, so keys of plain stage-1 runs are unchanged."""
-    from .editing import _config_dict, _digest
+    config: the run's `training.TrainConfig` (its window, stride, condition and stage-2 epochs included;
+    window, window_stride, naive override them when given, as in `editing.train_edit_lora`). Later-frame
+    captions, windows, stage-2 epochs other than the default and the naive baseline's condition (part
+    "condition" = "stock", boxes left out) only enter when they apply, so keys of plain stage-1 runs stay
+    as they were."""
+    from .editing import with_plan
+    from .hashing import array_digest
+    from .training import TrainConfig, run_settings
 
+    config = with_plan(config, window=window, window_stride=window_stride, naive=naive)
     edited_later = edited_later or {}
-    parts = dict(clip=_digest(prepared.frames), region=_digest(np.asarray(prepared.region, dtype=bool)),
-                 caption=str(caption), trigger=str(trigger), config=_config_dict(config), base=str(base_model),
-                 later={str(k): _digest(v) for k, v in sorted(edited_later.items())})
+    parts = dict(clip=array_digest(prepared.frames), region=array_digest(np.asarray(prepared.region, dtype=bool)),
+                 caption=str(caption), trigger=str(trigger), config=run_settings(config), base=str(base_model),
+                 later={str(k): array_digest(v) for k, v in sorted(edited_later.items())})
     captions = {str(k): str(v) for k, v in sorted((later_captions or {}).items()) if int(k) in edited_later}
     if captions:
         parts["later_captions"] = captions
-    if window and window < prepared.num_frames:
-        parts["window"] = [int(window), int(window_stride)]
-    if naive:  # the stock condition never sees the boxes: re-marking the region keeps the baseline's LoRA
+    used_window = config.window_for(prepared.num_frames)
+    if used_window:
+        parts["window"] = [int(used_window), int(config.window_stride)]
+    if edited_later and config.stage2_epochs != TrainConfig.stage2_epochs:
+        parts["stage2_epochs"] = int(config.stage2_epochs)
+    if config.naive:  # the stock condition never sees the boxes: re-marking the region keeps the baseline's LoRA
         del parts["region"]
         parts["condition"] = "stock"
     return parts
 
 
 def cache_key(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
-              later_captions: dict | None = None, window: int = 0, window_stride: int = 4,
-              naive: bool = False) -> str:
-    """A 16-hex-digit key of `key_parts` (frames, boxes, caption, trigger, settings, base model, edited later
-    frames, naive baseline or not). The edited first frame is not part of it."""
+              later_captions: dict | None = None, window: int | None = None, window_stride: int | None = None,
+              naive: bool | None = None) -> str:
+    """The one key of a training run: 16 hex digits of `key_parts` (frames, boxes, caption, trigger, settings,
+    base model, edited later frames, naive baseline or not). The edited first frame is not part of it."""
     return key_from_parts(key_parts(prepared, caption, trigger, config, base_model, edited_later, later_captions,
                                     window, window_stride, naive))
 
 
 def key_from_parts(parts: dict) -> str:
     """The key of `key_parts(...)`."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from .hashing import json_digest
+
+    return json_digest(parts)[:16]
 
 
 PART_NAMES = {"clip": "the frames", "region": "the boxes", "caption": "the caption", "trigger": "the trigger",
               "config": "the training settings", "base": "the base model", "later": "the edited later frames",
               "later_captions": "the later frames' captions", "window": "the windows",
+              "stage2_epochs": "the stage-2 epochs",
               "condition": "the training condition (naive baseline)"}
 
 
@@ -144,6 +154,16 @@ class CacheEntry:
             return json.loads((self.path / ENTRY_JSON).read_text())
         except (OSError, ValueError):
             return {}
+
+    def trained_at(self) -> str:
+        """When the entry was last trained or created, as local "YYYY-MM-DD HH:MM"."""
+        info = self.info
+        stamp = info.get("trained") or info.get("created")
+        try:
+            stamp = float(stamp) if stamp is not None else self.lora_path.stat().st_mtime
+        except (OSError, TypeError, ValueError):
+            return "at an unknown time"
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
 
     def describe(self) -> str:
         if self.status == FINISHED:
@@ -347,68 +367,109 @@ def seed_from_stage1(cache: LoraCache, stage1_key: str, target: Path) -> bool:
 
 def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | None, trigger: str, base_model: str,
                  edited_later: dict | None = None, later_captions: dict | None = None, use_cache: bool = True,
-                 load: bool = True, **train_kwargs) -> Iterator:
-    """Train the edit LoRA through the cache; a generator of `CacheNote` and `editing.train_edit_lora` events.
+                 resume: bool = True, load: bool = True, out_dir: str | os.PathLike | None = None,
+                 distributed=None, **train_kwargs) -> Iterator:
+    """The one cached-training path (CLI and app): train the edit LoRA through the cache; a generator of
+    `CacheNote` and `editing.train_edit_lora` events.
 
     A finished entry is reused (CacheNote "hit", then EditTrainingDone with its files; with `load` the
-    LoRA is put on the pipe); a resumable one continues from its checkpoint; otherwise training runs into
-    a new entry. use_cache False (--no-cache) forces training from scratch into the entry (an old entry of
-    the same key is replaced). Other keyword arguments go to `train_edit_lora` (should_stop, window, ...).
-    Returns nothing; the last event is EditTrainingDone or EditTrainingStopped.
+    LoRA is put on the pipe); a resumable one continues from its checkpoint (unless `resume` is False);
+    otherwise training runs into a new entry (stage 2 starts from a finished stage-1 entry of the same
+    inputs). use_cache False forces training from scratch into the entry (an old entry of the same key is
+    replaced). cache None: no cache at all, the run trains in `out_dir` (CacheNote "off").
+    out_dir: also put the run's files there — the LoRA files and checkpoints, copied after the run ends
+    however it ends (finished, stopped or interrupted), so the folder looks like a plain `train_edit_lora`
+    run. Other keyword arguments go to `train_edit_lora` (should_stop; window, window_stride, naive,
+    stage2_epochs override the config's). The last event is EditTrainingDone or EditTrainingStopped.
     """
     from . import editing
     from .lora import load_lora, read_metadata
 
+    plan = {name: train_kwargs.pop(name) for name in ("window", "window_stride", "naive", "stage2_epochs")
+            if name in train_kwargs}
+    config = editing.with_plan(config, **plan)
+    main = distributed is None or distributed.is_main
     if cache is None:
-        raise MaskEditError("no LoRA cache given")
-    window = int(train_kwargs.get("window") or 0)
-    stride = int(train_kwargs.get("window_stride") or 4)
-    naive = bool(train_kwargs.get("naive"))
-    key = cache_key(prepared, caption, trigger, config, base_model, edited_later, later_captions, window, stride,
-                    naive)
+        if out_dir is None:
+            raise MaskEditError("no LoRA cache and no folder to train into were given")
+        yield CacheNote("off", f"training without the LoRA cache into {out_dir}")
+        yield from editing.train_edit_lora(pipe, prepared, caption, config, out_dir, trigger=trigger,
+                                           edited_later=edited_later, later_captions=later_captions, resume=resume,
+                                           base_model=base_model, distributed=distributed, **train_kwargs)
+        return
+    key = cache_key(prepared, caption, trigger, config, base_model, edited_later, later_captions)
     entry = cache.lookup(key) if use_cache else None
     if entry is not None and entry.status == FINISHED:
-        yield CacheNote("hit", f"reusing cached LoRA {key} ({entry.path}): same clip, boxes, caption and "
-                               "settings, so no training is needed", key, str(entry.path))
+        yield CacheNote("hit", f"reusing cached LoRA {key} (trained {entry.trained_at()}): same clip, boxes, caption "
+                               f"and settings, so no training step runs ({entry.path})", key, str(entry.path))
+        if out_dir is not None and main:
+            copy_lora_files(entry.path, out_dir)
         if load:
             load_lora(pipe, entry.lora_path)
-        yield editing.EditTrainingDone(str(entry.lora_path), read_metadata(entry.lora_path))
+        lora_path = Path(out_dir) / entry.lora_path.name if out_dir is not None else entry.lora_path
+        yield editing.EditTrainingDone(str(lora_path), read_metadata(entry.lora_path))
         return
-    if not use_cache:
+    if not use_cache and main:
         cache.remove(key)
     info = dict(caption=caption, trigger=trigger, base_model=base_model, frames=prepared.num_frames,
                 width=prepared.width, height=prepared.height, steps=config.steps,
                 later_frames=sorted(int(k) for k in (edited_later or {})))
-    if naive:
+    if config.naive:
         info["method"] = "naive-lora"
-    path = cache.prepare(key, info)
-    if entry is not None and entry.status == RESUMABLE:
+    path = cache.prepare(key, info) if main else cache.path(key)
+    if entry is not None and entry.status == RESUMABLE and resume:
         yield CacheNote("resume", f"resuming cached run {key} from step {entry.step} of {entry.total_steps} "
                                   f"(stage {entry.stage}) in {path}", key, str(path))
     elif edited_later:
-        stage1 = cache_key(prepared, caption, trigger, config, base_model, None, None, window, stride)
-        if use_cache and seed_from_stage1(cache, stage1, path):
+        stage1 = cache_key(prepared, caption, trigger, config, base_model)
+        if use_cache and main and seed_from_stage1(cache, stage1, path):
             yield CacheNote("stage1", f"stage 2 starts from the cached stage-1 run {stage1}", key, str(path))
         else:
             yield CacheNote("miss", f"training a new LoRA into the cache ({path})", key, str(path))
     else:
         yield CacheNote("miss" if use_cache else "off",
                         f"training a new LoRA into the cache ({path})" if use_cache
-                        else f"--no-cache: training afresh into {path}", key, str(path))
+                        else f"training afresh into the cache ({path}), not reusing an earlier run", key, str(path))
+    if out_dir is not None and main:
+        editing.remove_lora_files(out_dir)  # an earlier run's files must not pass for this one's
     with cache.using(key):
-        evicted = cache.evict(keep=(key,))
+        evicted = cache.evict(keep=(key,)) if main else []
         if evicted:
             yield CacheNote("evicted", f"removed {len(evicted)} least recently used cached LoRA(s) to stay under "
                                        f"{cache.max_bytes / 1024 ** 3:.3g} GB", key, str(path))
         events = editing.train_edit_lora(pipe, prepared, caption, config, path, trigger=trigger,
                                          edited_later=edited_later, later_captions=later_captions,
-                                         resume=use_cache, base_model=base_model, **train_kwargs)
+                                         resume=use_cache and resume, base_model=base_model,
+                                         distributed=distributed, **train_kwargs)
+        done = None
         try:
-            yield from events
+            for event in events:
+                if isinstance(event, editing.EditTrainingDone) and out_dir is not None:
+                    done = event
+                    continue  # reported below, with the path of the copy in out_dir
+                yield event
         finally:
             events.close()
             cache.touch(key)
-    cache.evict(keep=(key,))
+            if out_dir is not None and main:
+                export_run(path, out_dir)
+    if main:
+        cache.evict(keep=(key,))
+    if done is not None:
+        status = entry_status(path)[0]
+        yield CacheNote("stored", f"cached the {status} run as {key} in {cache.root}", key, str(path))
+        yield editing.EditTrainingDone(str(Path(out_dir) / Path(done.lora_path).name), done.metadata)
+
+
+def export_run(entry_path: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """Copy a run's LoRA files and checkpoints from its cache entry into `out_dir` (what a plain run there
+    would have left)."""
+    from .editing import CHECKPOINTS_FOLDER
+
+    entry_path, out_dir = Path(entry_path), Path(out_dir)
+    if (entry_path / CHECKPOINTS_FOLDER).is_dir():
+        shutil.copytree(entry_path / CHECKPOINTS_FOLDER, out_dir / CHECKPOINTS_FOLDER, dirs_exist_ok=True)
+    copy_lora_files(entry_path, out_dir)
 
 
 def copy_lora_files(source_folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

@@ -17,8 +17,7 @@ from .errors import MaskEditError
 from .pipeline import MaskEditPipeline
 from .runtime import default_device, quiet_transformers
 
-DEFAULT_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
-TINY = "tiny"
+from .defaults import DEFAULT_MODEL_ID, TINY  # noqa: E402  (one definition, torch-free)
 
 TINY_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
@@ -135,7 +134,8 @@ def load_pipeline(
     try:
         pipe = _from_pretrained(model, dtype)
     except (OSError, ValueError, EnvironmentError) as error:
-        where = "folder" if os.path.isdir(model) else "hub id"
+        path_like = model.startswith(("/", ".", "~")) or model.count("/") != 1  # a hub id is owner/name
+        where = "folder" if os.path.isdir(model) else ("no such folder" if path_like else "hub id")
         raise MaskEditError(
             f"could not load the model {model!r} ({where}): {error}. Pass a local diffusers-format folder of a "
             f"Wan2.1 I2V model, a hub id you can reach, or --model {TINY} for the built-in small model."

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .defaults import DEFAULT_WINDOW_STRIDE
 from .errors import MaskEditError
 
 NUM_BLOCKS_14B = 40
@@ -29,6 +30,43 @@ NUM_BLOCKS_14B = 40
 DEFAULT_SPEED_LORA = "lightx2v/Wan2.1-Distill-Loras/wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
 """A step- and CFG-distilled Wan2.1-I2V-14B LoRA (4 steps, CFG 1) as `owner/repo/file.safetensors`; any
 local .safetensors file or folder works as well (maskedit.speed.resolve_speed_lora)."""
+
+
+GENERATION_METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
+"""The paper's method (mask condition + LoRA) and the baselines: stock I2V, feature-level blending, naive LoRA."""
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """How an edit is generated (METHOD.md §6); the defaults are the one place of 30 steps, CFG 5, shift 5.
+
+    steps ≥ 1 denoising steps; guidance_scale ≥ 1 (1 = no classifier-free guidance); flow_shift > 0;
+    lora_scale: weight of the edit LoRA (0..2 useful); seed: the noise seed; method: one of
+    GENERATION_METHODS."""
+
+    steps: int = 30
+    guidance_scale: float = 5.0
+    flow_shift: float = 5.0
+    lora_scale: float = 1.0
+    seed: int = 0
+    method: str = "mask-lora"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise MaskEditError(f"the number of generation steps is {self.steps}; give at least 1")
+        if not self.guidance_scale >= 1:
+            raise MaskEditError(f"the guidance scale is {self.guidance_scale}; give 1 (no guidance) or more, e.g. 5")
+        if not self.flow_shift > 0:
+            raise MaskEditError(f"the flow shift is {self.flow_shift}; give a positive one, e.g. 5")
+        if self.method not in GENERATION_METHODS:
+            raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -47,17 +85,17 @@ class Preset:
     rank: int = 16
     alpha: float = 16.0
     window: int = 0  # frames per temporal training window (4k+1); 0 = whole clip (METHOD.md §7)
-    window_stride: int = 4
+    window_stride: int = DEFAULT_WINDOW_STRIDE
     # memory (training and generation)
     blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
     gradient_checkpointing: bool = False
     activation_offload: bool = False  # checkpointed block inputs kept in CPU memory (needs checkpointing)
     # generation (METHOD.md §6)
-    generation_steps: int = 30
-    guidance_scale: float = 5.0
-    flow_shift: float = 5.0
-    lora_scale: float = 1.0
+    generation_steps: int = GenerateSettings.steps
+    guidance_scale: float = GenerateSettings.guidance_scale
+    flow_shift: float = GenerateSettings.flow_shift
+    lora_scale: float = GenerateSettings.lora_scale
     speed_lora: str | None = None  # a distilled LoRA stacked with the edit LoRA (path or owner/repo/file)
     speed_lora_weight: float = 1.0
     # speed options
@@ -109,16 +147,24 @@ class Preset:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def train_config(self, **overrides):
-        """A `training.TrainConfig` holding this preset's training and memory settings."""
+        """A `training.TrainConfig` holding this preset's training, window and memory settings (overrides:
+        TrainConfig fields to set otherwise)."""
         from .training import TrainConfig
 
         settings = dict(
             steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank, alpha=self.alpha,
             gradient_checkpointing=self.gradient_checkpointing, activation_offload=self.activation_offload,
-            blocks_to_swap=self.blocks_to_swap, fp8=self.fp8,
+            blocks_to_swap=self.blocks_to_swap, fp8=self.fp8, window=self.window, window_stride=self.window_stride,
         )
         settings.update(overrides)
         return TrainConfig(**settings)
+
+    def generate_settings(self, **overrides) -> "GenerateSettings":
+        """The preset's `GenerateSettings` (overrides: fields to set otherwise; None values are ignored)."""
+        settings = dict(steps=self.generation_steps, guidance_scale=self.guidance_scale, flow_shift=self.flow_shift,
+                        lora_scale=self.lora_scale)
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return GenerateSettings(**settings)
 
     def describe(self) -> str:
         """Every setting, grouped, one line each (for --help, the app and logs)."""
@@ -151,7 +197,7 @@ class Preset:
 
 FULL = Preset(
     name="full",
-    summary="METHOD.md settings on one large GPU (≥ 80 GB): whole clip, 100 steps, 30 steps at CFG 5",
+    summary="the paper's settings on one large GPU (≥ 80 GB): whole clip, 100 steps, 30 steps at CFG 5",
     gradient_checkpointing=True,  # bit-identical gradients; a 20,280-token clip's activations need it
 )
 
@@ -168,7 +214,6 @@ LOW_COST = Preset(
     name="low-cost",
     summary="smallest memory: 9-frame windows, 38 blocks swapped, fp8 base, activations offloaded",
     window=9,
-    window_stride=4,
     blocks_to_swap=38,
     fp8=True,
     gradient_checkpointing=True,
@@ -185,7 +230,6 @@ ZEROGPU = Preset(
     height=368,
     train_steps=60,
     window=9,
-    window_stride=4,
     gradient_checkpointing=True,
     generation_steps=4,
     guidance_scale=1.0,

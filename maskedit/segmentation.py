@@ -25,7 +25,7 @@ the first object. Masks are bool, True = object (`maskedit.masks`). `segment_cli
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
@@ -33,6 +33,9 @@ import numpy as np
 
 from . import masks
 from .errors import MaskEditError
+from .segmentation_prompts import (  # noqa: F401  (part of this module's API)
+    EXCLUDE, INCLUDE, ObjectPrompt, check_frame_index, check_frames, parse_point, prompts_by_object,
+)
 
 BACKENDS = ("auto", "sam2", "fallback")
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-large"
@@ -42,7 +45,6 @@ MASKS_VIDEO = "masks.mp4"  # the tight segmentation, white = object
 BOXES_VIDEO = "boxes.mp4"  # the loose boxes, white = region to edit, black = keep
 OVERLAY_VIDEO = "overlay.mp4"  # a preview: the clip with the mask tinted and the boxes outlined
 
-INCLUDE, EXCLUDE = 1, 0  # point labels
 
 Progress = Callable[[int, int], None]
 """progress(done, total): called after each frame of a propagation."""
@@ -110,140 +112,7 @@ def load_segmenter(backend: str = "auto", model_id: str | None = None, device: s
     return segmenter
 
 
-# ----- prompts
-
-
-@dataclass
-class ObjectPrompt:
-    """One object's clicks (and box) on the prompted frame, in pixels of the frame they apply to."""
-
-    object_id: int
-    points: np.ndarray  # float (N, 2), (x, y)
-    labels: np.ndarray  # int (N,), 1 = include, 0 = exclude
-    box: tuple[float, float, float, float] | None = None
-    original_points: np.ndarray | None = field(default=None, repr=False)  # in clip pixels, for messages
-
-    @property
-    def positive_points(self) -> np.ndarray:
-        return self.points[self.labels == INCLUDE]
-
-    @property
-    def negative_points(self) -> np.ndarray:
-        return self.points[self.labels == EXCLUDE]
-
-    @property
-    def original_positive_points(self) -> np.ndarray:
-        source = self.points if self.original_points is None else self.original_points
-        return source[self.labels == INCLUDE]
-
-    def scaled(self, scale: float) -> "ObjectPrompt":
-        """The same prompt on a frame resized by `scale` (pixel centres map onto pixel centres)."""
-        if scale == 1.0:
-            return self
-        points = (self.points + 0.5) * scale - 0.5
-        box = None if self.box is None else tuple(v * scale for v in self.box)
-        original = self.points if self.original_points is None else self.original_points
-        return replace(self, points=points, box=box, original_points=original)
-
-
-def parse_point(text: str) -> tuple[float, float, int, int]:
-    """"X,Y[,LABEL[,OBJECT]]" → (x, y, label, object_id); label 1 (include, default) or 0 (exclude),
-    object 1 by default. Coordinates are pixels of the frame, x to the right, y down."""
-    parts = [part.strip() for part in str(text).split(",")]
-    if not 2 <= len(parts) <= 4:
-        raise MaskEditError(
-            f"the point {text!r} is not X,Y[,LABEL[,OBJECT]]; write e.g. 320,200 (on the object), 320,200,1, "
-            "or 40,30,0 for a point that is NOT the object"
-        )
-    try:
-        x, y = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise MaskEditError(f"the point {text!r} needs numbers for X and Y, e.g. 320,200") from None
-    label, object_id = INCLUDE, 1
-    if len(parts) >= 3:
-        if parts[2] not in ("0", "1"):
-            raise MaskEditError(f"the label of the point {text!r} is {parts[2]!r}; use 1 (the object) or 0 (not the object)")
-        label = int(parts[2])
-    if len(parts) == 4:
-        try:
-            object_id = int(parts[3])
-        except ValueError:
-            raise MaskEditError(f"the object of the point {text!r} is {parts[3]!r}; give a whole number, e.g. 2") from None
-    return x, y, label, object_id
-
-
-def prompts_by_object(points, labels, height: int, width: int, *, object_ids=None, box=None) -> dict[int, ObjectPrompt]:
-    """Check clicks against a height x width frame and group them per object (ordered by first use).
-
-    Raises MaskEditError when a point leaves the frame, a label is not 0/1, the counts differ, or an
-    object has no positive click (and no box).
-    """
-    if points is None or np.size(points) == 0:
-        points = np.zeros((0, 2))
-    else:
-        points = np.asarray(points, dtype=np.float64)
-        if points.shape[-1] != 2:
-            raise MaskEditError(f"points must be (x, y) pairs, got an array of shape {points.shape}")
-        points = points.reshape(-1, 2)
-    labels = np.asarray([] if labels is None else labels).reshape(-1)
-    if labels.size == 0 and points.shape[0] > 0:
-        labels = np.full(points.shape[0], INCLUDE)
-    if labels.shape[0] != points.shape[0]:
-        raise MaskEditError(f"there are {points.shape[0]} points but {labels.shape[0]} labels; give one label per point")
-    if labels.size and not np.isin(labels, (0, 1)).all():
-        raise MaskEditError(f"point labels must be 1 (the object) or 0 (not the object), got {sorted(set(labels.tolist()))}")
-    labels = labels.astype(np.int64)
-    ids = np.ones(points.shape[0], dtype=np.int64) if object_ids is None else np.asarray(object_ids).reshape(-1)
-    if ids.shape[0] != points.shape[0]:
-        raise MaskEditError(f"there are {points.shape[0]} points but {ids.shape[0]} object ids; give one per point")
-    for x, y in points:
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < width and 0 <= y < height):
-            raise MaskEditError(
-                f"the point ({x:g}, {y:g}) lies outside the {width}x{height} frame; give pixel coordinates with "
-                f"0 <= x < {width} and 0 <= y < {height} (x to the right, y down, on the frame as it is read)"
-            )
-    if box is not None:
-        box = tuple(float(v) for v in box)
-        if len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-            raise MaskEditError(
-                f"the box {box} is empty or leaves the {width}x{height} frame; give x0,y0,x1,y1 with "
-                f"0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
-            )
-    if points.shape[0] == 0 and box is None:
-        raise MaskEditError("no clicks given: click at least once on the object to edit (a positive point)")
-    order = list(dict.fromkeys(ids.tolist())) or [1]
-    objects = {}
-    for index, object_id in enumerate(order):
-        pick = ids == object_id
-        prompt = ObjectPrompt(int(object_id), points[pick], labels[pick], box if index == 0 else None)
-        if not (prompt.labels == INCLUDE).any() and prompt.box is None:
-            raise MaskEditError(
-                f"object {object_id} has only negative clicks (label 0); add at least one positive click "
-                "(label 1) on the object itself"
-            )
-        objects[int(object_id)] = prompt
-    return objects
-
-
-# ----- checks
-
-
-def check_frames(frames: np.ndarray) -> np.ndarray:
-    """Raise MaskEditError unless `frames` is uint8 (F, H, W, 3) with F >= 1; returns it."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
-        raise MaskEditError(f"expected frames of shape (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    return frames
-
-
-def check_frame_index(frame_index: int, num_frames: int) -> int:
-    """The prompted frame as an int in 0..num_frames-1, else MaskEditError."""
-    if not 0 <= int(frame_index) < num_frames:
-        raise MaskEditError(
-            f"the clicks are on frame {frame_index}, but the clip has frames 0..{num_frames - 1}; "
-            "give a frame index in that range"
-        )
-    return int(frame_index)
+# ----- prompts and checks: maskedit.segmentation_prompts (the backends import them from there, not from here)
 
 
 # ----- a whole clip

@@ -210,7 +210,7 @@ class FallbackSegmenter:
         The frame's working copy is cached, so repeated calls on the same frame only redo the colour
         model and GrabCut (well under a second at the default working size on a CPU).
         """
-        from .segmentation import check_frames, prompts_by_object
+        from .segmentation_prompts import check_frames, prompts_by_object
 
         frame = check_frames(np.asarray(frame)[None])[0]
         height, width = frame.shape[:2]
@@ -229,7 +229,7 @@ class FallbackSegmenter:
         Tracks forward from the prompted frame to the end, then backward to frame 0. `progress(done,
         total)` is called after each frame.
         """
-        from .segmentation import check_frame_index, check_frames, prompts_by_object
+        from .segmentation_prompts import check_frame_index, check_frames, prompts_by_object
 
         frames = check_frames(frames)
         num_frames, height, width = frames.shape[:3]
@@ -312,7 +312,7 @@ class FallbackSegmenter:
         """Regions of what the negative clicks point at (another object the user excluded), tracked along
         so that the object does not grow into them when they touch or cross. A negative click on plain
         background gives no rival."""
-        from .segmentation import ObjectPrompt
+        from .segmentation_prompts import ObjectPrompt
 
         rivals = []
         for prompt in objects.values():

@@ -198,7 +198,7 @@ class Sam2Segmenter:
         first call and reused while the same frame is clicked again."""
         import torch
 
-        from .segmentation import check_frames, prompts_by_object
+        from .segmentation_prompts import check_frames, prompts_by_object
 
         self._check_alive()
         frame = check_frames(np.asarray(frame)[None])[0]
@@ -222,7 +222,7 @@ class Sam2Segmenter:
         prompted frame to the end, then backward to frame 0."""
         import torch
 
-        from .segmentation import check_frame_index, check_frames, prompts_by_object
+        from .segmentation_prompts import check_frame_index, check_frames, prompts_by_object
 
         self._check_alive()
         frames = check_frames(frames)

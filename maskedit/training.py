@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -25,13 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from .conditioning import (
-    ConditionSample, condition_pixels, frames_to_tensor, pack_latent_mask, stage1_sample, window_samples,
+    ConditionSample, condition_pixels, frames_to_tensor, naive_sample, pack_latent_mask, stage1_sample, stage2_sample,
+    window_samples, window_starts,
 )
+from .defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
 from .errors import MaskEditError
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from .pipeline import TEXT_TOKENS
 
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
+MASK_CONDITION, STOCK_CONDITION = "mask", "stock"
+CONDITIONS = (MASK_CONDITION, STOCK_CONDITION)
+STAGE2_REPEATS = 9  # each edited later frame appears 9 times per epoch beside the clip (METHOD.md §5)
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -56,14 +61,52 @@ class TrainConfig:
     blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.offload; implies checkpointing)
     fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
+    # what is trained on (`plan_stages`)
+    window: int = 0  # frames per temporal training window (4k+1); 0 = the whole clip (METHOD.md §7)
+    window_stride: int = DEFAULT_WINDOW_STRIDE  # frames between window starts
+    condition: str = "mask"  # "mask" (the method) or "stock" (the naive-LoRA baseline, METHOD.md §8)
+    stage2_epochs: int = DEFAULT_STAGE2_EPOCHS  # when edited later frames are given (METHOD.md §5)
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:
             raise MaskEditError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {self.timestep_sampler!r}")
         if self.steps < 1 or self.rank < 1 or self.batch_size < 1:
             raise MaskEditError("steps, rank and batch_size must be at least 1")
         if self.blocks_to_swap < 0:
             raise MaskEditError(f"blocks_to_swap must be 0 or more, got {self.blocks_to_swap}")
+        if self.learning_rate <= 0:
+            raise MaskEditError(f"the learning rate is {self.learning_rate}; give a positive one, e.g. 1e-4")
+        if self.window and (self.window < 1 or (self.window - 1) % 4):
+            raise MaskEditError(f"the training window must be 0 (whole clip) or 4k+1 frames, got {self.window}")
+        if self.window_stride < 1:
+            raise MaskEditError(f"the window stride must be at least 1 frame, got {self.window_stride}")
+        if self.condition not in CONDITIONS:
+            raise MaskEditError(f"the training condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.stage2_epochs < 1:
+            raise MaskEditError(f"stage 2 needs at least 1 epoch, got {self.stage2_epochs}")
+
+    @property
+    def naive(self) -> bool:
+        """True for the naive-LoRA baseline (stock I2V condition, METHOD.md §8)."""
+        return self.condition == STOCK_CONDITION
+
+    def window_for(self, num_frames: int) -> int:
+        """The window used on a clip of `num_frames` frames: 0 (whole clip) when none is set or it is not
+        shorter than the clip."""
+        return self.window if self.window and self.window < num_frames else 0
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> "TrainConfig":
+        """A config from `asdict(config)` or lora.json's "settings" (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in settings.items() if k in known}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
 
     @property
     def checkpointing(self) -> bool:
@@ -401,3 +444,83 @@ class LoraTrainer:
         self.generator.set_state(tensors["generator"])
         self.state = TrainState(state["step"], list(state["losses"]))
         return True
+
+
+# ----- the stage plan (METHOD.md §4–§5, §7, §8)
+
+PLAN_FIELDS = ("window", "window_stride", "condition", "stage2_epochs")
+"""TrainConfig fields that choose the samples; keys and fingerprints hold them as their own parts."""
+
+
+def run_settings(config: TrainConfig) -> dict:
+    """The settings a run's result depends on, JSON-able: `asdict(config)` without how often checkpoints are
+    written and the memory options that give bitwise-equal gradients (block swapping, activation offload),
+    and without the sample choice (PLAN_FIELDS, recorded beside it)."""
+    settings = asdict(config)
+    for name in ("checkpoint_every", "blocks_to_swap", "activation_offload", *PLAN_FIELDS):
+        settings.pop(name, None)
+    return settings
+
+
+def stage2_steps(num_edited: int, epochs: int = DEFAULT_STAGE2_EPOCHS) -> int:
+    """Stage-2 steps: each epoch is the clip once plus every edited later frame 9 times."""
+    return epochs * (1 + STAGE2_REPEATS * num_edited)
+
+
+@dataclass
+class Stage:
+    """One stage of a run: its number (1 clip, 2 clip + edited later frames), samples, config (steps) and the
+    fingerprint its checkpoints are marked with (a checkpoint of other inputs is never resumed)."""
+
+    number: int
+    items: list[TrainItem]
+    config: TrainConfig
+    fingerprint: str
+
+
+def plan_stages(frames, region, prompt: str, config: TrainConfig, base_model: str,
+                later: list[tuple[int, object, str]] = ()) -> list[Stage]:
+    """The stages of a run. frames: uint8 (F, H, W, 3); region: bool (F, H, W), True = edit; prompt: the
+    composed training prompt; later: (index K, edited uint8 (H, W, 3), composed prompt) per edited later frame.
+
+    Stage 1 trains on the clip (or its windows) with the mask condition, or with the stock condition for the
+    naive baseline (boxes unused, never stage 2). Stage 2 adds every edited later frame 9 times per epoch
+    for `stage2_steps(len(later), config.stage2_epochs)` steps."""
+    from .hashing import array_digest, json_digest
+
+    window = config.window_for(frames.shape[0])
+    window_part = {"window": [window, config.window_stride]} if window else {}
+    if config.naive:
+        if later:
+            raise MaskEditError("the naive-LoRA baseline trains on the clip alone (stock condition, no stage 2); "
+                                "leave out the edited later frames")
+        starts = window_starts(frames.shape[0], window, config.window_stride) if window else [0]
+        clip_list = [TrainItem(naive_sample(frames[s:s + window] if window else frames, prompt)) for s in starts]
+        stage1_print = json_digest(dict(condition=STOCK_CONDITION, base=base_model, clip=array_digest(frames),
+                                        prompt=prompt, config=run_settings(config), **window_part))
+    else:
+        clip_list = clip_items(frames, region, prompt, window, config.window_stride)
+        stage1_print = json_digest(dict(base=base_model, clip=array_digest(frames), region=array_digest(region),
+                                        prompt=prompt, config=run_settings(config), **window_part))
+    stages = [Stage(1, clip_list, config, stage1_print)]
+    if later:
+        items = clip_list + [TrainItem(stage2_sample(frames[k], frame, region[k], text), STAGE2_REPEATS)
+                             for k, frame, text in later]
+        config2 = replace(config, steps=stage2_steps(len(later), config.stage2_epochs))
+        stage2_print = json_digest(dict(
+            stage1=stage1_print, frames={str(k): array_digest(frame) for k, frame, _ in later},
+            prompts=[text for _, _, text in later], config=run_settings(config2)))
+        stages.append(Stage(2, items, config2, stage2_print))
+    return stages
+
+
+def restore_encoders(pipe) -> None:
+    """Undo `release_encoders`: bring the VAE and encoders back beside the transformer (the pipeline's execution
+    device follows its text encoder, so they must move back before anything is encoded again)."""
+    device = next(pipe.transformer.parameters()).device
+    if device.type == "cpu":
+        return
+    for name in ("vae", "text_encoder", "image_encoder"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to(device)

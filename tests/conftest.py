@@ -107,3 +107,18 @@ def tiny_pipe():
     from maskedit.models import build_tiny_pipeline
 
     return build_tiny_pipeline()
+
+
+@pytest.fixture
+def step_counter(monkeypatch):
+    """Counts LoraTrainer.train_step calls (a list that grows by one per step; a cache hit runs none)."""
+    from maskedit.training import LoraTrainer
+
+    calls, original = [], LoraTrainer.train_step
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(LoraTrainer, "train_step", counting)
+    return calls

@@ -5,7 +5,6 @@ segmenter, no captioner, at most 3 training steps per GPU call so that chunking 
 """
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from maskedit import editing, session  # noqa: E402
-from maskedit.errors import MaskEditError  # noqa: E402
+
+
 from maskedit.video import read_video, write_image, write_video  # noqa: E402
 
 FRAMES, SIZE, FPS = 9, 64, 8.0
@@ -67,7 +66,8 @@ def server(tmp_path_factory):
     import app
 
     work = tmp_path_factory.mktemp("sessions")
-    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=work, chunk_steps=CHUNK_STEPS)
+    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=work, chunk_steps=CHUNK_STEPS,
+                           lora_cache="session")  # one cache per session: no test reuses another's LoRA
     port = free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
     try:
@@ -244,104 +244,6 @@ def test_bad_inputs_give_messages_not_tracebacks(server, inputs):
     assert_user_error(excinfo, "LoRA")
 
 
-# ----- session helpers and chunked training, without a server
-
-
-def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
-    from safetensors.torch import load_file
-
-    from maskedit.training import TrainConfig
-
-    frames, region = synthetic_clip
-    from maskedit.video import Clip
-
-    prepared = editing.PreparedClip(Clip(frames, FPS), region)
-    editing.save_prepared(prepared, tmp_path / "prepared")
-    config = TrainConfig(steps=7, rank=4, alpha=4.0, checkpoint_every=0)
-
-    def run(folder, max_steps):
-        calls = []
-
-        def call(again):
-            calls.append(again)
-            return session.run_training_chunk(
-                tiny_pipe, tmp_path / "prepared", folder, "a box", config, trigger="p3rs0n", base_model="tiny",
-                chunk=session.ChunkSettings(1e9, max_steps), resume=again)
-
-        events = list(session.train_in_chunks(call))
-        assert events[-1]["kind"] == "done"
-        return load_file(str(folder / "lora.safetensors")), len(calls)
-
-    whole, calls_whole = run(tmp_path / "whole", None)
-    chunked, calls_chunked = run(tmp_path / "chunked", 2)
-    assert calls_whole == 1 and calls_chunked == 4
-    assert whole.keys() == chunked.keys()
-    for key in whole:
-        assert np.array_equal(whole[key].numpy(), chunked[key].numpy()), key
-
-
-def test_path_checks_and_points(tmp_path):
-    inside = tmp_path / "s1" / "file.png"
-    inside.parent.mkdir()
-    inside.write_bytes(b"x")
-    assert session.check_path(inside, [tmp_path / "s1"]) == inside.resolve()
-    for outside in (tmp_path / "s2" / "file.png", tmp_path / "s1" / ".." / "s2" / "x", "/etc/passwd"):
-        with pytest.raises(MaskEditError, match="not part of this session"):
-            session.check_path(outside, [tmp_path / "s1"])
-    link = tmp_path / "s1" / "link"
-    os.symlink("/etc", link)
-    with pytest.raises(MaskEditError):
-        session.check_path(link / "passwd", [tmp_path / "s1"])
-    points, labels = session.parse_points('[[1, 2], [3, 4, 0], {"x": 5, "y": 6, "label": 1}]')
-    assert points.tolist() == [[1, 2], [3, 4], [5, 6]] and labels.tolist() == [1, 0, 1]
-    for bad in ("", "[]", "[[1]]", "[[1, 2, 5]]", "{", '[["a", 2]]'):
-        with pytest.raises(MaskEditError):
-            session.parse_points(bad)
-
-
-def test_session_store_names_and_stale_folders(tmp_path):
-    store = session.SessionStore(tmp_path, max_age=100)
-    a, b = store.folder("abc123"), store.folder("../../etc")
-    assert a.parent == tmp_path and b.parent == tmp_path and a != b
-    old = time.time() - 1000
-    os.utime(a, (old, old))
-    assert store.remove_stale() == [a] and not a.exists() and b.exists()
-    store.remove("/etc")  # outside the root: ignored
-    assert Path("/etc").exists()
-    store.remove(b)
-    assert not b.exists()
-
-
-def test_train_key_ignores_the_edited_first_frame(synthetic_clip):
-    from maskedit.training import TrainConfig
-    from maskedit.video import Clip
-
-    frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, FPS), region)
-    key = session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
-    assert key == session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
-    assert key != session.train_key(prepared, "a cat", "p3rs0n", TrainConfig(), "tiny")
-    assert key != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny")
-    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
-    assert key != session.train_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny")
-    assert key != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", {4: frames[4]})
-
-
-def test_model_fallback_is_announced(tmp_path):
-    import app
-
-    loaded, banner = app.load_model(str(tmp_path / "no-such-model"))
-    assert loaded.is_tiny and "Could not load" in banner and "tiny model" in banner
-    loaded, banner = app.load_model("tiny")
-    assert loaded.name == "tiny" and "tiny model" in banner
-
-
-def test_losses_smoothing_and_eta():
-    rows = session.loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
-    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
-    assert session.format_eta(75) == "1m 15s" and session.format_eta(None) == "–"
-
-
 # ----- background training and many edits per LoRA (issue 8)
 
 
@@ -364,20 +266,12 @@ def bg_args(enabled=True, caption="a box", steps=5):
     return [enabled, caption, "p3rs0n", "full", steps, 1e-4, 4, 0, 0, False, False, 110]
 
 
-def test_background_training_serves_many_edits(server, inputs, monkeypatch):
-    from maskedit.training import LoraTrainer
-
-    calls = []
-    original = LoraTrainer.train_step
-
-    def counting(self):
-        calls.append(1)
-        return original(self)
-
-    monkeypatch.setattr(LoraTrainer, "train_step", counting)
+def test_background_training_serves_many_edits(server, inputs, step_counter):
+    calls = step_counter
     c = client(server)
     c.predict(handle_file(str(inputs / "clip.mp4")), FRAMES, f"{SIZE}x{SIZE}", 0, api_name="/load_video")
-    *_, notes = c.predict("[[18, 22, 1]]", 0.1, *bg_args(), api_name="/segment")
+    c.predict("[[18, 22, 1]]", 0.1, api_name="/segment")  # /segment takes only what segmentation needs
+    notes, *_ = c.predict(*bg_args(), api_name="/set_background")  # the page chains this after Propagate
     assert "Background training" in notes
     # training started without a train call
     wait_for(c, lambda s: s["status"] in ("training", "done") and s["step"] >= 1)
@@ -427,28 +321,6 @@ def test_background_training_serves_many_edits(server, inputs, monkeypatch):
     wait_for(c, lambda s: s["step"] > before)
     c.predict(*bg_args(False, caption="a dog", steps=3000), api_name="/set_background")  # off: stops the run
     wait_for(c, lambda s: s["status"] == "stopped")
-
-
-def test_background_job_driven_by_the_session():
-    """ZeroGPU: no thread; each drive_one() is one chunk (a GPU call of the session)."""
-    from maskedit.background import BackgroundJob
-
-    def fake_chunk(again, chunks=[]):  # noqa: B006 (counts calls)
-        chunks.append(again)
-        start = 2 * (len(chunks) - 1)
-        yield {"kind": "stage", "stage": 1, "total_steps": 4, "start_step": start}
-        for step in (start + 1, start + 2):
-            yield {"kind": "step", "step": step, "total_steps": 4, "loss": 1.0 / step, "seconds": 0.01}
-        yield {"kind": "done", "lora": "x/lora.safetensors"} if start + 2 == 4 else {"kind": "chunk_end"}
-
-    import tempfile
-
-    job = BackgroundJob("0" * 16, fake_chunk, Path(tempfile.mkdtemp()) / "stop", resume=False)
-    list(job.drive_one())
-    assert job.snapshot()["steps"] == [1, 2] and job.active
-    list(job.drive_one())
-    assert job.status == "done" and job.lora == "x/lora.safetensors" and job.snapshot()["steps"] == [1, 2, 3, 4]
-    assert list(job.drive_one()) == []  # ended: nothing more runs
 
 
 def test_preset_window_and_speed_options_reach_training_and_generation(server, inputs, monkeypatch):
@@ -528,15 +400,16 @@ def test_naive_lora_baseline_from_the_generate_tab(server, inputs):
     assert_user_error(excinfo, "caption")
 
 
+def test_a_user_error_is_one_log_line_without_traceback(server, caplog, capfd):
+    import logging
 
-def test_naive_train_key_is_its_own_and_ignores_the_boxes(synthetic_clip):
-    from maskedit.training import TrainConfig
-    from maskedit.video import Clip
-
-    frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, FPS), region)
-    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
-    naive = session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", naive=True)
-    assert naive != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
-    assert naive == session.train_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny", naive=True)
-    assert naive != session.train_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny", naive=True)
+    c = client(server)
+    caplog.set_level(logging.INFO, logger="maskedit.app")
+    capfd.readouterr()
+    with pytest.raises(Exception) as excinfo:
+        c.predict("[[18, 22, 1]]", 0.1, api_name="/segment")  # nothing loaded yet
+    assert_user_error(excinfo, "load a video first")
+    out, err = capfd.readouterr()
+    records = [r for r in caplog.records if r.name == "maskedit.app"]
+    assert len(records) == 1 and records[0].getMessage().startswith("user error: ") and not records[0].exc_info
+    assert "Traceback" not in out + err

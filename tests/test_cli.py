@@ -417,7 +417,7 @@ def test_interrupted_run_resumes_from_the_cache_in_another_folder(capsys, tmp_pa
     calls[0] = 10  # no more interrupts
     code, stdout, err = run(capsys, *args, "--out", tmp_path / "second")
     assert code == 0, err
-    assert "resuming cached run" in stdout and "at step 2/4" in stdout
+    assert "resuming cached run" in stdout and "step 2 of 4" in stdout
     assert "resumed from the checkpoint at step 2 of 4" in stdout + err
     assert calls[0] == 12  # steps 3 and 4 only
     assert (tmp_path / "second" / "lora.safetensors").is_file()

