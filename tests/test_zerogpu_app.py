@@ -41,7 +41,7 @@ FIRST_STEPS = 30  # the flow's run; doubled until it takes >= 3 calls on this ma
 LONG_BUDGET_S = 200  # a budget the whole run fits in (one call; plus the app's allowance, within the limit)
 CAPTION, TRIGGER = "a red disk on a gradient", "p3rs0n"
 # the app's GPU functions, by name (the recorder reports each call under its function's name)
-SEGMENT, TRAIN, GENERATE = "gpu_segment_clip", "gpu_train_chunk", "gpu_generate"
+SEGMENT, TRAIN, GENERATE = "gpu_segment_clip", "_train_on_gpu", "gpu_generate"
 
 
 def make_disk_clip():
@@ -67,7 +67,7 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     policy = Policy(idle=False, max_duration_s=PER_CALL_LIMIT_S)
-    env = {"MASKEDIT_BACKGROUND": "0"}
+    env = {"MASKEDIT_BACKGROUND": "0", "MASKEDIT_LORA_CACHE": "session"}  # one LoRA cache per session, as on a Space
     with launched(["--model", "tiny", "--segmenter", "fallback", "--captioner", "none"],
                   tmp_path_factory.mktemp("zerogpu_app"), policy=policy, env=env) as app:
         app.checked = {"records": 0, "schedules": 0}
