@@ -14,9 +14,10 @@ test, `check_new_calls` holds each GPU call made since the last check to the rul
 What the app must keep for these tests: the endpoints /load_video, /segment (points JSON, margin first),
 /set_edited_frame, /train, /resume_training, /generate, /edit, /set_background, /training_status (an
 empty budget in /train and /set_background meaning the server's MASKEDIT_GPU_BUDGET), and a
-`duration=` function per GPU wrapper, reachable by its name as an attribute of app.py (the recorder
-names it; it is looked up there). The helpers below and the GPU function names (SEGMENT, TRAIN,
-GENERATE) are the only places that know the endpoints' arguments and the app's names.
+`duration=` function per GPU wrapper, reachable by its name as an attribute of app.py (today
+`_train_duration`, `_generation_duration`; the recorder names it, it is looked up there). The helpers below
+and the GPU functions' names (SEGMENT, TRAIN, GENERATE) are the only places that know the endpoints'
+arguments and the app's names.
 """
 
 import time
