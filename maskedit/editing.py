@@ -30,13 +30,17 @@ import numpy as np
 
 from . import masks
 from .conditioning import (
-    DEFAULT_TRIGGER, compose_prompt, inference_condition, naive_sample, stage1_sample, stage2_sample, stock_condition,
+    METHOD_IMAGE_VIEW, DEFAULT_TRIGGER, compose_prompt, inference_condition, naive_sample, stage1_sample, stage2_sample, stock_condition,
     window_starts,
 )
 from .errors import MaskEditError
 from .files import atomic_path
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
+from .pipeline import DEFAULT_SAMPLER, SAMPLERS, reference_sigmas, use_sampler
+from .training import (
+    CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, STAGE2_REPEATS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items,
+    stage2_items,
+)
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
 WAN_NEGATIVE_PROMPT = (
@@ -50,7 +54,9 @@ METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
 """Generation methods: the paper's (mask condition + LoRA), stock I2V without LoRA, feature-level blending, and
 the naive-LoRA baseline (stock condition + a LoRA trained with the stock condition, `train_edit_lora(naive=True)`)."""
 
-STAGE2_REPEATS = 9  # each edited later frame appears 9 times per epoch beside the clip (METHOD.md §5)
+NAIVE_LORA_METHODS = ("naive-lora", "feature-blend")
+"""Methods that run with the naive baseline's LoRA (trained with the stock condition; paper §3.1, App. B.1)."""
+
 DEFAULT_STAGE2_EPOCHS = 10
 DEFAULT_GENERATION_STEPS = 30
 DEFAULT_GUIDANCE_SCALE = 5.0
@@ -347,13 +353,18 @@ def train_edit_lora(
     window_stride: int = 4,
     distributed=None,
     naive: bool = False,
+    edit_caption: str | None = None,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
     Stage 1 (METHOD.md §4) learns the clip's motion with the boxes; with `edited_later` ({frame index in
     the prepared clip: edited uint8 (H, W, 3)}) stage 2 (§5) continues the adapter on the clip plus each
-    edited frame (repeated 9x per epoch) for `stage2_steps(n, stage2_epochs)` steps. Prompts are
-    `compose_prompt(caption, trigger)` (later frames: their `later_captions` entry, else the caption).
+    edited frame (repeated 9x per epoch; temporal windows share the clip's one place, `training.stage2_items`)
+    for `stage2_steps(n, stage2_epochs)` steps. Captions (METHOD.md §4–§5; `captioning.training_captions` makes
+    them): `caption` describes the ORIGINAL first frame (stage 1 trains on it), `edit_caption` the edited first
+    frame (generation's; recorded in lora.json), `later_captions[k]` edited later frame k (its stage-2 sample).
+    A later frame without a caption takes `edit_caption` (with a note); without either it is refused. Prompts
+    are `compose_prompt(caption, trigger)`.
     Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same inputs and
     settings continues from them (other inputs start afresh). A stop (should_stop() True, or an exception
     such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
@@ -384,6 +395,13 @@ def train_edit_lora(
         check_image_size(frame, prepared.width, prepared.height, f"edited frame {index}")
     if edited_later and stage2_epochs < 1:
         raise MaskEditError("stage 2 needs at least 1 epoch")
+    uncaptioned = [k for k in edited_later if not (later_captions.get(k) or "").strip()]
+    if uncaptioned and not (edit_caption or "").strip():
+        raise MaskEditError(
+            f"edited later frame(s) {', '.join(map(str, uncaptioned))} have no caption: stage 2 trains each under its "
+            "own caption; give one per frame (--later-prompt K=TEXT) or the edited first frame's caption"
+        )
+    later_captions = {k: (later_captions.get(k) or "").strip() or edit_caption for k in edited_later}
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
     if naive:
@@ -410,15 +428,15 @@ def train_edit_lora(
         )
     stages = [(1, clip_list, config, stage1_print)]
     if edited_later:
-        items = clip_list + [
-            TrainItem(stage2_sample(prepared.frames[k], frame, prepared.region[k],
-                                    compose_prompt(later_captions.get(k, caption), trigger)), STAGE2_REPEATS)
+        items = stage2_items(clip_list, [
+            stage2_sample(prepared.frames[k], frame, prepared.region[k], compose_prompt(later_captions[k], trigger))
             for k, frame in edited_later.items()
-        ]
+        ])
         config2 = replace(config, steps=stage2_steps(len(edited_later), stage2_epochs))
         stage2_print = _fingerprint(
             stage1=stage1_print, frames={str(k): _digest(f) for k, f in edited_later.items()},
             prompts=[item.sample.prompt for item in items[len(clip_list):]], config=_config_dict(config2),
+            **({"windows_share_clip": True} if len(clip_list) > 1 else {}),
         )
         stages.append((2, items, config2, stage2_print))
 
@@ -426,6 +444,8 @@ def train_edit_lora(
         _remove_lora_files(out_dir)
     unload_lora(pipe)
     losses: list[float] = []
+    for k in uncaptioned:
+        yield EditTrainingNote(f"edited frame {k} has no caption of its own: trained under the edited first frame's")
     try:
         for stage, items, stage_config, fingerprint in stages:
             checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage}"
@@ -471,8 +491,9 @@ def train_edit_lora(
         "height": prepared.height,
         "fps": prepared.fps,
         "trigger": trigger,
-        "caption": caption,
-        "later_captions": {str(k): later_captions[k] for k in edited_later if k in later_captions},
+        "caption": caption,  # of the original first frame (what stage 1 trained on)
+        "edit_caption": edit_caption,  # of the edited first frame (what generation uses), when known
+        "later_captions": {str(k): later_captions[k] for k in edited_later},
         "final_loss": losses[-1] if losses else None,
         "created": _now(),
         "trainer": "maskedit",
@@ -592,16 +613,22 @@ def generate_edit(
     callback: Callable[[GenerationStep], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     speed_lora_weight: float = 1.0,
+    sampler: str = DEFAULT_SAMPLER,
+    image_view: str = METHOD_IMAGE_VIEW,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
     method "mask-lora": the edit LoRA on the pipe (trained or loaded; required) with the mask condition —
     the clip with boxes emptied and frame 0 = the edited frame. "no-lora": stock I2V from the edited first
-    frame, adapter disabled, prompt without the trigger. "feature-blend": stock I2V condition plus
-    feature-level blending of the source clip outside the boxes (paper Eq. 3), with the adapter when the
-    pipe has one. "naive-lora": the naive baseline (METHOD.md §8) — stock I2V from the edited first frame
-    with the adapter on the pipe, which must be a LoRA trained with the stock condition
-    (`train_edit_lora(naive=True)`, loaded by the caller: this function cannot tell the two apart).
+    frame, adapter disabled, prompt without the trigger. "feature-blend": the paper's blending baseline (App.
+    B.1) — stock I2V condition plus feature-level blending of the source clip outside the boxes (Eq. 3, held
+    at every step whatever the sampler), with the naive baseline's LoRA. "naive-lora": the naive baseline
+    (METHOD.md §8) — stock I2V from the edited first frame. Both `NAIVE_LORA_METHODS` need the adapter on the
+    pipe to be a LoRA trained with the stock condition (`train_edit_lora(naive=True)`, loaded by the caller:
+    this function cannot tell the two apart; `is_naive_lora(lora.json)` can).
+    sampler: "euler" (the reference code's flow-matching Euler with its schedule, `pipeline.reference_sigmas`)
+    or "unipc" (Wan's default); flow_shift applies to both. image_view: the CLIP view ("full" = the method's,
+    as in training; "crop" = diffusers').
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
     denoising step; should_stop() True stops after the current step (GenerationStopped).
     A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
@@ -623,11 +650,13 @@ def generate_edit(
             "the mask-lora method needs the edit LoRA: train one first, or load one (--lora FOLDER); "
             "use the no-lora method to generate without one"
         )
-    if method == "naive-lora" and not has_lora:
+    if method in NAIVE_LORA_METHODS and not has_lora:
         raise MaskEditError(
-            "the naive-lora method needs the naive baseline's LoRA (trained with the stock condition): train one "
+            f"the {method} method needs the naive baseline's LoRA (trained with the stock condition): train one "
             "(`train --naive`) and load it (--lora FOLDER); use the no-lora method to generate without one"
         )
+    if sampler not in SAMPLERS:
+        raise MaskEditError(f"the sampler {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
     if method == "no-lora":
         prompt = compose_prompt(caption, "")
         condition = stock_condition(edited_first_frame, prepared.num_frames, prompt)
@@ -653,7 +682,9 @@ def generate_edit(
             raise GenerationStopped("generation was stopped before it finished; nothing was written")
         return callback_kwargs
 
-    set_flow_shift(pipe, flow_shift)
+    use_sampler(pipe, sampler, flow_shift)
+    if sampler == "euler":
+        extra["sigmas"] = reference_sigmas(steps)
     if has_lora:
         if method == "no-lora":
             pipe.disable_lora()
@@ -674,6 +705,7 @@ def generate_edit(
                 generator=torch.Generator(device="cpu").manual_seed(int(seed)),
                 output_type="np",
                 callback_on_step_end=on_step,
+                image_view=image_view,
                 **extra,
             )
     finally:

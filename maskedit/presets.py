@@ -60,6 +60,7 @@ class Preset:
     lora_scale: float = 1.0
     speed_lora: str | None = None  # a distilled LoRA stacked with the edit LoRA (path or owner/repo/file)
     speed_lora_weight: float = 1.0
+    sampler: str = "euler"  # "euler": the reference code's flow-matching Euler (its schedule); "unipc": Wan's default
     # speed options
     attention_backend: str | None = None  # diffusers attention backend ("flash", "sage", …); None = default
     compile: bool = False  # torch.compile of the transformer blocks (never on ZeroGPU)
@@ -136,6 +137,9 @@ class Preset:
             f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}",
             f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, "
             f"edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}",
+            f"  sampler: {self.sampler}" + (" (flow-matching Euler, the reference code's: its results were sampled so, "
+                                           "and Euler keeps no history, so feature blending holds exactly)"
+                                           if self.sampler == "euler" else ""),
             f"  speed: attention {self.attention_backend or 'default'}, compile {'on' if self.compile else 'off'}, "
             f"VAE tiling {'on' if self.vae_tiling else 'off'}",
         ]
