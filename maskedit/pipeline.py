@@ -331,7 +331,8 @@ class MaskEditPipeline(WanImageToVideoPipeline):
         device = device or self._execution_device
         num_frames, height, width = condition_video.shape[:3]
         spatial = self.vae_scale_factor_spatial
-        latent_condition = self.encode_video_latents(condition_pixels(condition_video, condition_mask), device, dtype)
+        pixels = condition_pixels(condition_video, condition_mask)
+        latent_condition = self.encode_video_latents(pixels, device).to(dtype)
         mask = pack_latent_mask(torch.from_numpy(np.ascontiguousarray(condition_mask)), height // spatial,
                                 width // spatial, self.vae_scale_factor_temporal)
         return torch.cat([mask.to(latent_condition.device, latent_condition.dtype), latent_condition], dim=1)
