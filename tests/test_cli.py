@@ -530,3 +530,45 @@ def test_later_prompt_needs_its_frame(capsys, tmp_path, trained, inputs):
     code, _, err = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--later-prompt", "4=a box",
                        *FAST_TRAIN, "--model", "tiny", "--out", tmp_path / "bad")
     assert_user_error(code, err, tmp_path / "bad", "frame(s) 4", "not among the edited later frames")
+
+
+# ----- the blending baseline and the sampler (issue 11)
+
+
+def test_edit_with_feature_blending_trains_the_naive_lora(capsys, tmp_path, inputs, count_steps):
+    out = tmp_path / "edit"
+    code, _, err = run(capsys, "edit", "--method", "feature-blend", "--train-prompt", "a box", "--video", inputs["clip"],
+                       "--box", BOX, "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
+                       "--gen-steps", "2", "--out", out)
+    assert code == 0, err
+    assert count_steps[0] == 3
+    assert_video(out / "edited.mp4")
+    assert json.loads((out / "naive_lora" / "lora.json").read_text())["condition"] == "stock"
+    # a mask-aware LoRA is refused for the blending baseline
+    code, _, err = run(capsys, "generate", "--method", "feature-blend", "--prepared", out / "prepared",
+                       "--edited-frame", inputs["edited"], "--prompt", "a box", "--lora", _mask_aware_lora(tmp_path),
+                       "--out", tmp_path / "bad")
+    assert_user_error(code, err, tmp_path / "bad", "mask-aware LoRA", "--method feature-blend")
+
+
+def _mask_aware_lora(tmp_path) -> Path:
+    from maskedit.lora import add_lora, save_lora
+    from maskedit.models import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    add_lora(pipe.transformer, 4, 4.0)
+    return save_lora(pipe, tmp_path / "mask_lora", {"trainer": "maskedit", "base_model": "tiny"}).parent
+
+
+@pytest.mark.parametrize("given, expected", [([], "euler"), (["--sampler", "unipc"], "unipc")])
+def test_sampler_comes_from_the_preset_or_the_flag(given, expected):
+    args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+                                          "--out", "o", *given])
+    cli._apply_preset(args)
+    assert args.sampler == expected
+
+
+def test_unknown_sampler_is_refused(capsys):
+    code, _, err = run(capsys, "generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+                       "--sampler", "ddim", "--out", "o")
+    assert code == 2 and "invalid choice: 'ddim'" in err
