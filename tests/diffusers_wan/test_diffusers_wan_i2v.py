@@ -13,7 +13,7 @@ the tokenizer built in code (`maskedit.models.tiny_tokenizer`), for both pipelin
 below see identical components. Every test class of that module is collected twice, as it is (diffusers'
 pipeline, the baseline) and as `TestMaskEdit…` with `pipeline_class = MaskEditPipeline`: MaskEditPipeline must
 pass wherever the stock pipeline passes. Measured with v0.40.0-release's tests (the newest in reach; the
-installed diffusers is 0.42.1): 34 passed and 28 skipped (accelerator-only) per pipeline class pair, and
+installed diffusers is 0.42.1): for each pipeline 34 passed and 28 skipped (accelerator-only), and
 test_inference of both fails offline (marked xfail, strict, with the reason).
 """
 
