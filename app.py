@@ -501,7 +501,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             try:
                 line = studio.background(st, enabled, inputs)
             except MaskEditError as error:
-                line = f"⚠️ Background training not started: {error}"
+                line = f"⚠️ Background training not started: {app_message(str(error))}"
             frame, _, _, timer = bg_outputs(st)
             return line, line, frame, st, timer
 
