@@ -34,7 +34,9 @@ METHOD_CHOICES = [("mask-aware LoRA (the method)", "mask-lora"), ("baseline: no 
 DEFAULT_MAX_UPLOAD = "500mb"
 RUNTIME = None  # maskedit.studio.runtime.Runtime of the running app (the model; never user data)
 APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"), ("(--fit)", "(the Fit checkbox)"),
-             ("(--prompt ", "(the caption box, e.g. "), ("(--min-area)", "(a larger object)"))
+             ("(--prompt ", "(the caption box, e.g. "), ("(--min-area)", "(a larger object)"),
+             ("(--train-prompt)", "(the caption box of the ORIGINAL first frame)"),
+             ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"))
 """The library's messages name the command line's flags; in the app they name the app's own controls."""
 
 
@@ -202,7 +204,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     import gradio as gr
 
     global RUNTIME
-    from maskedit.defaults import DEFAULT_TRIGGER
+    from maskedit.defaults import DEFAULT_TRIGGER, SAMPLERS
     from maskedit.presets import PRESETS, GenerateSettings, get_preset
     from maskedit.session import SessionStore
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS
@@ -328,6 +330,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     with gr.Row():
                         later_in = gr.Image(label="Edited frame K", type="filepath", sources=["upload"])
                         later_index = gr.Number(16, label="K (frame index)", precision=0, minimum=1)
+                    later_caption = gr.Textbox("", label="Caption of edited frame K (stage 2 trains it under its own "
+                                               "caption; empty: captioned automatically)", elem_id="later-caption")
                     later_btn = gr.Button("Add later frame")
                     later_clear = gr.Button("Remove later frames")
                     later_status = gr.Markdown("No edited later frames (stage 2 is skipped).")
@@ -390,6 +394,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                               minimum=1)
                         cfg = gr.Number(preset0.guidance_scale, label="Guidance (CFG)")
                         shift = gr.Number(preset0.flow_shift, label="Flow shift")
+                        sampler = gr.Dropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
+                                              label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
                         seed_gen = gr.Number(0, label="Seed", precision=0)
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
                         new_edit = gr.Image(label="Another edited first frame (optional)", type="filepath",
@@ -417,6 +423,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             api_edited = gr.Image(type="filepath", label="edited first frame")
             api_later = gr.File(file_count="multiple", label="edited later frames")
             api_later_idx = gr.Textbox(label="later frame numbers")
+            api_later_captions = gr.Textbox("{}", label="later frame captions")  # JSON {"K": caption}
             api_lora = gr.File(file_count="multiple", label="LoRA files")
             api_json = gr.JSON(label="training status")
             api_bool = gr.Checkbox(label="fit")
@@ -494,7 +501,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             try:
                 line = studio.background(st, enabled, inputs)
             except MaskEditError as error:
-                line = f"⚠️ Background training not started: {error}"
+                line = f"⚠️ Background training not started: {app_message(str(error))}"
             frame, _, _, timer = bg_outputs(st)
             return line, line, frame, st, timer
 
@@ -576,11 +583,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                           api_visibility="private")
 
         @user_errors
-        def h_later(image, index, fit, st, request: gr.Request):
+        def h_later(image, index, fit, frame_caption, st, request: gr.Request):
             st = sess(st, request)
-            return studio.add_later_frame(st, image, index, fit), st
+            return studio.add_later_frame(st, image, index, fit, frame_caption), st
 
-        later_btn.click(h_later, [later_in, later_index, fit_edited, state], [later_status, state],
+        later_btn.click(h_later, [later_in, later_index, fit_edited, later_caption, state], [later_status, state],
                         api_name="add_later_frame").success(**bg_change)
 
         @user_errors
@@ -603,10 +610,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             chosen = get_preset(name)
             return (chosen.describe(), chosen.train_steps if not tiny else 10, chosen.learning_rate, chosen.rank,
                     chosen.blocks_to_swap, chosen.fp8, chosen.gradient_checkpointing,
-                    chosen.generation_steps if not tiny else 4, chosen.guidance_scale, chosen.flow_shift)
+                    chosen.generation_steps if not tiny else 4, chosen.guidance_scale, chosen.flow_shift,
+                    chosen.sampler)
 
         preset.change(user_errors(h_preset), [preset],
-                      [preset_text, steps_in, lr_in, rank_in, swap_in, fp8_in, ckpt_in, gen_steps, cfg, shift],
+                      [preset_text, steps_in, lr_in, rank_in, swap_in, fp8_in, ckpt_in, gen_steps, cfg, shift, sampler],
                       api_visibility="private").then(**bg_change)
 
         train_outputs = [plot, train_status, loss_json, lora_files, state]
@@ -646,13 +654,13 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         @user_errors
         def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale, fit,
                        use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
-                       swap, fp8, ckpt, budget_s, st, request: gr.Request, progress=gr.Progress()):
+                       swap, fp8, ckpt, budget_s, sampler_name, st, request: gr.Request, progress=gr.Progress()):
             st = sess(st, request)
             settings = GenerateSettings(int(steps), float(cfg_value), float(shift_value), float(lora_scale), int(seed),
-                                        method_name or "mask-lora")
-            # the Train tab's settings: the naive-LoRA baseline is trained with them when chosen and not yet trained
+                                        method_name or "mask-lora", sampler_name or GenerateSettings.sampler)
+            # the Train tab's settings: the naive LoRA (naive-lora, feature-blend) is trained with them when not yet
             train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
-                                       fp8, ckpt, budget_s)
+                                       fp8, ckpt, budget_s, edit_caption=prompt_text)
             result = studio.generate(st, prompt_text, settings, edited_frame=edited_file, fit=fit,
                                      use_checkpoint=bool(use_checkpoint), preset=preset_name, train_inputs=train_inputs,
                                      progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
@@ -663,7 +671,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         # itself is guarded by the studio's lock)
         gen_btn.click(h_generate, [prompt, new_edit, method, gen_steps, cfg, shift, seed_gen, scale, fit_edited,
                                    use_ckpt, preset, caption, trigger, steps_in, lr_in, rank_in, seed_in, swap_in,
-                                   fp8_in, ckpt_in, budget_in, state],
+                                   fp8_in, ckpt_in, budget_in, sampler, state],
                       [edited_video, sbs_video, report, report_json, state], api_name="generate",
                       concurrency_id="generate", concurrency_limit=1).then(h_gallery, [state], [gallery],
                                                                           api_visibility="private")
@@ -680,13 +688,15 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         @user_errors
         def h_edit(video, points_json, mask_video, box, edited_first, later_files, later_indices, train_caption,
                    prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
-                   gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, st, request: gr.Request):
+                   gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name, st,
+                   request: gr.Request):
             st = sess(st, request)
             settings = GenerateSettings(int(gen_steps_value), float(cfg_value), float(shift_value), float(lora_scale),
-                                        int(seed))
+                                        int(seed), sampler=sampler_name or GenerateSettings.sampler)
             result, files = studio.edit(
                 st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
-                later_files=later_files, later_indices=later_indices, train_caption=train_caption, prompt=prompt_text,
+                later_files=later_files, later_indices=later_indices, later_captions=later_captions,
+                train_caption=train_caption, prompt=prompt_text,
                 trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
                 preset=preset_name, train_steps=train_steps, settings=settings, fit=fit)
             return result.edited, result.side_by_side, files, result.report_markdown, result.report, st
@@ -707,7 +717,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                 gr.Number(defaults.guidance_scale, visible=False, label="guidance scale"),
                                 gr.Number(defaults.flow_shift, visible=False, label="flow shift"),
                                 gr.Number(defaults.seed, visible=False, precision=0, label="seed"),
-                                gr.Number(defaults.lora_scale, visible=False, label="lora scale"), api_bool, state],
+                                gr.Number(defaults.lora_scale, visible=False, label="lora scale"), api_bool,
+                                api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"), state],
                        [api_edit_video, api_edit_sbs, api_lora, api_edit_report, api_edit_json, state],
                        api_name="edit", **gpu)
 

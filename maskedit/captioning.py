@@ -21,6 +21,8 @@ from __future__ import annotations
 import gc
 import os
 import re
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -215,3 +217,66 @@ def save_tiny_florence2(path: str | os.PathLike, seed: int = 0) -> str:
     model.save_pretrained(str(path))
     processor.save_pretrained(str(path))
     return str(path)
+
+
+# ----- the caption rule of training (METHOD.md §4–§5)
+
+
+@dataclass
+class TrainingCaptions:
+    """The captions of one edit (no trigger): `caption` of the ORIGINAL first frame (stage 1 trains on it),
+    `later` {k: caption of edited later frame k} (stage 2), and `notes` saying which were made automatically."""
+
+    caption: str
+    later: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def training_captions(original_first_frame: np.ndarray, edited_later: dict | None = None,
+                      caption: str | None = None, later_captions: dict | None = None,
+                      load: Callable[[], "Captioner"] | None = None) -> TrainingCaptions:
+    """Apply the reference's caption rule: stage 1 trains on the caption of the ORIGINAL first frame, stage 2
+    on each edited later frame's own caption; generation uses the edited first frame's (not made here).
+
+    original_first_frame: (H, W, 3) uint8; edited_later: {k: edited frame k (H, W, 3) uint8}. Given captions
+    are kept; the missing ones are made by the captioner `load()` returns (Florence-2 `<DETAILED_CAPTION>`,
+    loaded once, released after). When it cannot be loaded, MaskEditError asks for the captions: there is no
+    fallback, least of all to the edit's caption (that would teach the LoRA the edit as the source's look).
+    """
+    edited_later = edited_later or {}
+    given_later = {int(k): str(v).strip() for k, v in (later_captions or {}).items() if str(v).strip()}
+    unknown = sorted(set(given_later) - set(edited_later))
+    if unknown:
+        raise MaskEditError(f"captions were given for frame(s) {', '.join(map(str, unknown))}, which are not among "
+                            "the edited later frames; give each caption with its frame")
+    caption = (caption or "").strip()
+    missing_later = [k for k in sorted(edited_later) if k not in given_later]
+    result = TrainingCaptions(caption, dict(given_later))
+    if caption and not missing_later:
+        return result
+    what = ([] if caption else ["the ORIGINAL first frame (--train-prompt)"]) + (
+        [f"edited later frame(s) {', '.join(map(str, missing_later))} (--later-prompt K=TEXT)"] if missing_later else [])
+    def ask(error: MaskEditError) -> MaskEditError:
+        return MaskEditError(
+            f"training needs the caption of {' and of '.join(what)}, and none could be made automatically "
+            f"({str(error).split(':')[0]}); type it — not the edit's caption, which belongs to generation"
+        )
+
+    try:
+        if load is None:
+            raise MaskEditError("no captioner was given")
+        captioner = load()
+    except MaskEditError as error:
+        raise ask(error) from None
+    try:
+        if not caption:
+            result.caption = captioner.describe(original_first_frame)
+            result.notes.append(f"caption of the original first frame ({captioner.label}): {result.caption}")
+        for k, text in zip(missing_later, captioner.describe_many([edited_later[k] for k in missing_later])):
+            result.later[k] = text
+            result.notes.append(f"caption of edited frame {k} ({captioner.label}): {text}")
+    except MaskEditError as error:  # a captioner that loads its model on first use (the app's GPU call) fails here
+        raise ask(error) from None
+    finally:
+        captioner.release()
+    return result

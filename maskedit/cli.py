@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from . import masks
 from .cli_common import PROG, HelpFormatter, paragraph
-from .defaults import DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, TINY, WAN_NEGATIVE_PROMPT
+from .defaults import (
+    DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, SAMPLERS, TINY, WAN_NEGATIVE_PROMPT,
+)
 from .errors import MaskEditError
 from .lora_cache import CACHE_ENV
-from .presets import DEFAULT_PRESET, GENERATION_METHODS, PRESETS, GenerateSettings, get_preset
+from .presets import DEFAULT_PRESET, GENERATION_METHODS, NAIVE_LORA_METHODS, PRESETS, GenerateSettings, get_preset
 
 if TYPE_CHECKING:
     from .training import TrainConfig
@@ -114,6 +116,12 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
     group.add_argument("--edited-later", action="append", default=[], metavar="K=PATH",
                        help="an edited later frame K of the prepared clip (1..frames-1) for stage 2; repeat for "
                             "more frames (`prepare --export-frames` writes the frames to edit)")
+    group.add_argument("--later-prompt", action="append", default=[], metavar="K=TEXT",
+                       help="caption of edited later frame K: stage 2 trains each frame under its own caption "
+                            "(default: captioned by Florence-2 when it is available, else required)")
+    group.add_argument("--caption-model", default=None, metavar="ID|DIR",
+                       help="Florence-2 (transformers format, hub id or folder) that captions what was not given "
+                            "(default: florence-community/Florence-2-large)")
     group.add_argument(steps_flag, dest="train_steps", type=int, metavar="N",
                        help=f"stage-1 training steps (default: the preset's; {_FULL.train_steps} for full)")
     group.add_argument("--stage2-epochs", type=int, default=DEFAULT_STAGE2_EPOCHS, metavar="N",
@@ -148,6 +156,9 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
     group.add_argument("--shift", type=float,
                        help=f"flow shift of the scheduler (default: the preset's; {GenerateSettings.flow_shift:g} for full)")
     group.add_argument("--lora-scale", type=float, help="strength of the LoRA (default: the preset's; 1.0)")
+    group.add_argument("--sampler", choices=SAMPLERS,
+                       help="euler (flow-matching Euler with the reference code's schedule) or unipc (Wan's default "
+                            "solver) (default: the preset's; euler)")
     group.add_argument("--speed-lora", metavar="FILE|ID",
                        help="a step/CFG-distilled Wan2.1-I2V LoRA stacked with the edit LoRA (a .safetensors file, a "
                             "folder, or owner/repo/file.safetensors), for few steps at CFG 1; 'none' for none "
@@ -198,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Interrupted runs resume from their checkpoints when run again."),
         epilog=f"example:\n  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" --out work/lora\n"
                f"  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" \\\n"
-               "      --edited-later 24=frame24_edited.png --out work/lora\n\n"
-               "--prompt describes the ORIGINAL first frame.\n"
+               "      --edited-later 24=frame24_edited.png --later-prompt 24=\"a blue car on a road\" --out work/lora\n\n"
+               "--prompt describes the ORIGINAL first frame (left out: Florence-2 captions it, or training stops and\n"
+               "asks for it); --later-prompt K=TEXT the edited frame K (left out: captioned the same way).\n"
                "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
                "checkpoints/ (a rerun resumes from them; delete them when done to save space).\n\n"
                "baseline: --naive trains the paper's naive-LoRA baseline instead (same settings; give it its\n"
@@ -207,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} train --naive --prepared work/prepared --prompt \"a red car on a road\" --out work/naive",
     )
     train.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
-    train.add_argument("--prompt", required=True, help="caption of the original first frame")
+    train.add_argument("--prompt", help="caption of the ORIGINAL first frame (default: captioned by Florence-2 when "
+                                        "it is available, else required)")
     train.add_argument("--naive", action="store_true",
                        help="train the naive-LoRA baseline instead: the stock image-to-video condition (first frame "
                             "only; the boxes are not used) on the clip, no stage 2; for `generate --method naive-lora`")
@@ -254,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepare the clip, train its LoRA and generate the edited video in one go.",
         epilog=f"example:\n  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\\n"
                "      --prompt \"a blue car on a road\" --out work/result\n\n"
-               "--prompt describes the edited first frame; give --train-prompt to caption the original one.\n"
+               "--prompt describes the EDITED first frame (generation); training uses the caption of the ORIGINAL\n"
+               "one: --train-prompt, or Florence-2's when it is available (else it stops and asks for it).\n"
                "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
                "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).\n"
                f"--method naive-lora: the naive-LoRA baseline instead; its LoRA goes to\n"
@@ -266,11 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "the clip); see --fit")
     edit.add_argument("--prompt", required=True, help="caption of the edited first frame")
     edit.add_argument("--train-prompt", metavar="PROMPT",
-                      help="caption of the original first frame for training (default: --prompt)")
-    edit.add_argument("--method", choices=("mask-lora", "naive-lora"), default="mask-lora",
-                      help="mask-lora (the paper's; default) or naive-lora (the baseline: a LoRA trained with the "
+                      help="caption of the ORIGINAL first frame, for training (default: captioned by Florence-2 when "
+                           "it is available, else required; never --prompt)")
+    edit.add_argument("--method", choices=("mask-lora", *NAIVE_LORA_METHODS), default="mask-lora",
+                      help="mask-lora (the paper's; default), naive-lora (the baseline: a LoRA trained with the "
                            f"stock first-frame condition, in OUT/{NAIVE_LORA_FOLDER}/, then stock "
-                           "image-to-video)")
+                           "image-to-video) or feature-blend (that LoRA plus feature-level blending, paper Eq. 3)")
     _add_train_options(edit, "--steps")
     _add_generate_options(edit, "--gen-steps")
     _add_model_option(edit)
@@ -318,10 +333,11 @@ def cmd_train(args) -> int:
     if args.naive and later:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args)
+    caption = _training_captions(args, prepared, later, args.prompt)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
         loaded = _load_model(args.model or editing.default_model(), args)
-        _train(loaded, prepared, args.prompt, config, args, later, Path(args.out), distributed)
+        _train(loaded, prepared, caption, config, args, later, Path(args.out), distributed)
     finally:
         shutdown(distributed)
     out = Path(args.out)
@@ -345,9 +361,9 @@ def cmd_generate(args) -> int:
             "the mask-lora method needs the LoRA that `train` wrote: add --lora LORA_DIR "
             "(or use --method no-lora to generate without one)"
         )
-    if lora_path is None and args.method == "naive-lora":
+    if lora_path is None and args.method in NAIVE_LORA_METHODS:
         raise MaskEditError(
-            "the naive-lora method needs the LoRA that `train --naive` wrote: add --lora NAIVE_LORA_DIR "
+            f"the {args.method} method needs the LoRA that `train --naive` wrote: add --lora NAIVE_LORA_DIR "
             "(or use --method no-lora to generate without one)"
         )
     metadata = read_metadata(lora_path) if lora_path else {}
@@ -384,9 +400,9 @@ def _check_lora_kind(method: str, metadata: dict, lora_path) -> None:
     if not metadata or lora_path is None:
         return
     naive = editing.is_naive_lora(metadata)
-    if method == "naive-lora" and not naive and metadata.get("trainer") == "maskedit":
+    if method in NAIVE_LORA_METHODS and not naive and metadata.get("trainer") == "maskedit":
         raise MaskEditError(
-            f"{lora_path.parent} holds a mask-aware LoRA, but --method naive-lora needs one trained with the stock "
+            f"{lora_path.parent} holds a mask-aware LoRA, but --method {method} needs one trained with the stock "
             "condition: train it with `train --naive` into its own folder (or use --method mask-lora)"
         )
     if method == "mask-lora" and naive:
@@ -414,15 +430,16 @@ def cmd_edit(args) -> int:
     edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     later = _edited_later(args, prepared)
-    args.naive = args.method == "naive-lora"
+    args.naive = args.method in NAIVE_LORA_METHODS
     config = _train_config(args)
     _check_generate_args(args)
+    caption = _training_captions(args, prepared, later, args.train_prompt)
+    args.edit_caption = args.prompt
     loaded = _load_model(args.model or editing.default_model(), args)
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
-    caption = args.train_prompt or args.prompt
     if args.naive and later:
-        raise MaskEditError("--method naive-lora trains the baseline on the clip alone (no stage 2): leave out "
+        raise MaskEditError(f"--method {args.method} trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
     _train(loaded, prepared, caption, config, args, later, out / NAIVE_LORA_FOLDER if args.naive else out)
     return _generate(loaded, prepared, edited, args, args.trigger, out)
@@ -437,7 +454,7 @@ _PRESET_OPTIONS = {
     "activation_offload": "activation_offload", "blocks_to_swap": "blocks_to_swap", "fp8": "fp8",
     "gen_steps": "generation_steps", "cfg": "guidance_scale", "shift": "flow_shift", "lora_scale": "lora_scale",
     "speed_lora": "speed_lora", "speed_lora_weight": "speed_lora_weight", "attention": "attention_backend",
-    "compile": "compile", "vae_tiling": "vae_tiling",
+    "compile": "compile", "vae_tiling": "vae_tiling", "sampler": "sampler",
 }
 
 
@@ -485,6 +502,28 @@ def _describe(prepared: editing.PreparedClip) -> str:
     lines.append(f"clip: {prepared.num_frames} frames, {prepared.width}x{prepared.height}, {prepared.fps:g} fps; "
                  f"the boxes cover {share:.0%} of the frames")
     return "\n".join(lines)
+
+
+def _training_captions(args, prepared, later: dict, caption: str | None) -> str:
+    """The caption of the original first frame, and the edited later frames' (kept on args.later_captions):
+    given ones, else Florence-2's (`captioning.training_captions`), else a clear error — never the edit's."""
+    from .captioning import load_captioner, training_captions
+
+    given = {}
+    for entry in args.later_prompt:
+        key, text = entry.split("=", 1) if "=" in entry else ("", "")
+        if not text.strip():
+            raise MaskEditError(f"--later-prompt {entry!r} needs the form K=TEXT, e.g. 24=\"a blue car on a road\"")
+        index = editing.parse_frame_index(key, prepared.num_frames)
+        if index in given:
+            raise MaskEditError(f"frame {index} is given twice in --later-prompt; give each frame once")
+        given[index] = text.strip()
+    captions = training_captions(prepared.frames[0], later, caption, given,
+                                 load=lambda: load_captioner(args.caption_model, device=getattr(args, "device", None)))
+    for note in captions.notes:
+        print(note, flush=True)
+    args.later_captions = captions.later
+    return captions.caption
 
 
 def _edited_later(args, prepared) -> dict:
@@ -581,7 +620,8 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
     cache = None if getattr(args, "no_cache", False) else LoraCache(getattr(args, "cache_dir", None) or None)
     events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
                           base_model=loaded.name, edited_later=later, resume=not args.no_resume, out_dir=out,
-                          distributed=distributed)
+                          distributed=distributed, later_captions=getattr(args, "later_captions", None),
+                          edit_caption=getattr(args, "edit_caption", None))
     bar = None
     try:
         for event in events:
@@ -639,6 +679,7 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
             flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
             method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
             callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
+            sampler=args.sampler,
         )
     outputs = editing.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")

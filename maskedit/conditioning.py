@@ -29,6 +29,13 @@ GREY_FILL = 0.0
 from .defaults import DEFAULT_TRIGGER  # noqa: E402,F401  (one definition, torch-free)
 """Trigger token put in front of every caption (reference code of the paper)."""
 
+IMAGE_VIEWS = ("full", "crop")
+"""What the CLIP image encoder sees: the whole frame squashed to its input size ("full", Wan's own code and the
+reference) or diffusers' `CLIPImageProcessor` view (short side resized, centre crop: "crop")."""
+
+METHOD_IMAGE_VIEW = "full"
+"""The method's view, in training and generation alike: at 832x480 the crop view never sees 42% of the width."""
+
 
 def compose_prompt(caption: str, trigger: str = DEFAULT_TRIGGER) -> str:
     """`"p3rs0n, a red car on a road"` from a caption; an empty trigger gives the caption alone."""
@@ -183,6 +190,21 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32) / 255.0
     pixels = 2.0 * pixels - 1.0
     return pixels.permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def full_view_pixels(
+    image: np.ndarray, size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """The CLIP input of the "full" view, as Wan's `CLIPModel.visual` computes it: the whole (H, W, 3) uint8
+    frame in [-1, 1], bicubic-resized (align_corners=False, no antialias) to `size` = (height, width), mapped
+    back to [0, 1] and normalised by the encoder's `mean`/`std`. Returns float32 (1, 3, height, width)."""
+    pixels = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]  # a copy: inputs may be read-only
+    pixels = (pixels / 255.0 - 0.5) / 0.5
+    pixels = F.interpolate(pixels, size=tuple(size), mode="bicubic", align_corners=False)
+    pixels = pixels * 0.5 + 0.5
+    mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (pixels - mean) / std
 
 
 def condition_pixels(condition_video: np.ndarray, keep_mask: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,11 @@ DEFAULT_STAGE2_EPOCHS = 10
 """Stage-2 epochs (METHOD.md §5) unless set otherwise."""
 DEFAULT_CAPTION_MODEL = "florence-community/Florence-2-large"
 """The Florence-2 model that writes captions (captioning.load_captioner)."""
+SAMPLERS = ("euler", "unipc")
+"""Flow-matching Euler (the reference code's, DiffSynth) and UniPC (Wan's own default, diffusers' Wan repos)."""
+DEFAULT_SAMPLER = "euler"
+"""The method's sampler: the reference code samples with flow-matching Euler at shift 5, and Euler carries no
+state between steps, so feature blending (paper Eq. 3) holds exactly."""
 NAIVE_LORA_FOLDER = "naive_lora"
 """Where `edit --method naive-lora` keeps the baseline's LoRA (never over the mask-aware one)."""
 WAN_NEGATIVE_PROMPT = (

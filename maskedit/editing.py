@@ -28,12 +28,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import masks
-from .conditioning import DEFAULT_TRIGGER, compose_prompt, inference_condition, stock_condition
+from .conditioning import DEFAULT_TRIGGER, METHOD_IMAGE_VIEW, compose_prompt, inference_condition, stock_condition
 from .defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (part of this API)
 from .errors import MaskEditError
-from .presets import GENERATION_METHODS, GenerateSettings
+from .presets import GENERATION_METHODS, NAIVE_LORA_METHODS, GenerateSettings  # noqa: F401  (part of this API)
 from .files import save_npz, write_text
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
+from .pipeline import DEFAULT_SAMPLER, reference_sigmas, use_sampler
 from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
     CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, MASK_CONDITION, STAGE2_REPEATS, STOCK_CONDITION, LoraTrainer, StepEvent,
     TrainConfig, plan_stages, restore_encoders, stage2_steps,
@@ -334,21 +335,26 @@ def train_edit_lora(
     window_stride: int | None = None,
     distributed=None,
     naive: bool | None = None,
+    edit_caption: str | None = None,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
     The config says what is trained on (`training.plan_stages`): stage 1 (METHOD.md §4) learns the clip's
     motion with the boxes — on the whole clip or on `config.window`-frame windows every `config.window_stride`
     frames (§7); with `edited_later` ({frame index in the prepared clip: edited uint8 (H, W, 3)}) stage 2
-    (§5) continues the adapter on the clip plus each edited frame (repeated 9x per epoch) for
-    `stage2_steps(n, config.stage2_epochs)` steps. `config.condition == "stock"` trains the naive-LoRA
-    baseline instead (§8: stock I2V condition, boxes unused, no stage 2; lora.json says "condition": "stock";
-    give it its own `out_dir`). stage2_epochs, window, window_stride, naive: when given, override the
-    config's fields of the same meaning.
-    Prompts are `compose_prompt(caption, trigger)` (later frames: their `later_captions` entry, else the
-    caption). Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same
-    inputs and settings continues from them (other inputs start afresh). A stop (should_stop() True, or an
-    exception such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
+    (§5) continues the adapter on the clip plus each edited frame (repeated 9x per epoch; temporal windows
+    share the clip's one place, `training.stage2_items`) for `stage2_steps(n, config.stage2_epochs)` steps.
+    `config.condition == "stock"` trains the naive-LoRA baseline instead (§8: stock I2V condition, boxes
+    unused, no stage 2; lora.json says "condition": "stock"; give it its own `out_dir`). stage2_epochs,
+    window, window_stride, naive: when given, override the config's fields of the same meaning.
+    Captions (METHOD.md §4–§5; `captioning.training_captions` makes them): `caption` describes the ORIGINAL
+    first frame (stage 1 trains on it), `edit_caption` the edited first frame (generation's; recorded in
+    lora.json), `later_captions[k]` edited later frame k (its stage-2 sample). A later frame without a
+    caption takes `edit_caption` (with a note); without either it is refused. Prompts are
+    `compose_prompt(caption, trigger)`.
+    Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same inputs and
+    settings continues from them (other inputs start afresh). A stop (should_stop() True, or an exception
+    such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
     lora_comfyui.safetensors and lora.json are written (`maskedit.lora.save_lora`); stale ones from an
     earlier run are removed before training starts. Any adapter already on the pipe is replaced.
     distributed: a `maskedit.distributed.DistributedContext` when launched on several processes
@@ -369,9 +375,16 @@ def train_edit_lora(
                 f"the edited later frame number {index} is outside the prepared clip's frames 1..{prepared.num_frames - 1}"
             )
         check_image_size(frame, prepared.width, prepared.height, f"edited frame {index}")
+    uncaptioned = [k for k in edited_later if not (later_captions.get(k) or "").strip()]
+    if uncaptioned and not (edit_caption or "").strip():
+        raise MaskEditError(
+            f"edited later frame(s) {', '.join(map(str, uncaptioned))} have no caption: stage 2 trains each under its "
+            "own caption; give one per frame (--later-prompt K=TEXT) or the edited first frame's caption"
+        )
+    later_captions = {k: (later_captions.get(k) or "").strip() or edit_caption for k in edited_later}
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
-    later = [(k, frame, compose_prompt(later_captions.get(k, caption), trigger)) for k, frame in edited_later.items()]
+    later = [(k, frame, compose_prompt(later_captions[k], trigger)) for k, frame in edited_later.items()]
     stages = plan_stages(prepared.frames, prepared.region, prompt, config, base_model, later)
     main = distributed is None or distributed.is_main
 
@@ -379,6 +392,8 @@ def train_edit_lora(
         remove_lora_files(out_dir)
     unload_lora(pipe)
     losses: list[float] = []
+    for k in uncaptioned:
+        yield EditTrainingNote(f"edited frame {k} has no caption of its own: trained under the edited first frame's")
     try:
         for stage in stages:
             checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage.number}"
@@ -426,8 +441,9 @@ def train_edit_lora(
         "height": prepared.height,
         "fps": prepared.fps,
         "trigger": trigger,
-        "caption": caption,
-        "later_captions": {str(k): later_captions[k] for k in edited_later if k in later_captions},
+        "caption": caption,  # of the original first frame (what stage 1 trained on)
+        "edit_caption": edit_caption,  # of the edited first frame (what generation uses), when known
+        "later_captions": {str(k): later_captions[k] for k in edited_later},
         "final_loss": losses[-1] if losses else None,
         "created": _now(),
         "trainer": "maskedit",
@@ -539,16 +555,22 @@ def generate_edit(
     callback: Callable[[GenerationStep], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     speed_lora_weight: float = 1.0,
+    sampler: str = DEFAULT_SAMPLER,
+    image_view: str = METHOD_IMAGE_VIEW,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
     method "mask-lora": the edit LoRA on the pipe (trained or loaded; required) with the mask condition —
     the clip with boxes emptied and frame 0 = the edited frame. "no-lora": stock I2V from the edited first
-    frame, adapter disabled, prompt without the trigger. "feature-blend": stock I2V condition plus
-    feature-level blending of the source clip outside the boxes (paper Eq. 3), with the adapter when the
-    pipe has one. "naive-lora": the naive baseline (METHOD.md §8) — stock I2V from the edited first frame
-    with the adapter on the pipe, which must be a LoRA trained with the stock condition
-    (`train_edit_lora(naive=True)`, loaded by the caller: this function cannot tell the two apart).
+    frame, adapter disabled, prompt without the trigger. "feature-blend": the paper's blending baseline (App.
+    B.1) — stock I2V condition plus feature-level blending of the source clip outside the boxes (Eq. 3, held
+    at every step whatever the sampler), with the naive baseline's LoRA. "naive-lora": the naive baseline
+    (METHOD.md §8) — stock I2V from the edited first frame. Both `NAIVE_LORA_METHODS` need the adapter on the
+    pipe to be a LoRA trained with the stock condition (`train_edit_lora(naive=True)`, loaded by the caller:
+    this function cannot tell the two apart; `is_naive_lora(lora.json)` can).
+    sampler: "euler" (the reference code's flow-matching Euler with its schedule, `pipeline.reference_sigmas`)
+    or "unipc" (Wan's default); flow_shift applies to both. image_view: the CLIP view ("full" = the method's,
+    as in training; "crop" = diffusers').
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
     denoising step; should_stop() True stops after the current step (GenerationStopped).
     A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
@@ -560,7 +582,7 @@ def generate_edit(
     from .runtime import quiet_transformers
 
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
-                     seed=seed, method=method)  # checks every setting before any work
+                     seed=seed, method=method, sampler=sampler)  # checks every setting before any work
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
@@ -568,9 +590,9 @@ def generate_edit(
             "the mask-lora method needs the edit LoRA: train one first, or load one (--lora FOLDER); "
             "use the no-lora method to generate without one"
         )
-    if method == "naive-lora" and not has_lora:
+    if method in NAIVE_LORA_METHODS and not has_lora:
         raise MaskEditError(
-            "the naive-lora method needs the naive baseline's LoRA (trained with the stock condition): train one "
+            f"the {method} method needs the naive baseline's LoRA (trained with the stock condition): train one "
             "(`train --naive`) and load it (--lora FOLDER); use the no-lora method to generate without one"
         )
     if method == "no-lora":
@@ -598,7 +620,9 @@ def generate_edit(
             raise GenerationStopped("generation was stopped before it finished; nothing was written")
         return callback_kwargs
 
-    set_flow_shift(pipe, flow_shift)
+    use_sampler(pipe, sampler, flow_shift)
+    if sampler == "euler":
+        extra["sigmas"] = reference_sigmas(steps)
     if has_lora:
         if method == "no-lora":
             pipe.disable_lora()
@@ -619,6 +643,7 @@ def generate_edit(
                 generator=torch.Generator(device="cpu").manual_seed(int(seed)),
                 output_type="np",
                 callback_on_step_end=on_step,
+                image_view=image_view,
                 **extra,
             )
     finally:

@@ -365,6 +365,15 @@ def seed_from_stage1(cache: LoraCache, stage1_key: str, target: Path) -> bool:
     return True
 
 
+def stage2_captions(edited_later: dict | None, later_captions: dict | None, edit_caption: str | None) -> dict:
+    """{k: caption} each edited later frame trains under (`editing.train_edit_lora`'s rule: its own caption, else
+    the edit's); the cache key holds these, so a run whose fallback caption differs is not reused. Frames with
+    neither are left out (training refuses them)."""
+    given, fallback = later_captions or {}, (edit_caption or "").strip()
+    captions = {k: (str(given.get(k) or "").strip() or fallback) for k in (edited_later or {})}
+    return {k: text for k, text in captions.items() if text}
+
+
 def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | None, trigger: str, base_model: str,
                  edited_later: dict | None = None, later_captions: dict | None = None, use_cache: bool = True,
                  resume: bool = True, load: bool = True, out_dir: str | os.PathLike | None = None,
@@ -379,7 +388,7 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
     replaced). cache None: no cache at all, the run trains in `out_dir` (CacheNote "off").
     out_dir: also put the run's files there — the LoRA files and checkpoints, copied after the run ends
     however it ends (finished, stopped or interrupted), so the folder looks like a plain `train_edit_lora`
-    run. Other keyword arguments go to `train_edit_lora` (should_stop; window, window_stride, naive,
+    run. Other keyword arguments go to `train_edit_lora` (should_stop, edit_caption; window, window_stride, naive,
     stage2_epochs override the config's). The last event is EditTrainingDone or EditTrainingStopped.
     """
     from . import editing
@@ -397,7 +406,8 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
                                            edited_later=edited_later, later_captions=later_captions, resume=resume,
                                            base_model=base_model, distributed=distributed, **train_kwargs)
         return
-    key = cache_key(prepared, caption, trigger, config, base_model, edited_later, later_captions)
+    key = cache_key(prepared, caption, trigger, config, base_model, edited_later,
+                    stage2_captions(edited_later, later_captions, train_kwargs.get("edit_caption")))
     entry = cache.lookup(key) if use_cache else None
     if entry is not None and entry.status == FINISHED:
         yield CacheNote("hit", f"reusing cached LoRA {key} (trained {entry.trained_at()}): same clip, boxes, caption "

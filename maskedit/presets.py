@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from .defaults import DEFAULT_WINDOW_STRIDE
+from .defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
 from .errors import MaskEditError
 
 NUM_BLOCKS_14B = 40
@@ -35,6 +35,9 @@ local .safetensors file or folder works as well (maskedit.speed.resolve_speed_lo
 GENERATION_METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
 """The paper's method (mask condition + LoRA) and the baselines: stock I2V, feature-level blending, naive LoRA."""
 
+NAIVE_LORA_METHODS = ("naive-lora", "feature-blend")
+"""Methods that run with the naive baseline's LoRA (trained with the stock condition; paper §3.1, App. B.1)."""
+
 
 @dataclass(frozen=True)
 class GenerateSettings:
@@ -42,7 +45,7 @@ class GenerateSettings:
 
     steps ≥ 1 denoising steps; guidance_scale ≥ 1 (1 = no classifier-free guidance); flow_shift > 0;
     lora_scale: weight of the edit LoRA (0..2 useful); seed: the noise seed; method: one of
-    GENERATION_METHODS."""
+    GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default)."""
 
     steps: int = 30
     guidance_scale: float = 5.0
@@ -50,6 +53,7 @@ class GenerateSettings:
     lora_scale: float = 1.0
     seed: int = 0
     method: str = "mask-lora"
+    sampler: str = DEFAULT_SAMPLER
 
     def __post_init__(self):
         self.validate()
@@ -64,6 +68,8 @@ class GenerateSettings:
             raise MaskEditError(f"the flow shift is {self.flow_shift}; give a positive one, e.g. 5")
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
+        if self.sampler not in SAMPLERS:
+            raise MaskEditError(f"the sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +104,7 @@ class Preset:
     lora_scale: float = GenerateSettings.lora_scale
     speed_lora: str | None = None  # a distilled LoRA stacked with the edit LoRA (path or owner/repo/file)
     speed_lora_weight: float = 1.0
+    sampler: str = GenerateSettings.sampler  # "euler": the reference code's flow-matching Euler (its schedule); "unipc": Wan's default
     # speed options
     attention_backend: str | None = None  # diffusers attention backend ("flash", "sage", …); None = default
     compile: bool = False  # torch.compile of the transformer blocks (never on ZeroGPU)
@@ -120,6 +127,8 @@ class Preset:
             problems.append(f"blocks_to_swap must be in 0..{NUM_BLOCKS_14B - 1}, got {self.blocks_to_swap}")
         if self.activation_offload and not self.gradient_checkpointing:
             problems.append("activation_offload needs gradient_checkpointing")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.train_steps < 1 or self.generation_steps < 1 or self.rank < 1:
             problems.append("train_steps, generation_steps and rank must be at least 1")
         if problems:
@@ -162,7 +171,7 @@ class Preset:
     def generate_settings(self, **overrides) -> "GenerateSettings":
         """The preset's `GenerateSettings` (overrides: fields to set otherwise; None values are ignored)."""
         settings = dict(steps=self.generation_steps, guidance_scale=self.guidance_scale, flow_shift=self.flow_shift,
-                        lora_scale=self.lora_scale)
+                        lora_scale=self.lora_scale, sampler=self.sampler)
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return GenerateSettings(**settings)
 
@@ -182,6 +191,9 @@ class Preset:
             f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}",
             f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, "
             f"edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}",
+            f"  sampler: {self.sampler}" + (" (flow-matching Euler, the reference code's: its results were sampled so, "
+                                           "and Euler keeps no history, so feature blending holds exactly)"
+                                           if self.sampler == "euler" else ""),
             f"  speed: attention {self.attention_backend or 'default'}, compile {'on' if self.compile else 'off'}, "
             f"VAE tiling {'on' if self.vae_tiling else 'off'}",
         ]

@@ -182,6 +182,20 @@ def parse_later_frames(text) -> list[int]:
         raise MaskEditError(f"the later frame numbers {text!r} must be whole numbers, e.g. [16] or 16, 24") from None
 
 
+def parse_later_captions(data) -> dict[int, str]:
+    """Captions of edited later frames {K: text}, from a dict or its JSON ({"16": "a blue car"}); empty texts
+    are left out (they are captioned automatically)."""
+    if data is None or (isinstance(data, str) and data.strip() in ("", "{}")):
+        return {}
+    try:
+        data = json.loads(data) if isinstance(data, str) else data
+        captions = {int(k): str(v).strip() for k, v in dict(data).items()}
+    except (ValueError, TypeError):
+        raise MaskEditError(f"the later frames' captions {str(data)[:80]!r} must be a JSON object of frame number "
+                            'and caption, e.g. {"16": "a blue car on a road"}') from None
+    return {k: v for k, v in captions.items() if v}
+
+
 # ----- the conformed clip (before a region exists)
 
 

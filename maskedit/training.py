@@ -18,14 +18,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import PIL.Image
 import torch
 import torch.nn.functional as F
 
 from .conditioning import (
-    ConditionSample, condition_pixels, frames_to_tensor, naive_sample, pack_latent_mask, stage1_sample, stage2_sample,
+    IMAGE_VIEWS, METHOD_IMAGE_VIEW, ConditionSample, frames_to_tensor, naive_sample, stage1_sample, stage2_sample,
     window_samples, window_starts,
 )
 from .defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
@@ -36,9 +36,12 @@ from .pipeline import TEXT_TOKENS
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
 MASK_CONDITION, STOCK_CONDITION = "mask", "stock"
 CONDITIONS = (MASK_CONDITION, STOCK_CONDITION)
-STAGE2_REPEATS = 9  # each edited later frame appears 9 times per epoch beside the clip (METHOD.md §5)
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
+STAGE2_REPEATS = 9
+"""Draws per epoch of each edited later frame beside one clip (METHOD.md §5, the reference code)."""
+CLIP_SLOT = "clip"
+"""The slot that a stage-2 clip's temporal windows share (`stage2_items`)."""
 
 
 @dataclass
@@ -61,6 +64,7 @@ class TrainConfig:
     blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.offload; implies checkpointing)
     fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
+    image_view: str = METHOD_IMAGE_VIEW  # CLIP view of the samples' images ("full" / "crop"); generate with the same
     # what is trained on (`plan_stages`)
     window: int = 0  # frames per temporal training window (4k+1); 0 = the whole clip (METHOD.md §7)
     window_stride: int = DEFAULT_WINDOW_STRIDE  # frames between window starts
@@ -78,6 +82,8 @@ class TrainConfig:
             raise MaskEditError("steps, rank and batch_size must be at least 1")
         if self.blocks_to_swap < 0:
             raise MaskEditError(f"blocks_to_swap must be 0 or more, got {self.blocks_to_swap}")
+        if self.image_view not in IMAGE_VIEWS:
+            raise MaskEditError(f"image_view must be one of {IMAGE_VIEWS}, got {self.image_view!r}")
         if self.learning_rate <= 0:
             raise MaskEditError(f"the learning rate is {self.learning_rate}; give a positive one, e.g. 1e-4")
         if self.window and (self.window < 1 or (self.window - 1) % 4):
@@ -118,10 +124,15 @@ class TrainConfig:
 
 @dataclass
 class TrainItem:
-    """A training sample and how often it appears per epoch (stage-2 frames: 9, METHOD.md §5)."""
+    """A training sample and how often it appears per epoch (stage-2 frames: 9, METHOD.md §5).
+
+    slot: items with the same slot take turns in it: the slot gets `repeats` draws per epoch in all, filled
+    by its members in rotation (a stage-2 clip's windows share one clip's place, `stage2_items`).
+    """
 
     sample: ConditionSample
     repeats: int = 1
+    slot: str | None = None
 
 
 @dataclass
@@ -137,6 +148,7 @@ class EncodedSample:
     prompt_embeds: torch.Tensor
     image_embeds: torch.Tensor | None
     repeats: int = 1
+    slot: str | None = None
 
 
 @dataclass
@@ -158,27 +170,25 @@ class TrainState:
 
 
 @torch.no_grad()
-def encode_samples(pipe, items: list[TrainItem], device=None) -> list[EncodedSample]:
-    """VAE, text and image encoders run once per sample; the trainer only needs the results."""
+def encode_samples(pipe, items: list[TrainItem], device=None, image_view: str = METHOD_IMAGE_VIEW) -> list[EncodedSample]:
+    """VAE, text and image encoders run once per sample; the trainer only needs the results. The condition
+    comes from `pipe.condition_latents` and the image tokens from `pipe.encode_image(view=image_view)`, the
+    very code generation uses."""
     device = device or pipe._execution_device
     encoded = []
-    spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
     for item in items:
         sample = item.sample
         if sample.target_video is None:
             raise MaskEditError("a training sample needs a target video")
         latents = pipe.encode_video_latents(frames_to_tensor(sample.target_video), device)
-        cond = pipe.encode_video_latents(condition_pixels(sample.condition_video, sample.keep_mask), device)
-        mask = pack_latent_mask(
-            torch.from_numpy(sample.keep_mask), sample.height // spatial, sample.width // spatial, temporal
-        ).to(device)
+        condition = pipe.condition_latents(sample.condition_video, sample.keep_mask, device)
         prompt_embeds, _ = pipe.encode_prompt(
             sample.prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_TOKENS, device=device
         )
         image_embeds = None
         if pipe.transformer.config.image_dim is not None:
-            image_embeds = pipe.encode_image(PIL.Image.fromarray(sample.image), device)
-        encoded.append(EncodedSample(latents, torch.cat([mask, cond], dim=1), prompt_embeds, image_embeds, item.repeats))
+            image_embeds = pipe.encode_image(PIL.Image.fromarray(sample.image), device, view=image_view)
+        encoded.append(EncodedSample(latents, condition, prompt_embeds, image_embeds, item.repeats, item.slot))
     return encoded
 
 
@@ -202,6 +212,45 @@ def sample_timesteps(config: TrainConfig, generator: torch.Generator, count: int
         s = config.timestep_shift
         t = s * t / (1 + (s - 1) * t)
     return t
+
+
+def epoch_order(repeats: Sequence[int], epoch: int, seed: int, slots: Sequence[str | None] | None = None) -> list[int]:
+    """Sample indices of one epoch, shuffled from (seed, epoch) alone (a resumed run needs no extra state).
+
+    Item i appears `repeats[i]` times, except items sharing a slot (`slots[i]` not None): such a slot gets
+    `repeats` draws per epoch in all (its members must agree on it), its members taking turns in an order
+    reshuffled every full round. Without slots this is each item `repeats` times, shuffled.
+    """
+    slots = list(slots) if slots is not None else [None] * len(repeats)
+    order, shared = [], {}
+    for index, (count, slot) in enumerate(zip(repeats, slots)):
+        if slot is None:
+            order += [index] * count
+        else:
+            shared.setdefault(slot, []).append(index)
+    for slot, members in shared.items():
+        counts = {repeats[i] for i in members}
+        if len(counts) != 1:
+            raise MaskEditError(f"the items of slot {slot!r} have different repeats {sorted(counts)}")
+        count = counts.pop()
+        for position in range(epoch * count, (epoch + 1) * count):
+            round_, place = divmod(position, len(members))
+            turn = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed * 7_919 + round_ + 1))
+            order.append(members[turn[place]])
+    if len(order) == 1:
+        return order
+    perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return [order[i] for i in perm.tolist()]
+
+
+def stage2_items(clip_list: list[TrainItem], frame_samples: list[ConditionSample],
+                 repeats: int = STAGE2_REPEATS) -> list[TrainItem]:
+    """Stage 2's schedule (METHOD.md §5): the clip once per epoch beside each edited later frame `repeats` (9)
+    times, as the reference mixes them (90% edited-frame draws with one frame). The clip's temporal windows,
+    when it has them, share the clip's one place per epoch and take turns in it, so the proportion is the
+    same whatever the windowing (and one pass of the windows counts as one clip)."""
+    shared = [TrainItem(item.sample, 1, CLIP_SLOT) for item in clip_list] if len(clip_list) > 1 else list(clip_list)
+    return shared + [TrainItem(sample, repeats) for sample in frame_samples]
 
 
 def clip_items(frames, edit_region, prompt: str, window: int = 0, stride: int = 4) -> list[TrainItem]:
@@ -245,7 +294,7 @@ class LoraTrainer:
         if encoded is not None:  # already encoded (benchmarks; only `pipe.transformer` is used then)
             self.samples = list(encoded)
         else:
-            self.samples = encode_samples(pipe, items, self.device)
+            self.samples = encode_samples(pipe, items, self.device, config.image_view)
             release_encoders(pipe)
 
         if ADAPTER_NAME in (getattr(self.transformer, "peft_config", None) or {}):
@@ -277,18 +326,13 @@ class LoraTrainer:
 
     # -- the schedule ---------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> list[int]:
-        """Sample indices of one epoch, each repeated `repeats` times, shuffled from (seed, epoch) alone
-        so that a resumed run needs no extra state."""
-        order = [i for i, s in enumerate(self.samples) for _ in range(s.repeats)]
-        if len(order) == 1:
-            return order
-        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
-        return [order[i] for i in perm.tolist()]
+        """Sample indices of one epoch (`epoch_order` of the samples' repeats and slots)."""
+        return epoch_order([s.repeats for s in self.samples], epoch, self.config.seed, [s.slot for s in self.samples])
 
     def sample_for_step(self, step: int) -> EncodedSample:
         """The sample of position `step` of the schedule (with a global batch G, step s uses positions
         s·G … s·G + G − 1)."""
-        per_epoch = sum(s.repeats for s in self.samples)
+        per_epoch = len(self.epoch_order(0))
         return self.samples[self.epoch_order(step // per_epoch)[step % per_epoch]]
 
     @property
@@ -484,8 +528,9 @@ def plan_stages(frames, region, prompt: str, config: TrainConfig, base_model: st
     composed training prompt; later: (index K, edited uint8 (H, W, 3), composed prompt) per edited later frame.
 
     Stage 1 trains on the clip (or its windows) with the mask condition, or with the stock condition for the
-    naive baseline (boxes unused, never stage 2). Stage 2 adds every edited later frame 9 times per epoch
-    for `stage2_steps(len(later), config.stage2_epochs)` steps."""
+    naive baseline (boxes unused, never stage 2). Stage 2 adds every edited later frame 9 times per epoch beside
+    one clip (its windows share the clip's place, `stage2_items`) for `stage2_steps(len(later),
+    config.stage2_epochs)` steps."""
     from .hashing import array_digest, json_digest
 
     window = config.window_for(frames.shape[0])
@@ -504,12 +549,12 @@ def plan_stages(frames, region, prompt: str, config: TrainConfig, base_model: st
                                         prompt=prompt, config=run_settings(config), **window_part))
     stages = [Stage(1, clip_list, config, stage1_print)]
     if later:
-        items = clip_list + [TrainItem(stage2_sample(frames[k], frame, region[k], text), STAGE2_REPEATS)
-                             for k, frame, text in later]
+        items = stage2_items(clip_list, [stage2_sample(frames[k], frame, region[k], text) for k, frame, text in later])
         config2 = replace(config, steps=stage2_steps(len(later), config.stage2_epochs))
         stage2_print = json_digest(dict(
             stage1=stage1_print, frames={str(k): array_digest(frame) for k, frame, _ in later},
-            prompts=[text for _, _, text in later], config=run_settings(config2)))
+            prompts=[text for _, _, text in later], config=run_settings(config2),
+            **({"windows_share_clip": True} if len(clip_list) > 1 else {})))
         stages.append(Stage(2, items, config2, stage2_print))
     return stages
 

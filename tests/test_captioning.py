@@ -110,3 +110,39 @@ def test_real_florence2_caption():
     captioner.release()
     assert prompt.startswith(f"{DEFAULT_TRIGGER}, ") and len(prompt) > len(DEFAULT_TRIGGER) + 5
     assert not prompt[len(DEFAULT_TRIGGER) + 2:].lower().startswith("the image")
+
+
+# ----- the caption rule of training (issue 11)
+
+
+def test_training_captions_caption_the_original_first_frame_and_each_edited_frame(captioner, tiny_folder):
+    from maskedit.captioning import training_captions
+
+    original, edited4, edited6 = image(seed=1), image(seed=2), image(seed=3)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return load_captioner(tiny_folder, device="cpu", max_new_tokens=6)
+
+    made = training_captions(original, {4: edited4, 6: edited6}, None, {6: "a blue box"}, load=load)
+    assert made.caption == captioner.describe(original)  # the ORIGINAL frame, not an edit
+    assert made.later == {4: captioner.describe(edited4), 6: "a blue box"}  # given ones kept
+    assert len(loads) == 1 and len(made.notes) == 2 and "original first frame" in made.notes[0]
+
+    given = training_captions(original, {4: edited4}, " a red box ", {4: "a blue box"}, load=load)
+    assert (given.caption, given.later, given.notes, len(loads)) == ("a red box", {4: "a blue box"}, [], 1)
+
+
+def test_training_captions_without_a_captioner_ask_for_them(tmp_path):
+    from maskedit.captioning import training_captions
+
+    def unavailable():
+        return load_captioner(str(tmp_path / "missing"))
+
+    with pytest.raises(MaskEditError, match=r"ORIGINAL first frame \(--train-prompt\)"):
+        training_captions(image(), {}, None, load=unavailable)
+    with pytest.raises(MaskEditError, match=r"edited later frame\(s\) 4 \(--later-prompt"):
+        training_captions(image(), {4: image(seed=2)}, "a red box", load=unavailable)
+    with pytest.raises(MaskEditError, match="not among the edited later frames"):
+        training_captions(image(), {}, "a red box", {3: "a blue box"}, load=unavailable)

@@ -84,7 +84,7 @@ def assert_user_error(code, err, out_dir, *phrases):
 
 def test_edit_end_to_end(capsys, tmp_path, inputs, trained):
     out = tmp_path / "edit"
-    code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
+    code, stdout, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
                             "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert "model: built-in tiny model (random weights" in stdout
@@ -129,15 +129,17 @@ def test_prepare_train_generate_outputs(capsys, trained, inputs):
 
 def test_edit_with_an_edited_later_frame(capsys, tmp_path, inputs):
     out = tmp_path / "edit"
-    code, _, err = run(capsys, "edit", "--video", inputs["clip"], "--mask-video", inputs["mask"],
+    code, _, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--mask-video", inputs["mask"],
                        "--edited-frame", inputs["edited"], "--edited-later", f"4={inputs['edited4']}",
-                       "--stage2-epochs", "1", "--prompt", "a box", *SIZE, "--steps", "2", "--gen-steps", "2",
-                       "--out", out)
+                       "--stage2-epochs", "1", "--prompt", "a blue box", "--later-prompt", "4=a blue box later",
+                       *SIZE, "--steps", "2", "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert "training stage 2" in err
     assert_video(out / "edited.mp4")
     meta = json.loads((out / "lora.json").read_text())
     assert meta["stage2_frames"] == [4] and meta["stage2_steps"] == 10
+    # stage 1 on the original's caption, stage 2 on the edited frame's own, generation's caption recorded
+    assert (meta["caption"], meta["edit_caption"], meta["later_captions"]) == ("a box", "a blue box", {"4": "a blue box later"})
 
 
 def test_generate_without_lora_and_fit(capsys, tmp_path, trained, inputs):
@@ -261,7 +263,7 @@ def test_edit_bad_inputs(capsys, tmp_path, inputs, case):
     if "--edited-frame" not in args:
         args += ["--edited-frame", inputs["edited"]]
     out = tmp_path / "out"
-    code, _, err = run(capsys, "edit", *args, "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+    code, _, err = run(capsys, "edit", "--train-prompt", "a box", *args, "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
                        "--model", "tiny", "--out", out)
     assert_user_error(code, err, out, *phrases)
 
@@ -433,7 +435,7 @@ def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps)
 
     count_steps[0] = 0
     out = tmp_path / "edit"
-    code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame",
+    code, stdout, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--box", BOX, "--edited-frame",
                             inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
                             "--model", "tiny", "--out", out)
     assert code == 0, err
@@ -480,7 +482,7 @@ def test_train_naive_then_generate_naive_lora(capsys, tmp_path, trained, inputs)
 
 def test_edit_with_the_naive_method(capsys, tmp_path, inputs, count_steps):
     out = tmp_path / "edit"
-    code, _, err = run(capsys, "edit", "--method", "naive-lora", "--video", inputs["clip"], "--box", BOX,
+    code, _, err = run(capsys, "edit", "--train-prompt", "a box", "--method", "naive-lora", "--video", inputs["clip"], "--box", BOX,
                        "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
                        "--gen-steps", "2", "--out", out)
     assert code == 0, err
@@ -488,3 +490,85 @@ def test_edit_with_the_naive_method(capsys, tmp_path, inputs, count_steps):
     assert_video(out / "edited.mp4")
     assert json.loads((out / "naive_lora" / "lora.json").read_text())["condition"] == "stock"
     assert not (out / "lora.safetensors").exists()  # the mask-aware LoRA's place stays free
+
+
+# ----- the caption rule (issue 11): train on the ORIGINAL first frame's caption, never the edit's
+
+
+def test_edit_without_a_training_caption_stops_before_any_work(capsys, tmp_path, inputs, count_steps):
+    out = tmp_path / "edit"
+    code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
+                            "--prompt", "a blue box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+                            "--caption-model", tmp_path / "no_such_florence", "--out", out)
+    assert_user_error(code, err, out, "caption of the ORIGINAL first frame", "--train-prompt")
+    assert count_steps[0] == 0 and "loading model" not in stdout
+
+
+def test_edit_captions_the_original_first_frame(capsys, tmp_path, inputs, count_steps):
+    from maskedit.captioning import load_captioner, save_tiny_florence2
+    from maskedit.editing import load_prepared
+
+    florence = save_tiny_florence2(tmp_path / "florence")
+    out = tmp_path / "edit"
+    code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
+                            "--edited-later", f"4={inputs['edited4']}", "--stage2-epochs", "1",
+                            "--prompt", "a blue box", *SIZE, "--steps", "2", "--gen-steps", "2",
+                            "--caption-model", florence, "--out", out)
+    assert code == 0, err
+    prepared = load_prepared(out / "prepared")
+    captioner = load_captioner(florence, device="cpu")
+    expected_first = captioner.describe(prepared.frames[0])
+    expected_later = captioner.describe(video.read_image(inputs["edited4"]))
+    meta = json.loads((out / "lora.json").read_text())
+    assert meta["caption"] == expected_first and meta["caption"] != "a blue box"
+    assert meta["later_captions"] == {"4": expected_later} and meta["edit_caption"] == "a blue box"
+    assert "caption of the original first frame" in stdout
+
+
+def test_later_prompt_needs_its_frame(capsys, tmp_path, trained, inputs):
+    prepared, _ = trained
+    code, _, err = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--later-prompt", "4=a box",
+                       *FAST_TRAIN, "--model", "tiny", "--out", tmp_path / "bad")
+    assert_user_error(code, err, tmp_path / "bad", "frame(s) 4", "not among the edited later frames")
+
+
+# ----- the blending baseline and the sampler (issue 11)
+
+
+def test_edit_with_feature_blending_trains_the_naive_lora(capsys, tmp_path, inputs, count_steps):
+    out = tmp_path / "edit"
+    code, _, err = run(capsys, "edit", "--method", "feature-blend", "--train-prompt", "a box", "--video", inputs["clip"],
+                       "--box", BOX, "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
+                       "--gen-steps", "2", "--out", out)
+    assert code == 0, err
+    assert count_steps[0] == 3
+    assert_video(out / "edited.mp4")
+    assert json.loads((out / "naive_lora" / "lora.json").read_text())["condition"] == "stock"
+    # a mask-aware LoRA is refused for the blending baseline
+    code, _, err = run(capsys, "generate", "--method", "feature-blend", "--prepared", out / "prepared",
+                       "--edited-frame", inputs["edited"], "--prompt", "a box", "--lora", _mask_aware_lora(tmp_path),
+                       "--out", tmp_path / "bad")
+    assert_user_error(code, err, tmp_path / "bad", "mask-aware LoRA", "--method feature-blend")
+
+
+def _mask_aware_lora(tmp_path) -> Path:
+    from maskedit.lora import add_lora, save_lora
+    from maskedit.models import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    add_lora(pipe.transformer, 4, 4.0)
+    return save_lora(pipe, tmp_path / "mask_lora", {"trainer": "maskedit", "base_model": "tiny"}).parent
+
+
+@pytest.mark.parametrize("given, expected", [([], "euler"), (["--sampler", "unipc"], "unipc")])
+def test_sampler_comes_from_the_preset_or_the_flag(given, expected):
+    args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+                                          "--out", "o", *given])
+    cli._apply_preset(args)
+    assert args.sampler == expected
+
+
+def test_unknown_sampler_is_refused(capsys):
+    code, _, err = run(capsys, "generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+                       "--sampler", "ddim", "--out", "o")
+    assert code == 2 and "invalid choice: 'ddim'" in err

@@ -224,7 +224,10 @@ def test_train_edit_lora_stop_then_resume_matches_uninterrupted(tmp_path, prepar
 def test_train_edit_lora_stage2(tmp_path, tiny_pipe, prepared):
     later = {4: prepared.frames[4].copy()}
     later[4][prepared.region[4]] = (30, 60, 240)
-    events = run_training(tiny_pipe, prepared, tmp_path / "lora", edited_later=later, stage2_epochs=1)
+    with pytest.raises(MaskEditError, match="own caption"):  # never the first frame's caption silently
+        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later=later, stage2_epochs=1)
+    events = run_training(tiny_pipe, prepared, tmp_path / "lora", edited_later=later, stage2_epochs=1,
+                          later_captions={4: "a blue box"}, edit_caption="a blue box on a gradient")
     stages = [e for e in events if isinstance(e, editing.EditTrainingStage)]
     assert [(s.stage, s.total_steps) for s in stages] == [(1, 3), (2, editing.stage2_steps(1, 1))]
     assert editing.stage2_steps(2, 10) == 10 * (1 + 9 * 2)
@@ -232,10 +235,12 @@ def test_train_edit_lora_stage2(tmp_path, tiny_pipe, prepared):
     assert (tmp_path / "lora" / "checkpoints" / "stage2").is_dir()
     meta = events[-1].metadata
     assert meta["stage2_frames"] == [4] and meta["stage2_steps"] == 10
+    assert (meta["caption"], meta["edit_caption"], meta["later_captions"]) == (
+        "a box on a gradient", "a blue box on a gradient", {"4": "a blue box"})
     with pytest.raises(MaskEditError, match="outside"):
-        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={9: prepared.frames[0]})
+        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={9: prepared.frames[0]}, later_captions={9: "x"})
     with pytest.raises(MaskEditError, match="fit"):
-        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={2: prepared.frames[0][:32]})
+        run_training(tiny_pipe, prepared, tmp_path / "bad", edited_later={2: prepared.frames[0][:32]}, later_captions={2: "x"})
 
 
 # ----- generation
@@ -245,10 +250,12 @@ def test_generate_edit_methods(tiny_pipe, prepared):
     edited = edited_first_frame(prepared)
     with pytest.raises(MaskEditError, match="LoRA"):
         editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2)
+    with pytest.raises(MaskEditError, match="naive baseline's LoRA"):  # paper App. B.1: blending uses the naive LoRA
+        editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="feature-blend")
     steps = []
-    for method in ("no-lora", "feature-blend"):
-        frames = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method=method,
-                                       callback=steps.append)
+    for sampler in ("euler", "unipc"):
+        frames = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="no-lora",
+                                       callback=steps.append, sampler=sampler)
         assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8
     assert [s.step for s in steps] == [1, 2, 1, 2] and steps[0].total_steps == 2
     with pytest.raises(MaskEditError, match="unknown"):
@@ -263,8 +270,9 @@ def test_generate_edit_with_lora_is_deterministic_and_stoppable(tmp_path, tiny_p
     first = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3)
     again = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3)
     np.testing.assert_array_equal(first, again)
-    assert tiny_pipe.scheduler.config.flow_shift == editing.DEFAULT_FLOW_SHIFT
-    editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, flow_shift=3.0, method="no-lora")
+    assert tiny_pipe.scheduler.config.shift == editing.DEFAULT_FLOW_SHIFT  # the default sampler: Euler
+    editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, flow_shift=3.0, method="no-lora",
+                          sampler="unipc")
     assert tiny_pipe.scheduler.config.flow_shift == 3.0
     # no-lora switched the adapter off only for its own call
     np.testing.assert_array_equal(editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, seed=3), first)
@@ -337,6 +345,8 @@ def test_generate_naive_lora_is_the_stock_condition_with_the_naive_lora(tmp_path
     run_training(tiny_pipe, prepared, tmp_path / "naive", config=config, naive=True)  # leaves the naive adapter on
     naive = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="naive-lora")
     assert naive.shape == (9, 64, 64, 3) and naive.dtype == np.uint8
+    blended = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="feature-blend")
+    assert blended.shape == naive.shape and not np.array_equal(blended, naive)  # the blending baseline: naive LoRA + Eq. 3
     no_lora = editing.generate_edit(tiny_pipe, prepared, edited, "a blue box", steps=2, method="no-lora")
     assert not np.array_equal(naive, no_lora)  # the LoRA is active
     # the same as the stock condition from the edited frame with that LoRA, loaded from its files

@@ -117,7 +117,8 @@ def test_stage2_starts_from_the_cached_stage1_run(tmp_path, tiny_pipe, prepared,
     one = TrainConfig(steps=2, rank=4, alpha=4.0)
     run(tiny_pipe, prepared, cache, config=one)
     later = {4: np.ascontiguousarray(prepared.frames[4][::-1])}
-    events, notes = run(tiny_pipe, prepared, cache, config=one, edited_later=later, stage2_epochs=1)
+    events, notes = run(tiny_pipe, prepared, cache, config=one, edited_later=later, stage2_epochs=1,
+                        later_captions={k: "an edited box" for k in later})
     assert notes[0].kind == "stage1"
     assert len(step_counter) == 2 + editing.stage2_steps(1, 1)  # stage 1 did not run again
     assert isinstance(events[-1], editing.EditTrainingDone)

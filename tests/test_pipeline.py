@@ -53,11 +53,13 @@ def test_explicit_stock_condition_is_bit_identical_to_stock(pipes, clip):
     sample = stock_condition(clip[0][0], FRAMES, "a red car")
     expected = generate(stock, image=PIL.Image.fromarray(sample.image), prompt=sample.prompt)
     got = generate(
-        ours, prompt=sample.prompt, condition_video=sample.condition_video, condition_mask=sample.keep_mask
-    )  # image defaults to the condition's first frame
+        ours, prompt=sample.prompt, condition_video=sample.condition_video, condition_mask=sample.keep_mask,
+        image_view="crop",
+    )  # image defaults to the condition's first frame; "crop" is diffusers' CLIP view
     assert np.array_equal(got, expected)
     as_pil = [PIL.Image.fromarray(f) for f in sample.condition_video]
-    got_pil = generate(ours, prompt=sample.prompt, condition_video=as_pil, condition_mask=torch.from_numpy(sample.keep_mask))
+    got_pil = generate(ours, prompt=sample.prompt, condition_video=as_pil, condition_mask=torch.from_numpy(sample.keep_mask),
+                       image_view="crop")
     assert np.array_equal(got_pil, expected)
 
 

@@ -56,11 +56,11 @@ class BackgroundTraining:
             note = self.cancel_background(st, "the caption was cleared") if job is not None else ""
             return ((note + "  \n") if note else "") + (
                 "Background training waits for the **caption of the ORIGINAL first frame** (step 3).")
-        inputs = inputs.cleaned()
+        inputs, later_captions, _ = self.training_captions(st, inputs)  # later frames without one: captioned now
         prepared_dir = self.prepared_dir(st)
         prepared = editing.load_prepared(prepared_dir)
         config, notes = self.train_config(inputs, prepared.num_frames)
-        key, parts, _ = self._key(st, inputs, config, st.later)
+        key, parts, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         if job is not None and job.key == key and job.status in ("queued", "training", "done"):
             return self.background_text(job.snapshot())
         note = ""
@@ -72,12 +72,12 @@ class BackgroundTraining:
             self.jobs.pop(st.folder, None)
         if st.lora_key and st.lora_key != key:
             st.forget_lora_unless_uploaded()
-        job = self._start_job(st, key, parts, prepared_dir, inputs, config)
+        job = self._start_job(st, key, parts, prepared_dir, inputs, config, later_captions)
         job.progress.messages.extend(n for n in notes if "windows" in n)
         return ((note + "  \n") if note else "") + self.background_text(job.snapshot())
 
     def _start_job(self, st: SessionState, key: str, parts: dict, prepared_dir, inputs: TrainInputs,
-                   config) -> BackgroundJob:
+                   config, later_captions: dict | None = None) -> BackgroundJob:
         cache = self.cache(st)
         entry = cache.lookup(key)
         stop_file = Path(st.folder) / f"stop_background_{key}"
@@ -92,7 +92,7 @@ class BackgroundTraining:
         shutil.rmtree(inputs_dir, ignore_errors=True)
         shutil.copytree(prepared_dir, inputs_dir)
         later = {k: str(session.copy_into(inputs_dir, v, f"frame_{k}.png")) for k, v in st.later.items()}
-        request = self.chunk_request(st, inputs_dir, inputs, config, later, stop_file, True)
+        request = self.chunk_request(st, inputs_dir, inputs, config, later, stop_file, True, later_captions)
         job = BackgroundJob(key, self._run_chunks(request), stop_file, resume=True, parts=parts,
                             history=lambda stage: checkpoint_losses(cache.path(key), stage))
         if entry is not None:

@@ -18,7 +18,7 @@ from ..presets import GenerateSettings
 
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None) -> Iterator[dict]:
-    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale) and write its files; yields {"kind": "warning", "message"} for a preset option that
+    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
     cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
@@ -55,7 +55,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                 pipe, prepared, edited, caption, steps=int(settings.steps), guidance_scale=float(settings.guidance_scale),
                 flow_shift=float(settings.flow_shift), seed=int(settings.seed), lora_scale=float(lora_scale), method=method,
                 trigger=trigger, callback=lambda e: results.put(("step", e)), should_stop=should_stop,
-                speed_lora_weight=speed_weight)
+                speed_lora_weight=speed_weight, sampler=settings.sampler)
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
@@ -77,7 +77,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
-              "flow_shift": float(settings.flow_shift), "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
+              "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
               "warnings": options["warnings"]}
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -144,7 +144,7 @@ def format_report(report: dict) -> str:
             f"| background PSNR (outside the boxes, frames 1..) | {psnr_text} |\n"
             f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |\n"
             f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}, "
-            f"shift {report['flow_shift']:g}, seed {report['seed']}) |"
+            f"shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}) |"
             + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
             + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")
             + "".join(f"\n| ⚠️ | {w} |" for w in report.get("warnings") or []))

@@ -9,7 +9,6 @@ from typing import Callable, Iterator
 
 from .. import editing
 from ..defaults import DEFAULT_TRIGGER
-from ..errors import MaskEditError
 from .runs import ChunkRequest
 
 
@@ -31,8 +30,10 @@ class GpuCalls:
 
 @dataclass
 class TrainInputs:
-    """The Train tab's values: the caption of the ORIGINAL first frame, the trigger, the preset and what the
-    user changed of it (None: the preset's), the seed and the seconds per GPU call (None: the app's)."""
+    """The Train tab's values: the caption of the ORIGINAL first frame ("" = captioned automatically when
+    training starts, `Studio.training_captions`), the trigger, the preset and what the user changed of it
+    (None: the preset's), the seed, the seconds per GPU call (None: the app's) and the caption of the EDITED
+    first frame when known (recorded in lora.json; never trained on)."""
 
     caption: str
     trigger: str = DEFAULT_TRIGGER
@@ -45,14 +46,14 @@ class TrainInputs:
     fp8: bool = False
     gradient_checkpointing: bool = False
     budget_s: float | None = None
+    edit_caption: str | None = None
 
     def cleaned(self) -> "TrainInputs":
-        """Caption and trigger stripped; MaskEditError for an empty caption."""
+        """Captions and trigger stripped (an empty caption stays empty: it is made automatically)."""
         caption = str(self.caption or "").strip()
-        if not caption:
-            raise MaskEditError("the caption of the original first frame is empty: type one (or use Caption)")
+        edit_caption = str(self.edit_caption or "").strip() or None
         trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
-        return replace(self, caption=caption, trigger=trigger)
+        return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption)
 
 
 @dataclass

@@ -32,7 +32,8 @@ class ChunkRequest:
     (windows, condition and stage-2 epochs included), edited later frames {K: PNG path}, the time budget
     (seconds of wall time; the next step must be expected to end within it), a step limit (tests), the file
     whose existence is the user's stop, whether to resume the entry's checkpoint, and the ZeroGPU size
-    ("large" | "xlarge") the call needs. Pickle-friendly: it crosses into a ZeroGPU worker."""
+    ("large" | "xlarge") the call needs, the edited later frames' captions {K: text} and the edited first
+    frame's caption (lora.json; `editing.train_edit_lora`). Pickle-friendly: it crosses into a ZeroGPU worker."""
 
     prepared_dir: str
     cache_root: str
@@ -48,6 +49,8 @@ class ChunkRequest:
     resume: bool = True
     save_partial: bool = True
     gpu_size: str = "large"
+    later_captions: dict = field(default_factory=dict)
+    edit_caption: str | None = None
 
     def __post_init__(self):
         if self.gpu_size not in GPU_SIZES:
@@ -61,10 +64,16 @@ class ChunkRequest:
     def key(self) -> str:
         """The cache key of this run (`lora_cache.cache_key`)."""
         from .. import editing
-        from ..lora_cache import cache_key
+        from ..lora_cache import cache_key, stage2_captions
 
         prepared = editing.load_prepared(self.prepared_dir)
-        return cache_key(prepared, self.caption, self.trigger, self.config, self.base_model, self._later(prepared))
+        later = self._later(prepared)
+        return cache_key(prepared, self.caption, self.trigger, self.config, self.base_model, later,
+                         stage2_captions(later, self.captions(), self.edit_caption))
+
+    def captions(self) -> dict:
+        """{K: caption} of the edited later frames (int keys)."""
+        return {int(k): str(v) for k, v in (self.later_captions or {}).items()}
 
     def _later(self, prepared) -> dict:
         from .. import editing
@@ -99,7 +108,8 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
     cache = LoraCache(request.cache_root, request.cache_bytes)
     events = train_cached(pipe, prepared, request.caption, request.config, cache=cache, trigger=request.trigger,
                           base_model=request.base_model, edited_later=later, resume=request.resume,
-                          should_stop=should_stop)
+                          should_stop=should_stop, later_captions=request.captions(),
+                          edit_caption=request.edit_caption)
     entry = None
     try:
         for event in events:

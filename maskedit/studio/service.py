@@ -29,7 +29,7 @@ from .. import editing, lora_cache, session
 from ..background import BackgroundJob
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
-from ..presets import GenerateSettings, get_preset
+from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .progress import TrainProgress
@@ -245,8 +245,9 @@ class Studio(BackgroundTraining):
         st.edited = str(target)
         return st.edited, f"Edited first frame set ({prepared.width}x{prepared.height})."
 
-    def add_later_frame(self, st: SessionState, image, index: int, fit: bool = False) -> str:
-        """An edited later frame K (stage 2); returns the list of later frames as a line."""
+    def add_later_frame(self, st: SessionState, image, index: int, fit: bool = False, caption: str = "") -> str:
+        """An edited later frame K (stage 2) and its caption ("" = captioned automatically when training starts;
+        stage 2 trains each frame under its own caption). Returns the list of later frames as a line."""
         from ..video import write_image
 
         if not image:
@@ -258,17 +259,24 @@ class Studio(BackgroundTraining):
         target = self.sub(st, session.EDITED_FOLDER) / f"frame_{k}.png"
         write_image(target, frame)
         st.later[str(k)] = str(target)
+        text = str(caption or "").strip()
+        if text:
+            st.later_captions[str(k)] = text
+        else:
+            st.later_captions.pop(str(k), None)
         return self.later_text(st)
 
     def clear_later_frames(self, st: SessionState) -> str:
-        st.later = {}
+        st.later, st.later_captions = {}, {}
         return self.later_text(st)
 
     @staticmethod
     def later_text(st: SessionState) -> str:
         if not st.later:
             return "No edited later frames (stage 2 is skipped)."
-        return "Edited later frames (stage 2): " + ", ".join(f"frame {k}" for k in sorted(st.later, key=int))
+        return "Edited later frames (stage 2): " + ", ".join(
+            f"frame {k}" + (f" (“{st.later_captions[k]}”)" if st.later_captions.get(k) else " (captioned automatically)")
+            for k in sorted(st.later, key=int))
 
     def caption(self, st: SessionState) -> tuple[str, str | None]:
         """Captions of the original first frame and of the edited one (None before there is one)."""
@@ -279,6 +287,27 @@ class Studio(BackgroundTraining):
             original = self.gpu.caption(clip.frames[0])
             edited = self.gpu.caption(read_image(st.edited)) if st.edited else None
         return original, edited
+
+    def training_captions(self, st: SessionState, inputs: TrainInputs,
+                          later: dict | None = None) -> tuple[TrainInputs, dict, list[str]]:
+        """The captions training uses (`captioning.training_captions`: the reference's rule). Typed ones are kept —
+        `inputs.caption` of the ORIGINAL first frame, `st.later_captions` of the edited later frames `later`
+        ({"K": PNG path}; default the session's) — and the missing ones are made by the app's captioner
+        (Florence-2); when there is none, MaskEditError asks for them. Never the edit's prompt.
+        Returns (inputs with the caption, {K: caption of edited later frame K}, notes)."""
+        from ..captioning import training_captions
+        from ..video import read_image
+
+        later = st.later if later is None else later
+        inputs = inputs.cleaned()
+        typed = {int(k): v for k, v in st.later_captions.items() if str(k) in later}
+        if inputs.caption and len(typed) == len(later):
+            return inputs, typed, []
+        prepared = editing.load_prepared(self.prepared_dir(st))
+        frames = {int(k): read_image(path) for k, path in later.items()}
+        made = training_captions(prepared.frames[0], frames, inputs.caption, typed,
+                                 load=lambda: _CallCaptioner(self.gpu.caption, self.gpu_lock))
+        return replace(inputs, caption=made.caption), made.later, made.notes
 
     # ----- 4. train
     def train_config(self, inputs: TrainInputs, num_frames: int):
@@ -307,12 +336,14 @@ class Studio(BackgroundTraining):
         return config, notes
 
     def chunk_request(self, st: SessionState, prepared_dir, inputs: TrainInputs, config, later: dict,
-                      stop_file, resume: bool) -> ChunkRequest:
+                      stop_file, resume: bool, later_captions: dict | None = None) -> ChunkRequest:
         cache = self.cache(st)
         return ChunkRequest(str(prepared_dir), str(cache.root), inputs.caption, config, inputs.trigger,
                             self.model_name, {int(k): str(v) for k, v in later.items()}, cache.max_bytes,
                             float(inputs.budget_s or self.budget_s), self.chunk_steps, str(stop_file), resume,
-                            gpu_size=self.gpu_size(config))
+                            gpu_size=self.gpu_size(config),
+                            later_captions={int(k): str(v) for k, v in (later_captions or {}).items()},
+                            edit_caption=inputs.edit_caption)
 
     def gpu_size(self, config) -> str:
         """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
@@ -325,21 +356,25 @@ class Studio(BackgroundTraining):
                 yield from self.gpu.train_chunk(replace(request, resume=request.resume or again))
         return chunk
 
-    def _key(self, st: SessionState, inputs: TrainInputs, config, later: dict, naive: bool = False):
+    def _key(self, st: SessionState, inputs: TrainInputs, config, later: dict, naive: bool = False,
+             later_captions: dict | None = None):
         prepared = editing.load_prepared(self.prepared_dir(st))
         arrays = {int(k): editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
+        captions = lora_cache.stage2_captions(arrays, {int(k): v for k, v in (later_captions or {}).items()},
+                                              inputs.edit_caption)
         parts = lora_cache.key_parts(prepared, inputs.caption, inputs.trigger, config, self.model_name, arrays,
-                                     naive=naive or None)
+                                     captions, naive=naive or None)
         return lora_cache.key_from_parts(parts), parts, prepared
 
     def train(self, st: SessionState, inputs: TrainInputs, resume: bool = False) -> Iterator[TrainView]:
         """Train the session's LoRA (or reuse the cached one, or follow the background run training the same
         thing), in chunked GPU calls; yields a TrainView after each step and at the end."""
         prepared_dir = self.prepared_dir(st)
-        inputs = inputs.cleaned()
+        inputs, later_captions, caption_notes = self.training_captions(st, inputs)
         prepared = editing.load_prepared(prepared_dir)
         config, notes = self.train_config(inputs, prepared.num_frames)
-        key, _, _ = self._key(st, inputs, config, st.later)
+        notes = caption_notes + notes
+        key, _, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         stop_file = Path(st.folder) / session.STOP_TRAINING
         stop_file.unlink(missing_ok=True)
         job = self.jobs.get(st.folder)
@@ -362,7 +397,8 @@ class Studio(BackgroundTraining):
             return
         progress = TrainProgress(messages=list(notes), history=lambda stage: checkpoint_losses(cache.path(key), stage))
         progress.total = config.steps
-        request = self.chunk_request(st, prepared_dir, inputs, config, st.later, stop_file, bool(resume))
+        request = self.chunk_request(st, prepared_dir, inputs, config, st.later, stop_file, bool(resume),
+                                     later_captions)
         yield TrainView([], progress.line("starting"), progress.points())
         shown = 0
         for event in train_in_chunks(self._run_chunks(request)):
@@ -420,10 +456,7 @@ class Studio(BackgroundTraining):
         (its own cache key), else trained now in chunks (a stopped run resumes on the next Generate). Never
         touches the session's mask-aware LoRA or its background run. Returns its lora.safetensors path."""
         prepared_dir = self.prepared_dir(st)
-        if not inputs.caption or not str(inputs.caption).strip():
-            raise MaskEditError("the naive-LoRA baseline trains on the clip first: type the caption of the ORIGINAL "
-                                "first frame (step 3)")
-        inputs = inputs.cleaned()
+        inputs, _, _ = self.training_captions(st, inputs, later={})  # the clip alone: the original's caption
         prepared = editing.load_prepared(prepared_dir)
         config, _ = self.train_config(inputs, prepared.num_frames)
         config = replace(config, condition="stock")
@@ -452,8 +485,9 @@ class Studio(BackgroundTraining):
                  train_inputs: TrainInputs | None = None, progress=None, warn=None) -> GenerateResult:
         """Generate one edit with `settings`. edited_frame: another edited first frame (else the session's).
         preset: whose generation options apply (speed LoRA, attention, VAE tiling; an option that cannot be
-        used is skipped: warn(message) and a line in the report). method "naive-lora" first trains the naive
-        LoRA with `train_inputs` unless it is already trained. progress((step, total), description)."""
+        used is skipped: warn(message) and a line in the report). methods "naive-lora" and
+        "feature-blend" (the paper's blending baseline runs on the naive LoRA) first train the naive LoRA with
+        `train_inputs` unless it is already trained. progress((step, total), description)."""
         settings.validate()
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
@@ -465,9 +499,9 @@ class Studio(BackgroundTraining):
         method = settings.method
         stop_file = Path(st.folder) / session.STOP_GENERATION
         stop_file.unlink(missing_ok=True)
-        if method == "naive-lora":  # its own LoRA: neither the session's LoRA nor its background run is involved
+        if method in NAIVE_LORA_METHODS:  # its own LoRA: neither the session's LoRA nor its background run is involved
             if train_inputs is None:
-                raise MaskEditError("the naive-LoRA baseline needs the training settings (Train tab)")
+                raise MaskEditError(f"the {method} baseline needs the naive LoRA's training settings (Train tab)")
             lora = self.naive_lora(st, train_inputs, stop_file, progress)
         else:
             if method != "no-lora":
@@ -506,12 +540,15 @@ class Studio(BackgroundTraining):
 
     # ----- everything in one call
     def edit(self, st: SessionState, video, *, points_json: str = "", mask_video=None, box: str = "",
-             edited_first=None, later_files=(), later_indices: str = "", train_caption: str = "", prompt: str = "",
+             edited_first=None, later_files=(), later_indices: str = "", later_captions=None,
+             train_caption: str = "", prompt: str = "",
              trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
              margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
              settings: GenerateSettings | None = None, fit: bool = False) -> tuple[GenerateResult, list]:
         """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
-        Returns (the result, the LoRA files)."""
+        train_caption: of the ORIGINAL first frame; later_captions: {K: caption} of edited later frames, or their
+        JSON; captions left out are made by the captioner or asked for (`training_captions`), never taken from
+        `prompt` (the EDITED first frame's, for generation). Returns (the result, the LoRA files)."""
         self.load_video(st, video, num_frames, size, start_s)
         if points_json and str(points_json).strip() not in ("", "[]"):
             if mask_video or (box and str(box).strip()):
@@ -526,12 +563,20 @@ class Studio(BackgroundTraining):
         if len(indices) != len(later_files):
             raise MaskEditError(f"{len(later_files)} edited later frame(s) but {len(indices)} frame number(s); "
                                 "give one number per frame")
+        captions = session.parse_later_captions(later_captions)
+        unknown = sorted(set(captions) - set(indices))
+        if unknown:
+            raise MaskEditError(f"captions were given for frame(s) {', '.join(map(str, unknown))}, which are not "
+                                "among the edited later frames; give each caption with its frame")
         for file, k in zip(later_files, indices):
-            self.add_later_frame(st, file, k, fit)
+            self.add_later_frame(st, file, k, fit, captions.get(k, ""))
         chosen = get_preset(preset or "full")
-        inputs = TrainInputs((train_caption or prompt or "").strip(), trigger, chosen.name,
+        if not str(prompt or "").strip():
+            raise MaskEditError("the prompt is empty: describe the edited first frame")
+        inputs = TrainInputs(str(train_caption or "").strip(), trigger, chosen.name,
                              train_steps or chosen.train_steps, chosen.learning_rate, chosen.rank,
-                             (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing)
+                             (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing,
+                             edit_caption=str(prompt).strip())
         last = None
         for last in self.train(st, inputs, resume=True):
             pass
@@ -539,6 +584,26 @@ class Studio(BackgroundTraining):
             raise MaskEditError("training was stopped before it finished; run /edit again to resume it")
         result = self.generate(st, prompt, settings or chosen.generate_settings(), preset=preset)
         return result, (last.files if last is not None else None) or []
+
+
+class _CallCaptioner:
+    """`captioning.training_captions`' captioner over the app's caption call (`GpuCalls.caption`, whose model
+    stays loaded between calls: nothing to release); each call takes the GPU lock."""
+
+    label = "Florence-2"
+
+    def __init__(self, call, lock):
+        self.call, self.lock = call, lock
+
+    def describe(self, image) -> str:
+        with self.lock:
+            return str(self.call(image)).strip()
+
+    def describe_many(self, images) -> list[str]:
+        return [self.describe(image) for image in images]
+
+    def release(self) -> None:
+        pass
 
 
 def _replace_all(text: str, pairs) -> str:

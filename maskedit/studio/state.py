@@ -18,7 +18,8 @@ class SessionState:
     first frame (PNG path). lora / lora_source / lora_key: the LoRA that Generate uses, where it came from
     (TRAINED, PARTIAL, UPLOADED) and its cache key. background: the background-training toggle.
     results / gallery: the count of generations and the latest [video path, caption] pairs. naive_lora:
-    the naive baseline's LoRA (never used by the mask-aware method)."""
+    the naive baseline's LoRA (never used by the mask-aware method). later_captions: {"K": caption} the user
+    typed for edited later frames (the missing ones are captioned when training starts)."""
 
     folder: str
     points: list = field(default_factory=list)
@@ -33,6 +34,7 @@ class SessionState:
     results: int = 0
     gallery: list = field(default_factory=list)
     naive_lora: str | None = None
+    later_captions: dict = field(default_factory=dict)
 
     def use_lora(self, path: str | None, source: str | None, key: str | None) -> None:
         """Make `path` the LoRA Generate uses (None: none)."""
