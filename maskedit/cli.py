@@ -16,7 +16,7 @@ from . import editing, masks
 from .conditioning import DEFAULT_TRIGGER
 from .errors import MaskEditError
 from .lora_cache import CACHE_ENV
-from .models import DEFAULT_MODEL_ID, TINY
+from .models import DEFAULT_MODEL_ID, TINY, check_clip_size
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .training import StepEvent, TrainConfig
 
@@ -316,6 +316,7 @@ def cmd_train(args) -> int:
     if args.naive and later:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args)
+    check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
         loaded = _load_model(args.model or editing.default_model(), args)
@@ -355,6 +356,7 @@ def cmd_generate(args) -> int:
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
     print(_describe(prepared))
+    check_clip_size(model, prepared.num_frames, prepared.width, prepared.height)
     seeds = _seeds(args.seeds) if args.seeds else None
     if seeds is not None:
         from .distributed import process_share, use_local_device
@@ -414,6 +416,7 @@ def cmd_edit(args) -> int:
     later = _edited_later(args, prepared)
     config = _train_config(args)
     _check_generate_args(args)
+    check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
     loaded = _load_model(args.model or editing.default_model(), args)
     editing.save_prepared(prepared, out / "prepared")
     editing.remove_edit_outputs(out)
