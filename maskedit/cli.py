@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
     add_caption_parser(commands)
+    from .cli_plan import add_plan_parser  # the planner's dry run (its own module)
+
+    add_plan_parser(commands)
     return parser
 
 
