@@ -538,9 +538,9 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
         group["foreach"] = True  # what AdamW picks on CUDA (the CPU default is a per-tensor loop)
     streamer = trainer.memory.streamer if trainer.memory is not None else None
     with accounting.in_phase("training step"):
-        if stage2:  # a stage-2 step first (one latent frame), then the clip/window step with AdamW state alive
-            trainer.samples = [encoded[1]]
-            trainer.train_step()
+        # a first step creates AdamW's state; the clip/window step measured comes after it (steady state)
+        trainer.samples = [encoded[1]] if stage2 else [encoded[0]]  # stage 2: one latent frame
+        trainer.train_step()
         trainer.samples = [encoded[0]]
         before = accounting.flops.get("training step", 0)
         trainer.train_step()
@@ -592,8 +592,6 @@ def _add_speed_lora_bytes(pipe, accounting, rank: int) -> int:
 def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: list) -> None:
     from .conditioning import inference_condition
     from .lora import ADAPTER_NAME, add_lora
-    from .speed import enable_vae_tiling
-
     for name in ("vae", "text_encoder", "image_encoder"):  # back beside the transformer, as editing does
         module = getattr(pipe, name, None)
         if module is not None:  # a copy: on meta, .to("meta") would keep the host-pool tensors
@@ -603,7 +601,6 @@ def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: lis
     speed = _add_speed_lora_bytes(pipe, accounting, SPEED_LORA_RANK) if preset.speed_lora else []
     if speed:
         notes.append(f"speed LoRA: its rank-{SPEED_LORA_RANK} bf16 factors are allocated from the shapes (not loaded)")
-    enable_vae_tiling(pipe, preset.vae_tiling)
     sample = inference_condition(frames, region, frames[0], "p3rs0n, a scene")
     with torch.no_grad(), _vae_phases(pipe.vae, accounting):
         handles = _phase_hooks(pipe, accounting, generation=True)
@@ -660,8 +657,10 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
         with _attention_backend(attention), accounting:
             pipe = build_meta_pipeline(spec)
             from .offload import place_pipeline
+            from .speed import enable_vae_tiling
 
             place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8)
+            enable_vae_tiling(pipe, settings.vae_tiling)  # set at load time, for training's encodes too
             if train:
                 _run_training(pipe, accounting, settings, frames, region, stage2, checks, notes)
             if generate:
