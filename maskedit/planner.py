@@ -208,6 +208,7 @@ class _Accounting(TorchDispatchMode):
         self.flops: dict[str, int] = {}
         self._storages: dict[int, tuple] = {}  # id(storage) → (weakref, bytes, pool)
         self._pool: str | None = None
+        self._watchers: list[dict] = []
 
     @contextlib.contextmanager
     def pool(self, name: str):
@@ -226,6 +227,24 @@ class _Accounting(TorchDispatchMode):
             yield
         finally:
             self.phase = previous
+
+    @contextlib.contextmanager
+    def watch(self):
+        """Yields a dict that holds the largest live bytes per pool while the block runs."""
+        peak = dict(self.live)
+        self._watchers.append(peak)
+        try:
+            yield peak
+        finally:
+            self._watchers.remove(peak)
+
+    def reserve(self, increment: dict) -> None:
+        """Count a transient `increment` above what is live now into the phase's peak (a replayed call)."""
+        if self.phase is None:
+            return
+        peak = self.peaks.setdefault(self.phase, {"gpu": 0, "host": 0})
+        for pool, value in increment.items():
+            peak[pool] = max(peak[pool], self.live[pool] + value)
 
     def pool_of(self, tensor: torch.Tensor) -> str:
         entry = self._storages.get(id(tensor.untyped_storage()))
@@ -253,6 +272,9 @@ class _Accounting(TorchDispatchMode):
         self._bump()
 
     def _bump(self) -> None:
+        for watcher in self._watchers:
+            for pool, value in self.live.items():
+                watcher[pool] = max(watcher[pool], value)
         if self.phase is None:
             return
         peak = self.peaks.setdefault(self.phase, {"gpu": 0, "host": 0})
@@ -446,14 +468,61 @@ def _phase_hooks(pipe, accounting: _Accounting, generation: bool) -> list:
     return handles
 
 
+_VAE_RUNS: dict = {}  # (call, config, input shape/dtype, tiling) → (peak increment per pool, flops, output maker)
+
+
+def _shapes_of(out):
+    """A VAE call's output as nested (shape, dtype) descriptions (holding no tensor)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    if isinstance(out, tuple):
+        return ("tuple", [_shapes_of(item) for item in out])
+    if isinstance(out, torch.Tensor):
+        return ("tensor", (tuple(out.shape), out.dtype))
+    if isinstance(out, DiagonalGaussianDistribution):
+        return ("gaussian", _shapes_of(out.parameters))
+    return ("output", type(out), {key: _shapes_of(value) for key, value in out.items()})
+
+
+def _rebuild(description):
+    """Fresh meta tensors in the structure `_shapes_of` described."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    kind = description[0]
+    if kind == "tuple":
+        return tuple(_rebuild(item) for item in description[1])
+    if kind == "tensor":
+        shape, dtype = description[1]
+        return torch.empty(shape, dtype=dtype, device="meta")
+    if kind == "gaussian":
+        return DiagonalGaussianDistribution(_rebuild(description[1]))
+    return description[1](**{key: _rebuild(value) for key, value in description[2].items()})
+
+
 @contextlib.contextmanager
 def _vae_phases(vae, accounting: _Accounting):
+    """VAE encode/decode in their phases. A call is executed once per distinct input shape, dtype, config and
+    tiling (per process); a repeat replays what the first one did — its peak above the memory live when it
+    started, its FLOPs and a fresh output — since a VAE call's footprint depends on nothing else."""
     encode, decode = vae.encode, vae.decode
 
     def phased(method, name):
-        def run(*args, **kwargs):
+        def run(x, *args, **kwargs):
+            key = (name, repr(sorted(vae.config.items())), tuple(x.shape), x.dtype, vae.use_tiling,
+                   getattr(vae, "tile_sample_min_height", None), getattr(vae, "tile_sample_min_width", None),
+                   args, tuple(sorted(kwargs.items())))
             with accounting.in_phase(name):
-                return method(*args, **kwargs)
+                if key in _VAE_RUNS:
+                    increment, flops, template = _VAE_RUNS[key]
+                    accounting.reserve(increment)
+                    accounting.flops[name] = accounting.flops.get(name, 0) + flops
+                    return _rebuild(template)
+                before, flops_before = dict(accounting.live), accounting.flops.get(name, 0)
+                with accounting.watch() as peak:
+                    out = method(x, *args, **kwargs)
+                increment = {pool: peak[pool] - before[pool] for pool in before}
+                _VAE_RUNS[key] = (increment, accounting.flops.get(name, 0) - flops_before, _shapes_of(out))
+                return out
 
         return run
 
