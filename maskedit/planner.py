@@ -24,6 +24,11 @@ VAE encode, one denoising step with CFG) and the VAE decode with or without tili
   kernel — output + float32 log-sum-exp forward, dq/dk/dv backward, never the L×L matrix; "math" leaves SDPA
   alone (on meta that is the math path: the attention matrix is materialised, in float32).
 
+Phases: "training step" and "denoising step" are one step each (FLOPs per step; the training step is the
+second one, with AdamW's state alive); the encode and decode phases hold every such call of the edit.
+A VAE call is executed once per distinct input shape and tiling per process and replayed after (its peak
+above what was live, its FLOPs, a fresh output): its footprint depends on nothing else.
+
 Executed: everything above. Modelled (stated in `Plan.notes`): a stacked speed LoRA's weights (the file is
 not loaded; its rank-64 bf16 factors are added from the shapes); allocator fragmentation and the CUDA
 context (~0.5 GB, not part of `torch.cuda.max_memory_allocated`) are not counted; the scheduler's
