@@ -3,6 +3,8 @@
     python benchmarks/run_all.py            # GPU: real-size (Wan2.1-I2V-14B config, random weights); CPU: tiny smoke
     python benchmarks/run_all.py --write    # also write the train_step, generate and run_all sections of RESULTS.md
 
+On a GPU it ends with the measured peak of each training case beside the planner's estimate (ratio).
+
 Runs `train_step.py --quick` and `generate.py --quick` in one process on one transformer (built once,
 directly on the device), so that the whole run fits in under 8 minutes on one H100-class GPU. Estimated
 (not yet measured): ~10 s to build, ~1.5 min of training cases (the 38-swapped ones spend most of it
@@ -94,6 +96,29 @@ def summary(train_rows, gen_rows, args, seconds) -> str:
     return "\n".join(lines)
 
 
+def planner_comparison(train_rows) -> str:
+    """Measured peak (`torch.cuda.max_memory_allocated`) of each real-size training case beside the planner's
+    dry-run estimate of the same settings (maskedit.planner: training step only, the case's frames as one
+    whole-clip sample, gradient checkpointing on as in train_step.py)."""
+    from maskedit import planner
+
+    lines = ["## Planner check (benchmarks/run_all.py)", "",
+             "| case | measured peak GiB | planner GiB | measured / planner |", "|---|---|---|---|"]
+    for row in train_rows:
+        try:
+            measured = float(row["peak"])
+        except (TypeError, ValueError):
+            continue
+        overrides = dict(row["overrides"])
+        plan = planner.estimate("full", row["frames"], (row["width"], row["height"]), generate=False, stage2=False,
+                                window=0, gradient_checkpointing=True, **overrides)
+        estimate = plan.phases["training step"].peak_gpu_gib
+        lines.append(f"| {row['case']} | {measured:.2f} | {estimate:.2f} | {measured / estimate:.2f} |")
+        print(f"  planner: {row['case']}: measured {measured:.2f} GiB, estimated {estimate:.2f} GiB, "
+              f"ratio {measured / estimate:.2f}", flush=True)
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
@@ -112,8 +137,14 @@ def main(argv=None):
     print(f"== generation ({left:.0f} s of the budget left) ==", flush=True)
     extra = ["--compile"] if args.compile and left > args.compile_budget else []
     gen_rows = generate.main(common + ["--quick"] + extra, transformer=transformer)
+    comparison = None
+    if args.model == "real14b" and device.type == "cuda":
+        print("== planner estimates of the same training cases (CPU dry runs) ==", flush=True)
+        comparison = planner_comparison(train_rows)
     seconds = time.perf_counter() - started
     text = summary(train_rows, gen_rows, args, seconds)
+    if comparison:
+        text += "\n\n" + comparison
     print()
     print(text)
     if args.write:

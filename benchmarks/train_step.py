@@ -226,7 +226,7 @@ def run_case(transformer, config, args, label, frames, width, height, overrides)
     peak_flops = card_peak_flops(device)
     mfu = f"{flops / seconds / peak_flops:.1%}" if peak_flops else "–"
     return dict(case=label, tokens=n, seconds=seconds, peak=peak, tflop=flops / 1e12, mfu=mfu, setup=setup,
-                loss=loss)
+                loss=loss, frames=frames, width=width, height=height, overrides=overrides)
 
 
 def main(argv=None, transformer=None) -> list[dict]:

@@ -38,6 +38,7 @@ class _Lazy:
 
 
 editing = _Lazy("maskedit.editing")
+models = _Lazy("maskedit.models")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
     add_caption_parser(commands)
+    from .cli_plan import add_plan_parser  # the planner's dry run (its own module)
+
+    add_plan_parser(commands)
     return parser
 
 
@@ -333,6 +337,7 @@ def cmd_train(args) -> int:
     if args.naive and later:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args)
+    models.check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
     caption = _training_captions(args, prepared, later, args.prompt)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
@@ -373,6 +378,7 @@ def cmd_generate(args) -> int:
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
     print(_describe(prepared))
+    models.check_clip_size(model, prepared.num_frames, prepared.width, prepared.height)
     seeds = _seeds(args.seeds) if args.seeds else None
     if seeds is not None:
         from .distributed import process_share, use_local_device
@@ -433,6 +439,7 @@ def cmd_edit(args) -> int:
     args.naive = args.method in NAIVE_LORA_METHODS
     config = _train_config(args)
     _check_generate_args(args)
+    models.check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
     caption = _training_captions(args, prepared, later, args.train_prompt)
     args.edit_caption = args.prompt
     loaded = _load_model(args.model or editing.default_model(), args)

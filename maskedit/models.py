@@ -34,7 +34,7 @@ TINY_TRANSFORMER = dict(
     eps=1e-6,
     image_dim=16,
     added_kv_proj_dim=32,  # the real model's image K/V layout (add_k_proj / add_v_proj)
-    rope_max_seq_len=32,
+    rope_max_seq_len=1024,  # the real model's: the rotary table caps latent frames, rows and columns (no weights)
 )
 TINY_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
 TINY_TEXT_ENCODER = dict(d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, relative_attention_num_buckets=8)
@@ -51,6 +51,81 @@ REAL_TRANSFORMER_14B = dict(
     qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120, rope_max_seq_len=1024,
 )
 """Wan2.1-I2V-14B-480P transformer config, for real-size random-weight benchmarks."""
+
+REAL_VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
+"""Wan2.1 VAE (`AutoencoderKLWan`, float32; both 14B I2V models share it)."""
+REAL_TEXT_ENCODER = dict(
+    vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+)
+"""umT5-XXL encoder (`UMT5EncoderModel`, bfloat16 on a GPU)."""
+REAL_IMAGE_ENCODER = dict(
+    hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
+    patch_size=14, projection_dim=1024, hidden_act="gelu",
+)
+"""CLIP ViT-H/14 vision tower (`CLIPVisionModel`, float32; Wan reads its penultimate hidden states)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A known base model's component configs, written in code so that planning needs no download."""
+
+    model_id: str
+    transformer: dict
+    vae: dict
+    text_encoder: dict
+    image_encoder: dict | None
+    default_size: tuple[int, int]  # (width, height) the model was trained at
+
+
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    spec.model_id: spec
+    for spec in (
+        ModelSpec(DEFAULT_MODEL_ID, REAL_TRANSFORMER_14B, REAL_VAE, REAL_TEXT_ENCODER, REAL_IMAGE_ENCODER, (832, 480)),
+        ModelSpec("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", REAL_TRANSFORMER_14B, REAL_VAE, REAL_TEXT_ENCODER,
+                  REAL_IMAGE_ENCODER, (1280, 720)),
+    )
+}
+"""Wan2.1-I2V-14B 480P and 720P (same architecture, trained at different sizes)."""
+
+
+def transformer_config(model: str) -> dict | None:
+    """The transformer config of `model` (tiny, a known hub id, or a local diffusers folder); None if unknown."""
+    if model == TINY:
+        return dict(TINY_TRANSFORMER)
+    if model in KNOWN_MODELS:
+        return dict(KNOWN_MODELS[model].transformer)
+    path = os.path.join(str(model), "transformer", "config.json")
+    if os.path.isfile(path):
+        import json
+
+        with open(path) as handle:
+            return json.load(handle)
+    return None
+
+
+def check_clip_size(model: str | dict | None, num_frames: int, width: int, height: int) -> None:
+    """Refuse a clip the transformer of `model` (a name as for `load_pipeline`, or its transformer config)
+    cannot serve, before any work starts (MaskEditError saying why; nothing to check for an unknown model).
+
+    The rotary position table has `rope_max_seq_len` rows per axis: latent frames ((F − 1)/4 + 1) and
+    patch rows/columns (H/16, W/16 with the Wan VAE's 8x and the 2x2 patches) must each fit in it.
+    """
+    config = transformer_config(model) if isinstance(model, str) else model
+    if not config:
+        return
+    limit = int(config.get("rope_max_seq_len", 1024))
+    patch_t, patch_h, patch_w = config.get("patch_size", (1, 2, 2))
+    latent_frames = (num_frames - 1) // 4 + 1
+    axes = {"latent frames": (latent_frames // patch_t, f"{num_frames} frames"),
+            "patch rows": (height // (8 * patch_h), f"height {height}"),
+            "patch columns": (width // (8 * patch_w), f"width {width}")}
+    for axis, (count, what) in axes.items():
+        if count > limit:
+            raise MaskEditError(
+                f"{what} gives {count} {axis}, more than the model's position table holds ({limit}); "
+                "use fewer frames or a smaller size"
+            )
 
 
 @dataclass

@@ -166,10 +166,11 @@ class BlockStreamer:
     # -- loading -----------------------------------------------------------------------------------
     def _materialise(self, index: int) -> list[torch.Tensor]:
         tensors = []
+        host = index in self.swapped  # copy explicitly: on a meta "GPU" the host store is on the same device
         for entry in self._managed[index]:
-            value = entry.store.to(self.device, non_blocking=True, copy=entry.scale is None)
+            value = entry.store.to(self.device, non_blocking=True, copy=entry.scale is None or host)
             if entry.scale is not None:
-                value = dequantize_fp8(value, entry.scale.to(self.device, non_blocking=True), entry.dtype)
+                value = dequantize_fp8(value, entry.scale.to(self.device, non_blocking=True, copy=host), entry.dtype)
             tensors.append(value)
         return tensors
 
@@ -341,7 +342,7 @@ def checkpoint_function(streamer: BlockStreamer | None = None, offload_activatio
             saved = args[0].to("cpu")  # on a CPU run this is the tensor itself: same code path, no copy
 
             def call(hidden, *rest):
-                return block(hidden.to(device, non_blocking=True), *rest)
+                return block(hidden.to(device, non_blocking=True, copy=True), *rest)  # a copy on every device
 
             return checkpoint(call, saved, *args[1:], use_reentrant=False, context_fn=contexts)
         return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=contexts)

@@ -253,6 +253,12 @@ ZEROGPU = Preset(
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (FULL, GPU_24GB, LOW_COST, ZEROGPU)}
+
+# The app's clip menus (labels as shown; `session.parse_size` reads "WxH" off the front). Here so that tests
+# and the planner see the sizes the app offers without importing gradio.
+FRAME_CHOICES = [("all (up to 81)", 0), ("5", 5), ("9", 9), ("17", 17), ("33", 33), ("49", 49), ("81", 81)]
+SIZE_CHOICES = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "640x368 (ZeroGPU quick)",
+                "368x640 (portrait quick)", "320x192 (small)", "64x64 (tiny test)"]
 DEFAULT_PRESET = "full"
 
 

@@ -193,14 +193,17 @@ def encode_samples(pipe, items: list[TrainItem], device=None, image_view: str = 
 
 
 def release_encoders(pipe) -> None:
-    """Move the VAE and the text/image encoders off the GPU while training (no-op on CPU)."""
-    if pipe._execution_device.type != "cuda":
+    """Move the VAE and the text/image encoders off the GPU while training (no-op on CPU; the planner's
+    meta-device GPU moves them too)."""
+    device = pipe._execution_device
+    if device.type == "cpu":
         return
     for name in ("vae", "text_encoder", "image_encoder"):
         module = getattr(pipe, name, None)
         if module is not None:
             module.to("cpu")
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def sample_timesteps(config: TrainConfig, generator: torch.Generator, count: int = 1) -> torch.Tensor:

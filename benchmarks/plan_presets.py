@@ -1,0 +1,90 @@
+"""The planner's figures (maskedit.planner dry runs, CPU only) for every preset on both Wan2.1-I2V-14B sizes,
+beside the paper's measured training peaks.
+
+    python benchmarks/plan_presets.py            # print the tables
+    python benchmarks/plan_presets.py --write    # also put them into RESULTS.md (section "planner")
+
+Estimates, not measurements: a GPU run of benchmarks/run_all.py prints measured / planned ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import machine, write_section  # noqa: E402
+
+from maskedit import planner  # noqa: E402
+from maskedit.models import KNOWN_MODELS  # noqa: E402
+from maskedit.presets import PRESETS  # noqa: E402
+
+PAPER_MB = {0: 25_097, 16: 16_305, 32: 9_987, 38: 7_617}  # RTX 4090, 832x480, 9-frame windows, fp8 base
+REFERENCE_49_GB = 21.5  # reference code: 49 frames, 32 of 40 swapped, bf16
+
+
+def preset_rows(model: str, size) -> list[str]:
+    h100, rtx = planner.CARDS["h100"], planner.CARDS["4090"]
+    rows = []
+    for name in PRESETS:
+        started = time.perf_counter()
+        plan = planner.estimate(name, size=size, model=model)
+        gib = {phase: f"{p.peak_gpu_gib:.1f}" for phase, p in plan.phases.items()}
+        rows.append(
+            f"| {name} | {plan.num_frames}x{plan.width}x{plan.height} | " + " | ".join(gib[p] for p in planner.PHASES)
+            + f" | {plan.peak_host_gib:.1f} | {plan.train_step_flops / 1e12:.0f} "
+            f"| {plan.phases['denoising step'].flops / 1e12:.0f} | {plan.time_floor_s(h100):.0f} | {plan.time_floor_s(rtx):.0f} |")
+        print(rows[-1], f"({time.perf_counter() - started:.0f} s dry run)", flush=True)
+    return rows
+
+
+def paper_rows() -> list[str]:
+    rows = []
+    for swap, measured in PAPER_MB.items():
+        plan = planner.estimate("low-cost", blocks_to_swap=swap, generate=False, stage2=False)
+        estimate = plan.phases["training step"].peak_gpu_bytes / 1e6
+        rows.append(f"| fp8, 9-frame windows, act. offload, {swap}/40 swapped | {measured:,} | {estimate:,.0f} "
+                    f"| {estimate / measured:.2f} |")
+        print(rows[-1], flush=True)
+    plan = planner.estimate("24gb", generate=False, stage2=False)
+    estimate = plan.phases["training step"].peak_gpu_bytes / 1e6
+    rows.append(f"| bf16, 49 frames, 32/40 swapped (reference code) | {REFERENCE_49_GB * 1000:,.0f} | {estimate:,.0f} "
+                f"| {estimate / (REFERENCE_49_GB * 1000):.2f} |")
+    print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    header = ("| preset | clip | " + " | ".join(f"{p} GiB" for p in planner.PHASES)
+              + " | host GiB | TFLOP / train step | TFLOP / denoise step | edit floor H100 s | edit floor 4090 s |")
+    lines = ["## Planner estimates (benchmarks/plan_presets.py)", "",
+             "Dry runs of our code on the real configs with the meta device as the GPU (maskedit.planner): peak "
+             "GPU memory per phase (everything on the GPU then: weights, encoders, activations), peak host memory, "
+             "FLOPs, and the whole edit's time floor (all steps at the card's dense bf16 peak — no run is that fast). "
+             "**Estimates, not yet measured on a GPU.**", ""]
+    for model, spec in KNOWN_MODELS.items():
+        size = None if spec.default_size == (832, 480) else spec.default_size
+        lines += [f"### {model} ({'presets at their own size' if size is None else f'every preset at {size[0]}x{size[1]}'})",
+                  "", header, "|" + "---|" * (len(planner.PHASES) + 7)]
+        lines += preset_rows(model, size)
+        lines.append("")
+    lines += ["### Training peak against the paper (RTX 4090, 832x480; MB = 10^6 bytes)", "",
+              "| settings (our implementation) | paper MB | planner MB | planner / paper |", "|---|---|---|---|"]
+    lines += paper_rows()
+    lines += ["", f"{machine()}; {time.perf_counter() - started:.0f} s for every dry run above."]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section("planner", text)
+
+
+if __name__ == "__main__":
+    main()

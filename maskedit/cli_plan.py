@@ -1,0 +1,116 @@
+"""`python -m maskedit plan`: will this edit fit my GPU? The planner's dry run (maskedit.planner), offline.
+
+    python -m maskedit plan --preset 24gb --gpu 4090
+    python -m maskedit plan --preset full --frames 81 --size 1280x720 \
+        --model Wan-AI/Wan2.1-I2V-14B-720P-Diffusers --gpu h100 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from .errors import MaskEditError
+from .models import DEFAULT_MODEL_ID, KNOWN_MODELS
+from .presets import DEFAULT_PRESET, PRESETS
+
+# option → preset field: the settings flags `train` takes, with the same names
+SETTINGS = {
+    "window": "window", "window_stride": "window_stride", "blocks_to_swap": "blocks_to_swap", "fp8": "fp8",
+    "gradient_checkpointing": "gradient_checkpointing", "activation_offload": "activation_offload", "rank": "rank",
+    "train_steps": "train_steps", "gen_steps": "generation_steps", "cfg": "guidance_scale", "vae_tiling": "vae_tiling",
+}
+
+
+def add_plan_parser(commands) -> None:
+    """Register the `plan` command on an argparse sub-parser collection."""
+    from .planner import ATTENTION_BACKENDS, CARDS
+
+    plan = commands.add_parser(
+        "plan", help="estimate GPU memory, FLOPs and time of an edit before running it (no GPU needed)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Dry-run an edit at the real model's size on the CPU (no weights, no GPU) and print, per phase, "
+                    "the peak GPU and host memory, the FLOPs and the time floor on a card; then whether it fits "
+                    "and, if not, the quickest preset that would.",
+        epilog="examples:\n  python -m maskedit plan --preset 24gb --gpu 4090\n"
+               "  python -m maskedit plan --preset full --frames 81 --size 1280x720 \\\n"
+               "      --model Wan-AI/Wan2.1-I2V-14B-720P-Diffusers --gpu h100 --json\n\n"
+               "Estimates: checked against the paper's RTX 4090 figures, not yet against a GPU of ours.",
+    )
+    plan.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"one of: {', '.join(KNOWN_MODELS)}")
+    plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
+    plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
+    plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")
+    plan.add_argument("--gpu", choices=list(CARDS), default="h100", help="card for the time floor (default %(default)s)")
+    plan.add_argument("--gpu-memory", type=float, metavar="GB",
+                      help="memory to fit in, decimal GB as cards are sold (default: the --gpu card's)")
+    plan.add_argument("--attention", choices=ATTENTION_BACKENDS, default="flash",
+                      help="attention kernel to model (default %(default)s: what SDPA uses on a GPU in bf16)")
+    plan.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    plan.add_argument("--no-alternatives", action="store_true",
+                      help="do not dry-run the other presets when this one does not fit")
+    group = plan.add_argument_group("settings (as for `train`; default: the preset's)")
+    group.add_argument("--window", type=int, metavar="N", help="frames per training window (4k+1), 0 = whole clip")
+    group.add_argument("--window-stride", type=int, metavar="N")
+    group.add_argument("--blocks-to-swap", type=int, metavar="N", help="transformer blocks (of 40) streamed from CPU")
+    group.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--rank", type=int)
+    group.add_argument("--steps", dest="train_steps", type=int, metavar="N", help="training steps")
+    group.add_argument("--gen-steps", type=int, metavar="N", help="denoising steps")
+    group.add_argument("--cfg", type=float, help="guidance scale (CFG > 1 runs the transformer twice per step)")
+    group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None)
+    plan.set_defaults(handler=cmd_plan)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[x×]\s*(\d+)\s*", text)
+    if not match:
+        raise MaskEditError(f"--size {text!r} is not WIDTHxHEIGHT, e.g. 832x480")
+    return int(match.group(1)), int(match.group(2))
+
+
+def cmd_plan(args) -> int:
+    from .planner import cheapest_fitting_preset, estimate, get_card
+
+    size = parse_size(args.size)
+    card = get_card(args.gpu)
+    memory = args.gpu_memory if args.gpu_memory is not None else card.memory_gb
+    if memory <= 0:
+        raise MaskEditError(f"--gpu-memory {memory:g} must be positive")
+    overrides = {field: getattr(args, option) for option, field in SETTINGS.items() if getattr(args, option) is not None}
+    if not args.json:
+        print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; about a minute) ...",
+              flush=True)
+    plan = estimate(args.preset, args.frames, size, args.model, attention=args.attention, **overrides)
+    alternative = None
+    if not plan.fits(memory) and not args.no_alternatives:
+        alternative = cheapest_fitting_preset(memory, plan.num_frames, (plan.width, plan.height), args.model,
+                                              plans={args.preset: plan})
+    if args.json:
+        data = plan.to_dict(card, memory)
+        data["preset_that_fits"] = alternative.preset.name if alternative else (args.preset if plan.fits(memory) else None)
+        print(json.dumps(data, indent=2))
+        return 0
+    settings = plan.preset
+    print(f"{plan.num_frames} frames at {plan.width}x{plan.height}; {settings.blocks_resident} of 40 blocks resident, "
+          f"fp8 {'on' if settings.fp8 else 'off'}, checkpointing {'on' if settings.gradient_checkpointing else 'off'}"
+          f"{' (activations offloaded)' if settings.activation_offload else ''}, "
+          f"window {settings.window or 'whole clip'}, attention {plan.attention}")
+    print(plan.table(card))
+    print(f"peak host memory ≈ {plan.peak_host_gib:.1f} GiB; training step {plan.train_step_flops / 1e12:.0f} TFLOP")
+    print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps): "
+          f"at least {plan.time_floor_s(card):.0f} s on an {card.name} at its {card.bf16_tflops:g} TFLOPS bf16 peak")
+    print(plan.summary(memory))
+    if not plan.fits(memory):
+        if alternative is not None:
+            print(f"the {alternative.preset.name} preset fits: {alternative.summary(memory)}")
+        elif not args.no_alternatives:
+            print("no preset fits at this size: use fewer frames or a smaller size")
+    for note in plan.notes:
+        print(f"note: {note}")
+    return 0
