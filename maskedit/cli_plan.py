@@ -12,7 +12,7 @@ import json
 import re
 
 from .errors import MaskEditError
-from .models import DEFAULT_MODEL_ID, KNOWN_MODELS
+from .defaults import DEFAULT_MODEL_ID
 from .presets import DEFAULT_PRESET, PRESETS
 
 # option → preset field: the settings flags `train` takes, with the same names
@@ -25,7 +25,7 @@ SETTINGS = {
 
 def add_plan_parser(commands) -> None:
     """Register the `plan` command on an argparse sub-parser collection."""
-    from .planner import ATTENTION_BACKENDS, CARDS
+    from .cards import ATTENTION_BACKENDS, CARDS
 
     plan = commands.add_parser(
         "plan", help="estimate GPU memory, FLOPs and time of an edit before running it (no GPU needed)",
@@ -38,7 +38,8 @@ def add_plan_parser(commands) -> None:
                "      --model Wan-AI/Wan2.1-I2V-14B-720P-Diffusers --gpu h100 --json\n\n"
                "Estimates: checked against the paper's RTX 4090 figures, not yet against a GPU of ours.",
     )
-    plan.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"one of: {', '.join(KNOWN_MODELS)}")
+    plan.add_argument("--model", default=DEFAULT_MODEL_ID, help="a known hub id (Wan2.1-I2V-14B 480P or 720P; their configs are written in code) "
+                      "(default %(default)s)")
     plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
     plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
     plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")

@@ -51,6 +51,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
+from .cards import ATTENTION_BACKENDS, CARDS, Card, get_card  # noqa: F401  (torch-free, for --help)
 from .errors import MaskEditError
 from .models import DEFAULT_MODEL_ID, KNOWN_MODELS, TINY, ModelSpec, check_clip_size
 from .presets import PRESETS, Preset, get_preset
@@ -58,36 +59,9 @@ from .presets import PRESETS, Preset, get_preset
 GIB = 1024**3
 GB = 1e9
 PHASES = ("encode prompts/images", "VAE encode", "training step", "denoising step", "VAE decode")
-ATTENTION_BACKENDS = ("flash", "math")
 SPEED_LORA_RANK = 64  # the default speed LoRA (lightx2v rank-64), added from the shapes when a preset stacks one
 _STREAMED_AT_ONCE = 2  # a swapped block in use + the next one prefetched (offload.BlockStreamer)
 _aten = torch.ops.aten
-
-
-@dataclass(frozen=True)
-class Card:
-    """A GPU: memory as sold (decimal GB) and dense bf16 tensor throughput (no sparsity), vendor figures."""
-
-    name: str
-    memory_gb: float
-    bf16_tflops: float
-
-
-CARDS: dict[str, Card] = {
-    "h100": Card("NVIDIA H100 SXM", 80, 989.4),
-    "h200": Card("NVIDIA H200 SXM", 141, 989.4),
-    "a100": Card("NVIDIA A100 80GB", 80, 312.0),
-    "l40s": Card("NVIDIA L40S", 48, 362.05),
-    "4090": Card("NVIDIA GeForce RTX 4090", 24, 165.2),
-    "rtx-pro-6000": Card("NVIDIA RTX PRO 6000 Blackwell", 96, 503.8),
-}
-
-
-def get_card(name: str) -> Card:
-    key = (name or "").strip().lower().replace("rtx4090", "4090").replace("rtx-4090", "4090")
-    if key not in CARDS:
-        raise MaskEditError(f"unknown GPU {name!r}; choose one of {', '.join(CARDS)}")
-    return CARDS[key]
 
 
 @dataclass
