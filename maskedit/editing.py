@@ -35,8 +35,9 @@ from .conditioning import (
 )
 from .errors import MaskEditError
 from .files import atomic_path
+from .experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
+from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepEvent, TrainConfig, TrainItem, clip_items
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
 WAN_NEGATIVE_PROMPT = (
@@ -437,7 +438,7 @@ def train_edit_lora(
             yield EditTrainingNote(f"stage {stage}: encoding {len(items)} sample(s)")
             _restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
-            trainer = LoraTrainer(pipe, items, stage_config, checkpoint_dir, device=device, distributed=distributed)
+            trainer = make_trainer(pipe, items, stage_config, checkpoint_dir, device=device, distributed=distributed)
             if resume and trainer.resume():
                 yield EditTrainingNote(
                     f"stage {stage}: resumed from the checkpoint at step {trainer.state.step} of {stage_config.steps} "
@@ -487,7 +488,10 @@ def train_edit_lora(
             distributed.barrier()  # wait for the main process to write the files
             yield EditTrainingDone(str(out_dir / LORA_WEIGHT_NAME), metadata)
             return
-    path = save_lora(pipe, out_dir, metadata)
+    if is_two_expert(pipe):  # one file per expert (maskedit.experts); the event names the high-noise one
+        path = save_expert_loras(pipe, out_dir, metadata)[HIGH_NOISE]
+    else:
+        path = save_lora(pipe, out_dir, metadata)
     if distributed is not None:
         distributed.barrier()
     yield EditTrainingDone(str(path), metadata)
@@ -505,14 +509,16 @@ def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | No
     """Make `folder` hold checkpoints of this run only; returns a note when old ones were discarded."""
     marker = folder / FINGERPRINT
     note = None
-    has_checkpoint = (folder / CHECKPOINT_STATE).exists()
+    kept = [folder, *(folder / expert for expert in EXPERTS)]  # two-expert runs keep one per expert
+    has_checkpoint = any((sub / CHECKPOINT_STATE).exists() for sub in kept)
     same = marker.is_file() and marker.read_text().strip() == fingerprint
     if has_checkpoint and not (resume and same):
         why = "--no-resume was given" if not resume else "they were made from other inputs or settings"
         note = f"starting afresh: the checkpoints in {folder} are not used ({why})"
     if not (resume and same):
-        for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
-            (folder / name).unlink(missing_ok=True)
+        for sub in kept:
+            for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
+                (sub / name).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         _write_text(marker, fingerprint)
     return note
@@ -533,7 +539,7 @@ def _restore_encoders(pipe) -> None:
 def _remove_lora_files(folder: Path) -> None:
     from .lora import COMFYUI_WEIGHT_NAME, METADATA_NAME
 
-    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
+    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names()):
         (folder / name).unlink(missing_ok=True)
 
 
@@ -758,6 +764,8 @@ def resolve_lora_path(path: str | os.PathLike) -> Path:
     """The LoRA file for a file or folder path (a folder means its lora.safetensors); checked to exist
     and to be safetensors, so a wrong path fails before a model is loaded."""
     path = Path(path)
+    if path.is_dir() and has_expert_loras(path):  # a two-expert (Wan2.2) LoRA: the folder is the LoRA
+        return path
     if path.is_dir():
         path = path / LORA_WEIGHT_NAME
         if not path.is_file():

@@ -323,6 +323,27 @@ def save_expert_loras(pipe, folder: str | os.PathLike, metadata: dict) -> dict[s
     return {expert: folder / expert_weight_name(expert) for expert in EXPERTS}
 
 
+def expert_file_names() -> list[str]:
+    """Every file name `save_expert_loras` writes besides lora.json."""
+    return [name for expert in EXPERTS for name in (expert_weight_name(expert), expert_comfyui_name(expert))]
+
+
+def load_edit_lora(pipe, path: str | os.PathLike, scale: float = 1.0) -> None:
+    """Load an edit LoRA whatever the base: per-expert files into a two-expert pipeline (`path` = the
+    folder or one of its files), else `lora.load_lora`. A two-expert LoRA given to a one-transformer model
+    (or the reverse) is a clear error."""
+    from .lora import load_lora
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if is_two_expert(pipe):
+        load_expert_loras(pipe, folder, scale)
+    elif has_expert_loras(folder) and (path.is_dir() or path.name in expert_file_names()):
+        raise MaskEditError(f"{folder} holds a two-expert (Wan2.2-A14B) LoRA but this model has one transformer")
+    else:
+        load_lora(pipe, path, scale)
+
+
 def has_expert_loras(folder: str | os.PathLike) -> bool:
     folder = Path(folder)
     return all((folder / expert_weight_name(expert)).is_file() for expert in EXPERTS)
