@@ -37,7 +37,7 @@ from .errors import MaskEditError
 from .files import atomic_path
 from .experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepEvent, TrainConfig, TrainItem, clip_items
+from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
 
 WAN_NEGATIVE_PROMPT = (

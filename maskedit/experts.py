@@ -209,6 +209,14 @@ class TwoExpertTrainer:
         torch.cuda.empty_cache()
         self._resident = expert
 
+    def restore_placement(self) -> None:
+        """Put both experts back on the device (generation calls both) after `make_resident` moved one."""
+        if self._resident is None:
+            return
+        for expert in EXPERTS:
+            expert_module(self.pipe, expert).to(self.device)
+        self._resident = None
+
     def stop(self) -> None:
         self._stop = True
 
@@ -245,6 +253,7 @@ class TwoExpertTrainer:
         finally:
             for trainer in self.trainers.values():
                 trainer.transformer.eval()
+            self.restore_placement()
             if self.checkpoint_dir is not None and 0 < self.state.step < self.config.steps:
                 self.save_checkpoint()
 

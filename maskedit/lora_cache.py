@@ -159,8 +159,10 @@ def entry_status(path: str | os.PathLike) -> tuple[str, int, int, int]:
     from .lora import LORA_WEIGHT_NAME, METADATA_NAME
     from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 
+    from .experts import has_expert_loras
+
     path = Path(path)
-    if (path / LORA_WEIGHT_NAME).is_file() and (path / METADATA_NAME).is_file():
+    if ((path / LORA_WEIGHT_NAME).is_file() or has_expert_loras(path)) and (path / METADATA_NAME).is_file():
         return FINISHED, 0, 0, 0
     for stage in (2, 1):
         folder = path / CHECKPOINTS_FOLDER / f"stage{stage}"
@@ -413,12 +415,13 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
 
 def copy_lora_files(source_folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Copy a cached entry's LoRA files (lora.safetensors, lora_comfyui.safetensors, lora.json) to out_dir."""
+    from .experts import expert_file_names
     from .lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 
     source_folder, out_dir = Path(source_folder), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
+    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names()):
         if (source_folder / name).is_file() and (source_folder / name).resolve() != (out_dir / name).resolve():
             shutil.copyfile(source_folder / name, out_dir / name)
             copied.append(out_dir / name)

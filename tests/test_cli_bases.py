@@ -97,3 +97,30 @@ def test_generate_preview_then_full_render(capsys, tmp_path, monkeypatch):
     full = video.read_video(tmp_path / "full" / "edited.mp4").frames
     assert preview.shape == full.shape and not np.array_equal(preview, full)
     assert np.array_equal(video.read_video(tmp_path / "full_again" / "edited.mp4").frames, full)
+
+
+def test_stage_two_continues_both_experts(capsys, tmp_path, wan22):
+    inputs, prepared, _ = wan22
+    lora = tmp_path / "lora2"
+    code, stdout, stderr = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--steps", "2",
+                               "--model", TINY_WAN22, "--edited-later", f"4={inputs['edited4']}", "--stage2-epochs", "1",
+                               "--out", lora, "--no-cache")
+    assert code == 0, stderr
+    meta = json.loads((lora / "lora.json").read_text())
+    assert meta["stage2_steps"] == 10 and meta["stage2_frames"] == [4]
+    for stage, steps in (("stage1", 1), ("stage2", 5)):  # each expert takes half of each stage's steps
+        for expert in EXPERTS:
+            state = json.loads((lora / "checkpoints" / stage / expert / "checkpoint.json").read_text())
+            assert state["step"] == steps, (stage, expert)
+
+
+def test_a_two_expert_lora_is_cached_and_reused(capsys, tmp_path, wan22):
+    _, prepared, _ = wan22
+    train = ["train", "--prepared", prepared, "--prompt", "a box", "--steps", "2", "--model", TINY_WAN22]
+    code, _, stderr = run(capsys, *train, "--out", tmp_path / "a")
+    assert code == 0, stderr
+    code, stdout, stderr = run(capsys, *train, "--out", tmp_path / "b")
+    assert code == 0, stderr
+    assert "reusing cached LoRA" in stdout and "stage 1: encoding" not in stdout  # no training ran
+    for name in (expert_weight_name(e) for e in EXPERTS):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
