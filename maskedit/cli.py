@@ -568,10 +568,10 @@ def _apply_generation_options(pipe, args) -> None:
 
 
 def _load_speed_lora(pipe, args) -> None:
-    from .speed import load_speed_lora
+    from .preview import stack_speed_lora
 
     if args.speed_lora:
-        load_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
+        stack_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
         print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
 
 

@@ -81,15 +81,21 @@ def preview_settings(preset=None, speed_lora: str | None = None, **changes) -> P
 
 
 def load_preview_lora(pipe, settings: PreviewSettings, edit_weight: float = 1.0) -> None:
-    """Load the speed LoRA as the `speed` adapter beside the edit adapter (both experts on Wan2.2)."""
+    """Load the preview's speed LoRA beside the edit adapter (`stack_speed_lora`)."""
+    stack_speed_lora(pipe, settings.speed_lora, settings.speed_lora_weight, edit_weight)
+
+
+def stack_speed_lora(pipe, spec: str, weight: float = 1.0, edit_weight: float = 1.0) -> None:
+    """Load a speed LoRA as the `speed` adapter beside the edit adapter, whatever the base: one file
+    (`maskedit.speed.load_speed_lora`), or on a two-expert base "HIGH,LOW" (or one file for both experts)."""
     if not is_two_expert(pipe):
-        if "," in settings.speed_lora:
+        if "," in spec:
             raise MaskEditError("this model has one transformer: give one speed LoRA, not a HIGH,LOW pair")
-        load_speed_lora(pipe, settings.speed_lora, settings.speed_lora_weight, edit_weight)
+        load_speed_lora(pipe, spec, weight, edit_weight)
         return
-    specs = [s.strip() for s in settings.speed_lora.split(",")]
+    specs = [s.strip() for s in spec.split(",")]
     if len(specs) not in (1, 2) or not all(specs):
-        raise MaskEditError(f"give one speed LoRA or a HIGH,LOW pair, got {settings.speed_lora!r}")
+        raise MaskEditError(f"give one speed LoRA or a HIGH,LOW pair, got {spec!r}")
     paths = [resolve_speed_lora(s) for s in (specs * 2)[:2]]
     _unload_expert_speed(pipe)
     try:
@@ -101,10 +107,10 @@ def load_preview_lora(pipe, settings: PreviewSettings, edit_weight: float = 1.0)
                                        load_into_transformer_2=expert == LOW_NOISE)
     except Exception as error:  # many types for a foreign or broken file
         _unload_expert_speed(pipe)
-        raise MaskEditError(f"the speed LoRA {settings.speed_lora!r} does not fit this model "
+        raise MaskEditError(f"the speed LoRA {spec!r} does not fit this model "
                             f"({type(error).__name__}: {str(error)[:300]})") from None
     names = [n for n in (ADAPTER_NAME, SPEED_ADAPTER) if n in (pipe.transformer.peft_config or {})]
-    weights = [edit_weight if n == ADAPTER_NAME else settings.speed_lora_weight for n in names]
+    weights = [edit_weight if n == ADAPTER_NAME else weight for n in names]
     pipe.set_adapters(names, adapter_weights=weights)
 
 

@@ -124,3 +124,22 @@ def test_a_two_expert_lora_is_cached_and_reused(capsys, tmp_path, wan22):
     assert "reusing cached LoRA" in stdout and "stage 1: encoding" not in stdout  # no training ran
     for name in (expert_weight_name(e) for e in EXPERTS):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+
+
+def test_a_speed_lora_pair_on_a_two_expert_base(capsys, tmp_path, wan22):
+    from maskedit.models import build_tiny_two_expert_pipeline
+
+    inputs, prepared, lora = wan22
+    pipe = build_tiny_two_expert_pipeline()
+    paths = []
+    for seed, expert in enumerate(EXPERTS):
+        module = expert_module(pipe, expert)
+        add_lora(module, rank=4, alpha=4.0, seed=seed)
+        path = tmp_path / f"speed_{expert}.safetensors"
+        save_file(to_comfyui_keys(lora_state_dict(module), 4.0), str(path))
+        paths.append(str(path))
+    code, stdout, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
+                               "--prompt", "a blue box", "--lora", lora, "--speed-lora", ",".join(paths), "--steps", "2",
+                               "--cfg", "1", "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert (tmp_path / "out" / "edited.mp4").is_file()
