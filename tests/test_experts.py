@@ -2,6 +2,7 @@
 pipeline, expert routing of training and generation, per-expert LoRA files loaded by stock diffusers."""
 
 import json
+import os
 
 import numpy as np
 import PIL.Image
@@ -253,3 +254,15 @@ def test_make_trainer_picks_the_trainer_for_the_base():
 
     assert type(make_trainer(build_tiny_pipeline(), train_items(), config(2), device="cpu")) is LoraTrainer
     assert type(make_trainer(build_tiny_two_expert_pipeline(), train_items(), config(2), device="cpu")) is TwoExpertTrainer
+
+
+@pytest.mark.skipif(not os.environ.get("MASKEDIT_WAN22_PATH"),
+                    reason="set MASKEDIT_WAN22_PATH to a local Wan2.2-I2V-A14B diffusers folder to run")
+def test_real_wan22_weights_load_as_two_experts_and_generate():
+    loaded = load_pipeline(os.environ["MASKEDIT_WAN22_PATH"])
+    assert is_two_expert(loaded.pipe) and loaded.pipe.image_encoder is None
+    frames, region = make_synthetic_clip(num_frames=5, height=256, width=256)
+    sample = inference_condition(frames, region, frames[0], "p3rs0n, a box")
+    out = loaded.pipe(prompt=sample.prompt, condition_video=sample.condition_video, condition_mask=sample.keep_mask,
+                      num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    assert out.shape == (1, 5, 256, 256, 3) and np.isfinite(out).all()
