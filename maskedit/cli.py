@@ -746,12 +746,15 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
             bar.update(1)
             bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
 
-        frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step) if preview else editing.generate_edit(
-            loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
-            flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
-            method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
-            callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
-        )
+        if preview:
+            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step)
+        else:
+            frames = editing.generate_edit(
+                loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
+                flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
+                method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
+                callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
+            )
     outputs = editing.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")
     if preview:
