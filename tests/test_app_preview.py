@@ -5,7 +5,6 @@ shows the base."""
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import handle_file  # noqa: E402
 
 from test_app import FRAMES, assert_user_error, client, inputs, prepare, server, train  # noqa: E402,F401
 from test_preview import speed_file  # noqa: E402
@@ -14,11 +13,16 @@ from maskedit.preview import SPEED_LORA_ENV  # noqa: E402
 from maskedit.video import read_video  # noqa: E402
 
 
-def test_preview_button_explains_a_missing_speed_lora_then_previews_with_one(server, inputs, tmp_path, monkeypatch):
+def test_preview_button_explains_a_missing_speed_lora_then_previews_with_one(server, inputs, tmp_path,  # noqa: F811
+                                                                             monkeypatch):
     from gradio_client.exceptions import AppError
 
     monkeypatch.delenv(SPEED_LORA_ENV, raising=False)
     c = client(server)
+    props = [component.get("props", {}) for component in c.config["components"]]
+    assert any("base: built-in tiny model" in str(p.get("value")) for p in props)  # the page names the base
+    sizes = next(p["choices"] for p in props if p.get("label") == "Size (WxH)")
+    assert [choice[0] for choice in sizes][:2] == ["auto", "64x64 (tiny test)"]  # the base's sizes first
     prepare(c, inputs)
     train(c, 2)
     with pytest.raises(AppError) as error:
