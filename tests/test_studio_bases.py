@@ -104,3 +104,17 @@ def test_banner_and_size_menu_follow_the_base(tiny_pipe):
     as_480p = SimpleNamespace(pipe=tiny_pipe, name="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
     assert size_choices(as_480p, fixed)[:3] == ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)"]
     assert "1280x720" not in " ".join(size_choices(as_480p, fixed))
+
+
+def test_a_presets_speed_lora_pair_goes_on_both_experts_and_comes_off_both(tmp_path):
+    from maskedit.presets import get_preset
+    from maskedit.studio.generation import apply_preset_options
+
+    pipe = build_tiny_two_expert_pipeline()
+    high, low = (speed_file(tmp_path, build_tiny_two_expert_pipeline, e, seed=7 + i) for i, e in enumerate(EXPERTS))
+    preset = get_preset("zerogpu").with_overrides(speed_lora=f"{high},{low}")
+    result = apply_preset_options(pipe, preset)
+    assert result["speed_lora"] == f"{high},{low}" and not result["warnings"]
+    assert all(SPEED_ADAPTER in expert_module(pipe, e).peft_config for e in EXPERTS)
+    apply_preset_options(pipe, None)
+    assert all(SPEED_ADAPTER not in (getattr(expert_module(pipe, e), "peft_config", None) or {}) for e in EXPERTS)

@@ -106,8 +106,9 @@ def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool
     attention backend not installed) is skipped with a warning: generation never fails for it.
     Returns {"preset", "speed_lora" (what is active, or None), "speed_lora_weight", "notes", "warnings"}."""
     from ..presets import get_preset
-    from ..speed import (enable_vae_tiling, has_speed_lora, load_speed_lora, set_attention_backend,
-                        set_lora_weights, unload_speed_lora)
+    from ..preview import stack_speed_lora as load_speed_lora  # one file, or HIGH,LOW on a two-expert base
+    from ..preview import unload_preview_lora as unload_speed_lora  # from every expert
+    from ..speed import enable_vae_tiling, has_speed_lora, set_attention_backend, set_lora_weights
 
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     result = {"preset": getattr(chosen, "name", None), "speed_lora": None, "speed_lora_weight": 1.0, "notes": [],
