@@ -36,7 +36,9 @@ RUNTIME = None  # maskedit.studio.runtime.Runtime of the running app (the model;
 APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"), ("(--fit)", "(the Fit checkbox)"),
              ("(--prompt ", "(the caption box, e.g. "), ("(--min-area)", "(a larger object)"),
              ("(--train-prompt)", "(the caption box of the ORIGINAL first frame)"),
-             ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"))
+             ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"),
+             ("pass --speed-lora FILE|owner/repo/file.safetensors", "fill in Generate → Advanced → Speed LoRA with "
+              "a FILE or owner/repo/file.safetensors"))
 """The library's messages name the command line's flags; in the app they name the app's own controls."""
 
 
@@ -208,7 +210,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     from maskedit.presets import PRESETS, GenerateSettings, get_preset
     from maskedit.session import SessionStore
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS
-    from maskedit.studio.runtime import Runtime, load_model
+    from maskedit.studio.runtime import Runtime, base_banner, load_model, size_choices
     from maskedit.errors import MaskEditError
     from maskedit.studio.service import GpuCalls, Studio, TrainInputs
 
@@ -252,7 +254,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     "Load a clip, mark the object, edit its first frame elsewhere, train a small mask-aware LoRA "
                     "on the clip, then generate the edited video.")
         gr.Markdown(banner or "", visible=bool(banner), elem_id="banner")
-        gr.Markdown(f"Model: {runtime.model.description}", elem_id="model-line")
+        gr.Markdown(f"Model: {runtime.model.description} · {base_banner(loaded)}", elem_id="model-line")
 
         with gr.Tabs():
             # 1 -------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         with gr.Row():
                             frames_in = gr.Number(17 if tiny else 49, precision=0, minimum=0, step=4,
                                                   label="Frames (4k+1; 0 = all, up to 81)")
-                            size_in = gr.Dropdown(SIZE_CHOICES, value="320x192 (small)" if tiny else "auto",
+                            size_in = gr.Dropdown(size_choices(loaded, SIZE_CHOICES), value="320x192 (small)" if tiny else "auto",
                                                   label="Size (WxH)", allow_custom_value=True)
                             start_in = gr.Number(0, label="Start time (s)", minimum=0)
                         load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
@@ -398,6 +400,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                               label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
                         seed_gen = gr.Number(0, label="Seed", precision=0)
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
+                        with gr.Accordion("Advanced", open=False):
+                            speed_lora_in = gr.Textbox(
+                                "", label="Speed LoRA for the preview (file path or owner/repo/file.safetensors; "
+                                "HIGH,LOW on a two-expert base)", placeholder="empty: $MASKEDIT_SPEED_LORA or the "
+                                "preset's", elem_id="speed-lora")
                         new_edit = gr.Image(label="Another edited first frame (optional)", type="filepath",
                                             sources=["upload"])
                         use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
@@ -405,6 +412,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
                         with gr.Row():
                             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                            preview_btn = gr.Button("Preview (4 steps)", elem_id="preview-btn")
                             cancel_btn = gr.Button("Cancel", variant="stop")
                     with gr.Column(scale=2):
                         with gr.Row():
@@ -675,6 +683,23 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                       [edited_video, sbs_video, report, report_json, state], api_name="generate",
                       concurrency_id="generate", concurrency_limit=1).then(h_gallery, [state], [gallery],
                                                                           api_visibility="private")
+
+        @user_errors
+        def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
+                      speed_lora, st, request: gr.Request, progress=gr.Progress()):
+            st = sess(st, request)
+            settings = GenerateSettings(seed=int(seed), lora_scale=float(lora_scale), method=method_name or "mask-lora")
+            result = studio.preview(st, prompt_text, settings, speed_lora=speed_lora, preset=preset_name,
+                                    edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
+                                    progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
+                                    warn=gr.Warning)
+            return result.edited, result.side_by_side, result.report_markdown, result.report, st
+
+        preview_btn.click(h_preview, [prompt, new_edit, method, seed_gen, scale, fit_edited, use_ckpt, preset,
+                                      speed_lora_in, state],
+                          [edited_video, sbs_video, report, report_json, state], api_name="preview",
+                          concurrency_id="generate", concurrency_limit=1).then(h_gallery, [state], [gallery],
+                                                                              api_visibility="private")
 
         @user_errors
         def h_cancel(st, request: gr.Request):

@@ -99,7 +99,9 @@ def _add_clip_options(parser: argparse.ArgumentParser) -> None:
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME",
                         help=f"'{TINY}' (built-in, random weights, for trying the workflow), a hub id or a local "
-                             f"diffusers folder; default: {DEFAULT_MODEL_ID} with a CUDA GPU, else '{TINY}'")
+                             f"diffusers folder; default: {DEFAULT_MODEL_ID} with a CUDA GPU, else '{TINY}'. "
+                             "Bases: Wan2.1-I2V-14B-480P/720P, Wan2.2-I2V-A14B (two experts; 'tiny-wan2.2' is its "
+                             "built-in stand-in); presets take 1280x720 on a 720P base")
     group = parser.add_argument_group("preset and memory")
     group.add_argument("--preset", choices=list(PRESETS),
                        help=f"named settings ({', '.join(PRESETS)}); options given explicitly win (default {DEFAULT_PRESET}; "
@@ -260,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "seeds are spread over the processes (one GPU each)")
     generate.add_argument("--fit", action="store_true",
                           help="resize and centre-crop an edited frame of another size to the clip")
+    generate.add_argument("--preview", action="store_true",
+                          help="a fast preview: the edit LoRA plus the step-distilled --speed-lora (or the preset's, "
+                               "or $MASKEDIT_SPEED_LORA), 4 steps at CFG 1; run again without it for the full render")
     generate.add_argument("--out", required=True, metavar="DIR", help="folder for edited.mp4 and side_by_side.mp4")
     generate.set_defaults(handler=cmd_generate)
 
@@ -353,13 +358,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .lora import load_lora, read_metadata
+    from .experts import load_edit_lora
+    from .lora import read_metadata
 
     _apply_preset(args)
     prepared = editing.load_prepared(args.prepared)
     edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
+    args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
     lora_path = editing.resolve_lora_path(args.lora) if args.lora else None
     if lora_path is None and args.method == "mask-lora":
         raise MaskEditError(
@@ -390,7 +397,7 @@ def cmd_generate(args) -> int:
             return 0
     loaded = _load_model(model, args)
     if lora_path is not None:
-        load_lora(loaded.pipe, lora_path, args.lora_scale)
+        load_edit_lora(loaded.pipe, lora_path, args.lora_scale)
         print(f"LoRA: {lora_path}")
     if seeds is None:
         return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
@@ -468,7 +475,10 @@ _PRESET_OPTIONS = {
 def _apply_preset(args) -> None:
     """Fill every option the user left out from the preset (`full` unless --preset); with an explicit
     --preset also the clip's frame count and size when --frames / --width --height are not given."""
+    from .bases import adapt_preset, base_for_name
+
     preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+    preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or editing.default_model()))
     args.preset_settings = preset
     for option, field in _PRESET_OPTIONS.items():
         if hasattr(args, option) and getattr(args, option) is None:
@@ -592,6 +602,9 @@ def _load_model(name: str, args=None):
     else:
         loaded = load_pipeline(name)
     print(f"model: {loaded.description}", flush=True)
+    from .bases import base_for_pipeline
+
+    print(base_for_pipeline(loaded.pipe, loaded.name).banner(), flush=True)
     if args is not None and hasattr(args, "gen_steps"):
         _apply_generation_options(loaded.pipe, args)
     return loaded
@@ -610,10 +623,10 @@ def _apply_generation_options(pipe, args) -> None:
 
 
 def _load_speed_lora(pipe, args) -> None:
-    from .speed import load_speed_lora
+    from .preview import stack_speed_lora
 
     if args.speed_lora:
-        load_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
+        stack_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
         print(f"speed LoRA: {args.speed_lora} (weight {args.speed_lora_weight:g})")
 
 
@@ -675,25 +688,50 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     from tqdm import tqdm
 
     editing.remove_edit_outputs(out)
-    _load_speed_lora(loaded.pipe, args)
-    with tqdm(total=args.gen_steps, desc="generating", unit="step", dynamic_ncols=True) as bar:
+    preview = getattr(args, "preview_settings", None)
+    if preview is None:
+        _load_speed_lora(loaded.pipe, args)
+    with tqdm(total=preview.steps if preview else args.gen_steps, desc="previewing" if preview else "generating",
+              unit="step", dynamic_ncols=True) as bar:
         def on_step(event: editing.GenerationStep) -> None:
             bar.update(1)
             bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
 
-        frames = editing.generate_edit(
-            loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
-            flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
-            method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
-            callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
-            sampler=args.sampler,
-        )
+        if preview:
+            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step)
+        else:
+            frames = editing.generate_edit(
+                loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
+                flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
+                method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
+                callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
+                sampler=args.sampler,
+            )
     outputs = editing.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")
+    if preview:
+        print(f"{preview.describe()}; run the same command without --preview for the full render")
     print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
     if loaded.is_tiny and loaded.name == TINY:
         print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
     return 0
+
+
+def _preview_settings(args):
+    """The preview's settings, checked before any model loads (no speed LoRA: what to set)."""
+    from .preview import preview_settings
+
+    return preview_settings(args.preset_settings, speed_lora=args.speed_lora)
+
+
+def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step):
+    from .preview import generate_preview
+
+    return generate_preview(
+        loaded.pipe, prepared, edited_first, args.prompt, settings, seed=args.seed, lora_scale=args.lora_scale,
+        method=getattr(args, "method", "mask-lora"), callback=on_step, trigger=trigger,
+        negative_prompt=args.negative_prompt,
+    )
 
 
 # ----- entry point

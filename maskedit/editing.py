@@ -33,6 +33,7 @@ from .defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (par
 from .errors import MaskEditError
 from .presets import GENERATION_METHODS, NAIVE_LORA_METHODS, GenerateSettings  # noqa: F401  (part of this API)
 from .files import save_npz, write_text
+from .experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
 from .pipeline import DEFAULT_SAMPLER, reference_sigmas, use_sampler
 from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
@@ -405,8 +406,8 @@ def train_edit_lora(
             yield EditTrainingNote(f"stage {stage.number}: encoding {len(stage.items)} sample(s)")
             restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
-            trainer = LoraTrainer(pipe, stage.items, stage.config, checkpoint_dir, device=device,
-                                  distributed=distributed)
+            trainer = make_trainer(pipe, stage.items, stage.config, checkpoint_dir, device=device,
+                                   distributed=distributed)
             if resume and trainer.resume():
                 yield EditTrainingNote(
                     f"stage {stage.number}: resumed from the checkpoint at step {trainer.state.step} of "
@@ -459,7 +460,10 @@ def train_edit_lora(
             distributed.barrier()  # wait for the main process to write the files
             yield EditTrainingDone(str(out_dir / LORA_WEIGHT_NAME), metadata)
             return
-    path = save_lora(pipe, out_dir, metadata)
+    if is_two_expert(pipe):  # one file per expert (maskedit.experts); the event names the high-noise one
+        path = save_expert_loras(pipe, out_dir, metadata)[HIGH_NOISE]
+    else:
+        path = save_lora(pipe, out_dir, metadata)
     if distributed is not None:
         distributed.barrier()
     yield EditTrainingDone(str(path), metadata)
@@ -479,14 +483,16 @@ def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | No
     """Make `folder` hold checkpoints of this run only; returns a note when old ones were discarded."""
     marker = folder / FINGERPRINT
     note = None
-    has_checkpoint = (folder / CHECKPOINT_STATE).exists()
+    kept = [folder, *(folder / expert for expert in EXPERTS)]  # two-expert runs keep one per expert
+    has_checkpoint = any((sub / CHECKPOINT_STATE).exists() for sub in kept)
     same = marker.is_file() and marker.read_text().strip() == fingerprint
     if has_checkpoint and not (resume and same):
         why = "--no-resume was given" if not resume else "they were made from other inputs or settings"
         note = f"starting afresh: the checkpoints in {folder} are not used ({why})"
     if not (resume and same):
-        for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
-            (folder / name).unlink(missing_ok=True)
+        for sub in kept:
+            for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
+                (sub / name).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         write_text(marker, fingerprint)
     return note
@@ -496,7 +502,7 @@ def remove_lora_files(folder: str | os.PathLike) -> None:
     """Delete lora.safetensors, lora_comfyui.safetensors and lora.json of an earlier run in `folder`."""
     from .lora import COMFYUI_WEIGHT_NAME, METADATA_NAME
 
-    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
+    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names()):
         (Path(folder) / name).unlink(missing_ok=True)
 
 
@@ -713,6 +719,8 @@ def resolve_lora_path(path: str | os.PathLike) -> Path:
     """The LoRA file for a file or folder path (a folder means its lora.safetensors); checked to exist
     and to be safetensors, so a wrong path fails before a model is loaded."""
     path = Path(path)
+    if path.is_dir() and has_expert_loras(path):  # a two-expert (Wan2.2) LoRA: the folder is the LoRA
+        return path
     if path.is_dir():
         path = path / LORA_WEIGHT_NAME
         if not path.is_file():

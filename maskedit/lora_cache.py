@@ -144,8 +144,12 @@ class CacheEntry:
 
     @property
     def lora_path(self) -> Path:
+        """lora.safetensors, or for a two-expert (Wan2.2) run its high-noise file (the folder is the LoRA)."""
+        from .experts import HIGH_NOISE, expert_weight_name, has_expert_loras
         from .lora import LORA_WEIGHT_NAME
 
+        if not (self.path / LORA_WEIGHT_NAME).is_file() and has_expert_loras(self.path):
+            return self.path / expert_weight_name(HIGH_NOISE)
         return self.path / LORA_WEIGHT_NAME
 
     @property
@@ -176,21 +180,41 @@ class CacheEntry:
 def entry_status(path: str | os.PathLike) -> tuple[str, int, int, int]:
     """(status, step, total_steps, stage) of a folder `train_edit_lora` trains into."""
     from .editing import CHECKPOINTS_FOLDER
+    from .experts import has_expert_loras
     from .lora import LORA_WEIGHT_NAME, METADATA_NAME
-    from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 
     path = Path(path)
-    if (path / LORA_WEIGHT_NAME).is_file() and (path / METADATA_NAME).is_file():
+    if ((path / LORA_WEIGHT_NAME).is_file() or has_expert_loras(path)) and (path / METADATA_NAME).is_file():
         return FINISHED, 0, 0, 0
     for stage in (2, 1):
-        folder = path / CHECKPOINTS_FOLDER / f"stage{stage}"
-        if (folder / CHECKPOINT_STATE).is_file() and (folder / CHECKPOINT_WEIGHTS).is_file():
-            try:
-                state = json.loads((folder / CHECKPOINT_STATE).read_text())
-                return RESUMABLE, int(state["step"]), int(state["config"]["steps"]), stage
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        progress = checkpoint_progress(path / CHECKPOINTS_FOLDER / f"stage{stage}")
+        if progress is not None:
+            return RESUMABLE, progress[0], progress[1], stage
     return EMPTY, 0, 0, 0
+
+
+def checkpoint_progress(folder: str | os.PathLike) -> tuple[int, int] | None:
+    """(step, total_steps) of the checkpoint in a stage folder, or None when it holds no complete one.
+    A two-expert run keeps one checkpoint per expert (`folder/<expert>/`, `experts.TwoExpertTrainer`):
+    its step and total are both experts' together, and both must be there."""
+    from .experts import EXPERTS
+    from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
+
+    folder = Path(folder)
+    single = (folder / CHECKPOINT_STATE).is_file()
+    parts = [folder] if single else [folder / expert for expert in EXPERTS]
+    if not any((part / CHECKPOINT_STATE).is_file() for part in parts):
+        return None
+    step = total = 0
+    for part in parts:
+        if not ((part / CHECKPOINT_STATE).is_file() and (part / CHECKPOINT_WEIGHTS).is_file()):
+            return None
+        try:
+            state = json.loads((part / CHECKPOINT_STATE).read_text())
+            step, total = step + int(state["step"]), total + int(state["config"]["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return step, total
 
 
 def folder_size(path: Path) -> int:
@@ -349,14 +373,8 @@ def seed_from_stage1(cache: LoraCache, stage1_key: str, target: Path) -> bool:
     if source is None:
         return False
     checkpoint = source.path / CHECKPOINTS_FOLDER / "stage1"
-    state_file = checkpoint / "checkpoint.json"
-    if not state_file.is_file():
-        return False
-    try:
-        state = json.loads(state_file.read_text())
-        if int(state["step"]) < int(state["config"]["steps"]):
-            return False
-    except (OSError, ValueError, KeyError, TypeError):
+    progress = checkpoint_progress(checkpoint)
+    if progress is None or progress[0] < progress[1]:
         return False
     destination = target / CHECKPOINTS_FOLDER / "stage1"
     if destination.exists():
@@ -392,7 +410,8 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
     stage2_epochs override the config's). The last event is EditTrainingDone or EditTrainingStopped.
     """
     from . import editing
-    from .lora import load_lora, read_metadata
+    from .experts import load_edit_lora
+    from .lora import read_metadata
 
     plan = {name: train_kwargs.pop(name) for name in ("window", "window_stride", "naive", "stage2_epochs")
             if name in train_kwargs}
@@ -415,7 +434,7 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
         if out_dir is not None and main:
             copy_lora_files(entry.path, out_dir)
         if load:
-            load_lora(pipe, entry.lora_path)
+            load_edit_lora(pipe, entry.lora_path)
         lora_path = Path(out_dir) / entry.lora_path.name if out_dir is not None else entry.lora_path
         yield editing.EditTrainingDone(str(lora_path), read_metadata(entry.lora_path))
         return
@@ -484,12 +503,13 @@ def export_run(entry_path: str | os.PathLike, out_dir: str | os.PathLike) -> Non
 
 def copy_lora_files(source_folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Copy a cached entry's LoRA files (lora.safetensors, lora_comfyui.safetensors, lora.json) to out_dir."""
+    from .experts import expert_file_names
     from .lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 
     source_folder, out_dir = Path(source_folder), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME):
+    for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names()):
         if (source_folder / name).is_file() and (source_folder / name).resolve() != (out_dir / name).resolve():
             shutil.copyfile(source_folder / name, out_dir / name)
             copied.append(out_dir / name)

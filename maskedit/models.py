@@ -204,6 +204,10 @@ def load_pipeline(
         pipe = build_tiny_pipeline(seed)
         description = "built-in tiny model (random weights: shows the workflow, not the method's quality)"
         return LoadedModel(pipe.to(device), TINY, description, True)
+    if model == TINY_WAN22:
+        pipe = build_tiny_two_expert_pipeline(seed)
+        description = "built-in tiny two-expert model like Wan2.2-I2V-A14B (random weights: shows the workflow only)"
+        return LoadedModel(pipe.to(device), TINY_WAN22, description, True)
 
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     try:
@@ -228,7 +232,73 @@ def _from_pretrained(model: str, dtype: torch.dtype) -> MaskEditPipeline:
     local = os.path.isdir(model)
     if not local and not os.path.exists(model) and "/" not in model:
         raise OSError("it is neither a folder nor a hub id of the form owner/name")
+    index = MaskEditPipeline.load_config(model)
+    check_supported_layout(index, model)
     with quiet_transformers():
         vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=torch.float32)
+        if not has_component(index, "image_encoder"):  # Wan2.2-I2V-A14B has no CLIP image encoder
+            return MaskEditPipeline.from_pretrained(model, vae=vae, dtype=dtype)
         image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", dtype=torch.float32)
         return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, dtype=dtype)
+
+
+# ----- more bases: Wan2.1-I2V-14B-720P (same layout as 480P) and Wan2.2-I2V-A14B (two experts)
+
+WAN21_720P_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+WAN22_I2V_MODEL_ID = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+TINY_WAN22 = "tiny-wan2.2"
+"""The built-in tiny two-expert model (Wan2.2-I2V-A14B's layout, random weights)."""
+WAN22_BOUNDARY_RATIO = 0.9
+"""Wan2.2-I2V-A14B: timesteps ≥ 0.9·1000 go to `transformer` (high noise), the rest to `transformer_2`."""
+
+TINY_TRANSFORMER_WAN22 = {**TINY_TRANSFORMER, "image_dim": None, "added_kv_proj_dim": None}
+"""A tiny Wan2.2 I2V expert: the same 16 + 4 + 16 input channels, no image cross-attention."""
+REAL_TRANSFORMER_A14B_EXPERT = {**REAL_TRANSFORMER_14B, "image_dim": None, "added_kv_proj_dim": None}
+"""One expert of Wan2.2-I2V-A14B (each of the two is this 14B config), for real-size random-weight benchmarks."""
+
+
+def tiny_two_expert_components(seed: int = 0) -> dict:
+    """Every component of a Wan2.2-I2V-A14B-style pipeline, tiny and random from `seed`: two experts
+    (`transformer` high noise, `transformer_2` low noise) without image cross-attention, no CLIP image
+    encoder, `boundary_ratio` 0.9. Shares the text encoder, VAE and scheduler of `tiny_components(seed)`."""
+    from diffusers import WanTransformer3DModel
+
+    components = tiny_components(seed)
+    components.update(image_encoder=None, image_processor=None, boundary_ratio=WAN22_BOUNDARY_RATIO)
+    torch.manual_seed(seed + 3)
+    components["transformer"] = WanTransformer3DModel(**TINY_TRANSFORMER_WAN22).eval()
+    torch.manual_seed(seed + 4)
+    components["transformer_2"] = WanTransformer3DModel(**TINY_TRANSFORMER_WAN22).eval()
+    return components
+
+
+def build_tiny_two_expert_pipeline(seed: int = 0, pipeline_class=MaskEditPipeline):
+    """A complete tiny two-expert (Wan2.2-style) pipeline on the CPU."""
+    pipe = pipeline_class(**tiny_two_expert_components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_two_expert_pipeline(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write the tiny two-expert pipeline as a diffusers folder (loadable by `load_pipeline(path)`)."""
+    build_tiny_two_expert_pipeline(seed).save_pretrained(str(path))
+    return str(path)
+
+
+def has_component(model_index: dict, name: str) -> bool:
+    """True when a diffusers `model_index.json` (as a dict) names a stored component `name`."""
+    entry = model_index.get(name)
+    return isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
+
+
+def check_supported_layout(model_index: dict, model: str) -> None:
+    """Refuse, before any weights load, a Wan pipeline whose condition MaskEdit cannot carry.
+
+    Wan2.2-TI2V-5B (`expand_timesteps`) puts the first frame's latent in place of the noise with a
+    per-token timestep of 0 and has no mask channels: a mask-aware condition has nowhere to go."""
+    if model_index.get("expand_timesteps"):
+        raise ValueError(
+            f"{model} is a Wan2.2-TI2V-5B-style model (expand_timesteps): its first frame replaces the noise and it "
+            "has no mask channels, so the mask-aware condition cannot be given to it. Use Wan2.1-I2V-14B-480P/720P "
+            "or Wan2.2-I2V-A14B"
+        )

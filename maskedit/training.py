@@ -382,13 +382,17 @@ class LoraTrainer:
         """Ask the run to end after the current step (a checkpoint is written if a folder was given)."""
         self._stop = True
 
+    def draw_timestep(self) -> torch.Tensor:
+        """t of the next draw, shape (1,), from the training generator (an expert's trainer narrows it)."""
+        return sample_timesteps(self.config, self.generator)
+
     def train_step(self) -> float:
         """One optimiser step on the next sample(s) of the schedule; returns the (global mean) loss."""
         batch = self.global_batch
         draws = []  # every process draws the whole global batch so that generators stay in step
         for slot in range(batch):
             sample = self.sample_for_step(self.state.step * batch + slot)
-            t = sample_timesteps(self.config, self.generator)
+            t = self.draw_timestep()
             noise = torch.randn(sample.latents.shape, generator=self.generator)
             draws.append((sample, t, noise))
         mine = draws[self.rank * self.config.batch_size : (self.rank + 1) * self.config.batch_size]

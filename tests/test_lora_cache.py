@@ -161,3 +161,44 @@ def test_default_folder_and_limit_are_settable(tmp_path, monkeypatch):
     monkeypatch.delenv("MASKEDIT_CACHE_DIR")
     monkeypatch.delenv("MASKEDIT_CACHE_GB")
     assert lora_cache.default_cache_dir().parts[-2:] == ("maskedit", "loras")
+
+
+def test_interrupted_two_expert_entry_resumes_from_its_per_expert_checkpoints(tmp_path, prepared, step_counter):
+    """A Wan2.2-style run keeps stageN/<expert>/ checkpoints: the cache sees it as resumable (both experts'
+    steps together), resumes only the missing steps, ends finished and bit-identical to an uninterrupted run,
+    and a hit puts both experts' LoRAs back on the pipe."""
+    from safetensors.torch import load_file
+
+    from maskedit.experts import EXPERTS, expert_weight_name, has_expert_loras
+    from maskedit.models import build_tiny_two_expert_pipeline
+
+    cache = LoraCache(tmp_path / "cache")
+    config = TrainConfig(steps=4, rank=4, alpha=4.0, checkpoint_every=1)
+    pipe = build_tiny_two_expert_pipeline()
+    events, notes = run(pipe, prepared, cache, config=config, should_stop=lambda: len(step_counter) >= 3)
+    assert isinstance(events[-1], editing.EditTrainingStopped)
+    entry = cache.get(notes[0].key)
+    assert entry.status == "resumable" and (entry.step, entry.total_steps, entry.stage) == (3, 4, 1)
+    assert lora_cache.checkpoint_progress(entry.path / editing.CHECKPOINTS_FOLDER / "stage1") == (3, 4)
+    events, notes = run(pipe, prepared, cache, config=config)
+    assert notes[0].kind == "resume" and "step 3 of 4" in notes[0].message
+    assert len(step_counter) == 4  # only the missing step ran
+    entry = cache.get(notes[0].key)
+    assert entry.status == "finished" and has_expert_loras(entry.path)
+    assert entry.lora_path.name == expert_weight_name(EXPERTS[0])
+    whole, _ = run(build_tiny_two_expert_pipeline(), prepared, LoraCache(tmp_path / "other"), config=config)
+    other = LoraCache(tmp_path / "other").get(notes[0].key)
+    for expert in EXPERTS:
+        a, b = load_file(str(entry.path / expert_weight_name(expert))), load_file(str(other.path / expert_weight_name(expert)))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), expert
+    fresh = build_tiny_two_expert_pipeline()
+    events, notes = run(fresh, prepared, cache, config=config)
+    assert notes[0].kind == "hit" and len(step_counter) == 8  # 4 + the uninterrupted run's 4; the hit runs none
+    assert all(expert_module_has_adapter(fresh, expert) for expert in EXPERTS)
+
+
+def expert_module_has_adapter(pipe, expert):
+    from maskedit.experts import expert_module
+    from maskedit.lora import ADAPTER_NAME
+
+    return ADAPTER_NAME in (getattr(expert_module(pipe, expert), "peft_config", None) or {})

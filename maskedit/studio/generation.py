@@ -17,17 +17,21 @@ from ..presets import GenerateSettings
 
 
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
-                   lora_path=None, trigger=None, fit=False, stop_file=None, preset=None) -> Iterator[dict]:
+                   lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
     cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
     The pipe gets exactly the given LoRA (or none): an adapter left by another session is removed.
     preset: a preset name (or `presets.Preset`) whose generation options apply — its speed LoRA (stacked
-    with the edit LoRA), attention backend and VAE tiling (`apply_preset_options`); None: none of them."""
+    with the edit LoRA), attention backend and VAE tiling (`apply_preset_options`); None: none of them.
+    preview: a `preview.PreviewSettings` — a fast preview (`preview.generate_preview`: its speed LoRA stacked
+    on the edit LoRA for its steps/CFG/shift, removed afterwards) instead of the full render; the preset's
+    own speed LoRA is not used then."""
     from .. import editing
     from ..conditioning import DEFAULT_TRIGGER
-    from ..lora import load_lora, read_metadata, unload_lora
+    from ..experts import is_two_expert, load_edit_lora, unload_expert_loras
+    from ..lora import read_metadata, unload_lora
 
     settings.validate()
     method, lora_scale = settings.method, settings.lora_scale
@@ -36,13 +40,13 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     edited = editing.load_edited_frame(edited_frame, prepared.width, prepared.height, fit, prepared.source_size,
                                        "edited first frame")
     if lora_path:
-        load_lora(pipe, lora_path, float(lora_scale))
+        load_edit_lora(pipe, lora_path, float(lora_scale))  # one file, or a two-expert (Wan2.2) LoRA's pair
         if trigger is None:
             trigger = read_metadata(lora_path).get("trigger")
     else:
-        unload_lora(pipe)
+        (unload_expert_loras if is_two_expert(pipe) else unload_lora)(pipe)
     trigger = DEFAULT_TRIGGER if trigger is None else trigger
-    options = apply_preset_options(pipe, preset, float(lora_scale), use_speed=method != "no-lora")
+    options = apply_preset_options(pipe, preset, float(lora_scale), use_speed=method != "no-lora" and preview is None)
     for message in options["warnings"]:
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
@@ -51,11 +55,19 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
 
     def work():
         try:
-            frames = editing.generate_edit(
-                pipe, prepared, edited, caption, steps=int(settings.steps), guidance_scale=float(settings.guidance_scale),
-                flow_shift=float(settings.flow_shift), seed=int(settings.seed), lora_scale=float(lora_scale), method=method,
-                trigger=trigger, callback=lambda e: results.put(("step", e)), should_stop=should_stop,
-                speed_lora_weight=speed_weight, sampler=settings.sampler)
+            if preview is not None:
+                from ..preview import generate_preview
+
+                frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
+                                          lora_scale=float(lora_scale), method=method, trigger=trigger,
+                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop)
+            else:
+                frames = editing.generate_edit(
+                    pipe, prepared, edited, caption, steps=int(settings.steps),
+                    guidance_scale=float(settings.guidance_scale), flow_shift=float(settings.flow_shift),
+                    seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
+                    callback=lambda e: results.put(("step", e)), should_stop=should_stop,
+                    speed_lora_weight=speed_weight, sampler=settings.sampler)
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
@@ -80,6 +92,9 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
               "warnings": options["warnings"]}
+    if preview is not None:
+        report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
+                      flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, preview=preview.describe())
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
     yield {"kind": "done", "edited": str(outputs.edited), "side_by_side": str(outputs.side_by_side), "report": report}
 
@@ -91,8 +106,9 @@ def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool
     attention backend not installed) is skipped with a warning: generation never fails for it.
     Returns {"preset", "speed_lora" (what is active, or None), "speed_lora_weight", "notes", "warnings"}."""
     from ..presets import get_preset
-    from ..speed import (enable_vae_tiling, has_speed_lora, load_speed_lora, set_attention_backend,
-                        set_lora_weights, unload_speed_lora)
+    from ..preview import stack_speed_lora as load_speed_lora  # one file, or HIGH,LOW on a two-expert base
+    from ..preview import unload_preview_lora as unload_speed_lora  # from every expert
+    from ..speed import enable_vae_tiling, has_speed_lora, set_attention_backend, set_lora_weights
 
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     result = {"preset": getattr(chosen, "name", None), "speed_lora": None, "speed_lora_weight": 1.0, "notes": [],

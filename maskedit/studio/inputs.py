@@ -76,11 +76,14 @@ class GenerateResult:
 
 
 def lora_files(folder) -> list[str]:
-    """The LoRA files of a run folder (diffusers, ComfyUI, lora.json) that exist."""
+    """The LoRA files of a run folder (diffusers, ComfyUI, lora.json; a two-expert run's per-expert files) that
+    exist."""
+    from ..experts import expert_file_names
     from ..lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 
     folder = Path(folder)
-    return [str(folder / n) for n in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME) if (folder / n).is_file()]
+    names = (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names())
+    return [str(folder / n) for n in names if (folder / n).is_file()]
 
 
 def checkpoint_losses(run_dir, stage: int) -> list:

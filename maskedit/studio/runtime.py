@@ -11,10 +11,36 @@ LOG = logging.getLogger("maskedit.app")
 WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 
 
+def base_banner(loaded) -> str:
+    """One line naming the loaded model's base, its experts and sizes (`bases.Base.banner`)."""
+    from ..bases import base_for_pipeline
+
+    return base_for_pipeline(loaded.pipe, loaded.name).banner()
+
+
+def size_choices(loaded, fixed: list[str]) -> list[str]:
+    """The size menu for the loaded model's base: its sizes (`bases.sizes_for_base`, e.g. 1280x720 on a 720P
+    base) first, then the entries of `fixed` ("WxH (label)" or "auto") not already named."""
+    from ..bases import base_for_pipeline, sizes_for_base
+
+    labelled = {choice.split(" ")[0]: choice for choice in fixed if choice != "auto"}
+    own = []
+    for width, height in sizes_for_base(base_for_pipeline(loaded.pipe, loaded.name)):
+        size = f"{width}x{height}"
+        own.append(labelled.pop(size, f"{size} ({'landscape' if width >= height else 'portrait'} "
+                                      f"{min(width, height)}p)"))
+    return ["auto", *own, *labelled.values()]
+
+
 def load_model(requested: str | None = None):
     """(LoadedModel, banner markdown, terminal line). An explicitly requested model that cannot be loaded raises
     MaskEditError (the app stops with that message); only the default, when nothing was asked, falls back to
-    the tiny model, and the banner and the line say why."""
+    the tiny model, and the banner and the line say why. The line ends with the base (`base_banner`)."""
+    loaded, banner, line = _load_model(requested)
+    return loaded, banner, f"{line}; {base_banner(loaded)}"
+
+
+def _load_model(requested: str | None):
     from ..editing import default_model
     from ..models import TINY, load_pipeline
 

@@ -32,6 +32,7 @@ from ..errors import MaskEditError
 from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
+from .previews import Previews
 from .progress import TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
@@ -40,7 +41,7 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-class Studio(BackgroundTraining):
+class Studio(Previews, BackgroundTraining):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
@@ -482,12 +483,13 @@ class Studio(BackgroundTraining):
     # ----- 5. generate
     def generate(self, st: SessionState, prompt: str, settings: GenerateSettings, *, edited_frame=None,
                  fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
-                 train_inputs: TrainInputs | None = None, progress=None, warn=None) -> GenerateResult:
+                 train_inputs: TrainInputs | None = None, progress=None, warn=None, preview=None) -> GenerateResult:
         """Generate one edit with `settings`. edited_frame: another edited first frame (else the session's).
         preset: whose generation options apply (speed LoRA, attention, VAE tiling; an option that cannot be
         used is skipped: warn(message) and a line in the report). methods "naive-lora" and
         "feature-blend" (the paper's blending baseline runs on the naive LoRA) first train the naive LoRA with
-        `train_inputs` unless it is already trained. progress((step, total), description)."""
+        `train_inputs` unless it is already trained. progress((step, total), description). preview: a
+        `preview.PreviewSettings` for a fast preview instead (use `preview()`)."""
         settings.validate()
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
@@ -516,7 +518,8 @@ class Studio(BackgroundTraining):
         try:
             with self.gpu_lock:
                 for event in self.gpu.generate(str(prepared_dir), st.edited, str(prompt).strip(), str(out), settings,
-                                               lora_path=lora, stop_file=str(stop_file), preset=preset or None):
+                                               lora_path=lora, stop_file=str(stop_file), preset=preset or None,
+                                               **({"preview": preview} if preview is not None else {})):
                     if event["kind"] == "warning" and warn is not None:
                         warn(event["message"])
                     elif event["kind"] == "step" and progress is not None:
