@@ -25,8 +25,6 @@ from pathlib import Path
 LOG = logging.getLogger("maskedit.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-SIZE_CHOICES = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "640x368 (ZeroGPU quick)",
-                "368x640 (portrait quick)", "320x192 (small)", "64x64 (tiny test)"]
 INCLUDE, EXCLUDE = "include (on the object)", "exclude (not the object)"
 METHOD_CHOICES = [("mask-aware LoRA (the method)", "mask-lora"), ("baseline: no LoRA (stock I2V)", "no-lora"),
                   ("baseline: naive LoRA (stock condition)", "naive-lora"),
@@ -207,7 +205,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
     global RUNTIME
     from maskedit.defaults import DEFAULT_TRIGGER, SAMPLERS
-    from maskedit.presets import PRESETS, GenerateSettings, get_preset
+    from maskedit.presets import PRESETS, SIZE_CHOICES, GenerateSettings, get_preset
     from maskedit.session import SessionStore
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS
     from maskedit.studio.runtime import Runtime, base_banner, load_model, size_choices
