@@ -3,7 +3,7 @@
     python app.py [--model tiny|HUB_ID|FOLDER] [--host 127.0.0.1] [--port 7860] [--share] [--segmenter auto]
 
 Every flag has an environment variable (the flag wins): MASKEDIT_MODEL, MASKEDIT_HOST, MASKEDIT_PORT,
-MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_CAPTIONER, MASKEDIT_GPU_BUDGET, MASKEDIT_WORK_DIR,
+MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_CAPTIONER, MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR,
 MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults).
 
 This file holds layout, wiring and the `@spaces.GPU` wrappers only: each button calls one method of
@@ -790,6 +790,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "Florence-2-base) [MASKEDIT_CAPTIONER]")
     parser.add_argument("--gpu-budget", type=float, default=float(env("MASKEDIT_GPU_BUDGET", "110")),
                         help="seconds of training per GPU call (ZeroGPU) [MASKEDIT_GPU_BUDGET]")
+    parser.add_argument("--chunk-steps", type=int, default=int(env("MASKEDIT_CHUNK_STEPS", "0")) or None,
+                        help="at most this many training steps per GPU call, on top of --gpu-budget (default: no "
+                             "limit; tests use it so that a run splits into a known number of calls) "
+                             "[MASKEDIT_CHUNK_STEPS]")
     parser.add_argument("--work-dir", default=env("MASKEDIT_WORK_DIR"),
                         help="folder of the session folders (default: <temp>/maskedit-sessions) [MASKEDIT_WORK_DIR]")
     parser.add_argument("--lora-cache", default=env("MASKEDIT_LORA_CACHE"),
@@ -805,7 +809,8 @@ def main(argv=None) -> int:
 
     try:
         demo = create_demo(args.model, segmenter=args.segmenter, captioner=args.captioner,
-                           gpu_budget=args.gpu_budget, work_dir=args.work_dir, lora_cache=args.lora_cache)
+                           gpu_budget=args.gpu_budget, chunk_steps=args.chunk_steps, work_dir=args.work_dir,
+                           lora_cache=args.lora_cache)
     except MaskEditError as error:
         print(f"error: {error}", flush=True)
         return 2

@@ -116,6 +116,13 @@ class DeviceAPI:
         with self._lock:
             self._one_off.extend(answers)
 
+    def unused_answers(self) -> list[str]:
+        """Drop the one-off answers no call has taken yet and return them (a test that queued more answers
+        than its calls used must not leave them to the next test)."""
+        with self._lock:
+            left, self._one_off[:] = list(self._one_off), []
+        return left
+
     def requests(self, endpoint: str | None = None) -> list[Request]:
         """The log so far (a copy), optionally only one endpoint's requests."""
         with self._lock:
