@@ -531,7 +531,8 @@ def _lora_targets(transformer) -> tuple[list[str], list[str]]:
 
 
 def _dtype_checks(transformer, streamer, fp8: bool) -> dict:
-    """Base weights bf16 (float32 only where diffusers keeps modules in float32), fp8 stores where asked."""
+    """Base weights bf16 (float32 only where diffusers keeps modules in float32), fp8 stores where asked.
+    Returns {"base_parameter_dtypes": {dtype: elements}, "streamed_store_dtypes": {dtype: stores}}."""
     from .offload import FP8_DTYPE, is_lora_name
 
     keep = tuple(getattr(transformer, "_keep_in_fp32_modules", None) or ())
@@ -544,7 +545,7 @@ def _dtype_checks(transformer, streamer, fp8: bool) -> dict:
         expected = torch.float32 if any(part in keep for part in name.split(".")) else torch.bfloat16
         if param.dtype != expected:
             raise MaskEditError(f"base parameter {name} is {param.dtype}, expected {expected}")
-        base[str(param.dtype)] = base.get(str(param.dtype), 0) + 1
+        base[str(param.dtype)] = base.get(str(param.dtype), 0) + param.numel()  # elements, not tensors
     stores = {}
     if streamer is not None:
         for entries in streamer._managed.values():
