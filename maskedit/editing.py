@@ -35,9 +35,11 @@ from .conditioning import (
 )
 from .errors import MaskEditError
 from .files import atomic_path
+from .limits import check_prompt, check_settings
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
 from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, StepEvent, TrainConfig, TrainItem, clip_items
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
+from .video import read_conformed
 
 WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
@@ -140,14 +142,14 @@ def prepare_clip(
     """
     if (mask_video is None) == (box is None):
         raise MaskEditError("give the region to edit as either a mask video or a box (exactly one of them)")
+    check_settings(num_frames=num_frames, width=width, height=height, start=start, margin=margin, min_area=min_area)
     if num_frames is not None:
         check_frame_count(num_frames)
     if margin < 0:
         raise MaskEditError(f"the box margin is {margin}; it must be 0 or more (0.1 grows boxes by 10%)")
     if min_area < 0:
         raise MaskEditError(f"the minimum area is {min_area}; it must be 0 or more pixels")
-    source_clip = read_video(video_path)
-    clip = conform_clip(source_clip, num_frames, width, height, frame_mode, start)
+    clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start)  # decodes only kept frames
     notes = list(clip.notes)
     source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
               "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
@@ -369,6 +371,8 @@ def train_edit_lora(
     `out_dir`: the files are named like the mask-aware LoRA's.
     """
     out_dir = Path(out_dir)
+    check_prompt(caption, "caption")
+    check_settings(stage2_epochs=stage2_epochs, window=window, window_stride=window_stride)
     if naive and edited_later:
         raise MaskEditError(
             "the naive-LoRA baseline trains on the clip alone (stock condition, no stage 2); leave out the edited "
@@ -616,6 +620,8 @@ def generate_edit(
         raise MaskEditError(f"the method {method!r} is unknown; use one of {', '.join(METHODS)}")
     if steps < 1:
         raise MaskEditError(f"the number of generation steps is {steps}; give at least 1")
+    check_settings({"generation_steps": "steps"}, generation_steps=steps, guidance_scale=guidance_scale,
+                   flow_shift=flow_shift, seed=seed, lora_scale=lora_scale, speed_lora_weight=speed_lora_weight)
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
