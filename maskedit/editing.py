@@ -168,7 +168,7 @@ def prepare_clip(
         tight = None
         source["box"] = list(parsed)
     else:
-        raw = masks.read_mask_video(mask_video)
+        raw = masks.read_mask_for_clip(mask_video, source_clip, clip.num_frames, frame_mode, start)  # kept frames only
         if fit and raw.shape[1:] != (source_clip.height, source_clip.width) and raw.shape[1:] != (clip.height, clip.width):
             raw = masks.fit_region(raw, source_clip.width, source_clip.height)
             notes.append(f"mask resized to the clip's {source_clip.width}x{source_clip.height} (fit)")

@@ -491,6 +491,36 @@ def read_conformed(path: str | os.PathLike, num_frames: int | None = None, width
     return Clip(frames, plan.fps, info.notes + plan.notes), info
 
 
+def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: float = DEFAULT_FOLDER_FPS) -> np.ndarray:
+    """Frames `indices` (increasing) of a video file or frame folder, each passed through `convert` (e.g. to a
+    bool mask) as it is decoded, stacked: (len(indices), ...). Only those frames are decoded (memory: the
+    result plus one source frame). Raises MaskEditError when the source has fewer frames."""
+    path = _check_source_path(path)
+    indices = [int(i) for i in indices]
+    convert = convert or (lambda frame: frame)
+    if path.is_dir():
+        files = _frame_files(path)
+        if indices and indices[-1] >= len(files):
+            raise MaskEditError(f"{display_path(path)} has {len(files)} frames; frame {indices[-1]} was asked for")
+        return np.stack([convert(read_image(files[i])) for i in indices])
+    terms = "+".join(f"eq(n\\,{i})" for i in indices)
+    out = []
+    try:
+        _, frames = _decoded_frames(path, ["-vf", f"select={terms}", "-frames:v", str(len(indices))])
+        for frame in frames:
+            out.append(convert(frame))
+            if len(out) == len(indices):
+                break
+        frames.close()
+    except MaskEditError:
+        raise
+    except Exception as err:
+        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+    if len(out) < len(indices):
+        raise _not_a_video(path, f"it delivered {len(out)} of the {len(indices)} frames asked for; it is damaged")
+    return np.stack(out)
+
+
 def _decode_kept(path: Path, plan: _ConformPlan, info: SourceInfo) -> np.ndarray | None:
     """The plan's frames, decoded by ffmpeg's select filter (it stops after the last), each resized as it
     arrives; None when ffmpeg delivers fewer than asked for."""
