@@ -524,6 +524,8 @@ def _check_limits(args) -> None:
             check_prompt(getattr(args, dest), f"--{dest.replace('_', '-')} text")
     for seed in _seeds(args.seeds) if getattr(args, "seeds", None) else ():
         check("seed", seed, "--seeds")
+    if getattr(args, "point", None):  # `segment --point`, repeated
+        check("points", len(args.point), "--point")
     keys = [entry.split("=", 1)[0].strip() for entry in getattr(args, "edited_later", None) or [] if "=" in entry]
     check_unique_frames([int(key) if key.lstrip("-").isdigit() else key for key in keys], "--edited-later frame")
 

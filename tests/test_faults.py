@@ -119,6 +119,9 @@ CASES = {
                              ["garbage.safetensors is not a LoRA file or is damaged"]),
     "NaN LoRA": (lambda w: generate(w, "--lora", w["root"] / "nan.safetensors"),
                  ["NaN or infinite weights", "with a lower learning rate"]),
+    "300 clicks (segment)": (lambda w: ["segment", "--video", w["clip"], *[a for i in range(300) for a in
+                                                                        ("--point", f"{i % 60},{i % 50}")]],
+                             ["number of clicks (--point) is 300", "at most 256"]),
     "text file named .mp4": (lambda w: prepare(w, video_path=w["root"] / "text.mp4"), ["could not be read as a video"]),
     "source wider than the limit": (lambda w: prepare(w, video_path=w["root"] / "huge.mp4"),
                                     ["too large to edit", f"larger than {MAX_SOURCE_SIDE} pixels"]),
