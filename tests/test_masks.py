@@ -235,3 +235,27 @@ def test_conform_region_follows_conform_clip():
         masks.conform_region(region[:12], source, **settings)
     with pytest.raises(MaskEditError, match="64x64 but the clip is 64x36"):
         masks.conform_region(np.zeros((30, 64, 64), bool), source, **settings)
+
+
+def test_read_mask_for_clip_decodes_only_the_kept_frames_and_conforms_like_the_whole_mask(tmp_path):
+    """Issue 13: a mask video of the source's length gives only the frames the clip keeps; conforming that is
+    bit-identical to conforming the whole mask."""
+    from maskedit.masks import conform_region, read_mask_for_clip, read_mask_video, write_mask_video
+    from maskedit.video import probe_video
+
+    rng = np.random.default_rng(0)
+    region = np.zeros((23, 48, 64), bool)
+    for t in range(23):
+        x = 4 + t
+        region[t, 10:30, x:x + 20] = True
+    region[:, 40:, :8] = rng.random((23, 8, 8)) > 0.5
+    path = tmp_path / "mask.mp4"
+    write_mask_video(path, region, 8.0)
+    source = probe_video(path)
+    for num_frames, mode, start in ((9, "uniform", 0), (5, "first", 3), (17, "uniform", 4), (21, "uniform", 0)):
+        kept = read_mask_for_clip(path, source, num_frames, mode, start)
+        assert kept.shape == (num_frames, 48, 64)
+        whole = conform_region(read_mask_video(path), source, num_frames, 64, 48, mode, start)
+        assert np.array_equal(conform_region(kept, source, num_frames, 64, 48, mode, start), whole)
+    with pytest.raises(MaskEditError, match="the mask has 23 frames but the clip has 30"):
+        read_mask_for_clip(path, type(source)(64, 48, 30, 8.0), 9)
