@@ -38,6 +38,19 @@ APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"),
 """The library's messages name the command line's flags; in the app they name the app's own controls."""
 
 
+SERVER_FOLDERS: list = []  # (folder, how a message names it): the sessions' root and the LoRA cache
+
+
+def hide_server_paths(text: str) -> str:
+    """A message with the server's folders taken out: a session's files relative to the session, the LoRA
+    cache's as "LoRA cache/…"."""
+    import re
+
+    for folder, shown in SERVER_FOLDERS:
+        text = re.sub(re.escape(str(folder).rstrip("/")) + (r"/[^/\s]+/?" if shown == "" else r"/?"), shown, text)
+    return text
+
+
 def app_message(text: str) -> str:
     """A library message in the app's terms (its flags and controls instead of the command line's)."""
     for cli_term, app_term in APP_TERMS:
@@ -58,7 +71,7 @@ def _ui_error(error: Exception):
     if isinstance(error, gr.Error):
         return error
     if isinstance(error, MaskEditError):
-        message = app_message(str(error))
+        message = hide_server_paths(app_message(str(error)))
         LOG.info("user error: %s", message)
         return gr.Error(message, print_exception=False)
     LOG.exception("unexpected error in the app")
@@ -87,6 +100,28 @@ def user_errors(fn):
         except Exception as error:  # noqa: BLE001
             raise _ui_error(error) from None
     return regular
+
+
+def image_input(**kwargs):
+    """A gr.Image input whose upload that is not an image (random bytes, a text file) is a clear gr.Error
+    naming the input, not Gradio's "Could not preprocess input component…"."""
+    import gradio as gr
+
+    class CheckedImage(gr.Image):
+        is_template = True  # drawn by the frontend as the gr.Image it is
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as error:  # noqa: BLE001 (PIL and Gradio raise several types for unreadable files)
+                what = (self.label or "image").lower()
+                LOG.info("user error: the %s is not a readable image (%s)", what, type(error).__name__)
+                raise gr.Error(f"the {what} is not an image that can be read; upload a PNG, JPEG or WebP file",
+                               print_exception=False) from None
+
+    return CheckedImage(**kwargs)
 
 
 # ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU); training events cross as dicts
@@ -208,6 +243,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS
     from maskedit.studio.runtime import Runtime, load_model
     from maskedit.errors import MaskEditError
+    from maskedit.studio.inputs import generate_settings
     from maskedit.studio.service import GpuCalls, Studio, TrainInputs
 
     if model is None or isinstance(model, str):
@@ -236,6 +272,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     model_name=loaded.name, is_tiny=loaded.is_tiny, budget_s=budget, chunk_steps=chunk_steps,
                     background_driver=background_driver or ("session" if zero_gpu else "thread"),
                     cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots)
+    SERVER_FOLDERS[:] = [(store.root.resolve(), ""), (store.root, "")] + (
+        [(studio.cache_root.resolve(), "LoRA cache/"), (studio.cache_root, "LoRA cache/")] if studio.cache_root else [])
     tiny = loaded.is_tiny
     default_preset = "zerogpu" if zero_gpu else "full"
     preset0 = get_preset(default_preset)
@@ -314,7 +352,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         frame_btn = gr.Button("Get frame")
                         frame_file = gr.File(label="Frame (PNG)", interactive=False)
                     with gr.Column():
-                        edited_in = gr.Image(label="Edited first frame", type="filepath", sources=["upload"],
+                        edited_in = image_input(label="Edited first frame", type="filepath", sources=["upload"],
                                              elem_id="edited-in")
                         fit_edited = gr.Checkbox(False, label="Fit (resize and centre-crop) to the clip's size")
                         edited_status = gr.Markdown(elem_id="edited-status")
@@ -326,7 +364,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                             gr.Examples(examples_edited, inputs=[edited_in], label="Edited first frames of the examples")
                 with gr.Accordion("Edited later frames (optional, stage 2)", open=False):
                     with gr.Row():
-                        later_in = gr.Image(label="Edited frame K", type="filepath", sources=["upload"])
+                        later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"])
                         later_index = gr.Number(16, label="K (frame index)", precision=0, minimum=1)
                     later_btn = gr.Button("Add later frame")
                     later_clear = gr.Button("Remove later frames")
@@ -392,7 +430,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         shift = gr.Number(preset0.flow_shift, label="Flow shift")
                         seed_gen = gr.Number(0, label="Seed", precision=0)
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
-                        new_edit = gr.Image(label="Another edited first frame (optional)", type="filepath",
+                        new_edit = image_input(label="Another edited first frame (optional)", type="filepath",
                                             sources=["upload"])
                         use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
                                                "(training goes on afterwards)")
@@ -414,7 +452,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         with gr.Row(visible=False):
             api_video = gr.Video(label="video")
             api_mask = gr.File(label="mask video")
-            api_edited = gr.Image(type="filepath", label="edited first frame")
+            api_edited = image_input(type="filepath", label="edited first frame")
             api_later = gr.File(file_count="multiple", label="edited later frames")
             api_later_idx = gr.Textbox(label="later frame numbers")
             api_lora = gr.File(file_count="multiple", label="LoRA files")
@@ -648,16 +686,24 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                        use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
                        swap, fp8, ckpt, budget_s, st, request: gr.Request, progress=gr.Progress()):
             st = sess(st, request)
-            settings = GenerateSettings(int(steps), float(cfg_value), float(shift_value), float(lora_scale), int(seed),
-                                        method_name or "mask-lora")
+            settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name)
             # the Train tab's settings: the naive-LoRA baseline is trained with them when chosen and not yet trained
             train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
                                        fp8, ckpt, budget_s)
-            result = studio.generate(st, prompt_text, settings, edited_frame=edited_file, fit=fit,
-                                     use_checkpoint=bool(use_checkpoint), preset=preset_name, train_inputs=train_inputs,
-                                     progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
-                                     warn=gr.Warning)
-            return result.edited, result.side_by_side, result.report_markdown, result.report, st
+            # a generator: a cancelled call closes it between steps, which stops the denoising (studio.generation)
+            for kind, value in studio.generate_events(
+                    st, prompt_text, settings, edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
+                    preset=preset_name, train_inputs=train_inputs,
+                    progress=lambda done, desc: progress(done, desc=desc, unit="steps")):
+                if kind == "warning":
+                    gr.Warning(value)
+                elif kind == "step":
+                    progress(value, desc="denoising", unit="steps")
+                    yield (gr.skip(),) * 5
+                elif kind == "result":
+                    yield value.edited, value.side_by_side, value.report_markdown, value.report, st
+                    return
+            raise MaskEditError("generation ended without a result")
 
         # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
         # itself is guarded by the studio's lock)
@@ -682,8 +728,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                    prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
                    gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, st, request: gr.Request):
             st = sess(st, request)
-            settings = GenerateSettings(int(gen_steps_value), float(cfg_value), float(shift_value), float(lora_scale),
-                                        int(seed))
+            settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed)
             result, files = studio.edit(
                 st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
                 later_files=later_files, later_indices=later_indices, train_caption=train_caption, prompt=prompt_text,

@@ -46,7 +46,11 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     for message in options["warnings"]:
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
-    should_stop = (lambda: Path(stop_file).exists()) if stop_file else None
+    closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
+
+    def should_stop() -> bool:
+        return closed.is_set() or (stop_file is not None and Path(stop_file).exists())
+
     results: queue.Queue = queue.Queue()
 
     def work():
@@ -62,17 +66,19 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    while True:
-        kind, value = results.get()
-        if kind == "step":
-            yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
-        elif kind == "error":
-            thread.join()
-            raise value
-        else:
-            frames = value
-            break
-    thread.join()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "step":
+                yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
+            elif kind == "error":
+                raise value
+            else:
+                frames = value
+                break
+    finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
+        closed.set()
+        thread.join()
     outputs = editing.write_edit_outputs(out_dir, prepared, frames)
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
