@@ -183,6 +183,8 @@ def gpu_caption(image):
 
 
 # ----- small helpers
+# Number inputs carry no minimum/maximum of their own: maskedit.limits checks every setting and its message
+# names the setting and its range (Gradio's own check says only "Value 0 is less than minimum value 1").
 
 
 def _loss_frame(rows):
@@ -297,11 +299,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     with gr.Column():
                         video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                         with gr.Row():
-                            frames_in = gr.Number(17 if tiny else 49, precision=0, minimum=0, step=4,
+                            frames_in = gr.Number(17 if tiny else 49, precision=0, step=4,
                                                   label="Frames (4k+1; 0 = all, up to 81)")
                             size_in = gr.Dropdown(SIZE_CHOICES, value="320x192 (small)" if tiny else "auto",
                                                   label="Size (WxH)", allow_custom_value=True)
-                            start_in = gr.Number(0, label="Start time (s)", minimum=0)
+                            start_in = gr.Number(0, label="Start time (s)")
                         load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
                     with gr.Column():
                         preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
@@ -365,7 +367,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 with gr.Accordion("Edited later frames (optional, stage 2)", open=False):
                     with gr.Row():
                         later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"])
-                        later_index = gr.Number(16, label="K (frame index)", precision=0, minimum=1)
+                        later_index = gr.Number(16, label="K (frame index)", precision=0)
                     later_btn = gr.Button("Add later frame")
                     later_clear = gr.Button("Remove later frames")
                     later_status = gr.Markdown("No edited later frames (stage 2 is skipped).")
@@ -393,9 +395,9 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         preset_text = gr.Code(preset0.describe(), label="Exact settings", language=None)
                         with gr.Accordion("Advanced", open=False):
                             steps_in = gr.Number(10 if tiny else preset0.train_steps, label="Steps", precision=0,
-                                                 minimum=1, elem_id="train-steps")
+                                                 elem_id="train-steps")
                             lr_in = gr.Number(preset0.learning_rate, label="Learning rate")
-                            rank_in = gr.Number(preset0.rank, label="LoRA rank", precision=0, minimum=1)
+                            rank_in = gr.Number(preset0.rank, label="LoRA rank", precision=0)
                             seed_in = gr.Number(0, label="Seed", precision=0)
                             swap_in = gr.Slider(0, 39, value=preset0.blocks_to_swap, step=1,
                                                 label="Blocks swapped to CPU (of 40)")
@@ -424,8 +426,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 with gr.Row():
                     with gr.Column(scale=1):
                         method = gr.Radio(METHOD_CHOICES, value="mask-lora", label="Method")
-                        gen_steps = gr.Number(4 if tiny else preset0.generation_steps, label="Steps", precision=0,
-                                              minimum=1)
+                        gen_steps = gr.Number(4 if tiny else preset0.generation_steps, label="Steps", precision=0)
                         cfg = gr.Number(preset0.guidance_scale, label="Guidance (CFG)")
                         shift = gr.Number(preset0.flow_shift, label="Flow shift")
                         seed_gen = gr.Number(0, label="Seed", precision=0)

@@ -16,6 +16,9 @@ from ..errors import MaskEditError
 from ..presets import GenerateSettings
 
 
+WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running generation)
+
+
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale) and write its files; yields {"kind": "warning", "message"} for a preset option that
@@ -64,7 +67,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
 
-    thread = threading.Thread(target=work, daemon=True)
+    thread = threading.Thread(target=work, daemon=True, name=WORKER_NAME)
     thread.start()
     try:
         while True:

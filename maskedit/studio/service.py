@@ -444,9 +444,12 @@ class Studio(BackgroundTraining):
         """Use an uploaded LoRA (.safetensors) instead of training."""
         from safetensors import safe_open
 
+        from ..lora import check_lora_file
+
         path = self.checked(st, file, "LoRA file")
         if path.suffix.lower() != ".safetensors":
             raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
+        check_lora_file(path)  # 0 bytes, cut short or NaN weights: said as such, before anything is replaced
         try:
             with safe_open(str(path), "pt") as handle:
                 if not list(handle.keys()):
