@@ -183,8 +183,6 @@ def gpu_caption(image):
 
 
 # ----- small helpers
-# Number inputs carry no minimum/maximum of their own: maskedit.limits checks every setting and its message
-# names the setting and its range (Gradio's own check says only "Value 0 is less than minimum value 1").
 
 
 def _loss_frame(rows):
@@ -292,6 +290,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         gr.Markdown(banner or "", visible=bool(banner), elem_id="banner")
         gr.Markdown(f"Model: {runtime.model.description}", elem_id="model-line")
 
+        # Number inputs carry no minimum of their own: maskedit.limits checks every setting, and its message names
+        # the setting and its range (Gradio's own check says only "Value 0 is less than minimum value 1")
         with gr.Tabs():
             # 1 -------------------------------------------------------------------------
             with gr.Tab("1 · Video", id="video"):
@@ -355,7 +355,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         frame_file = gr.File(label="Frame (PNG)", interactive=False)
                     with gr.Column():
                         edited_in = image_input(label="Edited first frame", type="filepath", sources=["upload"],
-                                             elem_id="edited-in")
+                                                elem_id="edited-in")
                         fit_edited = gr.Checkbox(False, label="Fit (resize and centre-crop) to the clip's size")
                         edited_status = gr.Markdown(elem_id="edited-status")
                         edited_preview = gr.Image(label="Edited first frame as used (clip size)", interactive=False,
@@ -432,7 +432,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         seed_gen = gr.Number(0, label="Seed", precision=0)
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
                         new_edit = image_input(label="Another edited first frame (optional)", type="filepath",
-                                            sources=["upload"])
+                                               sources=["upload"])
                         use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
                                                "(training goes on afterwards)")
                         gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
