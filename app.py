@@ -40,6 +40,19 @@ APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"),
 """The library's messages name the command line's flags; in the app they name the app's own controls."""
 
 
+SERVER_FOLDERS: list = []  # (folder, how a message names it): the sessions' root and the LoRA cache
+
+
+def hide_server_paths(text: str) -> str:
+    """A message with the server's folders taken out: a session's files relative to the session, the LoRA
+    cache's as "LoRA cache/…"."""
+    import re
+
+    for folder, shown in SERVER_FOLDERS:
+        text = re.sub(re.escape(str(folder).rstrip("/")) + (r"/[^/\s]+/?" if shown == "" else r"/?"), shown, text)
+    return text
+
+
 def app_message(text: str) -> str:
     """A library message in the app's terms (its flags and controls instead of the command line's)."""
     for cli_term, app_term in APP_TERMS:
@@ -60,7 +73,7 @@ def _ui_error(error: Exception):
     if isinstance(error, gr.Error):
         return error
     if isinstance(error, MaskEditError):
-        message = app_message(str(error))
+        message = hide_server_paths(app_message(str(error)))
         LOG.info("user error: %s", message)
         return gr.Error(message, print_exception=False)
     LOG.exception("unexpected error in the app")
@@ -89,6 +102,28 @@ def user_errors(fn):
         except Exception as error:  # noqa: BLE001
             raise _ui_error(error) from None
     return regular
+
+
+def image_input(**kwargs):
+    """A gr.Image input whose upload that is not an image (random bytes, a text file) is a clear gr.Error
+    naming the input, not Gradio's "Could not preprocess input component…"."""
+    import gradio as gr
+
+    class CheckedImage(gr.Image):
+        is_template = True  # drawn by the frontend as the gr.Image it is
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as error:  # noqa: BLE001 (PIL and Gradio raise several types for unreadable files)
+                what = (self.label or "image").lower()
+                LOG.info("user error: the %s is not a readable image (%s)", what, type(error).__name__)
+                raise gr.Error(f"the {what} is not an image that can be read; upload a PNG, JPEG or WebP file",
+                               print_exception=False) from None
+
+    return CheckedImage(**kwargs)
 
 
 # ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU); training events cross as dicts
@@ -210,6 +245,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     from maskedit.studio.runs import DEFAULT_CHUNK_SECONDS
     from maskedit.studio.runtime import Runtime, base_banner, load_model, size_choices
     from maskedit.errors import MaskEditError
+    from maskedit.studio.inputs import generate_settings
     from maskedit.studio.service import GpuCalls, Studio, TrainInputs
 
     if model is None or isinstance(model, str):
@@ -238,6 +274,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     model_name=loaded.name, is_tiny=loaded.is_tiny, budget_s=budget, chunk_steps=chunk_steps,
                     background_driver=background_driver or ("session" if zero_gpu else "thread"),
                     cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots)
+    SERVER_FOLDERS[:] = [(store.root.resolve(), ""), (store.root, "")] + (
+        [(studio.cache_root.resolve(), "LoRA cache/"), (studio.cache_root, "LoRA cache/")] if studio.cache_root else [])
     tiny = loaded.is_tiny
     default_preset = "zerogpu" if zero_gpu else "full"
     preset0 = get_preset(default_preset)
@@ -254,6 +292,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         gr.Markdown(banner or "", visible=bool(banner), elem_id="banner")
         gr.Markdown(f"Model: {runtime.model.description} · {base_banner(loaded)}", elem_id="model-line")
 
+        # Number inputs carry no minimum of their own: maskedit.limits checks every setting, and its message names
+        # the setting and its range (Gradio's own check says only "Value 0 is less than minimum value 1")
         with gr.Tabs():
             # 1 -------------------------------------------------------------------------
             with gr.Tab("1 · Video", id="video"):
@@ -261,11 +301,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                     with gr.Column():
                         video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                         with gr.Row():
-                            frames_in = gr.Number(17 if tiny else 49, precision=0, minimum=0, step=4,
+                            frames_in = gr.Number(17 if tiny else 49, precision=0, step=4,
                                                   label="Frames (4k+1; 0 = all, up to 81)")
                             size_in = gr.Dropdown(size_choices(loaded, SIZE_CHOICES), value="320x192 (small)" if tiny else "auto",
                                                   label="Size (WxH)", allow_custom_value=True)
-                            start_in = gr.Number(0, label="Start time (s)", minimum=0)
+                            start_in = gr.Number(0, label="Start time (s)")
                         load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
                     with gr.Column():
                         preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
@@ -316,8 +356,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         frame_btn = gr.Button("Get frame")
                         frame_file = gr.File(label="Frame (PNG)", interactive=False)
                     with gr.Column():
-                        edited_in = gr.Image(label="Edited first frame", type="filepath", sources=["upload"],
-                                             elem_id="edited-in")
+                        edited_in = image_input(label="Edited first frame", type="filepath", sources=["upload"],
+                                                elem_id="edited-in")
                         fit_edited = gr.Checkbox(False, label="Fit (resize and centre-crop) to the clip's size")
                         edited_status = gr.Markdown(elem_id="edited-status")
                         edited_preview = gr.Image(label="Edited first frame as used (clip size)", interactive=False,
@@ -328,8 +368,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                             gr.Examples(examples_edited, inputs=[edited_in], label="Edited first frames of the examples")
                 with gr.Accordion("Edited later frames (optional, stage 2)", open=False):
                     with gr.Row():
-                        later_in = gr.Image(label="Edited frame K", type="filepath", sources=["upload"])
-                        later_index = gr.Number(16, label="K (frame index)", precision=0, minimum=1)
+                        later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"])
+                        later_index = gr.Number(16, label="K (frame index)", precision=0)
                     later_caption = gr.Textbox("", label="Caption of edited frame K (stage 2 trains it under its own "
                                                "caption; empty: captioned automatically)", elem_id="later-caption")
                     later_btn = gr.Button("Add later frame")
@@ -359,9 +399,9 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         preset_text = gr.Code(preset0.describe(), label="Exact settings", language=None)
                         with gr.Accordion("Advanced", open=False):
                             steps_in = gr.Number(10 if tiny else preset0.train_steps, label="Steps", precision=0,
-                                                 minimum=1, elem_id="train-steps")
+                                                 elem_id="train-steps")
                             lr_in = gr.Number(preset0.learning_rate, label="Learning rate")
-                            rank_in = gr.Number(preset0.rank, label="LoRA rank", precision=0, minimum=1)
+                            rank_in = gr.Number(preset0.rank, label="LoRA rank", precision=0)
                             seed_in = gr.Number(0, label="Seed", precision=0)
                             swap_in = gr.Slider(0, 39, value=preset0.blocks_to_swap, step=1,
                                                 label="Blocks swapped to CPU (of 40)")
@@ -390,8 +430,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 with gr.Row():
                     with gr.Column(scale=1):
                         method = gr.Radio(METHOD_CHOICES, value="mask-lora", label="Method")
-                        gen_steps = gr.Number(4 if tiny else preset0.generation_steps, label="Steps", precision=0,
-                                              minimum=1)
+                        gen_steps = gr.Number(4 if tiny else preset0.generation_steps, label="Steps", precision=0)
                         cfg = gr.Number(preset0.guidance_scale, label="Guidance (CFG)")
                         shift = gr.Number(preset0.flow_shift, label="Flow shift")
                         sampler = gr.Dropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
@@ -403,8 +442,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                 "", label="Speed LoRA for the preview (file path or owner/repo/file.safetensors; "
                                 "HIGH,LOW on a two-expert base)", placeholder="empty: $MASKEDIT_SPEED_LORA or the "
                                 "preset's", elem_id="speed-lora")
-                        new_edit = gr.Image(label="Another edited first frame (optional)", type="filepath",
-                                            sources=["upload"])
+                        new_edit = image_input(label="Another edited first frame (optional)", type="filepath",
+                                               sources=["upload"])
                         use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
                                                "(training goes on afterwards)")
                         gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
@@ -426,7 +465,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         with gr.Row(visible=False):
             api_video = gr.Video(label="video")
             api_mask = gr.File(label="mask video")
-            api_edited = gr.Image(type="filepath", label="edited first frame")
+            api_edited = image_input(type="filepath", label="edited first frame")
             api_later = gr.File(file_count="multiple", label="edited later frames")
             api_later_idx = gr.Textbox(label="later frame numbers")
             api_later_captions = gr.Textbox("{}", label="later frame captions")  # JSON {"K": caption}
@@ -662,16 +701,24 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                        use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
                        swap, fp8, ckpt, budget_s, sampler_name, st, request: gr.Request, progress=gr.Progress()):
             st = sess(st, request)
-            settings = GenerateSettings(int(steps), float(cfg_value), float(shift_value), float(lora_scale), int(seed),
-                                        method_name or "mask-lora", sampler_name or GenerateSettings.sampler)
+            settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name, sampler_name)
             # the Train tab's settings: the naive LoRA (naive-lora, feature-blend) is trained with them when not yet
             train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
                                        fp8, ckpt, budget_s, edit_caption=prompt_text)
-            result = studio.generate(st, prompt_text, settings, edited_frame=edited_file, fit=fit,
-                                     use_checkpoint=bool(use_checkpoint), preset=preset_name, train_inputs=train_inputs,
-                                     progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
-                                     warn=gr.Warning)
-            return result.edited, result.side_by_side, result.report_markdown, result.report, st
+            # a generator: a cancelled call closes it between steps, which stops the denoising (studio.generation)
+            for kind, value in studio.generate_events(
+                    st, prompt_text, settings, edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
+                    preset=preset_name, train_inputs=train_inputs,
+                    progress=lambda done, desc: progress(done, desc=desc, unit="steps")):
+                if kind == "warning":
+                    gr.Warning(value)
+                elif kind == "step":
+                    progress(value, desc="denoising", unit="steps")
+                    yield (gr.skip(),) * 5
+                elif kind == "result":
+                    yield value.edited, value.side_by_side, value.report_markdown, value.report, st
+                    return
+            raise MaskEditError("generation ended without a result")
 
         # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
         # itself is guarded by the studio's lock)
@@ -686,7 +733,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
                       speed_lora, st, request: gr.Request, progress=gr.Progress()):
             st = sess(st, request)
-            settings = GenerateSettings(seed=int(seed), lora_scale=float(lora_scale), method=method_name or "mask-lora")
+            settings = generate_settings(seed=seed, lora_scale=lora_scale, method=method_name or "mask-lora")
             result = studio.preview(st, prompt_text, settings, speed_lora=speed_lora, preset=preset_name,
                                     edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
                                     progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
@@ -714,8 +761,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                    gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name, st,
                    request: gr.Request):
             st = sess(st, request)
-            settings = GenerateSettings(int(gen_steps_value), float(cfg_value), float(shift_value), float(lora_scale),
-                                        int(seed), sampler=sampler_name or GenerateSettings.sampler)
+            settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
+                                         sampler=sampler_name)
             result, files = studio.edit(
                 st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
                 later_files=later_files, later_indices=later_indices, later_captions=later_captions,

@@ -557,12 +557,39 @@ def _edited_later(args, prepared) -> dict:
     return later
 
 
+# option (argparse dest) → maskedit.limits setting; options left out (None) take the preset's value later
+_LIMITED_OPTIONS = {
+    "train_steps": "train_steps", "gen_steps": "generation_steps", "lr": "learning_rate", "rank": "rank",
+    "alpha": "alpha", "cfg": "guidance_scale", "shift": "flow_shift", "frames": "num_frames", "width": "width",
+    "height": "height", "seed": "seed", "start": "start", "margin": "margin", "min_area": "min_area",
+    "lora_scale": "lora_scale", "speed_lora_weight": "speed_lora_weight", "window": "window",
+    "window_stride": "window_stride", "stage2_epochs": "stage2_epochs",
+}
+
+
+def _check_limits(args) -> None:
+    """Every number given on the command line within its documented range (maskedit.limits), the prompts not
+    empty and each --edited-later frame once: checked before anything is read or loaded."""
+    from .limits import check, check_prompt, check_unique_frames
+
+    for dest, name in _LIMITED_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            flag = {"train_steps": "--steps", "gen_steps": "--gen-steps" if args.command == "edit" else "--steps"}
+            check(name, value, flag.get(dest, "--" + dest.replace("_", "-")))
+    for dest in ("prompt", "train_prompt"):
+        if getattr(args, dest, None) is not None:
+            check_prompt(getattr(args, dest), f"--{dest.replace('_', '-')} text")
+    for seed in _seeds(args.seeds) if getattr(args, "seeds", None) else ():
+        check("seed", seed, "--seeds")
+    if getattr(args, "point", None):  # `segment --point`, repeated
+        check("points", len(args.point), "--point")
+    keys = [entry.split("=", 1)[0].strip() for entry in getattr(args, "edited_later", None) or [] if "=" in entry]
+    check_unique_frames([int(key) if key.lstrip("-").isdigit() else key for key in keys], "--edited-later frame")
+
+
 def _train_config(args) -> TrainConfig:
     """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line."""
-    if args.lr <= 0:
-        raise MaskEditError(f"the learning rate is {args.lr}; give a positive one with --lr, e.g. 1e-4")
-    if args.stage2_epochs < 1:
-        raise MaskEditError("--stage2-epochs must be at least 1")
     alpha = args.alpha if args.alpha is not None else float(args.rank)
     return args.preset_settings.train_config(
         steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
@@ -748,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
+        _check_limits(args)
         return args.handler(args)
     except MaskEditError as error:
         print(f"error: {error}", file=sys.stderr)

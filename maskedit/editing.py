@@ -34,6 +34,7 @@ from .errors import MaskEditError
 from .presets import GENERATION_METHODS, NAIVE_LORA_METHODS, GenerateSettings  # noqa: F401  (part of this API)
 from .files import save_npz, write_text
 from .experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
+from .limits import check_prompt, check_settings
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
 from .pipeline import DEFAULT_SAMPLER, reference_sigmas, use_sampler
 from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
@@ -41,6 +42,7 @@ from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_COND
     TrainConfig, plan_stages, restore_encoders, stage2_steps,
 )
 from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
+from .video import read_conformed
 
 
 METHODS = GENERATION_METHODS
@@ -134,14 +136,10 @@ def prepare_clip(
     """
     if (mask_video is None) == (box is None):
         raise MaskEditError("give the region to edit as either a mask video or a box (exactly one of them)")
+    check_settings(num_frames=num_frames, width=width, height=height, start=start, margin=margin, min_area=min_area)
     if num_frames is not None:
         check_frame_count(num_frames)
-    if margin < 0:
-        raise MaskEditError(f"the box margin is {margin}; it must be 0 or more (0.1 grows boxes by 10%)")
-    if min_area < 0:
-        raise MaskEditError(f"the minimum area is {min_area}; it must be 0 or more pixels")
-    source_clip = read_video(video_path)
-    clip = conform_clip(source_clip, num_frames, width, height, frame_mode, start)
+    clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start)  # decodes only kept frames
     notes = list(clip.notes)
     source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
               "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
@@ -160,7 +158,7 @@ def prepare_clip(
         tight = None
         source["box"] = list(parsed)
     else:
-        raw = masks.read_mask_video(mask_video)
+        raw = masks.read_mask_for_clip(mask_video, source_clip, clip.num_frames, frame_mode, start)  # kept frames only
         if fit and raw.shape[1:] != (source_clip.height, source_clip.width) and raw.shape[1:] != (clip.height, clip.width):
             raw = masks.fit_region(raw, source_clip.width, source_clip.height)
             notes.append(f"mask resized to the clip's {source_clip.width}x{source_clip.height} (fit)")
@@ -363,6 +361,7 @@ def train_edit_lora(
     """
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive, stage2_epochs=stage2_epochs)
     out_dir = Path(out_dir)
+    check_prompt(caption, "caption")
     if config.naive and edited_later:
         raise MaskEditError(
             "the naive-LoRA baseline trains on the clip alone (stock condition, no stage 2); leave out the edited "
@@ -472,11 +471,10 @@ def train_edit_lora(
 def with_plan(config: TrainConfig, *, window: int | None = None, window_stride: int | None = None,
               naive: bool | None = None, stage2_epochs: int | None = None) -> TrainConfig:
     """`config` with the sample-choice fields that are given (None: keep the config's)."""
-    changes = {name: value for name, value in (("window", window), ("window_stride", window_stride),
-                                               ("stage2_epochs", stage2_epochs)) if value is not None}
+    changes = check_settings(window=window, window_stride=window_stride, stage2_epochs=stage2_epochs)
     if naive is not None:
         changes["condition"] = STOCK_CONDITION if naive else MASK_CONDITION
-    return replace(config, **{k: (int(v) if k != "condition" else v) for k, v in changes.items()}) if changes else config
+    return replace(config, **changes) if changes else config
 
 
 def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | None:
@@ -589,6 +587,7 @@ def generate_edit(
 
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
                      seed=seed, method=method, sampler=sampler)  # checks every setting before any work
+    check_settings(speed_lora_weight=speed_lora_weight)
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 
@@ -48,3 +49,31 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
 
     with atomic_path(path) as temp_name, open(temp_name, "wb") as handle:
         np.savez_compressed(handle, **arrays)
+
+
+_DISPLAY_ROOT: ContextVar[Path | None] = ContextVar("maskedit_display_root", default=None)
+
+
+@contextmanager
+def paths_shown_relative_to(root: str | os.PathLike):
+    """Inside this block `display_path` shows paths under `root` relative to it (a server sets its session
+    folder, so messages never show where on the server a session lives). Per thread / asyncio task."""
+    token = _DISPLAY_ROOT.set(Path(root).resolve())
+    try:
+        yield
+    finally:
+        _DISPLAY_ROOT.reset(token)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """`path` as a message shows it: relative to the root of `paths_shown_relative_to` when under it, else
+    relative to the working directory when under it, else as given."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return str(path)
+    for root in (_DISPLAY_ROOT.get(), Path.cwd()):
+        if root is not None and resolved.is_relative_to(root):
+            return str(resolved.relative_to(root)) or "."
+    return str(path)

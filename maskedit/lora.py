@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from .errors import MaskEditError
+from .files import display_path
 
 LORA_WEIGHT_NAME = "lora.safetensors"
 COMFYUI_WEIGHT_NAME = "lora_comfyui.safetensors"
@@ -102,6 +103,11 @@ def save_lora(pipe, folder: str | os.PathLike, metadata: dict) -> Path:
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in lora_state_dict(pipe.transformer).items()}
     metadata = {**metadata, "rank": config.r, "alpha": config.lora_alpha, "format": "diffusers"}
 
+    import torch
+
+    if not all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point()):
+        raise MaskEditError("the LoRA holds NaN or infinite weights (its training diverged), so it was not saved; "
+                            "train again with a lower learning rate or LoRA alpha")
     staging = folder / ".saving"
     staging.mkdir(exist_ok=True)
     pipe.save_lora_weights(
@@ -135,7 +141,8 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0, adapter_name: s
     if path.suffix != ".safetensors":
         raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
     if not path.is_file():
-        raise MaskEditError(f"no LoRA file at {path}")
+        raise MaskEditError(f"no LoRA file at {display_path(path)}")
+    check_lora_file(path)
     unload_lora(pipe, adapter_name)
     try:
         with warnings.catch_warnings():
@@ -152,6 +159,33 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0, adapter_name: s
         # diffusers only warns when a file holds no transformer LoRA keys (e.g. a text-encoder LoRA)
         raise MaskEditError(f"{path.name} holds no LoRA weights for this model's transformer; is it an edit LoRA?")
     pipe.set_adapters([adapter_name], adapter_weights=[scale])
+
+
+def check_lora_file(path: str | os.PathLike) -> None:
+    """Raise MaskEditError unless `path` is a readable safetensors file of finite weights.
+
+    Tells a damaged or foreign file (0 bytes, cut short, not safetensors at all) and a LoRA of a diverged
+    run (NaN/inf weights, which would generate a black video) apart from one that merely does not fit the
+    model (`load_lora` reports that).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                tensor = handle.get_tensor(key)
+                if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                    raise MaskEditError(
+                        f"{path.name} holds NaN or infinite weights ({key}): the run that made it diverged; "
+                        "train it again with a lower learning rate or LoRA alpha"
+                    )
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        size = path.stat().st_size if path.exists() else 0
+        why = "it is empty (0 bytes)" if size == 0 else f"{type(error).__name__}: {str(error)[:200]}"
+        raise MaskEditError(
+            f"{path.name} is not a LoRA file or is damaged ({why}); give the lora.safetensors that `train` wrote"
+        ) from None
 
 
 def unload_lora(pipe, adapter_name: str = ADAPTER_NAME) -> None:

@@ -24,8 +24,8 @@ from PIL import Image
 
 from maskedit.errors import MaskEditError
 from maskedit.video import (
-    IMAGE_EXTENSIONS, Clip, read_image, read_video, resize_frames, resolve_conform_settings,
-    select_frames, write_video,
+    IMAGE_EXTENSIONS, Clip, probe_video, read_frames_at, read_image, read_video, resize_frames,
+    resolve_conform_settings, select_frame_indices, select_frames, write_video,
 )
 
 MASK_THRESHOLD = 128  # luminance at or above this is "edit"
@@ -211,6 +211,32 @@ def read_mask_video(path: str | os.PathLike) -> np.ndarray:
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return region_from_mask_pixels(read_image(path))[None]
     return region_from_mask_pixels(read_video(path).frames)
+
+
+def read_mask_for_clip(path: str | os.PathLike, source, num_frames: int, mode: str = "uniform",
+                       start: int = 0) -> np.ndarray:
+    """`read_mask_video(path)` for `conform_region(mask, source, num_frames, ..., mode, start)`, decoding only
+    the frames the clip keeps: a mask video with the source's frame count gives just those frames (which
+    `conform_region` takes as already selected), so memory follows the conformed clip, not the source.
+
+    source: the clip before conforming (a `video.Clip` or `video.SourceInfo`); num_frames: the conformed count.
+    Returns bool (F, H, W) with F = num_frames, or 1 for one image, or the mask's own count when it was
+    made for the conformed clip.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        return read_mask_video(path)
+    count = probe_video(path).num_frames
+    if count == source.num_frames and count != num_frames:
+        indices = select_frame_indices(source.num_frames, num_frames, mode, start)
+    elif count in (num_frames, 1):
+        indices = range(count)
+    else:
+        raise MaskEditError(
+            f"the mask has {count} frames but the clip has {source.num_frames} ({num_frames} after conforming); "
+            "give a mask made from this clip"
+        )
+    return read_frames_at(path, indices, region_from_mask_pixels)
 
 
 def write_mask_video(path: str | os.PathLike, region: np.ndarray, fps: float) -> None:

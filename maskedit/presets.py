@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from .defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
 from .errors import MaskEditError
+from .limits import check_settings
 
 NUM_BLOCKS_14B = 40
 """Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
@@ -43,8 +44,8 @@ NAIVE_LORA_METHODS = ("naive-lora", "feature-blend")
 class GenerateSettings:
     """How an edit is generated (METHOD.md §6); the defaults are the one place of 30 steps, CFG 5, shift 5.
 
-    steps ≥ 1 denoising steps; guidance_scale ≥ 1 (1 = no classifier-free guidance); flow_shift > 0;
-    lora_scale: weight of the edit LoRA (0..2 useful); seed: the noise seed; method: one of
+    steps: denoising steps; guidance_scale: 1 = no classifier-free guidance; flow_shift; lora_scale: weight
+    of the edit LoRA (0..2 useful); seed: the noise seed (ranges: `maskedit.limits.LIMITS`); method: one of
     GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default)."""
 
     steps: int = 30
@@ -60,12 +61,8 @@ class GenerateSettings:
 
     def validate(self) -> None:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
-        if int(self.steps) != self.steps or self.steps < 1:
-            raise MaskEditError(f"the number of generation steps is {self.steps}; give at least 1")
-        if not self.guidance_scale >= 1:
-            raise MaskEditError(f"the guidance scale is {self.guidance_scale}; give 1 (no guidance) or more, e.g. 5")
-        if not self.flow_shift > 0:
-            raise MaskEditError(f"the flow shift is {self.flow_shift}; give a positive one, e.g. 5")
+        check_settings({"generation_steps": "steps"}, generation_steps=self.steps, guidance_scale=self.guidance_scale,
+                       flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed)
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
         if self.sampler not in SAMPLERS:
@@ -115,22 +112,23 @@ class Preset:
 
     def __post_init__(self):
         problems = []
-        if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
-        if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
-            problems.append(f"width and height must be positive multiples of 16, got {self.width}x{self.height}")
-        if self.window and ((self.window - 1) % 4 or self.window > self.num_frames or self.window < 1):
-            problems.append(f"window must be 0 or 4k+1 frames up to num_frames, got {self.window}")
-        if self.window_stride < 1:
-            problems.append("window_stride must be at least 1")
+        try:  # each setting's range: maskedit.limits
+            check_settings(num_frames=self.num_frames, width=self.width, height=self.height,
+                           train_steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank,
+                           alpha=self.alpha, window=self.window, window_stride=self.window_stride,
+                           generation_steps=self.generation_steps, guidance_scale=self.guidance_scale,
+                           flow_shift=self.flow_shift, lora_scale=self.lora_scale,
+                           speed_lora_weight=self.speed_lora_weight)
+        except MaskEditError as error:
+            problems.append(str(error))
+        if self.window > self.num_frames:
+            problems.append(f"window must be at most num_frames, got {self.window}")
         if not 0 <= self.blocks_to_swap < NUM_BLOCKS_14B:
             problems.append(f"blocks_to_swap must be in 0..{NUM_BLOCKS_14B - 1}, got {self.blocks_to_swap}")
         if self.activation_offload and not self.gradient_checkpointing:
             problems.append("activation_offload needs gradient_checkpointing")
         if self.sampler not in SAMPLERS:
             problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.train_steps < 1 or self.generation_steps < 1 or self.rank < 1:
-            problems.append("train_steps, generation_steps and rank must be at least 1")
         if problems:
             raise MaskEditError(f"preset {self.name!r}: " + "; ".join(problems))
 

@@ -137,6 +137,8 @@ def parse_points(text) -> tuple[np.ndarray, np.ndarray]:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise MaskEditError(f"the points are not valid JSON ({error.msg}); pass e.g. [[120, 80], [30, 20, 0]]") from None
+        except RecursionError:
+            raise MaskEditError("the points JSON is nested too deeply; pass a flat list, e.g. [[120, 80], [30, 20, 0]]") from None
     else:
         data = text
     if isinstance(data, dict) and "points" in data:
@@ -178,8 +180,8 @@ def parse_later_frames(text) -> list[int]:
     try:
         data = json.loads(text) if str(text).strip().startswith("[") else [v for v in str(text).split(",") if v.strip()]
         return [int(v) for v in data]
-    except (ValueError, TypeError):
-        raise MaskEditError(f"the later frame numbers {text!r} must be whole numbers, e.g. [16] or 16, 24") from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise MaskEditError(f"the later frame numbers {str(text)[:80]!r} must be whole numbers, e.g. [16] or 16, 24") from None
 
 
 def parse_later_captions(data) -> dict[int, str]:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,6 +33,8 @@ from .conditioning import (
 )
 from .defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
 from .errors import MaskEditError
+from .files import display_path
+from .limits import check, check_settings
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from .pipeline import TEXT_TOKENS
 
@@ -78,22 +83,18 @@ class TrainConfig:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:
             raise MaskEditError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {self.timestep_sampler!r}")
-        if self.steps < 1 or self.rank < 1 or self.batch_size < 1:
-            raise MaskEditError("steps, rank and batch_size must be at least 1")
+        check_settings({"train_steps": "steps"}, train_steps=self.steps, learning_rate=self.learning_rate,
+                       rank=self.rank, alpha=self.alpha, seed=self.seed, timestep_shift=self.timestep_shift,
+                       batch_size=self.batch_size, max_grad_norm=self.max_grad_norm, weight_decay=self.weight_decay,
+                       window=self.window, window_stride=self.window_stride, stage2_epochs=self.stage2_epochs)
+        for beta in self.betas:
+            check("beta", beta, "betas")
         if self.blocks_to_swap < 0:
             raise MaskEditError(f"blocks_to_swap must be 0 or more, got {self.blocks_to_swap}")
         if self.image_view not in IMAGE_VIEWS:
             raise MaskEditError(f"image_view must be one of {IMAGE_VIEWS}, got {self.image_view!r}")
-        if self.learning_rate <= 0:
-            raise MaskEditError(f"the learning rate is {self.learning_rate}; give a positive one, e.g. 1e-4")
-        if self.window and (self.window < 1 or (self.window - 1) % 4):
-            raise MaskEditError(f"the training window must be 0 (whole clip) or 4k+1 frames, got {self.window}")
-        if self.window_stride < 1:
-            raise MaskEditError(f"the window stride must be at least 1 frame, got {self.window_stride}")
         if self.condition not in CONDITIONS:
             raise MaskEditError(f"the training condition must be one of {CONDITIONS}, got {self.condition!r}")
-        if self.stage2_epochs < 1:
-            raise MaskEditError(f"stage 2 needs at least 1 epoch, got {self.stage2_epochs}")
 
     @property
     def naive(self) -> bool:
@@ -120,6 +121,42 @@ class TrainConfig:
         without it autograd keeps every block's materialised weights until backward (gradients are
         bitwise the same either way)."""
         return self.gradient_checkpointing or self.activation_offload or self.fp8 or self.blocks_to_swap > 0
+
+
+class TrainingDiverged(MaskEditError):
+    """The loss, the gradients or the LoRA weights became NaN or infinite; nothing of the bad step was saved."""
+
+
+@contextmanager
+def interrupts_between_steps():
+    """Hold Ctrl-C (SIGINT) while the block runs and raise it as KeyboardInterrupt when the block ends, so an
+    interrupt lands between training steps: the state then saved is exactly that of the last completed step
+    (weights, optimizer and noise generator alike). A second Ctrl-C raises at once (the step is then
+    abandoned half done). Does nothing outside the main thread or when SIGINT has a handler of its own."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    pending = []
+
+    def hold(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def all_finite(tensors) -> bool:
+    """True when no tensor holds NaN or ±inf (one device sync for the lot)."""
+    peaks = [t.detach().abs().amax().float() for t in tensors if t.is_floating_point() and t.numel()]
+    return not peaks or bool(torch.isfinite(torch.stack([p.to(peaks[0].device) for p in peaks])).all())
 
 
 @dataclass
@@ -326,6 +363,8 @@ class LoraTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.state = TrainState()
         self._stop = False
+        self._mid_step = False  # a step was abandoned half done (a second Ctrl-C): its state is not saved
+        self.diverged = False  # a step went non-finite: no checkpoint is written from this trainer any more
 
     # -- the schedule ---------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> list[int]:
@@ -387,8 +426,35 @@ class LoraTrainer:
         return sample_timesteps(self.config, self.generator)
 
     def train_step(self) -> float:
-        """One optimiser step on the next sample(s) of the schedule; returns the (global mean) loss."""
+        """One optimiser step on the next sample(s) of the schedule; returns the (global mean) loss.
+
+        Whatever stops a step before the optimizer runs (an exception, a non-finite loss or gradient) leaves the
+        state exactly that of the last completed step: the noise generator is restored, the weights untouched.
+        """
         batch = self.global_batch
+        generator_state = self.generator.get_state()
+        try:
+            total = self._forward_backward(batch)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))
+            for what, value in (("loss", total / batch), ("gradient norm", grad_norm)):
+                if not math.isfinite(value):  # caught before the optimizer: the weights are still the last step's
+                    self._diverge(f"the {what} became {value}")
+        except BaseException:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.generator.set_state(generator_state)
+            raise
+        self._mid_step = True  # from here until the step is counted, an exception leaves a half-done state
+        self.optimizer.step()
+        if not all_finite(self.params):
+            self._diverge("the LoRA weights became NaN or infinite")
+        self.state.step += 1
+        value = total / batch
+        self.state.losses.append(value)
+        self._mid_step = False
+        return value
+
+    def _forward_backward(self, batch: int) -> float:
+        """Draw the step's noise, run forward and backward; returns the summed loss of the global batch."""
         draws = []  # every process draws the whole global batch so that generators stay in step
         for slot in range(batch):
             sample = self.sample_for_step(self.state.step * batch + slot)
@@ -406,12 +472,7 @@ class LoraTrainer:
             total += loss.item()
         if self.world_size > 1:
             total = self.distributed.all_reduce_sum_([p.grad for p in self.params], total)
-        torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        self.optimizer.step()
-        self.state.step += 1
-        value = total / batch
-        self.state.losses.append(value)
-        return value
+        return total
 
     def run(self, should_stop=None) -> Iterator[StepEvent]:
         """Train up to `config.steps`, yielding a StepEvent per step. Ends early when `stop()` was called or
@@ -422,20 +483,36 @@ class LoraTrainer:
             while self.state.step < self.config.steps:
                 if self._stop or (should_stop is not None and should_stop()):
                     break
-                step_started = time.perf_counter()
-                loss = self.train_step()
-                now = time.perf_counter()
-                checkpoint = None
-                every = self.config.checkpoint_every
-                if self.writes_checkpoints and (self.state.step == self.config.steps or (every and self.state.step % every == 0)):
-                    checkpoint = str(self.save_checkpoint())
-                if not math.isfinite(loss):
-                    raise MaskEditError(f"the loss became {loss} at step {self.state.step}; lower the learning rate")
+                with interrupts_between_steps():  # Ctrl-C takes effect after the step and its checkpoint
+                    step_started = time.perf_counter()
+                    loss = self.train_step()
+                    now = time.perf_counter()
+                    checkpoint = None
+                    every = self.config.checkpoint_every
+                    if self.writes_checkpoints and (self.state.step == self.config.steps or (every and self.state.step % every == 0)):
+                        checkpoint = str(self.save_checkpoint())
                 yield StepEvent(self.state.step, self.config.steps, loss, now - step_started, now - started, checkpoint)
         finally:
             self.transformer.eval()
-            if self.writes_checkpoints and self.state.step and self.state.step < self.config.steps:
+            if self.writes_checkpoints and self.state.step and self.state.step < self.config.steps \
+                    and not self._mid_step and not self.diverged:
                 self.save_checkpoint()
+
+    def _diverge(self, cause: str) -> None:
+        """Stop the run: `cause` at the coming step; say what to change and what was kept."""
+        self.diverged = True
+        self._mid_step = False
+        folder = self.checkpoint_dir
+        kept = "nothing of this run was saved"
+        if folder is not None and (folder / CHECKPOINT_STATE).is_file():
+            step = json.loads((folder / CHECKPOINT_STATE).read_text()).get("step")
+            kept = f"the last good checkpoint (step {step}) is kept"
+        lr, alpha = self.config.learning_rate, self.config.alpha
+        raise TrainingDiverged(
+            f"training diverged: {cause} at step {self.state.step + 1} of {self.config.steps}; lower the learning "
+            f"rate (now {lr:g}; e.g. {lr / 10:g}) or the LoRA alpha (now {alpha:g}; e.g. the rank, "
+            f"{self.config.rank}); {kept}"
+        )
 
     def train(self, should_stop=None) -> TrainState:
         """Run to the end (or the stop), discarding events; returns the state."""
@@ -453,12 +530,15 @@ class LoraTrainer:
         from safetensors.torch import save_file
 
         folder = Path(folder or self.checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)}
         optimizer_state = self.optimizer.state_dict()
         for index, entry in optimizer_state["state"].items():
             for key, value in entry.items():
                 tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        if self.diverged or not all_finite(tensors.values()) or not all(math.isfinite(x) for x in self.state.losses):
+            raise TrainingDiverged("the training state holds NaN or infinite values; no checkpoint was written "
+                                   "(the last good one is kept); lower the learning rate or the LoRA alpha")
+        folder.mkdir(parents=True, exist_ok=True)
         tensors["generator"] = self.generator.get_state()
         state = {
             "step": self.state.step, "losses": self.state.losses, "config": asdict(self.config),
@@ -480,8 +560,15 @@ class LoraTrainer:
             return False
         state = json.loads((folder / CHECKPOINT_STATE).read_text())
         if state["num_params"] != len(self.params) or state["config"]["rank"] != self.config.rank:
-            raise MaskEditError(f"the checkpoint in {folder} was made with other LoRA settings; delete it or match them")
+            raise MaskEditError(f"the checkpoint in {display_path(folder)} was made with other LoRA settings; delete it "
+                                "or match them")
         tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
+        if not all_finite(tensors.values()) or not all(math.isfinite(x) for x in state.get("losses", [])):
+            raise MaskEditError(
+                f"the checkpoint in {display_path(folder)} holds NaN or infinite values: the run that wrote it "
+                "diverged, so it is not resumed; start afresh (--no-resume, or delete the folder) with a lower "
+                "learning rate or LoRA alpha"
+            )
         with torch.no_grad():
             for i, param in enumerate(self.params):
                 param.copy_(tensors[f"param.{i}"])

@@ -9,6 +9,13 @@ changed in `Clip.notes` so the user can be told.
 Frame selection (`select_frames`) and geometry (`resize_center_crop`, `cover_crop_geometry`) work on
 any array whose first axis is time, so masks are conformed with exactly the same choices
 (see `maskedit.masks.conform_region`).
+
+`read_conformed` is `conform_clip(read_video(path), ...)` bit for bit, but decodes only the frames it keeps
+(ffmpeg's select filter; it stops after the last one) and resizes each as it arrives, so its memory is
+the conformed clip's plus one source frame, whatever the source's length or resolution. Sources beyond
+`maskedit.limits`' duration, size and frame limits are refused before decoding; a file that decodes to
+fewer frames than its header promises is read with a warning note that it is truncated or damaged.
+Frames are the stream's decoded frames as they are (no frames duplicated or dropped to a constant rate).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskedit.errors import MaskEditError
-from maskedit.files import atomic_path
+from maskedit.files import atomic_path, display_path
+from maskedit.limits import MAX_SOURCE_FRAMES, MAX_SOURCE_SECONDS, MAX_SOURCE_SIDE
 
 TEMPORAL_STRIDE = 4  # Wan VAE temporal compression: valid frame counts are 4k+1
 SIZE_MULTIPLE = 16  # width and height must be multiples of this
@@ -67,6 +75,22 @@ class Clip:
         return int(self.frames.shape[2])
 
 
+@dataclass
+class SourceInfo:
+    """What a source video holds, learnt without decoding its frames into memory.
+
+    width, height: pixels (after the container's rotation). num_frames: decodable frames. fps: > 0.
+    duration: the container's duration in seconds, None when it does not say. notes: warnings for the user.
+    """
+
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    duration: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 # ----- frame counts
 
 
@@ -103,36 +127,85 @@ def read_video(path: str | os.PathLike, folder_fps: float = DEFAULT_FOLDER_FPS) 
     is read as its image files in natural name order (frame2 before frame10) at `folder_fps`.
     Raises MaskEditError when the path is missing or cannot be read as a video.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MaskEditError(f"{path} does not exist; give {_READABLE_FORMATS}")
+    path = _check_source_path(path)
     if path.is_dir():
         return _read_frame_folder(path, folder_fps)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise MaskEditError(f"{path} is a single image, not a video; give {_READABLE_FORMATS}")
-    # ffmpeg would happily "decode" a text file as ANSI art, so only known video names go to it.
-    if path.suffix.lower() not in VIDEO_EXTENSIONS:
-        raise MaskEditError(f"{path} could not be read as a video (unknown file type); give {_READABLE_FORMATS}")
     return _read_video_file(path)
 
 
-def _read_video_file(path: Path) -> Clip:
-    def not_a_video(why: str) -> MaskEditError:
-        return MaskEditError(f"{path} could not be read as a video ({why}); give {_READABLE_FORMATS}")
+def _check_source_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    shown = display_path(path)
+    if not path.exists():
+        raise MaskEditError(f"{shown} does not exist; give {_READABLE_FORMATS}")
+    if path.is_dir():
+        return path
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise MaskEditError(f"{shown} is a single image, not a video; give {_READABLE_FORMATS}")
+    # ffmpeg would happily "decode" a text file as ANSI art, so only known video names go to it.
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise MaskEditError(f"{shown} could not be read as a video (unknown file type); give {_READABLE_FORMATS}")
+    return path
 
-    reader = None
+
+def _not_a_video(path: Path, why: str) -> MaskEditError:
+    return MaskEditError(f"{display_path(path)} could not be read as a video ({why}); give {_READABLE_FORMATS}")
+
+
+def _decoded_frames(path: Path, output_params: list[str] | None = None):
+    """(meta, iterator of (H, W, 3) uint8 frames) from ffmpeg, the stream's frames as decoded (no frame rate
+    conversion); the source limits are checked on the header before any frame is decoded."""
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-fps_mode", "passthrough", *(output_params or [])])
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
         meta = next(reader)
-        width, height = meta["size"]
-        frames = [np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in reader]
+        _check_source_limits(path, *meta["size"], meta.get("duration"))
+    except BaseException:
+        reader.close()
+        raise
+    return meta, _FrameStream(reader, *meta["size"])
+
+
+class _FrameStream:
+    """Frames of an ffmpeg reader as (H, W, 3) uint8 arrays; close() ends ffmpeg (also when never iterated)."""
+
+    def __init__(self, reader, width: int, height: int):
+        self.reader, self.width, self.height = reader, width, height
+
+    def __iter__(self):
+        try:
+            for raw in self.reader:
+                yield np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 3)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _check_source_limits(path: Path, width: int, height: int, duration: float | None = None,
+                         num_frames: int | None = None) -> None:
+    problems = []
+    if max(width, height) > MAX_SOURCE_SIDE:
+        problems.append(f"it is {width}x{height}, larger than {MAX_SOURCE_SIDE} pixels on a side")
+    if duration is not None and duration > MAX_SOURCE_SECONDS:
+        problems.append(f"it lasts {duration:g} s, longer than {MAX_SOURCE_SECONDS:g} s")
+    if num_frames is not None and num_frames > MAX_SOURCE_FRAMES:
+        problems.append(f"it holds {num_frames} frames, more than {MAX_SOURCE_FRAMES}")
+    if problems:
+        raise MaskEditError(f"{display_path(path)} is too large to edit: {'; '.join(problems)}. Cut or scale it "
+                            f"down first (e.g. with ffmpeg -ss START -t SECONDS -vf scale=-2:1080)")
+
+
+def _read_video_file(path: Path) -> Clip:
+    try:
+        meta, frames = _decoded_frames(path)
+        frames = list(frames)
+    except MaskEditError:
+        raise
     except Exception as err:  # ffmpeg reports corrupt/unsupported input as several error types
-        raise not_a_video(f"ffmpeg: {_first_line(err)}") from None
-    finally:
-        if reader is not None:
-            reader.close()
+        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
     if not frames:
-        raise not_a_video("it holds no frames")
+        raise _not_a_video(path, "it holds no frames")
     clip = Clip(np.stack(frames), float(meta.get("fps") or 0.0))
     if clip.fps <= 0:
         clip.fps = DEFAULT_FOLDER_FPS
@@ -140,7 +213,7 @@ def _read_video_file(path: Path) -> Clip:
     return clip
 
 
-def _read_frame_folder(folder: Path, fps: float) -> Clip:
+def _frame_files(folder: Path) -> list[Path]:
     files = sorted(
         (p for p in folder.iterdir()
          if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
@@ -148,8 +221,15 @@ def _read_frame_folder(folder: Path, fps: float) -> Clip:
     )
     if not files:
         raise MaskEditError(
-            f"the folder {folder} holds no image frames; give {_READABLE_FORMATS}"
+            f"the folder {display_path(folder)} holds no image frames; give {_READABLE_FORMATS}"
         )
+    if len(files) > MAX_SOURCE_FRAMES:
+        _check_source_limits(folder, 0, 0, num_frames=len(files))
+    return files
+
+
+def _read_frame_folder(folder: Path, fps: float) -> Clip:
+    files = _frame_files(folder)
     frames = [read_image(p) for p in files]
     height, width = frames[0].shape[:2]
     for file, frame in zip(files, frames):
@@ -299,27 +379,204 @@ def conform_clip(clip: Clip, num_frames: int | None = None, width: int | None = 
     Defaults: see `resolve_conform_settings`. When "uniform" selection skips frames, the fps drops so the
     clip keeps its duration: fps * (num_frames-1) / (last index - first index).
     """
+    plan = _conform_plan(clip, num_frames, width, height, mode, start)
+    frames, _ = select_frames(clip.frames, plan.num_frames, mode, start)
+    if frames.shape[1:3] != (plan.height, plan.width):
+        frames = resize_center_crop(frames, plan.width, plan.height)
+    return Clip(frames, plan.fps, list(clip.notes) + plan.notes)
+
+
+@dataclass
+class _ConformPlan:
+    indices: np.ndarray  # source frames kept
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+    notes: list[str]
+
+
+def _conform_plan(source, num_frames, width, height, mode, start) -> _ConformPlan:
+    """What conforming `source` (a Clip or SourceInfo) does: the frames kept, the size, the fps and the notes."""
     num_frames, width, height = resolve_conform_settings(
-        clip.num_frames, clip.height, clip.width, num_frames, width, height, start)
+        source.num_frames, source.height, source.width, num_frames, width, height, start)
     check_size_multiple(width, height)
-    notes = list(clip.notes)
-    frames, note = select_frames(clip.frames, num_frames, mode, start)
-    if note:
-        notes.append(note)
-    fps = clip.fps
-    indices = select_frame_indices(clip.num_frames, num_frames, mode, start)
+    indices = select_frame_indices(source.num_frames, num_frames, mode, start)
+    notes = []
+    if num_frames != source.num_frames:
+        where = f" from frame {start}" if start else ""
+        notes.append(f"kept {num_frames} of {source.num_frames} frames ({mode}{where})")
+    fps = source.fps
     span = int(indices[-1] - indices[0])
     if mode == "uniform" and span > num_frames - 1:
-        fps = clip.fps * (num_frames - 1) / span
-        notes.append(f"fps {_format_fps(clip.fps)} → {_format_fps(fps)}")
-    if frames.shape[1:3] != (height, width):
-        scaled_width, scaled_height, _, _ = cover_crop_geometry(clip.width, clip.height, width, height)
-        note = f"resized {clip.width}x{clip.height} → {scaled_width}x{scaled_height}"
+        fps = source.fps * (num_frames - 1) / span
+        notes.append(f"fps {_format_fps(source.fps)} → {_format_fps(fps)}")
+    if (source.height, source.width) != (height, width):
+        scaled_width, scaled_height, _, _ = cover_crop_geometry(source.width, source.height, width, height)
+        note = f"resized {source.width}x{source.height} → {scaled_width}x{scaled_height}"
         if (scaled_width, scaled_height) != (width, height):
             note += f" and centre-cropped to {width}x{height}"
         notes.append(note)
-        frames = resize_center_crop(frames, width, height)
-    return Clip(frames, fps, notes)
+    return _ConformPlan(indices, num_frames, width, height, fps, notes)
+
+
+# ----- reading only what is kept
+
+
+def probe_video(path: str | os.PathLike, folder_fps: float = DEFAULT_FOLDER_FPS) -> SourceInfo:
+    """Size, decodable frame count, fps and duration of a video file or frame folder, without keeping any
+    frame in memory (a file is decoded once by ffmpeg to count its frames; a folder's image headers are
+    read). Refuses sources beyond the limits of `maskedit.limits` and adds a warning note when a file
+    decodes to fewer frames than its header says (truncated or damaged)."""
+    path = _check_source_path(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        width, height = _image_size(files[0])
+        _check_source_limits(path, width, height, num_frames=len(files))
+        return SourceInfo(width, height, len(files), float(folder_fps))
+    try:
+        meta, frames = _decoded_frames(path)
+        frames.close()
+        counted, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except MaskEditError:
+        raise
+    except Exception as err:  # ffmpeg reports corrupt/unsupported input as several error types
+        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+    if not counted:
+        raise _not_a_video(path, "it holds no frames")
+    width, height = meta["size"]
+    info = SourceInfo(int(width), int(height), int(counted), float(meta.get("fps") or 0.0), meta.get("duration"))
+    _check_source_limits(path, info.width, info.height, num_frames=info.num_frames)
+    if info.fps <= 0:
+        info.fps = DEFAULT_FOLDER_FPS
+        info.notes.append(f"frame rate unknown; assumed {DEFAULT_FOLDER_FPS:g} fps")
+    _note_damage(path, info)
+    return info
+
+
+def _note_damage(path: Path, info: SourceInfo) -> None:
+    if not info.duration or info.fps <= 0:
+        return
+    expected = round(info.duration * info.fps)
+    if info.num_frames < expected - max(2, expected // 50):
+        info.notes.append(
+            f"warning: {display_path(path)} looks truncated or damaged: its header says {info.duration:g} s "
+            f"(about {expected} frames) but only {info.num_frames} frames could be decoded "
+            f"({info.num_frames / info.fps:.2f} s); it is read as that shorter clip"
+        )
+
+
+def read_conformed(path: str | os.PathLike, num_frames: int | None = None, width: int | None = None,
+                   height: int | None = None, mode: str = "uniform", start: int = 0,
+                   folder_fps: float = DEFAULT_FOLDER_FPS) -> tuple[Clip, SourceInfo]:
+    """`conform_clip(read_video(path), num_frames, width, height, mode, start)`, equal bit for bit, decoding
+    only the kept frames and resizing each as it is decoded. Returns (conformed clip, source info); the
+    clip's notes include the source's warnings. Memory: the conformed clip plus about one source frame."""
+    info = probe_video(path, folder_fps)
+    plan = _conform_plan(info, num_frames, width, height, mode, start)
+    path = Path(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        frames = _fit_each((read_image(files[i]) for i in plan.indices), plan, info, path, files)
+    else:
+        frames = _decode_kept(path, plan, info)
+        if frames is None:  # fewer frames decode through the selection than the count promised: count them
+            info.num_frames = _count_delivered(path)
+            info.notes = [n for n in info.notes if not n.startswith("warning:")]
+            _note_damage(path, info)
+            plan = _conform_plan(info, num_frames, width, height, mode, start)
+            frames = _decode_kept(path, plan, info)
+            if frames is None:
+                raise _not_a_video(path, "its frames could not all be decoded; the file is damaged")
+    return Clip(frames, plan.fps, info.notes + plan.notes), info
+
+
+def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: float = DEFAULT_FOLDER_FPS) -> np.ndarray:
+    """Frames `indices` (increasing) of a video file or frame folder, each passed through `convert` (e.g. to a
+    bool mask) as it is decoded, stacked: (len(indices), ...). Only those frames are decoded (memory: the
+    result plus one source frame). Raises MaskEditError when the source has fewer frames."""
+    path = _check_source_path(path)
+    indices = [int(i) for i in indices]
+    convert = convert or (lambda frame: frame)
+    if path.is_dir():
+        files = _frame_files(path)
+        if indices and indices[-1] >= len(files):
+            raise MaskEditError(f"{display_path(path)} has {len(files)} frames; frame {indices[-1]} was asked for")
+        return np.stack([convert(read_image(files[i])) for i in indices])
+    terms = "+".join(f"eq(n\\,{i})" for i in indices)
+    out = []
+    try:
+        _, frames = _decoded_frames(path, ["-vf", f"select={terms}", "-frames:v", str(len(indices))])
+        for frame in frames:
+            out.append(convert(frame))
+            if len(out) == len(indices):
+                break
+        frames.close()
+    except MaskEditError:
+        raise
+    except Exception as err:
+        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+    if len(out) < len(indices):
+        raise _not_a_video(path, f"it delivered {len(out)} of the {len(indices)} frames asked for; it is damaged")
+    return np.stack(out)
+
+
+def _decode_kept(path: Path, plan: _ConformPlan, info: SourceInfo) -> np.ndarray | None:
+    """The plan's frames, decoded by ffmpeg's select filter (it stops after the last), each resized as it
+    arrives; None when ffmpeg delivers fewer than asked for."""
+    terms = "+".join(f"eq(n\\,{int(i)})" for i in plan.indices)
+    params = ["-vf", f"select={terms}", "-frames:v", str(len(plan.indices))]
+    try:
+        _, frames = _decoded_frames(path, params)
+        out = _fit_each(frames, plan, info, path)
+    except MaskEditError:
+        raise
+    except Exception as err:
+        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+    return out
+
+
+def _count_delivered(path: Path) -> int:
+    _, frames = _decoded_frames(path)
+    try:
+        return sum(1 for _ in frames)
+    finally:
+        frames.close()
+
+
+def _fit_each(frames, plan: _ConformPlan, info: SourceInfo, path: Path, files=None) -> np.ndarray | None:
+    out = np.empty((len(plan.indices), plan.height, plan.width, 3), np.uint8)
+    count = 0
+    for frame in frames:
+        if frame.shape[:2] != (info.height, info.width):
+            name = files[plan.indices[count]].name if files else f"frame {plan.indices[count]}"
+            raise MaskEditError(
+                f"the frames in {display_path(path)} differ in size: the first is {info.width}x{info.height} but "
+                f"{name} is {frame.shape[1]}x{frame.shape[0]}; every frame of a clip must have the same size"
+            )
+        out[count] = frame if frame.shape[:2] == (plan.height, plan.width) else \
+            _resize_crop_image(frame, plan.width, plan.height, Image.LANCZOS)
+        count += 1
+        if count == len(out):
+            break
+    if hasattr(frames, "close"):
+        frames.close()
+    return out if count == len(out) else None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as `read_image` returns it (EXIF rotation applied), from its header."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise MaskEditError(
+            f"{display_path(path)} could not be read as an image ({_first_line(err)}); give a png, jpg, webp or "
+            "bmp file"
+        ) from None
 
 
 def _format_fps(fps: float) -> str:

@@ -305,7 +305,7 @@ def test_generate_bad_loras(capsys, tmp_path, trained, inputs):
     cases = [(not_safetensors, "not a .safetensors file"), (tmp_path / "none.safetensors", "no LoRA file"),
              (tmp_path, "holds no lora.safetensors"), (random_keys, "does not fit this model"),
              (wrong_shapes, "does not fit this model"), (other_part, "no LoRA weights for this model"),
-             (garbage, "does not fit this model")]
+             (garbage, "is not a LoRA file or is damaged")]
     for lora, phrase in cases:
         out = tmp_path / f"out_{lora.stem}"
         code, _, err = run(capsys, *args, "--lora", lora, "--out", out)

@@ -92,6 +92,19 @@ def test_load_lora_refuses_other_formats_and_foreign_files(tmp_path):
         load_lora(pipe, foreign)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(np.random.default_rng(0).bytes(256))
-    with pytest.raises(MaskEditError, match="does not fit this model"):
+    with pytest.raises(MaskEditError, match="garbage.safetensors is not a LoRA file or is damaged"):
         load_lora(pipe, garbage)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(MaskEditError, match=r"not a LoRA file or is damaged \(it is empty \(0 bytes\)\)"):
+        load_lora(pipe, empty)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(foreign.read_bytes()[:-100])
+    with pytest.raises(MaskEditError, match="cut.safetensors is not a LoRA file or is damaged"):
+        load_lora(pipe, cut)
+    diverged = tmp_path / "nan.safetensors"
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.full((4, 32), float("nan")),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 4)}, str(diverged))
+    with pytest.raises(MaskEditError, match="holds NaN or infinite weights"):
+        load_lora(pipe, diverged)
     assert not getattr(pipe.transformer, "peft_config", None)  # nothing half-loaded is left behind

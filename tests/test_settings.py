@@ -56,7 +56,7 @@ def test_generate_settings_refuse_out_of_range_values(bad, words):
 
 
 @pytest.mark.parametrize("bad, words", [(dict(window=6), "4k\\+1"), (dict(window_stride=0), "stride"),
-                                        (dict(condition="blend"), "condition"), (dict(stage2_epochs=0), "stage 2"),
+                                        (dict(condition="blend"), "condition"), (dict(stage2_epochs=0), "stage-2 epochs"),
                                         (dict(learning_rate=0), "learning rate")])
 def test_train_config_refuses_out_of_range_values(bad, words):
     with pytest.raises(MaskEditError, match=words):

@@ -237,3 +237,99 @@ def test_fit_and_check_image_size():
     fitted = video.fit_image(image, 832, 480)
     assert fitted.shape == (480, 832, 3)
     video.check_image_size(fitted, 832, 480)
+
+
+# ----- reading only what is kept (issue 13)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_frames=9), dict(num_frames=5, mode="first", start=3),
+                                    dict(num_frames=9, width=32, height=48), dict(num_frames=17, start=4),
+                                    dict(num_frames=21, width=96, height=64)])
+def test_read_conformed_equals_conform_clip_of_read_video(tmp_path, kwargs):
+    path = tmp_path / "clip.mp4"
+    video.write_video(path, gradient_frames(num_frames=23, height=72, width=100), fps=8.0)
+    expected = video.conform_clip(video.read_video(path), **kwargs)
+    clip, info = video.read_conformed(path, **kwargs)
+    assert np.array_equal(clip.frames, expected.frames)
+    assert clip.fps == expected.fps and clip.notes == expected.notes
+    assert (info.width, info.height, info.num_frames, info.fps) == (100, 72, 23, 8.0)
+
+
+def test_read_conformed_of_a_folder_reads_only_the_kept_images(tmp_path, monkeypatch):
+    frames = gradient_frames(num_frames=13, height=32, width=48)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"f{i}.png")
+    expected = video.conform_clip(video.read_video(tmp_path), 5, 32, 32)
+    read = []
+    original = video.read_image
+    monkeypatch.setattr(video, "read_image", lambda p: read.append(p.name) or original(p))
+    clip, info = video.read_conformed(tmp_path, 5, 32, 32)
+    assert np.array_equal(clip.frames, expected.frames) and clip.notes == expected.notes
+    assert read == ["f0.png", "f3.png", "f6.png", "f9.png", "f12.png"] and info.num_frames == 13
+
+
+def _synthetic_source(path, width, height, seconds, fps=30):
+    """A cheap-to-encode moving test pattern (ffmpeg's lavfi source), written straight to `path`."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    f"color=c=0x3366cc:s={width}x{height}:r={fps}:d={seconds},drawbox=x='t*100':y=100:w=200:h=200:"
+                    "color=red:t=fill", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
+
+
+def test_memory_is_bounded_by_the_conformed_clip_not_the_source(tmp_path):
+    """A 10-second 1080p clip (300 frames, 1.87 GB decoded) conformed to 17 frames of 832x480 (20 MB):
+    the peak of Python/numpy allocations stays within the conformed clip plus a few source frames."""
+    import tracemalloc
+
+    path = tmp_path / "big.mp4"
+    _synthetic_source(path, 1920, 1080, 10)
+    source_frame = 1920 * 1080 * 3
+    tracemalloc.start()
+    try:
+        clip, info = video.read_conformed(path, 17, 832, 480)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.num_frames == 300 and clip.frames.shape == (17, 480, 832, 3)
+    conformed = clip.frames.nbytes
+    assert peak < conformed + 4 * source_frame, (peak, conformed)  # the whole source would be 300 frames
+    assert "warning" not in " ".join(clip.notes)
+
+
+def test_sources_beyond_the_limits_are_refused_before_decoding(tmp_path, monkeypatch):
+    from maskedit import limits
+
+    wide = tmp_path / "wide.mp4"
+    video.write_video(wide, np.zeros((5, 16, limits.MAX_SOURCE_SIDE + 16, 3), np.uint8), 8.0)
+    for read in (video.read_video, video.read_conformed, video.probe_video):
+        with pytest.raises(MaskEditError, match=rf"wide.mp4 is too large to edit: it is 4112x16, larger than 4096"):
+            read(wide)
+    monkeypatch.setattr(video, "MAX_SOURCE_SECONDS", 1.0)
+    long = tmp_path / "long.mp4"
+    video.write_video(long, gradient_frames(num_frames=17, height=16, width=16), 8.0)
+    with pytest.raises(MaskEditError, match=r"it lasts 2.1\d* s, longer than 1 s"):
+        video.read_conformed(long)
+    monkeypatch.setattr(video, "MAX_SOURCE_FRAMES", 4)
+    for i in range(5):
+        Image.fromarray(gradient_frames(1, 16, 16)[0]).save(tmp_path / f"{i}.png")
+    with pytest.raises(MaskEditError, match="holds 5 frames, more than 4"):
+        video.read_conformed(tmp_path)
+
+
+def test_a_truncated_file_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "long.mp4"
+    noise = np.random.default_rng(0).integers(0, 256, (41, 32, 32, 3), dtype=np.uint8)  # the frames fill the file
+    video.write_video(path, noise, 8.0)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    clip, info = video.read_conformed(cut, 5, 32, 32)
+    assert 5 <= info.num_frames < 41 and clip.frames.shape == (5, 32, 32, 3)
+    assert clip.notes[0].startswith(f"warning: {cut} looks truncated or damaged: its header says 5.1")
+    assert f"only {info.num_frames} frames could be decoded" in clip.notes[0]
+    clean, _ = video.read_conformed(path, 5, 32, 32)
+    assert not any(note.startswith("warning") for note in clean.notes)

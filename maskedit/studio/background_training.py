@@ -138,7 +138,8 @@ class BackgroundTraining:
 
     def training_status(self, st: SessionState) -> dict:
         snap = self.background_snapshot(st) or {"status": "none"}
-        return dict(snap, lora_in_use=st.lora, background=bool(st.background))
+        shown = {name: self.shown_path(st, snap[name]) for name in ("lora", "partial") if snap.get(name)}
+        return dict(snap, **shown, lora_in_use=self.shown_path(st, st.lora), background=bool(st.background))
 
     def follow(self, job: BackgroundJob, st: SessionState) -> Iterator[TrainView]:
         """/train while the background run trains the same thing: stream its progress instead of training twice."""

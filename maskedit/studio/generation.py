@@ -16,6 +16,9 @@ from ..errors import MaskEditError
 from ..presets import GenerateSettings
 
 
+WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running generation)
+
+
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
@@ -50,7 +53,11 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     for message in options["warnings"]:
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
-    should_stop = (lambda: Path(stop_file).exists()) if stop_file else None
+    closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
+
+    def should_stop() -> bool:
+        return closed.is_set() or (stop_file is not None and Path(stop_file).exists())
+
     results: queue.Queue = queue.Queue()
 
     def work():
@@ -72,19 +79,21 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
 
-    thread = threading.Thread(target=work, daemon=True)
+    thread = threading.Thread(target=work, daemon=True, name=WORKER_NAME)
     thread.start()
-    while True:
-        kind, value = results.get()
-        if kind == "step":
-            yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
-        elif kind == "error":
-            thread.join()
-            raise value
-        else:
-            frames = value
-            break
-    thread.join()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "step":
+                yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
+            elif kind == "error":
+                raise value
+            else:
+                frames = value
+                break
+    finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
+        closed.set()
+        thread.join()
     outputs = editing.write_edit_outputs(out_dir, prepared, frames)
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,

@@ -9,6 +9,9 @@ from typing import Callable, Iterator
 
 from .. import editing
 from ..defaults import DEFAULT_TRIGGER
+from ..errors import MaskEditError
+from ..limits import value_or_default
+from ..presets import GenerateSettings
 from .runs import ChunkRequest
 
 
@@ -54,6 +57,21 @@ class TrainInputs:
         edit_caption = str(self.edit_caption or "").strip() or None
         trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
         return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption)
+
+
+def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
+                      method=None, sampler=None) -> GenerateSettings:
+    """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
+    default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
+    MaskEditError naming the setting, never a ValueError or OverflowError from int()."""
+    defaults = GenerateSettings()
+    return GenerateSettings(
+        steps=value_or_default("generation_steps", steps, defaults.steps),
+        guidance_scale=float(value_or_default("guidance_scale", guidance_scale, defaults.guidance_scale)),
+        flow_shift=float(value_or_default("flow_shift", flow_shift, defaults.flow_shift)),
+        lora_scale=float(value_or_default("lora_scale", lora_scale, defaults.lora_scale)),
+        seed=value_or_default("seed", seed, defaults.seed),
+        method=method or defaults.method, sampler=sampler or defaults.sampler)
 
 
 @dataclass

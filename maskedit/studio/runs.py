@@ -89,7 +89,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
     from .. import editing
     from ..lora import save_lora
     from ..lora_cache import CacheNote, LoraCache, train_cached
-    from ..training import StepEvent
+    from ..training import StepEvent, TrainingDiverged
 
     started = time.perf_counter()
     prepared = editing.load_prepared(request.prepared_dir)
@@ -138,6 +138,11 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
 
                 shutil.rmtree(entry / PARTIAL_FOLDER, ignore_errors=True)
             yield event
+    except TrainingDiverged:
+        from ..lora import unload_lora
+
+        unload_lora(pipe)  # its weights are not finite: nothing may generate with this adapter
+        raise
     finally:
         events.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,6 +30,8 @@ from .. import editing, lora_cache, session
 from ..background import BackgroundJob
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
+from ..files import display_path, paths_shown_relative_to
+from ..limits import check, check_points_count, check_unique_frames, value_or_default
 from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
@@ -37,6 +40,7 @@ from .progress import TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
 
+LOADING_FOLDER = "loading"  # a clip being loaded; it replaces the session's clip only once complete
 GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
@@ -84,6 +88,17 @@ class Studio(Previews, BackgroundTraining):
         path = getattr(path, "path", None) or (path.get("path") if isinstance(path, dict) else path)
         return session.check_path(path, [st.folder, *self.extra_roots()], what)
 
+    def shown_path(self, st: SessionState, path) -> str | None:
+        """`path` as the user may see it: relative to the session folder, or "LoRA cache/…" (never where on the
+        server the folders are)."""
+        if not path:
+            return None
+        with paths_shown_relative_to(st.folder):
+            shown = display_path(path)
+        root = self.cache(st).root.resolve()
+        resolved = Path(path).resolve()
+        return f"LoRA cache/{resolved.relative_to(root)}" if resolved.is_relative_to(root) else shown
+
     @staticmethod
     def sub(st: SessionState, name: str) -> Path:
         return Path(st.folder) / name
@@ -104,33 +119,53 @@ class Studio(Previews, BackgroundTraining):
     def load_video(self, st: SessionState, video, num_frames: int | None = None, size: str | None = None,
                    start_s: float = 0.0):
         """Read and conform a clip. num_frames: 4k+1, or 0/None for all (up to 81). size: "WxH" or "auto".
-        Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
-        from ..video import conform_clip, read_video, write_video
+        start_s: seconds into the source (`limits`: 0..600). Only the kept frames are decoded
+        (`video.read_conformed`). The new clip is read and written in a staging folder first: a call that fails
+        (a file that is not a video, a setting out of range) leaves the session's clip, masks, prepared files
+        and LoRA as they were. Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
+        from ..video import probe_video, read_conformed, write_video
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
         path = self.checked(st, video, "video")
-        self.cancel_background(st, "a new clip was loaded")
-        for name in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
-            shutil.rmtree(self.sub(st, name), ignore_errors=True)
-        source_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), path, "video" + path.suffix.lower())
-        clip = read_video(source_path)
-        count = int(num_frames or 0) or None
+        count = None if num_frames is None or num_frames == 0 else check("num_frames", num_frames, "frames")
         width_height = session.parse_size(size)
-        start = int(round(float(start_s or 0) * clip.fps))
-        conformed = conform_clip(clip, count, *(width_height or (None, None)), mode="uniform", start=start)
-        source = {"video": str(source_path), "width": clip.width, "height": clip.height, "frames": clip.num_frames,
-                  "fps": clip.fps, "frame_mode": "uniform", "start": start,
-                  "num_frames": conformed.num_frames, "conformed_width": conformed.width,
-                  "conformed_height": conformed.height}
-        session.save_clip(self.sub(st, session.CLIP_FOLDER), conformed, source)
+        start_s = check("start_s", 0.0 if start_s is None else start_s, "start time")
+        staging = self.sub(st, LOADING_FOLDER)
+        shutil.rmtree(staging, ignore_errors=True)
+        name = "video" + path.suffix.lower()
+        try:
+            staged_source = session.copy_into(staging / session.SOURCE_FOLDER, path, name)
+            with paths_shown_relative_to(staging):
+                info = probe_video(staged_source)
+                start = int(round(start_s * info.fps))
+                conformed, info = read_conformed(staged_source, count, *(width_height or (None, None)),
+                                                 mode="uniform", start=start)
+            source = {"video": str(self.sub(st, session.SOURCE_FOLDER) / name), "width": info.width,
+                      "height": info.height, "frames": info.num_frames, "fps": info.fps, "frame_mode": "uniform",
+                      "start": start, "num_frames": conformed.num_frames, "conformed_width": conformed.width,
+                      "conformed_height": conformed.height}
+            session.save_clip(staging / session.CLIP_FOLDER, conformed, source)
+            write_video(staging / session.CLIP_FOLDER / "preview.mp4", conformed.frames, conformed.fps)
+        except MaskEditError as error:  # named as the user uploaded it, not as the session stores it
+            shutil.rmtree(staging, ignore_errors=True)
+            raise MaskEditError(str(error).replace(f"{session.SOURCE_FOLDER}/{name}", path.name)) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # the new clip is complete: only now is the old one replaced
+        self.cancel_background(st, "a new clip was loaded")
+        for folder in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
+            shutil.rmtree(self.sub(st, folder), ignore_errors=True)
+        for folder in (session.CLIP_FOLDER, session.SOURCE_FOLDER):
+            os.replace(staging / folder, self.sub(st, folder))
+        shutil.rmtree(staging, ignore_errors=True)
         preview = self.sub(st, session.CLIP_FOLDER) / "preview.mp4"
-        write_video(preview, conformed.frames, conformed.fps)
         st.points, st.labels = [], []
         changes = "; ".join(conformed.notes) or "nothing changed"
         notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
-                 f"{conformed.fps:g} fps (source: {clip.num_frames} frames, {clip.width}x{clip.height}, "
-                 f"{clip.fps:g} fps).  \n**Changed:** {changes}.")
+                 f"{conformed.fps:g} fps (source: {info.num_frames} frames, {info.width}x{info.height}, "
+                 f"{info.fps:g} fps).  \n**Changed:** {changes}.")
         return str(preview), notes, conformed.frames[0]
 
     def frame(self, st: SessionState, index: int) -> str:
@@ -148,6 +183,8 @@ class Studio(Previews, BackgroundTraining):
     # ----- 2. segment
     def set_points(self, st: SessionState, points, labels) -> np.ndarray:
         """Replace the clicks; returns the first frame with the live mask overlay (uint8 (H, W, 3))."""
+        if len(points):
+            check_points_count(len(points))
         st.points = np.asarray(points, float).reshape(-1, 2).tolist()
         st.labels = np.asarray(labels, int).reshape(-1).tolist()
         return self.overlay(st)
@@ -183,8 +220,10 @@ class Studio(Previews, BackgroundTraining):
         Returns (overlay mp4, boxes mp4, Markdown notes)."""
         from ..segmentation import write_segmentation
 
-        clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
+        margin = check("margin", 0.1 if margin is None else margin, "box margin")
         points, labels = session.parse_points(points_json)
+        check_points_count(len(points))
+        clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         with self.gpu_lock:
             segmentation = self.gpu.segment_clip(clip.frames, points, labels, float(margin))
         files = write_segmentation(self.sub(st, session.SEGMENT_FOLDER), clip.frames, segmentation, clip.fps,
@@ -239,8 +278,10 @@ class Studio(Previews, BackgroundTraining):
         if not image:
             raise MaskEditError("no edited first frame given: upload the edited frame 0")
         prepared = editing.load_prepared(self.prepared_dir(st))
-        frame = editing.load_edited_frame(self.checked(st, image, "edited first frame"), prepared.width,
-                                          prepared.height, bool(fit), prepared.source_size, "edited first frame")
+        path = self.checked(st, image, "edited first frame")
+        with named_as_uploaded(path):
+            frame = editing.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
+                                              "edited first frame")
         target = self.sub(st, session.EDITED_FOLDER) / "first.png"
         write_image(target, frame)
         st.edited = str(target)
@@ -254,9 +295,14 @@ class Studio(Previews, BackgroundTraining):
         if not image:
             raise MaskEditError("no edited later frame given: upload the edited frame K")
         prepared = editing.load_prepared(self.prepared_dir(st))
-        k = editing.parse_frame_index(str(int(index)) if index is not None else "", prepared.num_frames)
-        frame = editing.load_edited_frame(self.checked(st, image, f"edited frame {k}"), prepared.width,
-                                          prepared.height, bool(fit), prepared.source_size, f"edited frame {k}")
+        whole = isinstance(index, (int, np.integer)) or (isinstance(index, float) and index.is_integer())
+        k = editing.parse_frame_index(str(int(index)) if whole else str(index if index is not None else ""),
+                                      prepared.num_frames)
+        check_unique_frames([*map(int, st.later), k])  # one rule with the CLI: remove the later frames to replace one
+        path = self.checked(st, image, f"edited frame {k}")
+        with named_as_uploaded(path):
+            frame = editing.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
+                                              f"edited frame {k}")
         target = self.sub(st, session.EDITED_FOLDER) / f"frame_{k}.png"
         write_image(target, frame)
         st.later[str(k)] = str(target)
@@ -322,12 +368,12 @@ class Studio(Previews, BackgroundTraining):
         if self.is_tiny and (swap or fp8):
             notes.append("memory options (block swap, fp8) are for the 14B model and are off on the tiny model")
             swap, fp8 = 0, False
-        if inputs.learning_rate is not None and float(inputs.learning_rate) <= 0:
-            raise MaskEditError(f"the learning rate is {inputs.learning_rate}; give a positive one, e.g. 1e-4")
-        rank = int(inputs.rank or chosen.rank)
+        # None takes the preset's value; 0 is a value (refused for steps, not replaced by the preset's 100)
+        rank = value_or_default("rank", inputs.rank, chosen.rank)
         config = chosen.train_config(
-            steps=int(inputs.steps or chosen.train_steps), learning_rate=float(inputs.learning_rate or chosen.learning_rate),
-            rank=rank, alpha=float(rank), seed=int(inputs.seed or 0), blocks_to_swap=swap, fp8=fp8,
+            steps=value_or_default("train_steps", inputs.steps, chosen.train_steps),
+            learning_rate=value_or_default("learning_rate", inputs.learning_rate, chosen.learning_rate),
+            rank=rank, alpha=float(rank), seed=value_or_default("seed", inputs.seed, 0), blocks_to_swap=swap, fp8=fp8,
             gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10)
         window = config.window_for(num_frames)
         if window:
@@ -435,9 +481,12 @@ class Studio(Previews, BackgroundTraining):
         """Use an uploaded LoRA (.safetensors) instead of training."""
         from safetensors import safe_open
 
+        from ..lora import check_lora_file
+
         path = self.checked(st, file, "LoRA file")
         if path.suffix.lower() != ".safetensors":
             raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
+        check_lora_file(path)  # 0 bytes, cut short or NaN weights: said as such, before anything is replaced
         try:
             with safe_open(str(path), "pt") as handle:
                 if not list(handle.keys()):
@@ -484,12 +533,32 @@ class Studio(Previews, BackgroundTraining):
     def generate(self, st: SessionState, prompt: str, settings: GenerateSettings, *, edited_frame=None,
                  fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
                  train_inputs: TrainInputs | None = None, progress=None, warn=None, preview=None) -> GenerateResult:
-        """Generate one edit with `settings`. edited_frame: another edited first frame (else the session's).
-        preset: whose generation options apply (speed LoRA, attention, VAE tiling; an option that cannot be
-        used is skipped: warn(message) and a line in the report). methods "naive-lora" and
-        "feature-blend" (the paper's blending baseline runs on the naive LoRA) first train the naive LoRA with
-        `train_inputs` unless it is already trained. progress((step, total), description). preview: a
-        `preview.PreviewSettings` for a fast preview instead (use `preview()`)."""
+        """Generate one edit with `settings` (`generate_events` consumed: progress((step, total), description)
+        per denoising step, warn(message) for a preset option that cannot be used). Returns the result."""
+        for kind, value in self.generate_events(st, prompt, settings, edited_frame=edited_frame, fit=fit,
+                                                use_checkpoint=use_checkpoint, preset=preset,
+                                                train_inputs=train_inputs, progress=progress,
+                                                preview=preview):
+            if kind == "warning" and warn is not None:
+                warn(value)
+            elif kind == "step" and progress is not None:
+                progress(value, "denoising")
+            elif kind == "result":
+                return value
+        raise MaskEditError("generation ended without a result")
+
+    def generate_events(self, st: SessionState, prompt: str, settings: GenerateSettings, *, edited_frame=None,
+                        fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
+                        train_inputs: TrainInputs | None = None, progress=None, preview=None) -> Iterator[tuple]:
+        """Generate one edit with `settings`; yields ("warning", message), ("step", (step, total)) per denoising
+        step and finally ("result", GenerateResult). Closing the generator (a cancelled call) stops the
+        denoising after its current step and frees the model for the next call. edited_frame: another edited
+        first frame (else the session's). preset: whose generation options apply (speed LoRA, attention, VAE
+        tiling; an option that cannot be used is skipped with a warning and a line in the report). Methods
+        "naive-lora" and "feature-blend" (the paper's blending baseline runs on the naive LoRA) first train the
+        naive LoRA with `train_inputs` unless it is already trained; progress((step, total), description) reports
+        that training and the wait for a background run. preview: a `preview.PreviewSettings` for a fast preview
+        instead (use `preview()`)."""
         settings.validate()
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
@@ -520,20 +589,20 @@ class Studio(Previews, BackgroundTraining):
                 for event in self.gpu.generate(str(prepared_dir), st.edited, str(prompt).strip(), str(out), settings,
                                                lora_path=lora, stop_file=str(stop_file), preset=preset or None,
                                                **({"preview": preview} if preview is not None else {})):
-                    if event["kind"] == "warning" and warn is not None:
-                        warn(event["message"])
-                    elif event["kind"] == "step" and progress is not None:
-                        progress((event["step"], event["total_steps"]), "denoising")
+                    if event["kind"] == "warning":
+                        yield "warning", event["message"]
+                    elif event["kind"] == "step":
+                        yield "step", (event["step"], event["total_steps"])
                     elif event["kind"] == "done":
                         from .generation import format_report
 
                         caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {str(prompt).strip()[:60]}"
                         st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
-                        return GenerateResult(event["edited"], event["side_by_side"], format_report(event["report"]),
-                                              event["report"])
+                        yield "result", GenerateResult(event["edited"], event["side_by_side"],
+                                                       format_report(event["report"]), event["report"])
+                        return
         finally:
             self.resume_background(st)
-        raise MaskEditError("generation ended without a result")
 
     def stop_generation(self, st: SessionState) -> None:
         (Path(st.folder) / session.STOP_GENERATION).touch()
@@ -551,7 +620,16 @@ class Studio(Previews, BackgroundTraining):
         """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
         train_caption: of the ORIGINAL first frame; later_captions: {K: caption} of edited later frames, or their
         JSON; captions left out are made by the captioner or asked for (`training_captions`), never taken from
-        `prompt` (the EDITED first frame's, for generation). Returns (the result, the LoRA files)."""
+        `prompt` (the EDITED first frame's, for generation). Returns (the result, the LoRA files).
+        Every setting is checked before any work starts."""
+        chosen = get_preset(preset or "full")
+        value_or_default("train_steps", train_steps, chosen.train_steps)
+        check("margin", 0.1 if margin is None else margin, "box margin")
+        indices = check_unique_frames(session.parse_later_frames(later_indices))
+        if settings is not None:
+            settings.validate()
+        if not str(prompt or "").strip():
+            raise MaskEditError("the prompt is empty: describe the edited first frame")
         self.load_video(st, video, num_frames, size, start_s)
         if points_json and str(points_json).strip() not in ("", "[]"):
             if mask_video or (box and str(box).strip()):
@@ -561,7 +639,6 @@ class Studio(Previews, BackgroundTraining):
             self.use_mask(st, mask_video, box, margin, fit)
         self.set_edited_frame(st, edited_first, fit)
         st.later = {}
-        indices = session.parse_later_frames(later_indices)
         later_files = list(later_files or [])
         if len(indices) != len(later_files):
             raise MaskEditError(f"{len(later_files)} edited later frame(s) but {len(indices)} frame number(s); "
@@ -573,11 +650,8 @@ class Studio(Previews, BackgroundTraining):
                                 "among the edited later frames; give each caption with its frame")
         for file, k in zip(later_files, indices):
             self.add_later_frame(st, file, k, fit, captions.get(k, ""))
-        chosen = get_preset(preset or "full")
-        if not str(prompt or "").strip():
-            raise MaskEditError("the prompt is empty: describe the edited first frame")
         inputs = TrainInputs(str(train_caption or "").strip(), trigger, chosen.name,
-                             train_steps or chosen.train_steps, chosen.learning_rate, chosen.rank,
+                             train_steps, chosen.learning_rate, chosen.rank,
                              (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing,
                              edit_caption=str(prompt).strip())
         last = None
@@ -607,6 +681,18 @@ class _CallCaptioner:
 
     def release(self) -> None:
         pass
+
+
+@contextmanager
+def named_as_uploaded(path: Path):
+    """A MaskEditError raised inside names `path` by its file name only (uploads live in a server folder)."""
+    try:
+        yield
+    except MaskEditError as error:
+        text = str(error)
+        for shown in {str(path), str(Path(path).resolve())}:
+            text = text.replace(shown, Path(path).name)
+        raise type(error)(text) from None
 
 
 def _replace_all(text: str, pairs) -> str:
