@@ -103,7 +103,8 @@ def test_stage_two_continues_both_experts(capsys, tmp_path, wan22):
     inputs, prepared, _ = wan22
     lora = tmp_path / "lora2"
     code, stdout, stderr = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--steps", "2",
-                               "--model", TINY_WAN22, "--edited-later", f"4={inputs['edited4']}", "--stage2-epochs", "1",
+                               "--model", TINY_WAN22, "--edited-later", f"4={inputs['edited4']}", "--later-prompt", "4=a box, recoloured",
+                               "--stage2-epochs", "1",
                                "--out", lora, "--no-cache")
     assert code == 0, stderr
     meta = json.loads((lora / "lora.json").read_text())

@@ -287,12 +287,13 @@ def test_train_edit_lora_balances_windowed_stage2(tiny_pipe, monkeypatch, synthe
     prepared = editing.PreparedClip(Clip(frames, 8.0, []), region)
     built = []
 
-    class Recorder(editing.LoraTrainer):
-        def __init__(self, pipe, items, config, *args, **kwargs):
-            built.append(items)
-            super().__init__(pipe, items, config, *args, **kwargs)
+    original = editing.LoraTrainer.__init__
 
-    monkeypatch.setattr(editing, "LoraTrainer", Recorder)
+    def recording_init(self, pipe, items, config, *args, **kwargs):  # whoever builds it (experts.make_trainer)
+        built.append(items)
+        original(self, pipe, items, config, *args, **kwargs)
+
+    monkeypatch.setattr(editing.LoraTrainer, "__init__", recording_init)
     events = list(editing.train_edit_lora(tiny_pipe, prepared, "a box", TrainConfig(steps=1), tmp_path / "lora",
                                           edited_later={4: frames[4]}, later_captions={4: "a blue box"}, window=5,
                                           window_stride=2, stage2_epochs=1))
