@@ -154,7 +154,9 @@ def interrupts_between_steps():
 
 
 def all_finite(tensors) -> bool:
-    """True when no tensor holds NaN or ±inf (one device sync for the lot)."""
+    """True when no tensor holds NaN or ±inf (one device sync for the lot). Tensors on the meta device hold no
+    values (the planner's dry run): nothing there can be non-finite."""
+    tensors = [t for t in tensors if not t.is_meta]
     peaks = [t.detach().abs().amax().float() for t in tensors if t.is_floating_point() and t.numel()]
     return not peaks or bool(torch.isfinite(torch.stack([p.to(peaks[0].device) for p in peaks])).all())
 
