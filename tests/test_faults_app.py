@@ -61,9 +61,10 @@ def train_args(**changes):
 
 
 def generate_args(**changes):
-    """Every input of /generate: the Generate tab's, then the Train tab's (for the naive-LoRA baseline)."""
+    """Every input of /generate: the Generate tab's, then the Train tab's (for the naive-LoRA baseline), then the
+    sampler."""
     values = dict(GENERATE, **changes)
-    return (*values.values(), False, *train_args()[2:3], CAPTION, TRAIN["trigger"], *train_args()[3:])
+    return (*values.values(), False, *train_args()[2:3], CAPTION, TRAIN["trigger"], *train_args()[3:], "euler")
 
 
 def prepared_client(url, inputs) -> Client:
@@ -114,7 +115,7 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
                                      ["edited first frame is not an image"]),
     "0-byte LoRA": ("/use_lora", lambda i: (i / "empty.safetensors",), ["not a LoRA file or is damaged", "0 bytes"]),
 }
-FULL_ARITY = {"/train": 11, "/generate": 21, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
+FULL_ARITY = {"/train": 11, "/generate": 22, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
 
 
 def call(c: Client, url: str, api: str, args) -> str:
