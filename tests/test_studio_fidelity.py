@@ -74,6 +74,7 @@ def test_missing_training_captions_are_made_by_the_captioner_never_taken_from_th
     assert later == {LATER: f"auto {later_frame.mean():.1f}"} and len(captions) == 2 and len(notes) == 2
     assert "a flipped box" not in (inputs.caption, *later.values())
     # typed captions are kept and nothing is captioned
+    studio.clear_later_frames(st)  # a frame is added once (a repeated K is refused): clear, then add it captioned
     studio.add_later_frame(st, files / "later.png", LATER, caption="a mirrored box")
     inputs, later, notes = studio.training_captions(st, TrainInputs("a box"))
     assert (inputs.caption, later, notes, len(captions)) == ("a box", {LATER: "a mirrored box"}, [], 2)
