@@ -47,10 +47,11 @@ def test_every_preset_dry_runs_at_the_real_size(plans, name):
     # trainable parameters are exactly the LoRA's, on 400 layers (10 per block), float32
     assert checks["trainable_parameters"] == lora_parameter_count(preset.rank)
     assert checks["lora_layers"] == 10 * REAL_TRANSFORMER_14B["num_layers"]
-    # base weights bf16 (float32 only in diffusers' keep-in-fp32 modules, e.g. norms): elements by dtype
+    # base weights bf16, float32 only in diffusers' keep-in-fp32 modules (the dry run raises for any parameter of
+    # another dtype); elements by dtype of what stays on the module (swapped blocks' weights live in the stores)
     elements = checks["base_parameter_dtypes"]
     assert set(elements) <= {"torch.bfloat16", "torch.float32"}
-    assert elements["torch.bfloat16"] > 0.99 * sum(elements.values())
+    assert elements["torch.bfloat16"] > elements.get("torch.float32", 0)
     assert ("torch.float8_e4m3fn" in checks["streamed_store_dtypes"]) == preset.fp8
     assert checks["gradient_checkpointing"] == preset.gradient_checkpointing
     if preset.blocks_to_swap:
