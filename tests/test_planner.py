@@ -206,8 +206,8 @@ def test_cheapest_preset_and_the_cuda_warning(monkeypatch):
 @pytest.mark.parametrize("kwargs, phrase", [
     (dict(model="tiny"), "the tiny model needs no plan"),
     (dict(model="someone/else"), "no built-in config"),
-    (dict(num_frames=4101, size=(64, 64)), "more than the model's position table holds"),
-    (dict(num_frames=50), r"num_frames must be 4k\+1, got 50"),
+    (dict(num_frames=4101, size=(64, 64)), r"num_frames\) is 4101; .* at most 161"),  # limits.py, before the rope check
+    (dict(num_frames=50), r"num_frames\) is 50; it must be a whole number \(4k\+1\)"),
     (dict(attention="sage"), "attention must be one of"),
 ])
 def test_bad_requests_are_refused_before_any_work(kwargs, phrase):
