@@ -324,7 +324,12 @@ def test_background_training_driven_by_the_session(server, inputs, app_module):
     assert status["status"] == "done" and status["steps"] == list(range(1, steps + 1))
     calls = check_new_calls(server, app_module)
     assert len([call for call in calls if call["function"] == TRAIN]) >= 2
-    assert_same_lora(status["lora"], server.reference_lora)
+    shown = status["lora"]  # shown as the user sees it ("LoRA cache/<key>/lora.safetensors"), never a server path
+    assert shown.startswith("LoRA cache/") and not Path(shown).is_absolute()
+    on_server = [p for p in server.folder.rglob(Path(shown).name) if p.as_posix().endswith(shown.split("/", 1)[1])]
+    assert on_server  # one per session cache holding this key (the flow's session trained the same inputs)
+    for path in on_server:
+        assert_same_lora(path, server.reference_lora)
 
 
 def test_no_worker_outlives_the_app(server):
