@@ -22,16 +22,22 @@ def client_steps() -> str:
     return match.group(1)
 
 
-def test_the_readme_client_steps_run_as_written(tmp_path, capsys, monkeypatch):
+def launch_tiny_app(tmp_path):
+    """The app on the tiny model, served on a free local port; returns (demo, port). Close it with demo.close()."""
     import app
 
-    code = client_steps()
-    assert 'Client("http://127.0.0.1:7860/")' in code
     demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=tmp_path / "sessions")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    return demo, port
+
+
+def test_the_readme_client_steps_run_as_written(tmp_path, capsys, monkeypatch):
+    code = client_steps()
+    assert 'Client("http://127.0.0.1:7860/")' in code
+    demo, port = launch_tiny_app(tmp_path)
     try:
         monkeypatch.chdir(ROOT)  # the snippet's paths are relative to the repository, as a reader runs it
         namespace = {}
@@ -49,14 +55,9 @@ def test_the_readme_client_steps_run_as_written(tmp_path, capsys, monkeypatch):
 
 
 def test_view_api_names_every_output(tmp_path):
-    import app
     from gradio_client import Client
 
-    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=tmp_path / "sessions")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    demo, port = launch_tiny_app(tmp_path)
     try:
         info = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(print_info=False, return_format="dict")
         config = demo.get_config_file()
