@@ -27,7 +27,10 @@ VAE encode, one denoising step with CFG) and the VAE decode with or without tili
 Phases: "training step" and "denoising step" are one step each (FLOPs per step; the training step is the
 second one, with AdamW's state alive); the encode and decode phases hold every such call of the edit.
 A VAE call is executed once per distinct input shape and tiling per process and replayed after (its peak
-above what was live, its FLOPs, a fresh output): its footprint depends on nothing else.
+above what was live, its FLOPs, a fresh output): its footprint depends on nothing else. Likewise every op
+is dispatched, device-checked and accounted, but torch's meta kernel (shape inference, mostly Python) runs
+once per distinct op and input layout (`_META_RESULTS`; in-place ops once per layout): 40 identical blocks
+repeat the same calls. A test proves the memo changes no figure.
 
 Executed: everything above. Modelled (stated in `Plan.notes`): a stacked speed LoRA's weights (the file is
 not loaded; its rank-64 bf16 factors are added from the shapes); allocator fragmentation and the CUDA
@@ -48,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import flop_registry
 
 from .cards import ATTENTION_BACKENDS, CARDS, Card, get_card  # noqa: F401  (torch-free, for --help)
@@ -176,6 +179,15 @@ _MOVES = {_aten._to_copy.default, _aten.copy_.default, _aten.set_.source_Tensor,
           _aten.alias.default, _aten.set_.source_Storage_storage_offset}
 
 
+def _tensors(args, kwargs):
+    """The tensors among an op's arguments (ops take tensors directly or in one list)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, torch.Tensor))
+
+
 class _Accounting(TorchDispatchMode):
     """Live and peak bytes of the GPU (meta) and host pools, per phase, and FLOPs per phase."""
 
@@ -261,10 +273,12 @@ class _Accounting(TorchDispatchMode):
             peak[pool] = max(peak[pool], value)
 
     def _check_devices(self, func, args, kwargs) -> None:
-        if func in _MOVES:
+        if func in _MOVES or (len(args) < 2 and not kwargs):
             return
-        pools = {self.pool_of(t) for t in tree_flatten((args, kwargs))[0]
-                 if isinstance(t, torch.Tensor) and t.device.type == "meta"}
+        pools = set()
+        for tensor in _tensors(args, kwargs):
+            if tensor.device.type == "meta":
+                pools.add(self.pool_of(tensor))
         if len(pools) > 1:
             shapes = [(tuple(t.shape), t.dtype, self.pool_of(t)) for t in tree_flatten((args, kwargs))[0]
                       if isinstance(t, torch.Tensor)]
@@ -283,14 +297,34 @@ class _Accounting(TorchDispatchMode):
         self._check_devices(func, args, kwargs)
         if func is _aten._to_copy.default and first is not None and first.device.type == "meta":
             return self._copy(func, first, args, kwargs)
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None and self.phase is not None:
-            self.flops[self.phase] = self.flops.get(self.phase, 0) + int(formula(*args, **kwargs, out_val=out))
-        for tensor in tree_flatten(out)[0]:
-            self.track(tensor)
+        key = _meta_key(func, args, kwargs)
+        cached = _META_RESULTS.get(key) if key is not None else None
+        if cached is _IN_PLACE:  # an in-place op already checked on these shapes: meta has no data to change
+            return args[0] if func._schema.returns else None
+        if cached is not None:
+            flops, spec, leaves = cached
+            out = tree_unflatten([_fresh(leaf) for leaf in leaves], spec)
+        elif key is not None and _in_place_kind(func) is not None:
+            before = _layout(args)
+            out = func(*args, **kwargs)
+            returns_nothing = _in_place_kind(func)
+            if _layout(args) == before and ((out is None or out == []) if returns_nothing else out is args[0]):
+                _META_RESULTS[key] = _IN_PLACE
+            flops = 0
+        else:
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
+            if key is not None:
+                _remember(key, flops, out, args, kwargs)
+        if flops and self.phase is not None:
+            self.flops[self.phase] = self.flops.get(self.phase, 0) + flops
+        if isinstance(out, torch.Tensor):
+            self.track(out)
+        else:
+            for tensor in tree_flatten(out)[0]:
+                self.track(tensor)
         return out
-
 
     def _copy(self, func, tensor, args, kwargs):
         """`.to("cpu")` of a meta tensor → a meta copy in the host pool; `.to(meta)` (a copy) → the GPU pool;
@@ -301,6 +335,110 @@ class _Accounting(TorchDispatchMode):
             out = func(*args, **{**kwargs, "device": torch.device("meta")})
             self.track(out)
         return out
+
+
+# ----- memoised meta kernels
+
+_META_RESULTS: dict = {}
+"""(op, input metadata) → (flops, output tree spec, output leaf metadata). A meta kernel's result is a pure
+function of its inputs' shapes, strides and dtypes, and the 40 blocks of a transformer issue the same ops
+on the same shapes: running torch's (mostly Python) meta kernels once per distinct call instead of once
+per call is most of the dry run's speed. Only functional ops (no mutation, no aliasing output) on meta
+inputs are remembered; every call is still dispatched, checked and accounted here."""
+_MEMO = True  # False runs every meta kernel (the test that the memo changes no figure sets it)
+_IN_PLACE = object()  # the memo of an in-place op: it ran once on these shapes and changed no metadata
+_KINDS: dict = {}
+
+
+def _op_kind(func) -> str | None:
+    """"functional" (fresh outputs), "in-place" (mutates its first argument and returns it, or returns
+    nothing; no flops counted: optimiser and copy updates), or None (views, out= variants, the rest)."""
+    if func in _KINDS:
+        return _KINDS[func]
+    schema, kind = func._schema, None
+    if func in (_aten._local_scalar_dense.default, _aten.nonzero.default, _aten._to_copy.default) \
+            or func._overloadpacket in (_aten.set_, _aten.resize_, _aten.as_strided_):
+        kind = None
+    elif not schema.is_mutable and all(r.alias_info is None for r in schema.returns):
+        kind = "functional"
+    elif schema.is_mutable and schema.arguments and schema.arguments[0].alias_info is not None \
+            and schema.arguments[0].alias_info.is_write and not any(a.kwarg_only and a.alias_info is not None
+                                                                     for a in schema.arguments) \
+            and (not schema.returns or (len(schema.returns) == 1 and schema.returns[0].alias_info is not None)) \
+            and flop_registry.get(func._overloadpacket) is None:
+        kind = "in-place"
+    _KINDS[func] = kind
+    return kind
+
+
+def _in_place_kind(func) -> bool | None:
+    """For an in-place op: True when it returns nothing (foreach), False when it returns its first argument."""
+    return (not func._schema.returns) if _op_kind(func) == "in-place" else None
+
+
+def _layout(args) -> list:
+    return [(t.dtype, tuple(t.shape), t.stride(), t.storage_offset()) for t in _tensors(args, {})]
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _key_of(value):
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "meta":
+            raise _Uncacheable  # a host tensor's values can decide the result
+        return (value.dtype, tuple(value.shape), value.stride(), value.storage_offset())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__,) + tuple(_key_of(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, torch.memory_format,
+                                           torch.layout)):
+        return (type(value).__name__, value)
+    raise _Uncacheable
+
+
+def _meta_key(func, args, kwargs):
+    """A hashable key of an op's call on meta tensors, or None when the call is not remembered."""
+    if not _MEMO or _op_kind(func) is None:
+        return None
+    try:
+        return (func, _key_of(args), tuple((name, _key_of(v)) for name, v in sorted(kwargs.items())))
+    except _Uncacheable:
+        return None
+
+
+def _remember(key, flops: int, out, args, kwargs) -> None:
+    leaves, spec = tree_flatten(out)
+    inputs = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+    seen, metas = set(), []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            storage = leaf.untyped_storage()
+            simple = leaf.device.type == "meta" and leaf.storage_offset() == 0 and not leaf.is_conj() \
+                and not leaf.is_neg() and storage.nbytes() == _strided_nbytes(leaf.shape, leaf.stride(), leaf.dtype)
+            if not simple or id(storage) in inputs or id(storage) in seen:
+                return  # an unusual output (a view into a larger buffer, aliasing): always run this op
+            seen.add(id(storage))
+            metas.append((tuple(leaf.shape), leaf.stride(), leaf.dtype))
+        elif leaf is None or isinstance(leaf, (bool, int, float)):
+            metas.append(("value", leaf))
+        else:
+            return
+    _META_RESULTS[key] = (flops, spec, metas)
+
+
+def _strided_nbytes(shape, stride, dtype) -> int:
+    if any(size == 0 for size in shape):
+        return 0
+    span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
+    return span * dtype.itemsize
+
+
+def _fresh(meta):
+    if meta[0] == "value":
+        return meta[1]
+    shape, stride, dtype = meta
+    return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -582,14 +720,22 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
         notes.append(f"{len(items)} training windows: the first is encoded, the others' cached tensors allocated alike")
     release_encoders(pipe)
     config = preset.train_config(steps=4, checkpoint_every=0)
-    trainer = LoraTrainer(pipe, None, config, device=torch.device("meta"), encoded=encoded[:1])
+    with torch.device("meta"):  # LoRA factors made where they end up (peft makes them on the CPU, then moves them)
+        trainer = LoraTrainer(pipe, None, config, device=torch.device("meta"), encoded=encoded[:1])
     for group in trainer.optimizer.param_groups:
         group["foreach"] = True  # what AdamW picks on CUDA (the CPU default is a per-tensor loop)
     streamer = trainer.memory.streamer if trainer.memory is not None else None
     with accounting.in_phase("training step"):
-        # a first step creates AdamW's state; the clip/window step measured comes after it (steady state)
-        trainer.samples = [encoded[1]] if stage2 else [encoded[0]]  # stage 2: one latent frame
-        trainer.train_step()
+        # the step measured runs in steady state, with AdamW's state alive: a stage-2 step (one latent frame)
+        # creates it, or, without stage 2, one optimiser step on zero gradients (no forward and backward)
+        if stage2:
+            trainer.samples = [encoded[1]]
+            trainer.train_step()
+        else:
+            for param in trainer.params:
+                param.grad = torch.zeros_like(param)
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
         trainer.samples = [encoded[0]]
         before = accounting.flops.get("training step", 0)
         trainer.train_step()
@@ -646,7 +792,8 @@ def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: lis
         if module is not None:  # a copy: on meta, .to("meta") would keep the host-pool tensors
             module._apply(lambda t: t.to("meta", copy=True))
     if ADAPTER_NAME not in (getattr(pipe.transformer, "peft_config", None) or {}):
-        add_lora(pipe.transformer, preset.rank, preset.alpha)  # a LoRA loaded for generation
+        with torch.device("meta"):
+            add_lora(pipe.transformer, preset.rank, preset.alpha)  # a LoRA loaded for generation
     speed = _add_speed_lora_bytes(pipe, accounting, SPEED_LORA_RANK) if preset.speed_lora else []
     if speed:
         notes.append(f"speed LoRA: its rank-{SPEED_LORA_RANK} bf16 factors are allocated from the shapes (not loaded)")

@@ -146,6 +146,19 @@ def test_accounting_counts_allocations_frees_and_host_copies_exactly():
     assert accounting.peaks["p"]["gpu"] == 4000  # a and back together; the failed add came after a was freed
 
 
+def test_memoised_meta_kernels_change_no_figure(monkeypatch):
+    """The memo of meta kernels (the dry run's speed) gives the figures of running every kernel, byte for byte."""
+    settings = dict(num_frames=17, size=(832, 480), generate=False, stage2=False)
+    monkeypatch.setattr(planner, "_META_RESULTS", {})
+    memoised = planner.estimate("24gb", **settings)
+    assert planner._META_RESULTS  # the memo was used
+    monkeypatch.setattr(planner, "_MEMO", False)
+    every_kernel = planner.estimate("24gb", **settings)
+    for name, phase in every_kernel.phases.items():
+        assert (memoised.phases[name].peak_gpu_bytes, memoised.phases[name].peak_host_bytes,
+                memoised.phases[name].flops) == (phase.peak_gpu_bytes, phase.peak_host_bytes, phase.flops), name
+
+
 def test_flash_attention_never_materialises_the_attention_matrix():
     b, h, length, d = 1, 40, 4680, 128
     peaks = {}
