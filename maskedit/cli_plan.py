@@ -38,7 +38,8 @@ def add_plan_parser(commands) -> None:
                "      --model Wan-AI/Wan2.1-I2V-14B-720P-Diffusers --gpu h100 --json\n\n"
                "Estimates: checked against the paper's RTX 4090 figures, not yet against a GPU of ours.",
     )
-    plan.add_argument("--model", default=DEFAULT_MODEL_ID, help="a known hub id (Wan2.1-I2V-14B 480P or 720P; their configs are written in code) "
+    plan.add_argument("--model", default=DEFAULT_MODEL_ID, help="a known hub id (Wan2.1-I2V-14B 480P or 720P, Wan2.2-I2V-A14B; their configs are "
+                      "written in code) or a local diffusers folder (its config files are read, not its weights) "
                       "(default %(default)s)")
     plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
     plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
@@ -85,7 +86,7 @@ def cmd_plan(args) -> int:
         raise MaskEditError(f"--gpu-memory {memory:g} must be positive")
     overrides = {field: getattr(args, option) for option, field in SETTINGS.items() if getattr(args, option) is not None}
     if not args.json:
-        print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; about a minute) ...",
+        print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; 10-30 s) ...",
               flush=True)
     plan = estimate(args.preset, args.frames, size, args.model, attention=args.attention, **overrides)
     alternative = None

@@ -121,7 +121,7 @@ class ExpertTrainer(LoraTrainer):
                  device=None):
         self.expert = expert
         self.t_range = expert_sigma_range(pipe.config.boundary_ratio, expert)
-        self.boundary = torch.tensor(boundary_timestep(pipe), dtype=torch.float32)
+        self.boundary = torch.tensor(boundary_timestep(pipe), dtype=torch.float32, device="cpu")  # t is drawn there
         super().__init__(_ExpertView(pipe, expert), None, config, checkpoint_dir, device=device, encoded=samples)
 
     def draw_timestep(self) -> torch.Tensor:
@@ -197,15 +197,17 @@ class TwoExpertTrainer:
         return HIGH_NOISE if high_left else LOW_NOISE if low_left else None
 
     def make_resident(self, expert: str) -> None:
-        """On a GPU, move `expert`'s transformer to the device and the other one to the CPU (no-op on CPU
-        and when a trainer streams blocks itself)."""
-        if self.device.type != "cuda" or self._resident == expert:
+        """On a GPU (or the planner's meta device), move `expert`'s transformer to the device and the other
+        one to the CPU (no-op on CPU and when a trainer streams blocks itself)."""
+        from .offload import move_module
+
+        if self.device.type not in ("cuda", "meta") or self._resident == expert:
             return
         if any(t.memory is not None for t in self.trainers.values()):
             return  # block swapping / fp8 place the weights themselves
         other = LOW_NOISE if expert == HIGH_NOISE else HIGH_NOISE
         expert_module(self.pipe, other).to("cpu")
-        expert_module(self.pipe, expert).to(self.device)
+        move_module(expert_module(self.pipe, expert), self.device)
         torch.cuda.empty_cache()
         self._resident = expert
 
@@ -213,8 +215,10 @@ class TwoExpertTrainer:
         """Put both experts back on the device (generation calls both) after `make_resident` moved one."""
         if self._resident is None:
             return
+        from .offload import move_module
+
         for expert in EXPERTS:
-            expert_module(self.pipe, expert).to(self.device)
+            move_module(expert_module(self.pipe, expert), self.device)
         self._resident = None
 
     def stop(self) -> None:

@@ -76,6 +76,8 @@ class ModelSpec:
     text_encoder: dict
     image_encoder: dict | None
     default_size: tuple[int, int]  # (width, height) the model was trained at
+    transformer_2: dict | None = None  # the low-noise expert of a two-expert model (Wan2.2-A14B)
+    boundary_ratio: float | None = None  # with transformer_2: timesteps ≥ ratio·1000 go to `transformer`
 
 
 KNOWN_MODELS: dict[str, ModelSpec] = {
@@ -255,6 +257,10 @@ TINY_TRANSFORMER_WAN22 = {**TINY_TRANSFORMER, "image_dim": None, "added_kv_proj_
 """A tiny Wan2.2 I2V expert: the same 16 + 4 + 16 input channels, no image cross-attention."""
 REAL_TRANSFORMER_A14B_EXPERT = {**REAL_TRANSFORMER_14B, "image_dim": None, "added_kv_proj_dim": None}
 """One expert of Wan2.2-I2V-A14B (each of the two is this 14B config), for real-size random-weight benchmarks."""
+KNOWN_MODELS[WAN22_I2V_MODEL_ID] = ModelSpec(
+    WAN22_I2V_MODEL_ID, REAL_TRANSFORMER_A14B_EXPERT, REAL_VAE, REAL_TEXT_ENCODER, None, (832, 480),
+    transformer_2=REAL_TRANSFORMER_A14B_EXPERT, boundary_ratio=WAN22_BOUNDARY_RATIO,
+)  # Wan2.2-I2V-A14B: two 14B experts, no CLIP image encoder, Wan2.1's VAE and umT5
 
 
 def tiny_two_expert_components(seed: int = 0) -> dict:

@@ -436,8 +436,21 @@ def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False) -> 
     (transformer included) to the CPU and hooks the transformer too, which fights the streamer."""
     device = _normalise(device)
     setup = apply_memory_options(pipe.transformer, device, blocks_to_swap, fp8) if (blocks_to_swap or fp8) else None
+    second = getattr(pipe, "transformer_2", None)  # a two-expert model's low-noise expert is streamed alike
+    if second is not None and (blocks_to_swap or fp8):
+        apply_memory_options(second, device, blocks_to_swap, fp8)
     pipe.to(device)
     return setup
+
+
+def move_module(module, device) -> None:
+    """`module.to(device)`, also right on the meta device (the planner's GPU), where `.to("meta")` of a
+    meta tensor is a no-op and would leave a module moved "to the CPU" there: on meta it copies."""
+    device = torch.device(device)
+    if device.type == "meta":
+        module._apply(lambda t: t.to(device, copy=True))
+    else:
+        module.to(device)
 
 
 def peak_memory_bytes(device) -> int | None:

@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
+import json
 import math
+import os
 import weakref
 from dataclasses import dataclass, field
 
@@ -517,7 +520,8 @@ def _skip_init():
 
 def build_meta_pipeline(spec: ModelSpec, text_dtype=torch.bfloat16, transformer_dtype=torch.bfloat16):
     """A `MaskEditPipeline` of `spec`'s real configs on the meta device (no weights), dtypes as
-    `models.load_pipeline` loads them on a GPU: transformer and umT5 bf16, VAE and CLIP float32."""
+    `models.load_pipeline` loads them on a GPU: transformer(s) and umT5 bf16, VAE and CLIP float32. A
+    two-expert spec (Wan2.2-A14B) gets `transformer_2` and its `boundary_ratio`, and no CLIP."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
@@ -528,6 +532,10 @@ def build_meta_pipeline(spec: ModelSpec, text_dtype=torch.bfloat16, transformer_
     with torch.device("meta"), quiet_transformers(), _skip_init():
         transformer = WanTransformer3DModel(**spec.transformer).eval()
         _cast_like_from_pretrained(transformer, transformer_dtype)
+        transformer_2 = None
+        if spec.transformer_2 is not None:
+            transformer_2 = WanTransformer3DModel(**spec.transformer_2).eval()
+            _cast_like_from_pretrained(transformer_2, transformer_dtype)
         text_encoder = UMT5EncoderModel(UMT5Config(**spec.text_encoder)).eval().to(text_dtype)
         image_encoder = None
         if spec.image_encoder is not None:
@@ -540,19 +548,66 @@ def build_meta_pipeline(spec: ModelSpec, text_dtype=torch.bfloat16, transformer_
     pipe = MaskEditPipeline(
         tokenizer=tiny_tokenizer(),  # token ids only: the prompt is padded to 512 tokens either way
         text_encoder=text_encoder, vae=vae, scheduler=scheduler, image_processor=image_processor,
-        image_encoder=image_encoder, transformer=transformer,
+        image_encoder=image_encoder, transformer=transformer, transformer_2=transformer_2,
+        boundary_ratio=spec.boundary_ratio,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def model_spec(model: str) -> ModelSpec:
+    """The configs to plan `model`: a known hub id (written in code, offline) or a local diffusers folder
+    (its components' config.json files; no weights are read)."""
     if model in KNOWN_MODELS:
         return KNOWN_MODELS[model]
     known = ", ".join(KNOWN_MODELS)
     if model == TINY:
         raise MaskEditError(f"the tiny model needs no plan (it runs anywhere); plan one of: {known}")
-    raise MaskEditError(f"no built-in config for {model!r}; the planner knows: {known}")
+    if os.path.isdir(str(model)):
+        return spec_from_folder(model)
+    raise MaskEditError(f"no built-in config for {model!r}; the planner knows: {known}, or give a local "
+                        "diffusers folder")
+
+
+def _config(folder: str, component: str, required: bool = True) -> dict | None:
+    path = os.path.join(folder, component, "config.json")
+    if not os.path.isfile(path):
+        if required:
+            raise MaskEditError(f"{folder} has no {component}/config.json: not a diffusers Wan folder")
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise MaskEditError(f"{path} could not be read as JSON ({error})") from None
+
+
+def _init_arguments(config: dict, cls) -> dict:
+    """The config's entries that `cls.__init__` takes (drops `_class_name`, `_diffusers_version`, …)."""
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    return {key: value for key, value in config.items() if key in accepted}
+
+
+def spec_from_folder(folder: str) -> ModelSpec:
+    """A `ModelSpec` from a local diffusers Wan I2V folder's config files (transformer, optional
+    transformer_2, text_encoder, optional image_encoder, vae; `boundary_ratio` from model_index.json)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    folder = str(folder)
+    transformer = _init_arguments(_config(folder, "transformer"), WanTransformer3DModel)
+    second = _config(folder, "transformer_2", required=False)
+    index_path = os.path.join(folder, "model_index.json")
+    boundary = None
+    if second is not None and os.path.isfile(index_path):
+        with open(index_path, encoding="utf-8") as handle:
+            boundary = json.load(handle).get("boundary_ratio")
+    text = {k: v for k, v in _config(folder, "text_encoder").items() if not k.startswith("_")}
+    image = _config(folder, "image_encoder", required=False)
+    image = None if image is None else {k: v for k, v in image.items() if not k.startswith("_")}
+    vae = _init_arguments(_config(folder, "vae"), AutoencoderKLWan)
+    return ModelSpec(folder, transformer, vae, text, image, (832, 480),
+                     transformer_2=None if second is None else _init_arguments(second, WanTransformer3DModel),
+                     boundary_ratio=boundary)
 
 
 # ----- the dry run
@@ -581,7 +636,8 @@ def _phase_hooks(pipe, accounting: _Accounting, generation: bool) -> list:
         module = getattr(pipe, module_name, None)
         if module is not None:
             handles.append(module.register_forward_pre_hook(enter("encode prompts/images")))
-    handles.append(pipe.transformer.register_forward_pre_hook(enter("denoising step" if generation else "training step")))
+    for transformer in _transformers(pipe):
+        handles.append(transformer.register_forward_pre_hook(enter("denoising step" if generation else "training step")))
     return handles
 
 
@@ -696,7 +752,8 @@ def _dtype_checks(transformer, streamer, fp8: bool) -> dict:
     return {"base_parameter_dtypes": base, "streamed_store_dtypes": stores}
 
 
-def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool, checks: dict, notes: list) -> None:
+def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool, checks: dict, notes: list,
+                  then_generate: bool = True) -> None:
     from .conditioning import stage2_sample
     from .lora import ADAPTER_NAME
     from .training import EncodedSample, LoraTrainer, TrainItem, clip_items, encode_samples, release_encoders
@@ -719,30 +776,64 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
     if len(items) > 1:
         notes.append(f"{len(items)} training windows: the first is encoded, the others' cached tensors allocated alike")
     release_encoders(pipe)
-    config = preset.train_config(steps=4, checkpoint_every=0)
+    two_experts = getattr(pipe, "transformer_2", None) is not None
+    runner = None
     with torch.device("meta"):  # LoRA factors made where they end up (peft makes them on the CPU, then moves them)
-        trainer = LoraTrainer(pipe, None, config, device=torch.device("meta"), encoded=encoded[:1])
-    for group in trainer.optimizer.param_groups:
-        group["foreach"] = True  # what AdamW picks on CUDA (the CPU default is a per-tensor loop)
-    streamer = trainer.memory.streamer if trainer.memory is not None else None
-    with accounting.in_phase("training step"):
-        # the step measured runs in steady state, with AdamW's state alive: a stage-2 step (one latent frame)
-        # creates it, or, without stage 2, one optimiser step on zero gradients (no forward and backward)
-        if stage2:
-            trainer.samples = [encoded[1]]
-            trainer.train_step()
-        else:
-            for param in trainer.params:
-                param.grad = torch.zeros_like(param)
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.samples = [encoded[0]]
-        before = accounting.flops.get("training step", 0)
-        trainer.train_step()
-        step_flops = accounting.flops["training step"] - before
-    accounting.flops["training step"] = step_flops
+        if two_experts:  # one LoRA per expert, trained in turn, the inactive expert's weights offloaded
+            from .experts import EXPERTS, TwoExpertTrainer
 
-    transformer = pipe.transformer
+            runner = TwoExpertTrainer(pipe, None, preset.train_config(steps=2, checkpoint_every=0),
+                                      device=torch.device("meta"), encoded=encoded[:1])
+            trainers = [(expert, runner.trainers[expert]) for expert in EXPERTS]
+        else:
+            config = preset.train_config(steps=4, checkpoint_every=0)
+            trainers = [(None, LoraTrainer(pipe, None, config, device=torch.device("meta"), encoded=encoded[:1]))]
+    for _, trainer in trainers:
+        for group in trainer.optimizer.param_groups:
+            group["foreach"] = True  # what AdamW picks on CUDA (the CPU default is a per-tensor loop)
+    step_flops = 0
+    if runner is not None:  # the first expert alone on the GPU before its first step (both sat there to encode)
+        runner.make_resident(trainers[0][0])
+    with accounting.in_phase("training step"):
+        for index, (expert, trainer) in enumerate(trainers):
+            if runner is not None:
+                runner.make_resident(expert)
+            # the step measured runs in steady state, with AdamW's state alive: a stage-2 step (one latent
+            # frame) creates it, or, without stage 2, one optimiser step on zero gradients (no forward/backward)
+            if stage2 and index == 0:
+                trainer.samples = [encoded[1]]
+                trainer.train_step()
+            else:
+                for param in trainer.params:
+                    param.grad = torch.zeros_like(param)
+                trainer.optimizer.step()
+                trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.samples = [encoded[0]]
+            before = accounting.flops.get("training step", 0)
+            trainer.train_step()
+            step_flops = max(step_flops, accounting.flops["training step"] - before)
+    accounting.flops["training step"] = step_flops
+    for _, trainer in trainers:
+        _check_trained_transformer(trainer, preset, checks)
+        trainer.optimizer.state.clear()  # the edit ends training before it generates: AdamW state and grads go
+        for param in trainer.params:
+            param.grad = None
+    if runner is not None:
+        notes.append("two experts: each trains its own LoRA in turn (one step each measured); the training "
+                     "step's peak is the larger expert's, its FLOPs one expert's step")
+    if runner is not None and then_generate:
+        with accounting.in_phase("denoising step"):  # as its run() ends: both experts back for generation
+            runner.restore_placement()
+    del trainers, trainer, runner
+
+
+def _check_trained_transformer(trainer, preset: Preset, checks: dict) -> None:
+    """LoRA placement and size (METHOD.md §4), dtypes, streaming of one trained transformer; figures are
+    added up over the experts of a two-expert model."""
+    from .lora import ADAPTER_NAME
+
+    transformer = trainer.transformer
+    streamer = trainer.memory.streamer if trainer.memory is not None else None
     lora_numel = sum(p.numel() for p in trainer.params)
     trainable = sum(p.numel() for p in transformer.parameters() if p.requires_grad)
     with_lora, without = _lora_targets(transformer)
@@ -755,19 +846,21 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
     unexpected = [n for n in without if not n.split(".")[-1] in ("add_k_proj", "add_v_proj")]
     if unexpected or any(n.split(".")[-1] in ("add_k_proj", "add_v_proj") for n in with_lora):
         raise MaskEditError(f"LoRA placement differs from METHOD.md §4: without {unexpected[:3]}")
-    checks.update(_dtype_checks(transformer, streamer, preset.fp8))
-    checks.update(trainable_parameters=trainable, lora_layers=len(with_lora), lora_adapter=ADAPTER_NAME,
-                  gradient_checkpointing=bool(transformer.is_gradient_checkpointing))
+    dtypes = _dtype_checks(transformer, streamer, preset.fp8)
+    for key, counts in dtypes.items():
+        merged = checks.setdefault(key, {})
+        for dtype, count in counts.items():
+            merged[dtype] = merged.get(dtype, 0) + count
+    checks["trainable_parameters"] = checks.get("trainable_parameters", 0) + trainable
+    checks["lora_layers"] = checks.get("lora_layers", 0) + len(with_lora)
+    checks.update(lora_adapter=ADAPTER_NAME, gradient_checkpointing=bool(transformer.is_gradient_checkpointing))
     if streamer is not None:
         held = streamer.stats["max_materialised"]
         if preset.blocks_to_swap and held > _STREAMED_AT_ONCE:
             raise MaskEditError(f"the block streamer held {held} streamed blocks at once (at most {_STREAMED_AT_ONCE})")
-        checks.update(streamed_blocks_held_at_most=held, blocks_swapped=streamer.blocks_to_swap,
-                      host_store_bytes=streamer.stats["host_bytes"])
-    trainer.optimizer.state.clear()  # the edit ends training before it generates: AdamW state and grads go
-    for param in trainer.params:
-        param.grad = None
-    del trainer
+        checks["streamed_blocks_held_at_most"] = max(checks.get("streamed_blocks_held_at_most", 0), held)
+        checks["blocks_swapped"] = streamer.blocks_to_swap
+        checks["host_store_bytes"] = checks.get("host_store_bytes", 0) + streamer.stats["host_bytes"]
 
 
 def _add_speed_lora_bytes(pipe, accounting, rank: int) -> int:
@@ -777,11 +870,18 @@ def _add_speed_lora_bytes(pipe, accounting, rank: int) -> int:
 
     pattern = re.compile(LORA_TARGET_MODULES)
     tensors = []
-    for name, module in pipe.transformer.named_modules():
-        base = getattr(module, "base_layer", module)
-        if isinstance(base, torch.nn.Linear) and pattern.fullmatch(name):
-            tensors.append(torch.empty(rank * (base.in_features + base.out_features), dtype=torch.bfloat16, device="meta"))
+    for transformer in _transformers(pipe):
+        for name, module in transformer.named_modules():
+            base = getattr(module, "base_layer", module)
+            if isinstance(base, torch.nn.Linear) and pattern.fullmatch(name):
+                tensors.append(torch.empty(rank * (base.in_features + base.out_features), dtype=torch.bfloat16,
+                                           device="meta"))
     return tensors
+
+
+def _transformers(pipe) -> list:
+    """The pipeline's transformer, and a two-expert model's low-noise expert."""
+    return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
 
 
 def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: list) -> None:
@@ -791,9 +891,10 @@ def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: lis
         module = getattr(pipe, name, None)
         if module is not None:  # a copy: on meta, .to("meta") would keep the host-pool tensors
             module._apply(lambda t: t.to("meta", copy=True))
-    if ADAPTER_NAME not in (getattr(pipe.transformer, "peft_config", None) or {}):
-        with torch.device("meta"):
-            add_lora(pipe.transformer, preset.rank, preset.alpha)  # a LoRA loaded for generation
+    for transformer in _transformers(pipe):
+        if ADAPTER_NAME not in (getattr(transformer, "peft_config", None) or {}):
+            with torch.device("meta"):
+                add_lora(transformer, preset.rank, preset.alpha)  # a LoRA loaded for generation
     speed = _add_speed_lora_bytes(pipe, accounting, SPEED_LORA_RANK) if preset.speed_lora else []
     if speed:
         notes.append(f"speed LoRA: its rank-{SPEED_LORA_RANK} bf16 factors are allocated from the shapes (not loaded)")
@@ -828,6 +929,10 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
         raise MaskEditError(f"attention must be one of {ATTENTION_BACKENDS}, got {attention!r}")
     spec = model_spec(model)
     base = get_preset(preset) if isinstance(preset, str) else preset
+    if isinstance(preset, str):  # sizes as the app and CLI adapt them to the base (a 720P base: 1280x720)
+        from .bases import adapt_preset, base_for_name
+
+        base = adapt_preset(base, base_for_name(model))
     changes = dict(overrides)
     if num_frames is not None:
         changes["num_frames"] = num_frames
@@ -858,7 +963,7 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
             place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8)
             enable_vae_tiling(pipe, settings.vae_tiling)  # set at load time, for training's encodes too
             if train:
-                _run_training(pipe, accounting, settings, frames, region, stage2, checks, notes)
+                _run_training(pipe, accounting, settings, frames, region, stage2, checks, notes, generate)
             if generate:
                 _run_generation(pipe, accounting, settings, frames, region, notes)
             del pipe

@@ -12,7 +12,8 @@ import torch
 
 from maskedit import cli, planner
 from maskedit.errors import MaskEditError
-from maskedit.models import DEFAULT_MODEL_ID, REAL_TRANSFORMER_14B
+from maskedit.models import (DEFAULT_MODEL_ID, REAL_TRANSFORMER_14B, WAN21_720P_MODEL_ID, WAN22_I2V_MODEL_ID,
+                             save_tiny_pipeline, save_tiny_two_expert_pipeline)
 from maskedit.planner import GB, GIB, CARDS, Phase, Plan, _Accounting, _attention_backend
 from maskedit.presets import PRESETS, get_preset
 
@@ -29,7 +30,8 @@ def lora_parameter_count(rank: int) -> int:
 
 @pytest.fixture(scope="module")
 def plans():
-    return {name: planner.estimate(name) for name in PRESETS}
+    # the stage-2 sample's step (one latent frame: never the peak) runs once, with the full preset
+    return {name: planner.estimate(name, stage2=name == "full") for name in PRESETS}
 
 
 # ----- the dry run of every preset at the real default size
@@ -125,6 +127,54 @@ def test_each_swapped_block_saves_what_one_fp8_block_weighs(paper_plans):
     per_block = (paper_plans[16].phases["training step"].peak_gpu_bytes
                  - paper_plans[32].phases["training step"].peak_gpu_bytes) / 16 / MB
     assert per_block == pytest.approx((16_305 - 9_987) / 16, rel=0.10)
+
+
+# ----- more bases: Wan2.2-I2V-A14B (two experts), 720P, local folders
+
+
+def test_wan22_a14b_trains_one_expert_at_a_time_and_generates_with_both(plans):
+    """Both experts' LoRAs train (twice Wan2.1's trainable parameters); while one expert trains the other is
+    offloaded, so the training step needs no more than Wan2.1's; generation holds both experts."""
+    plan = planner.estimate("full", model=WAN22_I2V_MODEL_ID, stage2=False)
+    wan21 = plans["full"]
+    assert plan.checks["trainable_parameters"] == 2 * lora_parameter_count(get_preset("full").rank)
+    assert plan.checks["lora_layers"] == 2 * 10 * REAL_TRANSFORMER_14B["num_layers"]
+    expert_bytes = 14.28e9 * 2  # one A14B expert in bf16 (no image cross-attention)
+    train = plan.phases["training step"].peak_gpu_bytes
+    assert train < wan21.phases["training step"].peak_gpu_bytes + 0.5 * GIB
+    # two experts (2 × 28.6 GB) against Wan2.1's transformer (32.8 GB) and CLIP (2.5 GB): ≈ +21.9 GB; one
+    # expert resident would be ≈ 6.7 GB below Wan2.1
+    assert plan.phases["denoising step"].peak_gpu_bytes > wan21.phases["denoising step"].peak_gpu_bytes + 0.7 * expert_bytes
+    assert plan.peak_host_gib * GIB > expert_bytes  # the inactive expert waits in host memory
+    assert plan.train_step_flops == pytest.approx(wan21.train_step_flops, rel=0.02)  # no CLIP tokens, same blocks
+    assert any("two experts" in note for note in plan.notes)
+
+
+def test_presets_adapt_their_size_to_the_base_as_the_app_does():
+    def size(preset, model):
+        plan = planner.estimate(preset, model=model, train=False, generate=False)
+        return plan.width, plan.height
+
+    assert size("full", WAN21_720P_MODEL_ID) == (1280, 720)
+    assert size("zerogpu", WAN21_720P_MODEL_ID) == (640, 368)  # chosen for its budget: kept (bases.adapt_preset)
+    assert size("full", DEFAULT_MODEL_ID) == (832, 480)
+
+
+def test_a_local_diffusers_folder_is_planned_from_its_config_files(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    save_tiny_pipeline(one)
+    save_tiny_two_expert_pipeline(two)
+    for weights in list(one.rglob("*.safetensors")) + list(two.rglob("*.safetensors")):
+        weights.unlink()  # the planner reads configs only
+    settings = dict(num_frames=9, size=(832, 480), blocks_to_swap=1)
+    single = planner.estimate("24gb", model=str(one), **settings)
+    double = planner.estimate("24gb", model=str(two), **settings)
+    assert list(single.phases) == list(planner.PHASES) and single.model == str(one)
+    assert double.checks["trainable_parameters"] == 2 * single.checks["trainable_parameters"]
+    assert single.checks["blocks_swapped"] == 1
+    (one / "transformer" / "config.json").unlink()
+    with pytest.raises(MaskEditError, match="no transformer/config.json"):
+        planner.estimate("24gb", model=str(one), **settings)
 
 
 # ----- the accounting itself (small, exact)
