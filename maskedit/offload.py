@@ -32,6 +32,7 @@ run: the materialised weights are exact copies (fp8 aside).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -424,18 +425,22 @@ def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool
     return setup
 
 
-def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False) -> MemorySetup | None:
+def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False,
+                   offload_encoders: bool = False) -> MemorySetup | None:
     """Put a pipeline loaded on the CPU onto `device` without ever holding the whole transformer there:
     the transformer gets the block streamer first (resident blocks and small parts on the device, swapped
     blocks in pinned CPU memory, fp8 stores), then the pipeline moves to `device` (which moves only what
-    is not streamed). The VAE and the text/image encoders go to the device as usual; the trainer moves
-    them off while it trains (`training.release_encoders`). Without swapping or fp8 the pipeline simply
-    moves. Returns the memory setup (None without swapping or fp8).
+    is not streamed). With `offload_encoders` the VAE and the text/image encoders stay in CPU memory and
+    come to the device only while they run (`EncoderOffload`); otherwise they go to the device as usual
+    and the trainer moves them off while it trains (`training.release_encoders`). Without swapping or fp8
+    the transformer simply moves. Returns the memory setup (None without swapping or fp8).
 
     Not diffusers' model CPU offload: its `enable_model_cpu_offload` first moves every component
     (transformer included) to the CPU and hooks the transformer too, which fights the streamer."""
     device = _normalise(device)
     setup = apply_memory_options(pipe.transformer, device, blocks_to_swap, fp8) if (blocks_to_swap or fp8) else None
+    if offload_encoders:
+        enable_encoder_offload(pipe, device)  # before the move: the encoders' weights never go to the device
     pipe.to(device)
     return setup
 
@@ -446,3 +451,174 @@ def peak_memory_bytes(device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return None
+
+
+# ----- the encoders: in CPU memory while idle
+
+
+ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")
+"""The pipeline components `EncoderOffload` keeps in CPU memory (umT5 ≈ 10.6 GiB in bf16, CLIP ≈ 1.2 GiB and
+the VAE ≈ 0.5 GiB in float32 for Wan2.1-I2V-14B)."""
+
+ENCODER_OFFLOAD_ATTRIBUTE = "_maskedit_encoder_offload"
+TRANSFORMER_NAMES = ("transformer", "transformer_2")
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """`tensor` on `device`, a copy unless `device` is the CPU (where it is `tensor` itself when already there).
+    On CUDA a host → device copy; on the planner's meta "GPU" the explicit copy is what counts it as GPU memory
+    (`.to("meta")` of a meta tensor would be the tensor itself)."""
+    device = torch.device(device)
+    return tensor.to(device, copy=device.type != "cpu")
+
+
+@dataclass
+class _Stored:
+    """One parameter or buffer of an offloaded encoder: its CPU copy and where it is set."""
+
+    store: torch.Tensor  # the value, in CPU memory (the planner's host pool on meta)
+    param: torch.nn.Parameter | None  # set through `.data` (keeps the Parameter, ties and hooks)
+    buffers: list  # (owner module, key) of a buffer
+
+
+class EncoderOffload:
+    """The VAE and the text/image encoders of a pipeline in CPU memory, on `device` only while they run
+    (diffusers' `enable_model_cpu_offload` idea, without touching the transformer or the block streamer).
+
+    Each parameter and buffer of an encoder has a CPU *store* (the CPU tensor itself when the pipeline was
+    loaded on the CPU, else a copy); between uses it holds an empty placeholder on `device`, so the module
+    still reports `device` and dtype (the pipeline's `_execution_device` stays right), and a weight read while
+    it is offloaded fails loudly. A forward pre-hook on the encoder and on each of its children copies its
+    weights to `device` (`to_device`); nothing is copied back (encoders are frozen). When it leaves:
+    - text and image encoders: right after their forward (a post-hook, also when it raised);
+    - the VAE (its `encode`/`decode` are not `forward`): when its caller is done — `MaskEditPipeline`
+      after each VAE encode and at the end of every call, `release()` (the trainer after encoding), and
+      whenever another encoder or a transformer starts.
+    Results are bitwise those without it (the values are copies). Undo with `remove()`.
+    """
+
+    def __init__(self, pipe, device, names: tuple[str, ...] = ENCODER_NAMES):
+        self.device = _normalise(device)
+        self.modules = {name: getattr(pipe, name) for name in names if getattr(pipe, name, None) is not None}
+        self._stored: dict[str, list[_Stored]] = {name: self._collect(module) for name, module in self.modules.items()}
+        self.resident: set[str] = set()
+        self.stats = {"loads": 0, "drops": 0, "host_bytes": sum(s.store.numel() * s.store.element_size()
+                                                                 for stored in self._stored.values() for s in stored)}
+        self._handles = []
+        for name, module in self.modules.items():
+            self._drop_values(name)
+            for part in (module, *module.children()):
+                self._handles.append(part.register_forward_pre_hook(self._loader(name)))
+            if name != "vae":
+                self._handles.append(module.register_forward_hook(self._dropper(name), always_call=True))
+        for name in TRANSFORMER_NAMES:
+            transformer = getattr(pipe, name, None)
+            if isinstance(transformer, torch.nn.Module):
+                self._handles.append(transformer.register_forward_pre_hook(lambda *_: self.release()))
+        self._pipe = weakref.ref(pipe)
+        setattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, self)
+
+    @staticmethod
+    def _collect(module) -> list[_Stored]:
+        stored, by_id = [], {}
+        for owner in module.modules():
+            for key, param in owner._parameters.items():
+                if param is not None and id(param) not in by_id:  # tied parameters are one Parameter
+                    by_id[id(param)] = _Stored(param.data.to("cpu"), param, [])
+                    stored.append(by_id[id(param)])
+            for key, buffer in owner._buffers.items():
+                if buffer is None:
+                    continue
+                if id(buffer) not in by_id:
+                    by_id[id(buffer)] = _Stored(buffer.to("cpu"), None, [])
+                    stored.append(by_id[id(buffer)])
+                by_id[id(buffer)].buffers.append((owner, key))
+        return stored
+
+    def _set(self, entry: _Stored, value: torch.Tensor) -> None:
+        if entry.param is not None:
+            entry.param.data = value
+        for owner, key in entry.buffers:
+            owner._buffers[key] = value
+
+    def _drop_values(self, name: str) -> None:
+        for entry in self._stored[name]:
+            self._set(entry, torch.empty(0, dtype=entry.store.dtype, device=self.device))
+
+    def load(self, name: str) -> None:
+        """Bring encoder `name` to the device (a no-op when it is there); any other one leaves first."""
+        if name in self.resident:
+            return
+        self.release()
+        for entry in self._stored[name]:
+            self._set(entry, to_device(entry.store, self.device))
+        self.resident.add(name)
+        self.stats["loads"] += 1
+
+    def drop(self, name: str) -> None:
+        """Let encoder `name` leave the device (its weights stay in CPU memory)."""
+        if name not in self.resident:
+            return
+        self._drop_values(name)
+        self.resident.discard(name)
+        self.stats["drops"] += 1
+
+    def release(self) -> None:
+        """Every encoder off the device."""
+        for name in list(self.resident):
+            self.drop(name)
+
+    def _loader(self, name: str):
+        def hook(module, args):
+            self.load(name)
+
+        return hook
+
+    def _dropper(self, name: str):
+        def hook(module, args, output):
+            self.drop(name)
+
+        return hook
+
+    def remove(self) -> None:
+        """Remove the hooks; every encoder gets its full weights back, on the device."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for name in self.modules:
+            for entry in self._stored[name]:
+                self._set(entry, entry.store.to(self.device))
+        self.resident.clear()
+        self._stored = {}
+        pipe = self._pipe()
+        if pipe is not None and getattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, None) is self:
+            delattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE)
+
+    def describe(self) -> str:
+        return f"{', '.join(self.modules)} in CPU memory ({self.stats['host_bytes'] / 1024**3:.1f} GiB), on the GPU only while they run"
+
+
+def encoder_offload(pipe) -> EncoderOffload | None:
+    """The `EncoderOffload` in effect on `pipe`, or None."""
+    return getattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, None)
+
+
+def enable_encoder_offload(pipe, device) -> EncoderOffload:
+    """Keep `pipe`'s encoders in CPU memory while idle (`EncoderOffload`); the one in effect when it already
+    computes on `device`, else a new one."""
+    device = _normalise(device)
+    current = encoder_offload(pipe)
+    if current is not None:
+        if current.device == device:
+            return current
+        current.remove()
+    return EncoderOffload(pipe, device)
+
+
+def release_offloaded_encoders(pipe) -> bool:
+    """Take every offloaded encoder of `pipe` off the device; False when `pipe` has no `EncoderOffload`."""
+    current = encoder_offload(pipe)
+    if current is None:
+        return False
+    current.release()
+    return True

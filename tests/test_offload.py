@@ -11,7 +11,8 @@ import torch
 
 from maskedit.lora import add_lora
 from maskedit.models import TINY_TRANSFORMER, build_tiny_pipeline
-from maskedit.offload import BlockStreamer, apply_memory_options, dequantize_fp8, place_pipeline, quantize_fp8
+from maskedit.offload import (ENCODER_NAMES, BlockStreamer, apply_memory_options, dequantize_fp8, encoder_offload,
+                              place_pipeline, quantize_fp8)
 from maskedit.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
@@ -58,6 +59,8 @@ def plain(items):
     dict(blocks_to_swap=LAYERS),
     dict(blocks_to_swap=3, activation_offload=True),
     dict(gradient_checkpointing=True, activation_offload=True),
+    dict(offload_encoders=True),
+    dict(blocks_to_swap=2, offload_encoders=True),
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config):
     _, losses0, grads0, params0 = plain
@@ -66,6 +69,10 @@ def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config
     assert all(torch.equal(a, b) for a, b in zip(grads0, grads))  # LoRA gradients of step 1, bit for bit
     assert all(torch.equal(a, b) for a, b in zip(params0, params))  # and the LoRA after 3 steps
     streamer = trainer.memory.streamer if trainer.memory else None
+    if config.get("offload_encoders"):  # encoded with the encoders in CPU memory; all of them off the device now
+        offload = encoder_offload(trainer.pipe)
+        assert offload.stats["loads"] == 4 and not offload.resident  # VAE twice (target, condition), umT5, CLIP
+        assert all(p.numel() == 0 for name in ENCODER_NAMES for p in getattr(trainer.pipe, name).parameters())
     if config.get("blocks_to_swap"):
         assert streamer.stats["loads"] == 3 * 2 * config["blocks_to_swap"]  # forward + recompute, per step
         assert streamer.stats["max_materialised"] <= 2  # the block in use and the one prefetched
@@ -212,3 +219,65 @@ def test_a_lora_loaded_into_a_swapped_transformer(tmp_path):
     assert setup.streamer.blocks_to_swap == 3 and place_pipeline(four_block_pipe(), "cpu") is None
     load_lora(swapped, tmp_path)  # the adapter is added to layers whose weights are out
     assert np.array_equal(generate(swapped), generate(plain))
+
+
+def encoder_weights_present(pipe) -> dict[str, bool]:
+    """Per encoder: True when it holds its weights (all parameters non-empty), False when all are placeholders."""
+    present = {}
+    for name in ENCODER_NAMES:
+        sizes = [p.numel() for p in getattr(pipe, name).parameters()]
+        assert all(sizes) or not any(sizes), f"{name} is half offloaded"
+        present[name] = all(sizes)
+    return present
+
+
+def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch):
+    from maskedit import offload as offload_module
+    from maskedit.conditioning import inference_condition
+
+    frames, region = make_synthetic_clip()
+    condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
+
+    def generate(pipe):
+        return pipe(condition_video=condition.condition_video, condition_mask=condition.keep_mask,
+                    prompt=condition.prompt, negative_prompt="blurry", num_inference_steps=2, guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+
+    reference = generate(four_block_pipe())
+    pipe = four_block_pipe()
+    state = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ENCODER_NAMES}
+    elements = {name: sum(t.numel() for t in [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()])
+                for name in ENCODER_NAMES}  # tied weights once
+    copies = []  # every host → device copy the offload makes: (tensor elements)
+    real_to_device = offload_module.to_device
+    monkeypatch.setattr(offload_module, "to_device", lambda t, d: copies.append(t.numel()) or real_to_device(t, d))
+    assert place_pipeline(pipe, "cpu", blocks_to_swap=2, offload_encoders=True) is not None
+    offload = encoder_offload(pipe)
+    assert encoder_weights_present(pipe) == dict.fromkeys(ENCODER_NAMES, False)  # nothing on the device at rest
+
+    seen = []  # (what ran, which encoders held their weights then)
+    for name in ("text_encoder", "image_encoder"):
+        getattr(pipe, name).register_forward_pre_hook(lambda m, a, name=name: seen.append((name, encoder_weights_present(pipe))))
+    for child in ("encoder", "decoder"):
+        getattr(pipe.vae, child).register_forward_pre_hook(
+            lambda m, a, child=child: seen.append((f"vae.{child}", encoder_weights_present(pipe))))
+    pipe.transformer.register_forward_pre_hook(lambda m, a: seen.append(("transformer", encoder_weights_present(pipe))))
+    assert np.array_equal(generate(pipe), reference)  # bit for bit
+
+    only = {"text_encoder": "text_encoder", "image_encoder": "image_encoder", "vae.encoder": "vae", "vae.decoder": "vae"}
+    for what, present in seen:
+        expected = {name: name == only.get(what) for name in ENCODER_NAMES}
+        assert present == expected, (what, present)  # each alone on the device while it runs; none with the transformer
+    ran = [what for what, _ in seen]
+    assert ran.count("text_encoder") == 2 and ran.count("image_encoder") == 1  # prompt + negative prompt; the image
+    assert ran.count("transformer") == 4 and "vae.encoder" in ran and ran[-1] == "vae.decoder"
+    assert encoder_weights_present(pipe) == dict.fromkeys(ENCODER_NAMES, False)  # all off again after the call
+    assert offload.stats["loads"] == offload.stats["drops"] == 5  # umT5 ×2, CLIP, VAE encode, VAE decode
+    assert sum(copies) == 2 * elements["text_encoder"] + elements["image_encoder"] + 2 * elements["vae"]
+
+    offload.remove()
+    assert encoder_offload(pipe) is None
+    for name in ENCODER_NAMES:  # full weights back, bit for bit, no hook left
+        module = getattr(pipe, name)
+        assert all(torch.equal(state[name][k], v) for k, v in module.state_dict().items())
+    assert np.array_equal(generate(pipe), reference)
