@@ -481,6 +481,23 @@ class _Stored:
     buffers: list  # (owner module, key) of a buffer
 
 
+STREAMED_ENCODERS = ("text_encoder", "image_encoder")
+"""Encoders whose layers come to the device one at a time (umT5's 24 layers ≈ 0.39 GiB each, CLIP's 32)."""
+
+
+def layer_list(module) -> torch.nn.ModuleList | None:
+    """The ModuleList holding most of `module`'s parameters (umT5's `encoder.block`, CLIP's
+    `vision_model.encoder.layers`), or None when no list holds half of them."""
+    total = sum(p.numel() for p in module.parameters())
+    best, best_count = None, 0
+    for child in module.modules():
+        if isinstance(child, torch.nn.ModuleList) and len(child) > 1:
+            count = sum(p.numel() for p in child.parameters())
+            if count > best_count:
+                best, best_count = child, count
+    return best if best is not None and 2 * best_count >= total else None
+
+
 class EncoderOffload:
     """The VAE and the text/image encoders of a pipeline in CPU memory, on `device` only while they run
     (diffusers' `enable_model_cpu_offload` idea, without touching the transformer or the block streamer).
@@ -488,29 +505,40 @@ class EncoderOffload:
     Each parameter and buffer of an encoder has a CPU *store* (the CPU tensor itself when the pipeline was
     loaded on the CPU, else a copy); between uses it holds an empty placeholder on `device`, so the module
     still reports `device` and dtype (the pipeline's `_execution_device` stays right), and a weight read while
-    it is offloaded fails loudly. A forward pre-hook on the encoder and on each of its children copies its
-    weights to `device` (`to_device`); nothing is copied back (encoders are frozen). When it leaves:
-    - text and image encoders: right after their forward (a post-hook, also when it raised);
-    - the VAE (its `encode`/`decode` are not `forward`): when its caller is done — `MaskEditPipeline`
-      after each VAE encode and at the end of every call, `release()` (the trainer after encoding), and
-      whenever another encoder or a transformer starts.
+    it is offloaded fails loudly. Weights are copied to `device` (`to_device`) by forward pre-hooks and never
+    copied back (encoders are frozen). Units of loading:
+    - an encoder's layers (`layer_list`; text and image encoders, `STREAMED_ENCODERS`): each layer only while
+      its forward runs (pre-hook in, post-hook out), so umT5 needs one layer (≈ 0.39 GiB) beside the rest;
+    - the rest of an encoder (embeddings, norms; the whole VAE): from the first forward of the encoder or
+      of one of its children until it is done — text and image encoders right after their forward (a
+      post-hook, also when it raised); the VAE (its `encode`/`decode` are not `forward`) when its caller is
+      done: `MaskEditPipeline` after each VAE encode and at the end of every call, `release()` (the trainer
+      after encoding), and whenever another encoder or a transformer starts.
     Results are bitwise those without it (the values are copies). Undo with `remove()`.
     """
 
-    def __init__(self, pipe, device, names: tuple[str, ...] = ENCODER_NAMES):
+    def __init__(self, pipe, device, names: tuple[str, ...] = ENCODER_NAMES, streamed: tuple[str, ...] = STREAMED_ENCODERS):
         self.device = _normalise(device)
         self.modules = {name: getattr(pipe, name) for name in names if getattr(pipe, name, None) is not None}
-        self._stored: dict[str, list[_Stored]] = {name: self._collect(module) for name, module in self.modules.items()}
-        self.resident: set[str] = set()
-        self.stats = {"loads": 0, "drops": 0, "host_bytes": sum(s.store.numel() * s.store.element_size()
-                                                                 for stored in self._stored.values() for s in stored)}
-        self._handles = []
+        self.layers = {name: layer_list(module) for name, module in self.modules.items() if name in streamed}
+        self.layers = {name: layers for name, layers in self.layers.items() if layers is not None}
+        self._stored: dict[tuple, list[_Stored]] = {}
         for name, module in self.modules.items():
-            self._drop_values(name)
+            self._collect(name, module)
+        self.resident: set[tuple] = set()  # units on the device: (name,) or (name, layer index)
+        self.stats = {"loads": 0, "drops": 0, "layer_loads": 0, "host_bytes": sum(
+            s.store.numel() * s.store.element_size() for stored in self._stored.values() for s in stored)}
+        self._handles = []
+        for unit in self._stored:
+            self._drop_values(unit)
+        for name, module in self.modules.items():
             for part in (module, *module.children()):
-                self._handles.append(part.register_forward_pre_hook(self._loader(name)))
+                self._handles.append(part.register_forward_pre_hook(self._loader((name,))))
             if name != "vae":
-                self._handles.append(module.register_forward_hook(self._dropper(name), always_call=True))
+                self._handles.append(module.register_forward_hook(self._dropper((name,)), always_call=True))
+            for index, layer in enumerate(self.layers.get(name, ())):
+                self._handles.append(layer.register_forward_pre_hook(self._loader((name, index))))
+                self._handles.append(layer.register_forward_hook(self._dropper((name, index)), always_call=True))
         for name in TRANSFORMER_NAMES:
             transformer = getattr(pipe, name, None)
             if isinstance(transformer, torch.nn.Module):
@@ -518,10 +546,12 @@ class EncoderOffload:
         self._pipe = weakref.ref(pipe)
         setattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, self)
 
-    @staticmethod
-    def _collect(module) -> list[_Stored]:
-        stored, by_id = [], {}
+    def _collect(self, name: str, module) -> None:
+        by_id = {}
+        owners = {id(m): (name, index) for index, layer in enumerate(self.layers.get(name, ())) for m in layer.modules()}
         for owner in module.modules():
+            unit = owners.get(id(owner), (name,))
+            stored = self._stored.setdefault(unit, [])
             for key, param in owner._parameters.items():
                 if param is not None and id(param) not in by_id:  # tied parameters are one Parameter
                     by_id[id(param)] = _Stored(param.data.to("cpu"), param, [])
@@ -533,7 +563,6 @@ class EncoderOffload:
                     by_id[id(buffer)] = _Stored(buffer.to("cpu"), None, [])
                     stored.append(by_id[id(buffer)])
                 by_id[id(buffer)].buffers.append((owner, key))
-        return stored
 
     def _set(self, entry: _Stored, value: torch.Tensor) -> None:
         if entry.param is not None:
@@ -541,42 +570,46 @@ class EncoderOffload:
         for owner, key in entry.buffers:
             owner._buffers[key] = value
 
-    def _drop_values(self, name: str) -> None:
-        for entry in self._stored[name]:
+    def _drop_values(self, unit: tuple) -> None:
+        for entry in self._stored[unit]:
             self._set(entry, torch.empty(0, dtype=entry.store.dtype, device=self.device))
 
-    def load(self, name: str) -> None:
-        """Bring encoder `name` to the device (a no-op when it is there); any other one leaves first."""
-        if name in self.resident:
+    def load(self, unit: tuple | str) -> None:
+        """Bring `unit` to the device: ("vae",) / "vae" — an encoder without its streamed layers —, or
+        (name, layer index). A no-op when it is there; other encoders' units leave first."""
+        unit = (unit,) if isinstance(unit, str) else unit
+        if unit in self.resident:
             return
-        self.release()
-        for entry in self._stored[name]:
+        for other in [u for u in self.resident if u[0] != unit[0]]:
+            self.drop(other)
+        for entry in self._stored[unit]:
             self._set(entry, to_device(entry.store, self.device))
-        self.resident.add(name)
-        self.stats["loads"] += 1
+        self.resident.add(unit)
+        self.stats["loads" if len(unit) == 1 else "layer_loads"] += 1
 
-    def drop(self, name: str) -> None:
-        """Let encoder `name` leave the device (its weights stay in CPU memory)."""
-        if name not in self.resident:
-            return
-        self._drop_values(name)
-        self.resident.discard(name)
-        self.stats["drops"] += 1
+    def drop(self, unit: tuple | str) -> None:
+        """Let `unit` leave the device (its weights stay in CPU memory); an encoder's name drops all of it."""
+        units = [u for u in self.resident if u[0] == unit] if isinstance(unit, str) else [unit] if unit in self.resident else []
+        for one in units:
+            self._drop_values(one)
+            self.resident.discard(one)
+            if len(one) == 1:
+                self.stats["drops"] += 1
 
     def release(self) -> None:
         """Every encoder off the device."""
-        for name in list(self.resident):
-            self.drop(name)
+        for unit in list(self.resident):
+            self.drop(unit)
 
-    def _loader(self, name: str):
+    def _loader(self, unit: tuple):
         def hook(module, args):
-            self.load(name)
+            self.load(unit)
 
         return hook
 
-    def _dropper(self, name: str):
+    def _dropper(self, unit: tuple):
         def hook(module, args, output):
-            self.drop(name)
+            self.drop(unit[0] if len(unit) == 1 else unit)
 
         return hook
 
@@ -585,8 +618,8 @@ class EncoderOffload:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        for name in self.modules:
-            for entry in self._stored[name]:
+        for stored in self._stored.values():
+            for entry in stored:
                 self._set(entry, entry.store.to(self.device))
         self.resident.clear()
         self._stored = {}
@@ -595,7 +628,9 @@ class EncoderOffload:
             delattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE)
 
     def describe(self) -> str:
-        return f"{', '.join(self.modules)} in CPU memory ({self.stats['host_bytes'] / 1024**3:.1f} GiB), on the GPU only while they run"
+        streamed = f" ({' and '.join(self.layers)} layer by layer)" if self.layers else ""
+        return (f"{', '.join(self.modules)} in CPU memory ({self.stats['host_bytes'] / 1024**3:.1f} GiB), on the GPU only "
+                f"while they run{streamed}")
 
 
 def encoder_offload(pipe) -> EncoderOffload | None:

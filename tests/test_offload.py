@@ -221,14 +221,9 @@ def test_a_lora_loaded_into_a_swapped_transformer(tmp_path):
     assert np.array_equal(generate(swapped), generate(plain))
 
 
-def encoder_weights_present(pipe) -> dict[str, bool]:
-    """Per encoder: True when it holds its weights (all parameters non-empty), False when all are placeholders."""
-    present = {}
-    for name in ENCODER_NAMES:
-        sizes = [p.numel() for p in getattr(pipe, name).parameters()]
-        assert all(sizes) or not any(sizes), f"{name} is half offloaded"
-        present[name] = all(sizes)
-    return present
+def weights_on_device(pipe) -> dict[str, set[str]]:
+    """Per encoder: the names of the parameters holding their values (the others are empty placeholders)."""
+    return {name: {n for n, p in getattr(pipe, name).named_parameters() if p.numel()} for name in ENCODER_NAMES}
 
 
 def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch):
@@ -248,30 +243,48 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
     state = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ENCODER_NAMES}
     elements = {name: sum(t.numel() for t in [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()])
                 for name in ENCODER_NAMES}  # tied weights once
+    names = {name: {n for n, _ in getattr(pipe, name).named_parameters()} for name in ENCODER_NAMES}
     copies = []  # every host → device copy the offload makes: (tensor elements)
     real_to_device = offload_module.to_device
     monkeypatch.setattr(offload_module, "to_device", lambda t, d: copies.append(t.numel()) or real_to_device(t, d))
     assert place_pipeline(pipe, "cpu", blocks_to_swap=2, offload_encoders=True) is not None
     offload = encoder_offload(pipe)
-    assert encoder_weights_present(pipe) == dict.fromkeys(ENCODER_NAMES, False)  # nothing on the device at rest
+    assert set(offload.layers) == {"text_encoder", "image_encoder"}  # streamed layer by layer
+    layer_names = {}  # (encoder, layer index) → its parameter names
+    for name, layers in offload.layers.items():
+        module = getattr(pipe, name)
+        prefix = {id(m): n for n, m in module.named_modules()}
+        for index, layer in enumerate(layers):
+            layer_names[name, index] = {f"{prefix[id(layer)]}.{n}" for n, _ in layer.named_parameters()}
+    streamed = {name: set().union(*(v for (n, _), v in layer_names.items() if n == name)) for name in offload.layers}
+    nothing = dict.fromkeys(ENCODER_NAMES, set())
+    assert weights_on_device(pipe) == nothing  # nothing on the device at rest
 
-    seen = []  # (what ran, which encoders held their weights then)
-    for name in ("text_encoder", "image_encoder"):
-        getattr(pipe, name).register_forward_pre_hook(lambda m, a, name=name: seen.append((name, encoder_weights_present(pipe))))
-    for child in ("encoder", "decoder"):
-        getattr(pipe.vae, child).register_forward_pre_hook(
-            lambda m, a, child=child: seen.append((f"vae.{child}", encoder_weights_present(pipe))))
-    pipe.transformer.register_forward_pre_hook(lambda m, a: seen.append(("transformer", encoder_weights_present(pipe))))
+    expected, seen = {}, []  # what ran → the weights that must be on the device then; (what ran, the weights there)
+
+    def spy(what):
+        return lambda *_: seen.append((what, weights_on_device(pipe)))
+
+    for name in ("text_encoder", "image_encoder"):  # the encoder's own weights, none of its layers
+        getattr(pipe, name).register_forward_pre_hook(spy(name))
+        expected[name] = {**nothing, name: names[name] - streamed[name]}
+        for index, layer in enumerate(offload.layers[name]):  # and its layers one at a time
+            layer.register_forward_pre_hook(spy((name, index)))
+            expected[name, index] = {**nothing, name: names[name] - streamed[name] | layer_names[name, index]}
+    for child in ("encoder", "decoder"):  # the whole VAE while it encodes or decodes
+        getattr(pipe.vae, child).register_forward_pre_hook(spy(f"vae.{child}"))
+        expected[f"vae.{child}"] = {**nothing, "vae": names["vae"]}
+    pipe.transformer.register_forward_pre_hook(spy("transformer"))
+    expected["transformer"] = nothing  # none beside the transformer
     assert np.array_equal(generate(pipe), reference)  # bit for bit
 
-    only = {"text_encoder": "text_encoder", "image_encoder": "image_encoder", "vae.encoder": "vae", "vae.decoder": "vae"}
     for what, present in seen:
-        expected = {name: name == only.get(what) for name in ENCODER_NAMES}
-        assert present == expected, (what, present)  # each alone on the device while it runs; none with the transformer
+        assert present == expected[what], what
     ran = [what for what, _ in seen]
     assert ran.count("text_encoder") == 2 and ran.count("image_encoder") == 1  # prompt + negative prompt; the image
     assert ran.count("transformer") == 4 and "vae.encoder" in ran and ran[-1] == "vae.decoder"
-    assert encoder_weights_present(pipe) == dict.fromkeys(ENCODER_NAMES, False)  # all off again after the call
+    assert all(ran.count(("text_encoder", i)) == 2 for i in range(len(offload.layers["text_encoder"])))
+    assert weights_on_device(pipe) == nothing  # all off again after the call
     assert offload.stats["loads"] == offload.stats["drops"] == 5  # umT5 ×2, CLIP, VAE encode, VAE decode
     assert sum(copies) == 2 * elements["text_encoder"] + elements["image_encoder"] + 2 * elements["vae"]
 
