@@ -1,10 +1,13 @@
-"""Memory options of training and generation (METHOD.md §7): block swapping, fp8 base weights, and
-gradient checkpointing with activations offloaded to CPU.
+"""Memory options of training and generation (METHOD.md §7): block swapping, fp8 base weights,
+gradient checkpointing with activations offloaded to CPU, and the encoders in CPU memory while idle.
 
     streamer = BlockStreamer(pipe.transformer, "cuda", blocks_to_swap=38, fp8=True)   # after LoRAs are added
     pipe.transformer.enable_gradient_checkpointing(checkpoint_function(streamer, offload_activations=True))
     ...train or generate...
     streamer.remove()                                          # weights back as normal parameters
+
+    place_pipeline(pipe, "cuda", blocks_to_swap=32, offload_encoders=True)   # a pipeline loaded on the CPU
+    encoder_offload(pipe).describe()        # umT5, CLIP, VAE in CPU memory, on the GPU only while they run
 
 How it works. Each transformer block's frozen weights have a *store*: pinned CPU memory for swapped
 blocks (the last `blocks_to_swap` of them), the GPU for resident ones; Linear weights are stored in

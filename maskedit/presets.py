@@ -8,9 +8,14 @@ Presets (METHOD.md §4, §6, §7; memory/time figures are targets until benchmar
 GPU measurements):
 - `full`: METHOD.md's settings: whole 49-frame 832x480 clip, 100 steps, rank 16, 30 steps at CFG 5.
 - `24gb`: the same edit on a 24 GB card: 32 of 40 blocks streamed from CPU, checkpointed activations offloaded,
-  VAE tiling (the reference code's 49-frame setting: 21.5 GB on an RTX 4090).
+  the encoders in CPU memory while idle, VAE tiling (the reference code's 49-frame setting: 21.5 GB on an
+  RTX 4090; planner: 21.3 GB, the training step; 27.6 GB with the encoders left on the GPU).
 - `low-cost`: 9-frame windows (stride 4) + 38 of 40 blocks swapped + fp8 base weights + checkpointed
-  activations offloaded to CPU; target peak ≤ 8 GB (the paper measured 7.6 GB).
+  activations offloaded to CPU + the encoders in CPU memory while idle; target peak ≤ 8 GB (the paper measured
+  7.6 GB for training; planner: 7.0 GB training step, 8.05 GB for the untiled condition VAE encode).
+- `offload_encoders` (24gb, low-cost): umT5, CLIP and the VAE stay in CPU memory and come to the GPU only while
+  they run (umT5 and CLIP one layer at a time; `offload.EncoderOffload`); results are bitwise the same. Off in
+  `full` (an 80 GB card holds them) and `zerogpu` (it fits its slice without; each call would copy them in).
 - `zerogpu`: 33 frames at 640x368, 9-frame windows, 60 steps, a step/CFG-distilled speed LoRA for
   4-step generation at CFG 1; target: the whole edit within 3 GPU-minutes on an H100-class card.
 
