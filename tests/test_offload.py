@@ -294,3 +294,25 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
         module = getattr(pipe, name)
         assert all(torch.equal(state[name][k], v) for k, v in module.state_dict().items())
     assert np.array_equal(generate(pipe), reference)
+
+
+def test_encoder_offload_is_kept_by_later_trainers_and_survives_a_failing_call():
+    from maskedit.offload import enable_encoder_offload
+    from maskedit.training import release_encoders, restore_encoders
+
+    pipe = four_block_pipe()
+    offload = enable_encoder_offload(pipe, "cpu")
+    assert enable_encoder_offload(pipe, "cpu") is offload  # a second trainer keeps it (no second store)
+    ids = torch.tensor([[5, 6, 7, 0]])
+    reference = four_block_pipe().text_encoder(ids).last_hidden_state
+    assert torch.equal(pipe.text_encoder(ids).last_hidden_state, reference)
+    assert not offload.resident and all(p.numel() == 0 for p in pipe.text_encoder.parameters())
+    with pytest.raises((IndexError, RuntimeError)):
+        pipe.text_encoder(torch.tensor([[5, 6, 10**9]]))  # an id out of the vocabulary: the forward raises
+    assert not offload.resident  # dropped all the same
+    restore_encoders(pipe)
+    release_encoders(pipe)  # no-ops on offloaded encoders: nothing comes back whole
+    assert all(p.numel() == 0 for name in ENCODER_NAMES for p in getattr(pipe, name).parameters())
+    assert pipe._execution_device == torch.device("cpu")
+    offload.remove()
+    assert torch.equal(pipe.text_encoder(ids).last_hidden_state, reference)
