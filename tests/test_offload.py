@@ -316,3 +316,27 @@ def test_encoder_offload_is_kept_by_later_trainers_and_survives_a_failing_call()
     assert pipe._execution_device == torch.device("cpu")
     offload.remove()
     assert torch.equal(pipe.text_encoder(ids).last_hidden_state, reference)
+
+
+def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, capsys):
+    """`--offload-encoders` (or a preset with it) on a GPU machine: loaded on the CPU, then placed with the
+    encoders in CPU memory (the GPU is stood in for by the CPU: the placement is recorded, then made on the CPU)."""
+    from maskedit import cli, models
+    from maskedit import offload as offload_module
+
+    calls = []
+
+    def place(pipe, device, blocks_to_swap=0, fp8=False, offload_encoders=False):
+        calls.append((device, blocks_to_swap, fp8, offload_encoders))
+        return place_pipeline(pipe, "cpu", blocks_to_swap, fp8, offload_encoders=offload_encoders)
+
+    monkeypatch.setattr(models, "default_device", lambda: "cuda")
+    monkeypatch.setattr(offload_module, "place_pipeline", place)
+    for flags, expected in (([], True), (["--no-offload-encoders", "--blocks-to-swap", "1"], False)):
+        args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p",
+                                              "--out", "o", "--model", "tiny", "--preset", "24gb", *flags])
+        cli._apply_preset(args)
+        loaded = cli._load_model("tiny", args)
+        assert calls[-1][0] == "cuda" and calls[-1][3] is expected
+        assert (encoder_offload(loaded.pipe) is not None) is expected
+        assert ("in CPU memory" in capsys.readouterr().out) is expected
