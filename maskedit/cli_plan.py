@@ -20,6 +20,7 @@ SETTINGS = {
     "window": "window", "window_stride": "window_stride", "blocks_to_swap": "blocks_to_swap", "fp8": "fp8",
     "gradient_checkpointing": "gradient_checkpointing", "activation_offload": "activation_offload", "rank": "rank",
     "train_steps": "train_steps", "gen_steps": "generation_steps", "cfg": "guidance_scale", "vae_tiling": "vae_tiling",
+    "offload_encoders": "offload_encoders",
 }
 
 
@@ -59,6 +60,7 @@ def add_plan_parser(commands) -> None:
     group.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--offload-encoders", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--rank", type=int)
     group.add_argument("--steps", dest="train_steps", type=int, metavar="N", help="training steps")
     group.add_argument("--gen-steps", type=int, metavar="N", help="denoising steps")

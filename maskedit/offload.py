@@ -1,10 +1,13 @@
-"""Memory options of training and generation (METHOD.md §7): block swapping, fp8 base weights, and
-gradient checkpointing with activations offloaded to CPU.
+"""Memory options of training and generation (METHOD.md §7): block swapping, fp8 base weights,
+gradient checkpointing with activations offloaded to CPU, and the encoders in CPU memory while idle.
 
     streamer = BlockStreamer(pipe.transformer, "cuda", blocks_to_swap=38, fp8=True)   # after LoRAs are added
     pipe.transformer.enable_gradient_checkpointing(checkpoint_function(streamer, offload_activations=True))
     ...train or generate...
     streamer.remove()                                          # weights back as normal parameters
+
+    place_pipeline(pipe, "cuda", blocks_to_swap=32, offload_encoders=True)   # a pipeline loaded on the CPU
+    encoder_offload(pipe).describe()        # umT5, CLIP, VAE in CPU memory, on the GPU only while they run
 
 How it works. Each transformer block's frozen weights have a *store*: pinned CPU memory for swapped
 blocks (the last `blocks_to_swap` of them), the GPU for resident ones; Linear weights are stored in
@@ -32,6 +35,7 @@ run: the materialised weights are exact copies (fp8 aside).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -424,13 +428,15 @@ def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool
     return setup
 
 
-def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False) -> MemorySetup | None:
+def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False,
+                   offload_encoders: bool = False) -> MemorySetup | None:
     """Put a pipeline loaded on the CPU onto `device` without ever holding the whole transformer there:
     the transformer gets the block streamer first (resident blocks and small parts on the device, swapped
     blocks in pinned CPU memory, fp8 stores), then the pipeline moves to `device` (which moves only what
-    is not streamed). The VAE and the text/image encoders go to the device as usual; the trainer moves
-    them off while it trains (`training.release_encoders`). Without swapping or fp8 the pipeline simply
-    moves. Returns the memory setup (None without swapping or fp8).
+    is not streamed). With `offload_encoders` the VAE and the text/image encoders stay in CPU memory and
+    come to the device only while they run (`EncoderOffload`); otherwise they go to the device as usual
+    and the trainer moves them off while it trains (`training.release_encoders`). Without swapping or fp8
+    the transformer simply moves. Returns the memory setup (None without swapping or fp8).
 
     Not diffusers' model CPU offload: its `enable_model_cpu_offload` first moves every component
     (transformer included) to the CPU and hooks the transformer too, which fights the streamer."""
@@ -439,6 +445,8 @@ def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False) -> 
     second = getattr(pipe, "transformer_2", None)  # a two-expert model's low-noise expert is streamed alike
     if second is not None and (blocks_to_swap or fp8):
         apply_memory_options(second, device, blocks_to_swap, fp8)
+    if offload_encoders:
+        enable_encoder_offload(pipe, device)  # before the move: the encoders' weights never go to the device
     pipe.to(device)
     return setup
 
@@ -459,3 +467,209 @@ def peak_memory_bytes(device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return None
+
+
+# ----- the encoders: in CPU memory while idle
+
+
+ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")
+"""The pipeline components `EncoderOffload` keeps in CPU memory (umT5 ≈ 10.6 GiB in bf16, CLIP ≈ 1.2 GiB and
+the VAE ≈ 0.5 GiB in float32 for Wan2.1-I2V-14B)."""
+
+ENCODER_OFFLOAD_ATTRIBUTE = "_maskedit_encoder_offload"
+TRANSFORMER_NAMES = ("transformer", "transformer_2")
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """`tensor` on `device`, a copy unless `device` is the CPU (where it is `tensor` itself when already there).
+    On CUDA a host → device copy; on the planner's meta "GPU" the explicit copy is what counts it as GPU memory
+    (`.to("meta")` of a meta tensor would be the tensor itself)."""
+    device = torch.device(device)
+    return tensor.to(device, copy=device.type != "cpu")
+
+
+@dataclass
+class _Stored:
+    """One parameter or buffer of an offloaded encoder: its CPU copy and where it is set."""
+
+    store: torch.Tensor  # the value, in CPU memory (the planner's host pool on meta)
+    param: torch.nn.Parameter | None  # set through `.data` (keeps the Parameter, ties and hooks)
+    buffers: list  # (owner module, key) of a buffer
+
+
+STREAMED_ENCODERS = ("text_encoder", "image_encoder")
+"""Encoders whose layers come to the device one at a time (umT5's 24 layers ≈ 0.39 GiB each, CLIP's 32)."""
+
+
+def layer_list(module) -> torch.nn.ModuleList | None:
+    """The ModuleList holding most of `module`'s parameters (umT5's `encoder.block`, CLIP's
+    `vision_model.encoder.layers`), or None when no list holds half of them."""
+    total = sum(p.numel() for p in module.parameters())
+    best, best_count = None, 0
+    for child in module.modules():
+        if isinstance(child, torch.nn.ModuleList) and len(child) > 1:
+            count = sum(p.numel() for p in child.parameters())
+            if count > best_count:
+                best, best_count = child, count
+    return best if best is not None and 2 * best_count >= total else None
+
+
+class EncoderOffload:
+    """The VAE and the text/image encoders of a pipeline in CPU memory, on `device` only while they run
+    (diffusers' `enable_model_cpu_offload` idea, without touching the transformer or the block streamer).
+
+    Each parameter and buffer of an encoder has a CPU *store* (the CPU tensor itself when the pipeline was
+    loaded on the CPU, else a copy); between uses it holds an empty placeholder on `device`, so the module
+    still reports `device` and dtype (the pipeline's `_execution_device` stays right), and a weight read while
+    it is offloaded fails loudly. Weights are copied to `device` (`to_device`) by forward pre-hooks and never
+    copied back (encoders are frozen). Units of loading:
+    - an encoder's layers (`layer_list`; text and image encoders, `STREAMED_ENCODERS`): each layer only while
+      its forward runs (pre-hook in, post-hook out), so umT5 needs one layer (≈ 0.39 GiB) beside the rest;
+    - the rest of an encoder (embeddings, norms; the whole VAE): from the first forward of the encoder or
+      of one of its children until it is done — text and image encoders right after their forward (a
+      post-hook, also when it raised); the VAE (its `encode`/`decode` are not `forward`) when its caller is
+      done: `MaskEditPipeline` after each VAE encode and at the end of every call, `release()` (the trainer
+      after encoding), and whenever another encoder or a transformer starts.
+    Results are bitwise those without it (the values are copies). Undo with `remove()`.
+    """
+
+    def __init__(self, pipe, device, names: tuple[str, ...] = ENCODER_NAMES, streamed: tuple[str, ...] = STREAMED_ENCODERS):
+        self.device = _normalise(device)
+        self.modules = {name: getattr(pipe, name) for name in names if getattr(pipe, name, None) is not None}
+        self.layers = {name: layer_list(module) for name, module in self.modules.items() if name in streamed}
+        self.layers = {name: layers for name, layers in self.layers.items() if layers is not None}
+        self._stored: dict[tuple, list[_Stored]] = {}
+        for name, module in self.modules.items():
+            self._collect(name, module)
+        self.resident: set[tuple] = set()  # units on the device: (name,) or (name, layer index)
+        self.stats = {"loads": 0, "drops": 0, "layer_loads": 0, "host_bytes": sum(
+            s.store.numel() * s.store.element_size() for stored in self._stored.values() for s in stored)}
+        self._handles = []
+        for unit in self._stored:
+            self._drop_values(unit)
+        for name, module in self.modules.items():
+            for part in (module, *module.children()):
+                self._handles.append(part.register_forward_pre_hook(self._loader((name,))))
+            if name != "vae":
+                self._handles.append(module.register_forward_hook(self._dropper((name,)), always_call=True))
+            for index, layer in enumerate(self.layers.get(name, ())):
+                self._handles.append(layer.register_forward_pre_hook(self._loader((name, index))))
+                self._handles.append(layer.register_forward_hook(self._dropper((name, index)), always_call=True))
+        for name in TRANSFORMER_NAMES:
+            transformer = getattr(pipe, name, None)
+            if isinstance(transformer, torch.nn.Module):
+                self._handles.append(transformer.register_forward_pre_hook(lambda *_: self.release()))
+        self._pipe = weakref.ref(pipe)
+        setattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, self)
+
+    def _collect(self, name: str, module) -> None:
+        by_id = {}
+        owners = {id(m): (name, index) for index, layer in enumerate(self.layers.get(name, ())) for m in layer.modules()}
+        for owner in module.modules():
+            unit = owners.get(id(owner), (name,))
+            stored = self._stored.setdefault(unit, [])
+            for key, param in owner._parameters.items():
+                if param is not None and id(param) not in by_id:  # tied parameters are one Parameter
+                    by_id[id(param)] = _Stored(param.data.to("cpu"), param, [])
+                    stored.append(by_id[id(param)])
+            for key, buffer in owner._buffers.items():
+                if buffer is None:
+                    continue
+                if id(buffer) not in by_id:
+                    by_id[id(buffer)] = _Stored(buffer.to("cpu"), None, [])
+                    stored.append(by_id[id(buffer)])
+                by_id[id(buffer)].buffers.append((owner, key))
+
+    def _set(self, entry: _Stored, value: torch.Tensor) -> None:
+        if entry.param is not None:
+            entry.param.data = value
+        for owner, key in entry.buffers:
+            owner._buffers[key] = value
+
+    def _drop_values(self, unit: tuple) -> None:
+        for entry in self._stored[unit]:
+            self._set(entry, torch.empty(0, dtype=entry.store.dtype, device=self.device))
+
+    def load(self, unit: tuple | str) -> None:
+        """Bring `unit` to the device: ("vae",) / "vae" — an encoder without its streamed layers —, or
+        (name, layer index). A no-op when it is there; other encoders' units leave first."""
+        unit = (unit,) if isinstance(unit, str) else unit
+        if unit in self.resident:
+            return
+        for other in [u for u in self.resident if u[0] != unit[0]]:
+            self.drop(other)
+        for entry in self._stored[unit]:
+            self._set(entry, to_device(entry.store, self.device))
+        self.resident.add(unit)
+        self.stats["loads" if len(unit) == 1 else "layer_loads"] += 1
+
+    def drop(self, unit: tuple | str) -> None:
+        """Let `unit` leave the device (its weights stay in CPU memory); an encoder's name drops all of it."""
+        units = [u for u in self.resident if u[0] == unit] if isinstance(unit, str) else [unit] if unit in self.resident else []
+        for one in units:
+            self._drop_values(one)
+            self.resident.discard(one)
+            if len(one) == 1:
+                self.stats["drops"] += 1
+
+    def release(self) -> None:
+        """Every encoder off the device."""
+        for unit in list(self.resident):
+            self.drop(unit)
+
+    def _loader(self, unit: tuple):
+        def hook(module, args):
+            self.load(unit)
+
+        return hook
+
+    def _dropper(self, unit: tuple):
+        def hook(module, args, output):
+            self.drop(unit[0] if len(unit) == 1 else unit)
+
+        return hook
+
+    def remove(self) -> None:
+        """Remove the hooks; every encoder gets its full weights back, on the device."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for stored in self._stored.values():
+            for entry in stored:
+                self._set(entry, entry.store.to(self.device))
+        self.resident.clear()
+        self._stored = {}
+        pipe = self._pipe()
+        if pipe is not None and getattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, None) is self:
+            delattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE)
+
+    def describe(self) -> str:
+        streamed = f" ({' and '.join(self.layers)} layer by layer)" if self.layers else ""
+        return (f"{', '.join(self.modules)} in CPU memory ({self.stats['host_bytes'] / 1024**3:.1f} GiB), on the GPU only "
+                f"while they run{streamed}")
+
+
+def encoder_offload(pipe) -> EncoderOffload | None:
+    """The `EncoderOffload` in effect on `pipe`, or None."""
+    return getattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, None)
+
+
+def enable_encoder_offload(pipe, device) -> EncoderOffload:
+    """Keep `pipe`'s encoders in CPU memory while idle (`EncoderOffload`); the one in effect when it already
+    computes on `device`, else a new one."""
+    device = _normalise(device)
+    current = encoder_offload(pipe)
+    if current is not None:
+        if current.device == device:
+            return current
+        current.remove()
+    return EncoderOffload(pipe, device)
+
+
+def release_offloaded_encoders(pipe) -> bool:
+    """Take every offloaded encoder of `pipe` off the device; False when `pipe` has no `EncoderOffload`."""
+    current = encoder_offload(pipe)
+    if current is None:
+        return False
+    current.release()
+    return True

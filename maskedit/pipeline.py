@@ -35,6 +35,7 @@ from .conditioning import (
 )
 from .defaults import DEFAULT_SAMPLER, SAMPLERS  # noqa: F401  (part of this module's API)
 from .errors import MaskEditError
+from .offload import encoder_offload, release_offloaded_encoders
 
 TEXT_TOKENS = 512
 """Wan's image cross-attention assumes the text part of its context is exactly this many tokens."""
@@ -241,6 +242,12 @@ class MaskEditPipeline(WanImageToVideoPipeline):
                 self._blend = None
                 self._image_view = "crop"
 
+    def maybe_free_model_hooks(self) -> None:
+        """The parent's (called at the end of every `__call__`, after the VAE decode), then the offloaded
+        encoders off the GPU (`offload.EncoderOffload`; the VAE decoded last)."""
+        super().maybe_free_model_hooks()
+        release_offloaded_encoders(self)
+
     def _check_text_length(self, max_sequence_length: int) -> None:
         has_image_kv = getattr(getattr(self.transformer, "config", None), "added_kv_proj_dim", None) is not None
         if has_image_kv and max_sequence_length != TEXT_TOKENS:
@@ -283,6 +290,9 @@ class MaskEditPipeline(WanImageToVideoPipeline):
         vae_device = next(self.vae.parameters()).device
         with untiled_encoding(self.vae):
             latents = retrieve_latents(self.vae.encode(pixels.to(vae_device, self.vae.dtype)), sample_mode="argmax")
+        offload = encoder_offload(self)
+        if offload is not None:
+            offload.drop("vae")  # with encoder offload the VAE is on the GPU only while it encodes
         latents = latents.to(device=device, dtype=dtype)
         mean = torch.tensor(self.vae.config.latents_mean).view(1, -1, 1, 1, 1).to(device, dtype)
         inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, -1, 1, 1, 1).to(device, dtype)

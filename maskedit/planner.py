@@ -683,7 +683,8 @@ def _vae_phases(vae, accounting: _Accounting):
         def run(x, *args, **kwargs):
             key = (name, repr(sorted(vae.config.items())), tuple(x.shape), x.dtype, vae.use_tiling,
                    getattr(vae, "tile_sample_min_height", None), getattr(vae, "tile_sample_min_width", None),
-                   args, tuple(sorted(kwargs.items())))
+                   args, tuple(sorted(kwargs.items())),
+                   next(vae.parameters()).numel() == 0)  # weights offloaded: the call brings them (EncoderOffload)
             with accounting.in_phase(name):
                 if key in _VAE_RUNS:
                     increment, flops, template = _VAE_RUNS[key]
@@ -960,7 +961,7 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
             from .offload import place_pipeline
             from .speed import enable_vae_tiling
 
-            place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8)
+            place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8, settings.offload_encoders)
             enable_vae_tiling(pipe, settings.vae_tiling)  # set at load time, for training's encodes too
             if train:
                 _run_training(pipe, accounting, settings, frames, region, stage2, checks, notes, generate)

@@ -8,9 +8,14 @@ Presets (METHOD.md §4, §6, §7; memory/time figures are targets until benchmar
 GPU measurements):
 - `full`: METHOD.md's settings: whole 49-frame 832x480 clip, 100 steps, rank 16, 30 steps at CFG 5.
 - `24gb`: the same edit on a 24 GB card: 32 of 40 blocks streamed from CPU, checkpointed activations offloaded,
-  VAE tiling (the reference code's 49-frame setting: 21.5 GB on an RTX 4090).
+  the encoders in CPU memory while idle, VAE tiling (the reference code's 49-frame setting: 21.5 GB on an
+  RTX 4090; planner: 21.3 GB, the training step; 27.6 GB with the encoders left on the GPU).
 - `low-cost`: 9-frame windows (stride 4) + 38 of 40 blocks swapped + fp8 base weights + checkpointed
-  activations offloaded to CPU; target peak ≤ 8 GB (the paper measured 7.6 GB).
+  activations offloaded to CPU + the encoders in CPU memory while idle; target peak ≤ 8 GB (the paper measured
+  7.6 GB for training; planner: 7.0 GB training step, 8.05 GB for the untiled condition VAE encode).
+- `offload_encoders` (24gb, low-cost): umT5, CLIP and the VAE stay in CPU memory and come to the GPU only while
+  they run (umT5 and CLIP one layer at a time; `offload.EncoderOffload`); results are bitwise the same. Off in
+  `full` (an 80 GB card holds them) and `zerogpu` (it fits its slice without; each call would copy them in).
 - `zerogpu`: 33 frames at 640x368, 9-frame windows, 60 steps, a step/CFG-distilled speed LoRA for
   4-step generation at CFG 1; target: the whole edit within 3 GPU-minutes on an H100-class card.
 
@@ -94,6 +99,7 @@ class Preset:
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
     gradient_checkpointing: bool = False
     activation_offload: bool = False  # checkpointed block inputs kept in CPU memory (needs checkpointing)
+    offload_encoders: bool = False  # VAE, umT5 and CLIP in CPU memory, on the GPU only while they run (bitwise equal)
     # generation (METHOD.md §6)
     generation_steps: int = GenerateSettings.steps
     guidance_scale: float = GenerateSettings.guidance_scale
@@ -162,6 +168,7 @@ class Preset:
             steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank, alpha=self.alpha,
             gradient_checkpointing=self.gradient_checkpointing, activation_offload=self.activation_offload,
             blocks_to_swap=self.blocks_to_swap, fp8=self.fp8, window=self.window, window_stride=self.window_stride,
+            offload_encoders=self.offload_encoders,
         )
         settings.update(overrides)
         return TrainConfig(**settings)
@@ -186,7 +193,8 @@ class Preset:
             f"  training: {self.train_steps} steps, lr {self.learning_rate:g}, LoRA rank {self.rank} alpha {self.alpha:g}, "
             f"window {window}",
             f"  memory: {self.blocks_resident} of {NUM_BLOCKS_14B} blocks resident, {self.blocks_to_swap} swapped; "
-            f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}",
+            f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}; "
+            f"encoders {'in CPU memory while idle' if self.offload_encoders else 'on the GPU'}",
             f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, "
             f"edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}",
             f"  sampler: {self.sampler}" + (" (flow-matching Euler, the reference code's: its results were sampled so, "
@@ -218,6 +226,7 @@ GPU_24GB = Preset(
     blocks_to_swap=32,
     gradient_checkpointing=True,
     activation_offload=True,  # the reference code's 21.5 GB setting; without it the planner counts 29 GB at 49 frames
+    offload_encoders=True,  # umT5 (10.6 GiB), CLIP and the VAE beside the transformer made encode/denoise need 25.7 GiB
     vae_tiling=True,
     target_peak_gb=22.0,
 )
@@ -230,6 +239,7 @@ LOW_COST = Preset(
     fp8=True,
     gradient_checkpointing=True,
     activation_offload=True,
+    offload_encoders=True,  # the encoders' 12.3 GiB would be most of its peak outside the training step
     vae_tiling=True,
     target_peak_gb=8.0,  # the paper measured 7.6 GB for these settings (Table 4, 38 swapped); planner 7.0 GB
 )

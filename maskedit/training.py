@@ -36,6 +36,7 @@ from .errors import MaskEditError
 from .files import display_path
 from .limits import check, check_settings
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
+from .offload import enable_encoder_offload, encoder_offload, release_offloaded_encoders
 from .pipeline import TEXT_TOKENS
 
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
@@ -68,6 +69,7 @@ class TrainConfig:
     activation_offload: bool = False  # keep checkpointed block inputs in CPU memory (implies checkpointing)
     blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.offload; implies checkpointing)
     fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
+    offload_encoders: bool = False  # VAE, text and image encoders in CPU memory, on the GPU only while they run
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
     image_view: str = METHOD_IMAGE_VIEW  # CLIP view of the samples' images ("full" / "crop"); generate with the same
     # what is trained on (`plan_stages`)
@@ -233,7 +235,10 @@ def encode_samples(pipe, items: list[TrainItem], device=None, image_view: str = 
 
 def release_encoders(pipe) -> None:
     """Move the VAE and the text/image encoders off the GPU while training (no-op on CPU; the planner's
-    meta-device GPU moves them too)."""
+    meta-device GPU moves them too). Encoders kept in CPU memory (`offload.EncoderOffload`) are only
+    made to leave the device: their weights are already in CPU memory."""
+    if release_offloaded_encoders(pipe):
+        return
     device = pipe._execution_device
     if device.type == "cpu":
         return
@@ -336,6 +341,8 @@ class LoraTrainer:
         if encoded is not None:  # already encoded (benchmarks; only `pipe.transformer` is used then)
             self.samples = list(encoded)
         else:
+            if config.offload_encoders:
+                enable_encoder_offload(pipe, self.device)
             self.samples = encode_samples(pipe, items, self.device, config.image_view)
             release_encoders(pipe)
 
@@ -594,10 +601,10 @@ PLAN_FIELDS = ("window", "window_stride", "condition", "stage2_epochs")
 
 def run_settings(config: TrainConfig) -> dict:
     """The settings a run's result depends on, JSON-able: `asdict(config)` without how often checkpoints are
-    written and the memory options that give bitwise-equal gradients (block swapping, activation offload),
-    and without the sample choice (PLAN_FIELDS, recorded beside it)."""
+    written and the memory options that give bitwise-equal gradients (block swapping, activation offload,
+    encoder offload), and without the sample choice (PLAN_FIELDS, recorded beside it)."""
     settings = asdict(config)
-    for name in ("checkpoint_every", "blocks_to_swap", "activation_offload", *PLAN_FIELDS):
+    for name in ("checkpoint_every", "blocks_to_swap", "activation_offload", "offload_encoders", *PLAN_FIELDS):
         settings.pop(name, None)
     return settings
 
@@ -659,7 +666,7 @@ def restore_encoders(pipe) -> None:
     """Undo `release_encoders`: bring the VAE and encoders back beside the transformer (the pipeline's execution
     device follows its text encoder, so they must move back before anything is encoded again)."""
     device = next(pipe.transformer.parameters()).device
-    if device.type == "cpu":
+    if device.type == "cpu" or encoder_offload(pipe) is not None:  # offloaded encoders come when they run
         return
     for name in ("vae", "text_encoder", "image_encoder"):
         module = getattr(pipe, name, None)

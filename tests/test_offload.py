@@ -11,7 +11,8 @@ import torch
 
 from maskedit.lora import add_lora
 from maskedit.models import TINY_TRANSFORMER, build_tiny_pipeline
-from maskedit.offload import BlockStreamer, apply_memory_options, dequantize_fp8, place_pipeline, quantize_fp8
+from maskedit.offload import (ENCODER_NAMES, BlockStreamer, apply_memory_options, dequantize_fp8, encoder_offload,
+                              place_pipeline, quantize_fp8)
 from maskedit.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
@@ -58,6 +59,8 @@ def plain(items):
     dict(blocks_to_swap=LAYERS),
     dict(blocks_to_swap=3, activation_offload=True),
     dict(gradient_checkpointing=True, activation_offload=True),
+    dict(offload_encoders=True),
+    dict(blocks_to_swap=2, offload_encoders=True),
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config):
     _, losses0, grads0, params0 = plain
@@ -66,6 +69,10 @@ def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config
     assert all(torch.equal(a, b) for a, b in zip(grads0, grads))  # LoRA gradients of step 1, bit for bit
     assert all(torch.equal(a, b) for a, b in zip(params0, params))  # and the LoRA after 3 steps
     streamer = trainer.memory.streamer if trainer.memory else None
+    if config.get("offload_encoders"):  # encoded with the encoders in CPU memory; all of them off the device now
+        offload = encoder_offload(trainer.pipe)
+        assert offload.stats["loads"] == 4 and not offload.resident  # VAE twice (target, condition), umT5, CLIP
+        assert all(p.numel() == 0 for name in ENCODER_NAMES for p in getattr(trainer.pipe, name).parameters())
     if config.get("blocks_to_swap"):
         assert streamer.stats["loads"] == 3 * 2 * config["blocks_to_swap"]  # forward + recompute, per step
         assert streamer.stats["max_materialised"] <= 2  # the block in use and the one prefetched
@@ -212,3 +219,124 @@ def test_a_lora_loaded_into_a_swapped_transformer(tmp_path):
     assert setup.streamer.blocks_to_swap == 3 and place_pipeline(four_block_pipe(), "cpu") is None
     load_lora(swapped, tmp_path)  # the adapter is added to layers whose weights are out
     assert np.array_equal(generate(swapped), generate(plain))
+
+
+def weights_on_device(pipe) -> dict[str, set[str]]:
+    """Per encoder: the names of the parameters holding their values (the others are empty placeholders)."""
+    return {name: {n for n, p in getattr(pipe, name).named_parameters() if p.numel()} for name in ENCODER_NAMES}
+
+
+def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch):
+    from maskedit import offload as offload_module
+    from maskedit.conditioning import inference_condition
+
+    frames, region = make_synthetic_clip()
+    condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
+
+    def generate(pipe):
+        return pipe(condition_video=condition.condition_video, condition_mask=condition.keep_mask,
+                    prompt=condition.prompt, negative_prompt="blurry", num_inference_steps=2, guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+
+    reference = generate(four_block_pipe())
+    pipe = four_block_pipe()
+    state = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ENCODER_NAMES}
+    elements = {name: sum(t.numel() for t in [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()])
+                for name in ENCODER_NAMES}  # tied weights once
+    names = {name: {n for n, _ in getattr(pipe, name).named_parameters()} for name in ENCODER_NAMES}
+    copies = []  # every host → device copy the offload makes: (tensor elements)
+    real_to_device = offload_module.to_device
+    monkeypatch.setattr(offload_module, "to_device", lambda t, d: copies.append(t.numel()) or real_to_device(t, d))
+    assert place_pipeline(pipe, "cpu", blocks_to_swap=2, offload_encoders=True) is not None
+    offload = encoder_offload(pipe)
+    assert set(offload.layers) == {"text_encoder", "image_encoder"}  # streamed layer by layer
+    layer_names = {}  # (encoder, layer index) → its parameter names
+    for name, layers in offload.layers.items():
+        module = getattr(pipe, name)
+        prefix = {id(m): n for n, m in module.named_modules()}
+        for index, layer in enumerate(layers):
+            layer_names[name, index] = {f"{prefix[id(layer)]}.{n}" for n, _ in layer.named_parameters()}
+    streamed = {name: set().union(*(v for (n, _), v in layer_names.items() if n == name)) for name in offload.layers}
+    nothing = dict.fromkeys(ENCODER_NAMES, set())
+    assert weights_on_device(pipe) == nothing  # nothing on the device at rest
+
+    expected, seen = {}, []  # what ran → the weights that must be on the device then; (what ran, the weights there)
+
+    def spy(what):
+        return lambda *_: seen.append((what, weights_on_device(pipe)))
+
+    for name in ("text_encoder", "image_encoder"):  # the encoder's own weights, none of its layers
+        getattr(pipe, name).register_forward_pre_hook(spy(name))
+        expected[name] = {**nothing, name: names[name] - streamed[name]}
+        for index, layer in enumerate(offload.layers[name]):  # and its layers one at a time
+            layer.register_forward_pre_hook(spy((name, index)))
+            expected[name, index] = {**nothing, name: names[name] - streamed[name] | layer_names[name, index]}
+    for child in ("encoder", "decoder"):  # the whole VAE while it encodes or decodes
+        getattr(pipe.vae, child).register_forward_pre_hook(spy(f"vae.{child}"))
+        expected[f"vae.{child}"] = {**nothing, "vae": names["vae"]}
+    pipe.transformer.register_forward_pre_hook(spy("transformer"))
+    expected["transformer"] = nothing  # none beside the transformer
+    assert np.array_equal(generate(pipe), reference)  # bit for bit
+
+    for what, present in seen:
+        assert present == expected[what], what
+    ran = [what for what, _ in seen]
+    assert ran.count("text_encoder") == 2 and ran.count("image_encoder") == 1  # prompt + negative prompt; the image
+    assert ran.count("transformer") == 4 and "vae.encoder" in ran and ran[-1] == "vae.decoder"
+    assert all(ran.count(("text_encoder", i)) == 2 for i in range(len(offload.layers["text_encoder"])))
+    assert weights_on_device(pipe) == nothing  # all off again after the call
+    assert offload.stats["loads"] == offload.stats["drops"] == 5  # umT5 ×2, CLIP, VAE encode, VAE decode
+    assert sum(copies) == 2 * elements["text_encoder"] + elements["image_encoder"] + 2 * elements["vae"]
+
+    offload.remove()
+    assert encoder_offload(pipe) is None
+    for name in ENCODER_NAMES:  # full weights back, bit for bit, no hook left
+        module = getattr(pipe, name)
+        assert all(torch.equal(state[name][k], v) for k, v in module.state_dict().items())
+    assert np.array_equal(generate(pipe), reference)
+
+
+def test_encoder_offload_is_kept_by_later_trainers_and_survives_a_failing_call():
+    from maskedit.offload import enable_encoder_offload
+    from maskedit.training import release_encoders, restore_encoders
+
+    pipe = four_block_pipe()
+    offload = enable_encoder_offload(pipe, "cpu")
+    assert enable_encoder_offload(pipe, "cpu") is offload  # a second trainer keeps it (no second store)
+    ids = torch.tensor([[5, 6, 7, 0]])
+    reference = four_block_pipe().text_encoder(ids).last_hidden_state
+    assert torch.equal(pipe.text_encoder(ids).last_hidden_state, reference)
+    assert not offload.resident and all(p.numel() == 0 for p in pipe.text_encoder.parameters())
+    with pytest.raises((IndexError, RuntimeError)):
+        pipe.text_encoder(torch.tensor([[5, 6, 10**9]]))  # an id out of the vocabulary: the forward raises
+    assert not offload.resident  # dropped all the same
+    restore_encoders(pipe)
+    release_encoders(pipe)  # no-ops on offloaded encoders: nothing comes back whole
+    assert all(p.numel() == 0 for name in ENCODER_NAMES for p in getattr(pipe, name).parameters())
+    assert pipe._execution_device == torch.device("cpu")
+    offload.remove()
+    assert torch.equal(pipe.text_encoder(ids).last_hidden_state, reference)
+
+
+def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, capsys):
+    """`--offload-encoders` (or a preset with it) on a GPU machine: loaded on the CPU, then placed with the
+    encoders in CPU memory (the GPU is stood in for by the CPU: the placement is recorded, then made on the CPU)."""
+    from maskedit import cli, models
+    from maskedit import offload as offload_module
+
+    calls = []
+
+    def place(pipe, device, blocks_to_swap=0, fp8=False, offload_encoders=False):
+        calls.append((device, blocks_to_swap, fp8, offload_encoders))
+        return place_pipeline(pipe, "cpu", blocks_to_swap, fp8, offload_encoders=offload_encoders)
+
+    monkeypatch.setattr(models, "default_device", lambda: "cuda")
+    monkeypatch.setattr(offload_module, "place_pipeline", place)
+    for flags, expected in (([], True), (["--no-offload-encoders", "--blocks-to-swap", "1"], False)):
+        args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p",
+                                              "--out", "o", "--model", "tiny", "--preset", "24gb", *flags])
+        cli._apply_preset(args)
+        loaded = cli._load_model("tiny", args)
+        assert calls[-1][0] == "cuda" and calls[-1][3] is expected
+        assert (encoder_offload(loaded.pipe) is not None) is expected
+        assert ("in CPU memory" in capsys.readouterr().out) is expected

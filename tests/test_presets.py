@@ -108,3 +108,23 @@ def test_cli_lists_the_presets(capsys):
     out = capsys.readouterr().out
     for preset in PRESETS.values():
         assert preset.describe() in out
+
+
+def test_encoder_offload_is_a_memory_option_of_the_presets_the_config_and_the_cli():
+    assert [name for name, p in PRESETS.items() if p.offload_encoders] == ["24gb", "low-cost"]
+    assert get_preset("24gb").train_config().offload_encoders and not get_preset("full").train_config().offload_encoders
+    assert "encoders in CPU memory while idle" in get_preset("24gb").describe()
+    assert "encoders on the GPU" in get_preset("full").describe()
+    base = ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png", "--prompt", "p", "--out", "o"]
+    assert _parsed(*base, "--preset", "24gb").offload_encoders is True
+    assert _parsed(*base, "--preset", "24gb", "--no-offload-encoders").offload_encoders is False
+    assert _parsed(*base, "--offload-encoders").offload_encoders is True and _parsed(*base).offload_encoders is False
+    gen = _parsed("generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p", "--out", "o",
+                  "--preset", "low-cost")
+    assert gen.offload_encoders is True
+
+    from maskedit.cli import _train_config
+    from maskedit.training import run_settings
+
+    config = _train_config(_parsed(*base, "--preset", "24gb"))
+    assert config.offload_encoders and "offload_encoders" not in run_settings(config)  # same results: not in the key
