@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .models import DEFAULT_MODEL_ID, TINY, TINY_WAN22, WAN21_720P_MODEL_ID, WAN22_BOUNDARY_RATIO, WAN22_I2V_MODEL_ID
-from .presets import Preset
+from .presets import NUM_BLOCKS_14B, Preset
 
 SIZES_480P = ((832, 480), (480, 832))
 SIZES_720P = ((1280, 720), (720, 1280))
@@ -97,7 +97,14 @@ def sizes_for_base(base: Base) -> list[tuple[int, int]]:
 def adapt_preset(preset: Preset, base: Base) -> Preset:
     """The preset with its clip size adapted to the base: where the preset uses the 480P size (832x480 or
     480x832) a base with another native size gets that size in the same orientation; smaller sizes chosen
-    for a budget (zerogpu's 640x368) stay as they are. Tiny bases keep the preset unchanged."""
+    for a budget (zerogpu's 640x368) stay as they are. On a two-expert base (Wan2.2-A14B) a preset that swaps
+    blocks keeps half as many resident per expert, since each expert's streamer keeps its own resident blocks
+    on the GPU. Tiny bases keep the preset unchanged."""
+    if base.two_experts and preset.blocks_to_swap and base not in (TINY_BASE, TINY_WAN22_BASE):
+        # both experts' resident blocks stay on the GPU (each streams its own): half as many each keeps the
+        # preset's memory plan (24gb: 8 resident blocks → 4 per expert; planner: benchmarks/RESULTS.md)
+        resident = max(1, preset.blocks_resident // 2)
+        preset = preset.with_overrides(blocks_to_swap=NUM_BLOCKS_14B - resident)
     if base in (TINY_BASE, TINY_WAN22_BASE) or base.native_size == DEFAULT_480P_SIZE:
         return preset
     width, height = base.native_size

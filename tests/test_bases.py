@@ -48,6 +48,11 @@ def test_presets_adapt_their_size_to_the_base(name):
         assert (on_720p.width, on_720p.height) == (preset.width, preset.height)
     assert adapt_preset(preset.with_overrides(width=480, height=832), WAN21_720P).width == 720
     assert (adapt_preset(preset, WAN22_A14B).width, adapt_preset(preset, WAN22_A14B).height) == (preset.width, preset.height)
+    # two experts each keep their resident blocks on the GPU: half as many each (24gb: 8 → 4 + 4)
+    assert adapt_preset(get_preset("24gb"), WAN22_A14B).blocks_resident == 4
+    assert adapt_preset(get_preset("low-cost"), WAN22_A14B).blocks_resident == 1
+    assert adapt_preset(get_preset("full"), WAN22_A14B).blocks_to_swap == 0
+    assert adapt_preset(get_preset("24gb"), TINY_WAN22_BASE) == get_preset("24gb")
 
 
 def test_every_base_offers_sizes_valid_for_a_preset():

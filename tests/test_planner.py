@@ -71,6 +71,16 @@ def test_lighter_presets_need_less_memory_to_train(plans):
     assert train["full"] > 16.39e9 * 2
 
 
+def test_24gb_fits_a_24_gb_card_because_its_encoders_wait_in_host_memory(plans):
+    """Every phase of the 24gb preset's edit fits 24 GB; with umT5, CLIP and the VAE left on the GPU the
+    condition's VAE encode and the denoising steps would not (they sit beside the resident blocks)."""
+    assert plans["24gb"].preset.offload_encoders and plans["24gb"].fits(24)
+    on_gpu = planner.estimate("24gb", offload_encoders=False, train=False)
+    assert not on_gpu.fits(24)
+    assert on_gpu.phases["denoising step"].peak_gpu_bytes - plans["24gb"].phases["denoising step"].peak_gpu_bytes \
+        > 10.5 * GIB  # at least umT5's 5.68 B bf16 parameters
+
+
 def test_flops_per_training_step_match_the_analytic_count(plans):
     """An independent count: video-token Linears at 2 FLOPs per parameter and token, run forward, recomputed
     (checkpointing) and backward for the input only (the base is frozen: no weight gradient); flash attention
@@ -148,6 +158,12 @@ def test_wan22_a14b_trains_one_expert_at_a_time_and_generates_with_both(plans):
     assert plan.peak_host_gib * GIB > expert_bytes  # the inactive expert waits in host memory
     assert plan.train_step_flops == pytest.approx(wan21.train_step_flops, rel=0.02)  # no CLIP tokens, same blocks
     assert any("two experts" in note for note in plan.notes)
+
+
+def test_wan22_a14b_24gb_fits_a_24_gb_card_with_half_the_resident_blocks_per_expert():
+    plan = planner.estimate("24gb", model=WAN22_I2V_MODEL_ID, stage2=False)
+    assert plan.preset.blocks_to_swap == 36 and plan.checks["blocks_swapped"] == 36  # bases.adapt_preset
+    assert plan.checks["streamed_blocks_held_at_most"] <= 2 and plan.fits(24)
 
 
 def test_presets_adapt_their_size_to_the_base_as_the_app_does():
