@@ -339,8 +339,8 @@ def expert_file_names() -> list[str]:
 
 def load_edit_lora(pipe, path, scale: float = 1.0) -> None:
     """Load an edit LoRA whatever the base: per-expert files into a two-expert pipeline (`path` = the
-    folder or one of its files, or a list of the two files, `expert_pair`), else `lora.load_lora`. A two-expert LoRA given to a one-transformer model
-    (or the reverse) is a clear error."""
+    folder or one of its files, or a list of the two files, `expert_pair`), else `lora.load_lora`. A
+    two-expert LoRA given to a one-transformer model (or the reverse) is a clear error."""
     from .lora import load_lora
 
     if isinstance(path, (list, tuple)):  # two files named …high_noise… / …low_noise…
