@@ -270,10 +270,14 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         return [get_upload_folder(), EXAMPLES_DIR]
 
+    from maskedit.studio.uploads import base_transformers
+
     studio = Studio(store, GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption),
                     model_name=loaded.name, is_tiny=loaded.is_tiny, budget_s=budget, chunk_steps=chunk_steps,
                     background_driver=background_driver or ("session" if zero_gpu else "thread"),
-                    cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots)
+                    cache_root=_cache_root(lora_cache), allowed_roots=allowed_roots,
+                    transformers=lambda: base_transformers(runtime.pipe))
+    two_experts = studio.two_experts  # Wan2.2-A14B: a LoRA pair, and the low-noise expert's CFG
     SERVER_FOLDERS[:] = [(store.root.resolve(), ""), (store.root, "")] + (
         [(studio.cache_root.resolve(), "LoRA cache/"), (studio.cache_root, "LoRA cache/")] if studio.cache_root else [])
     tiny = loaded.is_tiny
@@ -422,7 +426,12 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         with gr.Accordion("Loss points (JSON)", open=False):
                             loss_json = gr.JSON(label="loss points")
                         with gr.Accordion("Skip training: upload a LoRA (.safetensors)", open=False):
-                            lora_in = gr.File(label="LoRA", file_types=[".safetensors"])
+                            if two_experts:  # one file per expert; a one-transformer base keeps its one-file input
+                                lora_in = gr.File(label="LoRA pair: …high_noise… and …low_noise….safetensors "
+                                                  "(either order; lora.json may come along)", file_count="multiple",
+                                                  file_types=[".safetensors", ".json"], elem_id="lora-upload")
+                            else:
+                                lora_in = gr.File(label="LoRA", file_types=[".safetensors"])
                             lora_status = gr.Markdown()
 
             # 5 -------------------------------------------------------------------------
@@ -438,6 +447,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                         seed_gen = gr.Number(0, label="Seed", precision=0)
                         scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
                         with gr.Accordion("Advanced", open=False):
+                            cfg2 = gr.Number(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as "
+                                             "CFG)", visible=two_experts, elem_id="cfg2")
                             speed_lora_in = gr.Textbox(
                                 "", label="Speed LoRA for the preview (file path or owner/repo/file.safetensors; "
                                 "HIGH,LOW on a two-expert base)", placeholder="empty: $MASKEDIT_SPEED_LORA or the "
@@ -699,9 +710,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         @user_errors
         def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale, fit,
                        use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
-                       swap, fp8, ckpt, budget_s, sampler_name, st, request: gr.Request, progress=gr.Progress()):
+                       swap, fp8, ckpt, budget_s, sampler_name, cfg2_value=None, st=None,
+                       request: gr.Request = None, progress=gr.Progress()):  # cfg2 = None: optional for clients
             st = sess(st, request)
-            settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name, sampler_name)
+            settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name, sampler_name,
+                                         cfg2_value)
             # the Train tab's settings: the naive LoRA (naive-lora, feature-blend) is trained with them when not yet
             train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
                                        fp8, ckpt, budget_s, edit_caption=prompt_text)
@@ -724,7 +737,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         # itself is guarded by the studio's lock)
         gen_btn.click(h_generate, [prompt, new_edit, method, gen_steps, cfg, shift, seed_gen, scale, fit_edited,
                                    use_ckpt, preset, caption, trigger, steps_in, lr_in, rank_in, seed_in, swap_in,
-                                   fp8_in, ckpt_in, budget_in, sampler, state],
+                                   fp8_in, ckpt_in, budget_in, sampler, cfg2, state],
                       [edited_video, sbs_video, report, report_json, state], api_name="generate",
                       concurrency_id="generate", concurrency_limit=1).then(h_gallery, [state], [gallery],
                                                                           api_visibility="private")
@@ -758,11 +771,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         @user_errors
         def h_edit(video, points_json, mask_video, box, edited_first, later_files, later_indices, train_caption,
                    prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
-                   gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name, st,
-                   request: gr.Request):
+                   gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name,
+                   cfg2_value=None, st=None, request: gr.Request = None):  # cfg2 = None: optional for clients
             st = sess(st, request)
             settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
-                                         sampler=sampler_name)
+                                         sampler=sampler_name, guidance_scale_2=cfg2_value)
             result, files = studio.edit(
                 st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
                 later_files=later_files, later_indices=later_indices, later_captions=later_captions,
@@ -788,7 +801,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                                 gr.Number(defaults.flow_shift, visible=False, label="flow shift"),
                                 gr.Number(defaults.seed, visible=False, precision=0, label="seed"),
                                 gr.Number(defaults.lora_scale, visible=False, label="lora scale"), api_bool,
-                                api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"), state],
+                                api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"),
+                                gr.Number(None, visible=False, label="guidance scale 2"), state],
                        [api_edit_video, api_edit_sbs, api_lora, api_edit_report, api_edit_json, state],
                        api_name="edit", **gpu)
 

@@ -161,6 +161,9 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help=f"classifier-free guidance scale (default: the preset's; {GenerateSettings.guidance_scale:g} for full)")
     group.add_argument("--shift", type=float,
                        help=f"flow shift of the scheduler (default: the preset's; {GenerateSettings.flow_shift:g} for full)")
+    group.add_argument("--guidance-scale-2", type=float, metavar="CFG",
+                       help="two-expert bases (Wan2.2-A14B) only: the low-noise expert's guidance scale, for the "
+                            "steps below the boundary (default: the same as --cfg)")
     group.add_argument("--lora-scale", type=float, help="strength of the LoRA (default: the preset's; 1.0)")
     group.add_argument("--sampler", choices=SAMPLERS,
                        help="euler (flow-matching Euler with the reference code's schedule) or unipc (Wan's default "
@@ -253,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--edited-frame", required=True, metavar="PATH",
                           help="the edited first frame (prepared or source size; see --fit)")
     generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
-    generate.add_argument("--lora", metavar="DIR|FILE", help="the folder `train` wrote, or a .safetensors LoRA file")
+    generate.add_argument("--lora", metavar="DIR|FILE", nargs="+",
+                          help="the folder `train` wrote, or a .safetensors LoRA file; for a two-expert base "
+                               "(Wan2.2-A14B) also its two files, …high_noise… and …low_noise…, in either order")
     generate.add_argument("--method", choices=GENERATION_METHODS, default="mask-lora",
                           help="how to generate (default %(default)s); naive-lora needs --lora from `train --naive`")
     generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
@@ -370,7 +375,7 @@ def cmd_generate(args) -> int:
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
     args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
-    lora_path = editing.resolve_lora_path(args.lora) if args.lora else None
+    lora_path = _lora_argument(args.lora) if args.lora else None
     if lora_path is None and args.method == "mask-lora":
         raise MaskEditError(
             "the mask-lora method needs the LoRA that `train` wrote: add --lora LORA_DIR "
@@ -381,8 +386,9 @@ def cmd_generate(args) -> int:
             f"the {args.method} method needs the LoRA that `train --naive` wrote: add --lora NAIVE_LORA_DIR "
             "(or use --method no-lora to generate without one)"
         )
-    metadata = read_metadata(lora_path) if lora_path else {}
-    _check_lora_kind(args.method, metadata, lora_path)
+    first_file = lora_path[0] if isinstance(lora_path, list) else lora_path  # its folder's lora.json describes it
+    metadata = read_metadata(first_file) if lora_path else {}
+    _check_lora_kind(args.method, metadata, first_file)
     trigger = args.trigger if args.trigger is not None else metadata.get("trigger", DEFAULT_TRIGGER)
     model = args.model or metadata.get("base_model") or editing.default_model()
     if args.model and metadata.get("base_model") not in (None, args.model):
@@ -401,13 +407,29 @@ def cmd_generate(args) -> int:
     loaded = _load_model(model, args)
     if lora_path is not None:
         load_edit_lora(loaded.pipe, lora_path, args.lora_scale)
-        print(f"LoRA: {lora_path}")
+        print(f"LoRA: {' + '.join(map(str, lora_path)) if isinstance(lora_path, list) else lora_path}")
     if seeds is None:
         return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
     for seed in seeds:
         args.seed = seed
         _generate(loaded, prepared, edited, args, trigger, Path(args.out) / f"seed_{seed}")
     return 0
+
+
+def _lora_argument(values: list[str]):
+    """--lora's path (a folder or file, `editing.resolve_lora_path`), or [high-noise file, low-noise file] for
+    two files (`experts.expert_pair`: told apart by name); checked before any model loads."""
+    from .experts import EXPERTS, expert_pair
+
+    if len(values) == 1:
+        return editing.resolve_lora_path(values[0])
+    if len(values) != 2:
+        raise MaskEditError(f"--lora takes one folder or file, or the two files of a two-expert LoRA; got {len(values)}")
+    files = [editing.resolve_lora_path(value) for value in values]
+    if any(path.is_dir() for path in files):
+        raise MaskEditError("--lora with two values takes two .safetensors files (…high_noise… and …low_noise…)")
+    pair = expert_pair(files)
+    return [pair[expert] for expert in EXPERTS]
 
 
 def _check_lora_kind(method: str, metadata: dict, lora_path) -> None:
@@ -567,7 +589,7 @@ _LIMITED_OPTIONS = {
     "alpha": "alpha", "cfg": "guidance_scale", "shift": "flow_shift", "frames": "num_frames", "width": "width",
     "height": "height", "seed": "seed", "start": "start", "margin": "margin", "min_area": "min_area",
     "lora_scale": "lora_scale", "speed_lora_weight": "speed_lora_weight", "window": "window",
-    "window_stride": "window_stride", "stage2_epochs": "stage2_epochs",
+    "window_stride": "window_stride", "stage2_epochs": "stage2_epochs", "guidance_scale_2": "guidance_scale_2",
 }
 
 
@@ -608,7 +630,8 @@ def _check_generate_args(args) -> None:
     """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
     try:
         GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
-                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"))
+                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"),
+                         guidance_scale_2=args.guidance_scale_2)
     except MaskEditError as error:
         flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
                  "method": "--method"}
@@ -619,6 +642,9 @@ def _check_generate_args(args) -> None:
 def _load_model(name: str, args=None):
     from .models import default_device, load_pipeline
 
+    low_noise_cfg = GenerateSettings(guidance_scale_2=getattr(args, "guidance_scale_2", None))
+    if name in (TINY, DEFAULT_MODEL_ID, models.WAN21_720P_MODEL_ID):  # one transformer, known by name: refused
+        _check_base_option(low_noise_cfg, False)                       # before the model loads
     print(f"loading model {name} ...", flush=True)
     swap, fp8 = (getattr(args, "blocks_to_swap", 0) or 0), bool(getattr(args, "fp8", False))
     offload = bool(getattr(args, "offload_encoders", False))
@@ -641,9 +667,19 @@ def _load_model(name: str, args=None):
     from .bases import base_for_pipeline
 
     print(base_for_pipeline(loaded.pipe, loaded.name).banner(), flush=True)
+    from .experts import is_two_expert
+
+    _check_base_option(low_noise_cfg, is_two_expert(loaded.pipe))  # before any training or generation
     if args is not None and hasattr(args, "gen_steps"):
         _apply_generation_options(loaded.pipe, args)
     return loaded
+
+
+def _check_base_option(settings: GenerateSettings, two_experts: bool) -> None:
+    try:
+        settings.check_base(two_experts)
+    except MaskEditError as error:
+        raise MaskEditError(f"{error} (--guidance-scale-2)") from None
 
 
 def _apply_generation_options(pipe, args) -> None:
@@ -741,7 +777,7 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
                 flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
                 method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
                 callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
-                sampler=args.sampler,
+                sampler=args.sampler, guidance_scale_2=args.guidance_scale_2,
             )
     outputs = editing.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")

@@ -543,6 +543,11 @@ def set_flow_shift(pipe, shift: float) -> None:
         raise MaskEditError(f"the scheduler {type(scheduler).__name__} has no flow shift to set")
 
 
+def check_guidance_scale_2(pipe, guidance_scale_2: float | None) -> None:
+    """Refuse a low-noise guidance scale for a base without a low-noise expert (Wan2.1: one transformer)."""
+    GenerateSettings(guidance_scale_2=guidance_scale_2).check_base(is_two_expert(pipe))
+
+
 def generate_edit(
     pipe,
     prepared: PreparedClip,
@@ -561,6 +566,7 @@ def generate_edit(
     speed_lora_weight: float = 1.0,
     sampler: str = DEFAULT_SAMPLER,
     image_view: str = METHOD_IMAGE_VIEW,
+    guidance_scale_2: float | None = None,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
@@ -574,7 +580,8 @@ def generate_edit(
     this function cannot tell the two apart; `is_naive_lora(lora.json)` can).
     sampler: "euler" (the reference code's flow-matching Euler with its schedule, `pipeline.reference_sigmas`)
     or "unipc" (Wan's default); flow_shift applies to both. image_view: the CLIP view ("full" = the method's,
-    as in training; "crop" = diffusers').
+    as in training; "crop" = diffusers'). guidance_scale_2: the low-noise expert's CFG on a two-expert base
+    (None: `guidance_scale`); a one-expert base refuses it before any work.
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
     denoising step; should_stop() True stops after the current step (GenerationStopped).
     A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
@@ -586,8 +593,10 @@ def generate_edit(
     from .runtime import quiet_transformers
 
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
-                     seed=seed, method=method, sampler=sampler)  # checks every setting before any work
+                     seed=seed, method=method, sampler=sampler,
+                     guidance_scale_2=guidance_scale_2)  # checks every setting before any work
     check_settings(speed_lora_weight=speed_lora_weight)
+    check_guidance_scale_2(pipe, guidance_scale_2)
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
@@ -645,6 +654,7 @@ def generate_edit(
                 condition_mask=condition.keep_mask,
                 num_inference_steps=steps,
                 guidance_scale=guidance_scale,
+                guidance_scale_2=guidance_scale_2,
                 generator=torch.Generator(device="cpu").manual_seed(int(seed)),
                 output_type="np",
                 callback_on_step_end=on_step,

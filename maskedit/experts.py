@@ -341,12 +341,15 @@ def expert_file_names() -> list[str]:
     return [name for expert in EXPERTS for name in (expert_weight_name(expert), expert_comfyui_name(expert))]
 
 
-def load_edit_lora(pipe, path: str | os.PathLike, scale: float = 1.0) -> None:
+def load_edit_lora(pipe, path, scale: float = 1.0) -> None:
     """Load an edit LoRA whatever the base: per-expert files into a two-expert pipeline (`path` = the
-    folder or one of its files), else `lora.load_lora`. A two-expert LoRA given to a one-transformer model
-    (or the reverse) is a clear error."""
+    folder or one of its files, or a list of the two files, `expert_pair`), else `lora.load_lora`. A
+    two-expert LoRA given to a one-transformer model (or the reverse) is a clear error."""
     from .lora import load_lora
 
+    if isinstance(path, (list, tuple)):  # two files named …high_noise… / …low_noise…
+        load_expert_lora_files(pipe, expert_pair(path), scale)
+        return
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     if is_two_expert(pipe):
@@ -372,23 +375,71 @@ def load_expert_loras(pipe, folder: str | os.PathLike, scale: float = 1.0, adapt
     missing = [expert_weight_name(e) for e in EXPERTS if not (folder / expert_weight_name(e)).is_file()]
     if missing:
         raise MaskEditError(f"no {' or '.join(missing)} in {folder}: a two-expert LoRA has one file per expert")
+    load_expert_lora_files(pipe, {e: folder / expert_weight_name(e) for e in EXPERTS}, scale, adapter_name)
+
+
+def load_expert_lora_files(pipe, files: dict, scale: float = 1.0, adapter_name: str = ADAPTER_NAME) -> None:
+    """Load `files[HIGH_NOISE]` into `transformer` and `files[LOW_NOISE]` into `transformer_2` (any file
+    names, e.g. from `expert_pair`) as `adapter_name`, both active with `scale`. Replaces adapters of that
+    name; on any failure neither expert keeps one (MaskEditError)."""
+    if not is_two_expert(pipe):
+        raise MaskEditError("a LoRA pair (high noise + low noise) needs a two-expert base (Wan2.2-A14B); this model "
+                            "has one transformer: give one LoRA file")
+    files = {expert: Path(files[expert]) for expert in EXPERTS}
     unload_expert_loras(pipe, adapter_name)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute")
             for expert in EXPERTS:
-                pipe.load_lora_weights(str(folder), weight_name=expert_weight_name(expert), adapter_name=adapter_name,
-                                       load_into_transformer_2=expert == LOW_NOISE)
+                pipe.load_lora_weights(str(files[expert].parent), weight_name=files[expert].name,
+                                       adapter_name=adapter_name, load_into_transformer_2=expert == LOW_NOISE)
     except Exception as error:  # diffusers/peft/safetensors raise many types for a foreign or broken file
         unload_expert_loras(pipe, adapter_name)
+        names = " and ".join(files[e].name for e in EXPERTS)
         raise MaskEditError(
-            f"the LoRA files in {folder} do not fit this model ({type(error).__name__}: {str(error)[:300]})"
+            f"the LoRA files {names} do not fit this model ({type(error).__name__}: {str(error)[:300]})"
         ) from None
     for expert in EXPERTS:
         if adapter_name not in (getattr(expert_module(pipe, expert), "peft_config", None) or {}):
             unload_expert_loras(pipe, adapter_name)
-            raise MaskEditError(f"{expert_weight_name(expert)} holds no LoRA weights for the {expert} expert")
+            raise MaskEditError(f"{files[expert].name} holds no LoRA weights for the {expert} expert")
     pipe.set_adapters([adapter_name], adapter_weights=[scale])
+
+
+PAIR_HELP = ("a two-expert (Wan2.2-A14B) LoRA is two .safetensors files, one per expert, named …high_noise… and "
+             "…low_noise… (MaskEdit writes lora_high_noise.safetensors and lora_low_noise.safetensors)")
+
+
+def expert_of_file(path: str | os.PathLike) -> str | None:
+    """HIGH_NOISE / LOW_NOISE when the file name says which expert it is for (`high_noise` / `low_noise`,
+    also spelled with a hyphen, any case), else None."""
+    name = Path(path).name.lower().replace("-", "_")
+    found = [expert for expert in EXPERTS if expert in name]
+    return found[0] if len(found) == 1 else None
+
+
+def expert_pair(paths) -> dict[str, Path]:
+    """{expert: file} of two LoRA files given in either order, told apart by their names (`expert_of_file`).
+    Where MaskEdit's ComfyUI exports come along (a whole folder uploaded), the diffusers files are taken.
+    MaskEditError saying what to give otherwise."""
+    paths = [Path(p) for p in paths]
+    if any(p.name in (expert_comfyui_name(e) for e in EXPERTS) for p in paths) and \
+            all(any(p.name == expert_weight_name(e) for p in paths) for e in EXPERTS):
+        paths = [p for p in paths if p.name not in (expert_comfyui_name(e) for e in EXPERTS)]
+    pair: dict[str, list[Path]] = {expert: [] for expert in EXPERTS}
+    unnamed = []
+    for path in paths:
+        expert = expert_of_file(path)
+        (pair[expert] if expert else unnamed).append(path)
+    if unnamed:
+        raise MaskEditError(f"{', '.join(p.name for p in unnamed)}: the name does not say which expert the file is "
+                            f"for; {PAIR_HELP}")
+    for expert in EXPERTS:
+        if len(pair[expert]) != 1:
+            count = "no" if not pair[expert] else f"{len(pair[expert])}"
+            raise MaskEditError(f"{count} {expert} file{'s' if len(pair[expert]) > 1 else ''} among "
+                                f"{', '.join(p.name for p in paths)}; {PAIR_HELP}")
+    return {expert: pair[expert][0] for expert in EXPERTS}
 
 
 def unload_expert_loras(pipe, adapter_name: str = ADAPTER_NAME) -> None:

@@ -64,6 +64,8 @@ LIMITS: dict[str, Limit] = {limit.name: limit for limit in (
     Limit("rank", "LoRA rank", 1, 256, True, option="--rank"),
     Limit("alpha", "LoRA alpha", 0.01, 1024, False, option="--alpha"),
     Limit("guidance_scale", "classifier-free guidance scale", 1.0, 30.0, False, option="--cfg"),
+    Limit("guidance_scale_2", "low-noise expert's guidance scale (two-expert bases)", 1.0, 30.0, False,
+          option="--guidance-scale-2"),
     Limit("flow_shift", "flow shift", 0.01, 100.0, False, option="--shift"),
     Limit("timestep_shift", "training timestep shift", 0.01, 100.0, False),
     Limit("num_frames", "number of frames", 5, MAX_FRAMES, True, "4k+1", option="--frames"),

@@ -51,7 +51,10 @@ class GenerateSettings:
 
     steps: denoising steps; guidance_scale: 1 = no classifier-free guidance; flow_shift; lora_scale: weight
     of the edit LoRA (0..2 useful); seed: the noise seed (ranges: `maskedit.limits.LIMITS`); method: one of
-    GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default)."""
+    GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default).
+    guidance_scale_2: the low-noise expert's guidance scale on a two-expert base (Wan2.2-A14B: steps below
+    its boundary); None = `guidance_scale`, as diffusers does. A one-expert base refuses a given value
+    (`editing.generate_edit`)."""
 
     steps: int = 30
     guidance_scale: float = 5.0
@@ -60,6 +63,7 @@ class GenerateSettings:
     seed: int = 0
     method: str = "mask-lora"
     sampler: str = DEFAULT_SAMPLER
+    guidance_scale_2: float | None = None
 
     def __post_init__(self):
         self.validate()
@@ -67,11 +71,20 @@ class GenerateSettings:
     def validate(self) -> None:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         check_settings({"generation_steps": "steps"}, generation_steps=self.steps, guidance_scale=self.guidance_scale,
-                       flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed)
+                       flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed,
+                       guidance_scale_2=self.guidance_scale_2)
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
         if self.sampler not in SAMPLERS:
             raise MaskEditError(f"the sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
+
+    def check_base(self, two_experts: bool) -> None:
+        """Refuse guidance_scale_2 for a base without a low-noise expert (one transformer, e.g. Wan2.1)."""
+        if self.guidance_scale_2 is not None and not two_experts:
+            raise MaskEditError(
+                f"guidance_scale_2 ({self.guidance_scale_2:g}) sets the low-noise expert's guidance of a two-expert "
+                "base (Wan2.2-A14B); this model has one transformer: leave it out and set guidance_scale only"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

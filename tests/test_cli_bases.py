@@ -144,3 +144,54 @@ def test_a_speed_lora_pair_on_a_two_expert_base(capsys, tmp_path, wan22):
                                "--cfg", "1", "--out", tmp_path / "out")
     assert code == 0, stderr
     assert (tmp_path / "out" / "edited.mp4").is_file()
+
+
+def test_guidance_scale_2_on_generate_and_edit(capsys, tmp_path, wan22):
+    inputs, prepared, lora = wan22
+    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a blue box",
+              "--lora", lora, "--steps", "4"]
+    code, _, stderr = run(capsys, *common, "--out", tmp_path / "same")
+    assert code == 0, stderr
+    code, _, stderr = run(capsys, *common, "--guidance-scale-2", "1.5", "--out", tmp_path / "low")
+    assert code == 0, stderr
+    same = video.read_video(tmp_path / "same" / "edited.mp4").frames
+    assert not np.array_equal(video.read_video(tmp_path / "low" / "edited.mp4").frames, same)
+    code, _, stderr = run(capsys, *common, "--guidance-scale-2", "0.5", "--out", tmp_path / "bad")
+    assert code == 2 and "(--guidance-scale-2) is 0.5; it must be a finite number, at least 1" in stderr
+    # a one-transformer base: refused before the model loads (known by name) and before any training (edit)
+    code, stdout, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
+                               "--prompt", "a blue box", "--method", "no-lora", "--model", "tiny",
+                               "--guidance-scale-2", "3", "--out", tmp_path / "one")
+    assert code == 2 and "one transformer" in stderr and "--guidance-scale-2" in stderr
+    assert "loading model" not in stdout and "Traceback" not in stderr
+    code, stdout, stderr = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, *SIZE, "--edited-frame",
+                               inputs["edited"], "--prompt", "a blue box", "--train-prompt", "a box", "--steps", "2",
+                               "--model", "tiny", "--guidance-scale-2", "3", "--out", tmp_path / "edit")
+    assert code == 2 and "one transformer" in stderr and "training stage" not in stdout + stderr
+
+
+def test_generate_takes_the_two_files_of_a_two_expert_lora_in_either_order(capsys, tmp_path, wan22):
+    inputs, prepared, lora = wan22
+    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a blue box",
+              "--steps", "2"]
+    code, _, stderr = run(capsys, *common, "--lora", lora, "--out", tmp_path / "folder")
+    assert code == 0, stderr
+    own = tmp_path / "mine"
+    own.mkdir()
+    high, low = own / "car_edit_HIGH_NOISE.safetensors", own / "car_edit-low-noise.safetensors"
+    high.write_bytes((lora / expert_weight_name(EXPERTS[0])).read_bytes())
+    low.write_bytes((lora / expert_weight_name(EXPERTS[1])).read_bytes())
+    code, stdout, stderr = run(capsys, *common, "--lora", low, high, "--model", TINY_WAN22, "--out", tmp_path / "pair")
+    assert code == 0, stderr
+    assert f"LoRA: {high} + {low}" in stdout
+    expected = video.read_video(tmp_path / "folder" / "edited.mp4").frames
+    assert np.array_equal(video.read_video(tmp_path / "pair" / "edited.mp4").frames, expected)
+    # two files that do not name their experts, a pair for a one-transformer base
+    code, _, stderr = run(capsys, *common, "--lora", high, high, "--model", TINY_WAN22, "--out", tmp_path / "twice")
+    assert code == 2 and "2 high_noise files" in stderr and "named …high_noise… and …low_noise…" in stderr
+    unnamed = own / "edit.safetensors"
+    unnamed.write_bytes(low.read_bytes())
+    code, _, stderr = run(capsys, *common, "--lora", high, unnamed, "--model", TINY_WAN22, "--out", tmp_path / "unnamed")
+    assert code == 2 and "edit.safetensors: the name does not say which expert" in stderr
+    code, _, stderr = run(capsys, *common, "--lora", high, low, "--model", "tiny", "--out", tmp_path / "one")
+    assert code == 2 and "needs a two-expert base" in stderr and "Traceback" not in stderr

@@ -115,19 +115,93 @@ def test_ti2v_5b_is_refused_before_any_weights_load(tmp_path):
         load_pipeline(str(folder), device="cpu")
 
 
-def test_no_condition_is_bit_identical_to_the_stock_two_expert_pipeline():
+@pytest.mark.parametrize("guidance_scale_2", [3.0, None])
+def test_no_condition_is_bit_identical_to_the_stock_two_expert_pipeline(guidance_scale_2):
     components = tiny_two_expert_components()
     ours, stock = MaskEditPipeline(**components), WanImageToVideoPipeline(**components)
     for pipe in (ours, stock):
         pipe.set_progress_bar_config(disable=True)
     image = PIL.Image.fromarray(first_frame())
+    call = dict(image=image, prompt="a red car", guidance_scale_2=guidance_scale_2)
     for output_type in ("latent", "np"):
-        expected = generate(stock, output_type, image=image, prompt="a red car")
-        got = generate(ours, output_type, image=image, prompt="a red car")
+        expected = generate(stock, output_type, **call)
+        got = generate(ours, output_type, **call)
         assert torch.equal(got, expected) if output_type == "latent" else np.array_equal(got, expected)
     sample = stock_condition(first_frame(), FRAMES, "a red car")
-    got = generate(ours, prompt=sample.prompt, condition_video=sample.condition_video, condition_mask=sample.keep_mask)
-    assert np.array_equal(got, generate(stock, image=image, prompt="a red car"))
+    got = generate(ours, prompt=sample.prompt, condition_video=sample.condition_video, condition_mask=sample.keep_mask,
+                   guidance_scale_2=guidance_scale_2)
+    assert np.array_equal(got, generate(stock, **call))
+    if guidance_scale_2 is None:  # None means the high-noise scale, as in diffusers
+        assert torch.equal(generate(ours, "latent", **call), generate(ours, "latent", **{**call, "guidance_scale_2": 5.0}))
+
+
+def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
+    """The final latents (what the VAE decodes) of `editing.generate_edit` (no-lora) on the tiny clip, 4 steps
+    at shift 5 (timesteps 999, 937 | 833, 625)."""
+    from maskedit import editing
+
+    seen, decode = [], pipe.vae.decode
+
+    def capture(z, *args, **kwargs):
+        seen.append(z.detach().clone())
+        return decode(z, *args, **kwargs)
+
+    pipe.vae.decode = capture
+    try:
+        editing.generate_edit(pipe, prepared, prepared.frames[0], "a box", steps=4, method="no-lora", sampler="unipc",
+                              **settings)
+    finally:
+        del pipe.vae.decode
+    return seen[-1]
+
+
+@pytest.fixture(scope="module")
+def prepared_clip(tmp_path_factory):
+    from maskedit import editing
+    from maskedit.video import write_video
+
+    folder = tmp_path_factory.mktemp("gs2")
+    frames, _ = make_synthetic_clip()
+    write_video(folder / "clip.mp4", frames, 8)
+    return editing.prepare_clip(folder / "clip.mp4", box="10,10,40,40", width=SIZE, height=SIZE, num_frames=FRAMES)
+
+
+def test_guidance_scale_2_changes_only_the_low_noise_steps(prepared_clip):
+    pipe = build_tiny_two_expert_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    log = ForwardLog(pipe)
+    default = generate_edit_latents(pipe, prepared_clip, guidance_scale=5.0)
+    log.close()
+    assert {e for e, _ in log.calls} == {HIGH_NOISE, LOW_NOISE}  # boundary 0.9: two steps each
+    changed = generate_edit_latents(pipe, prepared_clip, guidance_scale=5.0, guidance_scale_2=1.5)
+    assert not torch.equal(changed, default)
+    assert torch.equal(generate_edit_latents(pipe, prepared_clip, guidance_scale=5.0, guidance_scale_2=5.0), default)
+
+    pipe.register_to_config(boundary_ratio=0.5)  # every step (τ ≥ 625) now runs the high-noise expert
+    log = ForwardLog(pipe)
+    all_high = generate_edit_latents(pipe, prepared_clip, guidance_scale=5.0)
+    log.close()
+    assert {e for e, _ in log.calls} == {HIGH_NOISE}
+    for scale in (1.0, 1.5, 12.0):
+        assert torch.equal(generate_edit_latents(pipe, prepared_clip, guidance_scale=5.0, guidance_scale_2=scale),
+                           all_high)
+    assert not torch.equal(generate_edit_latents(pipe, prepared_clip, guidance_scale=2.0), all_high)
+
+
+def test_guidance_scale_2_is_refused_for_one_transformer_and_out_of_range(prepared_clip):
+    from maskedit.models import build_tiny_pipeline
+
+    one, two = build_tiny_pipeline(), build_tiny_two_expert_pipeline()
+    forwards = [ForwardLog(two)]
+    calls = []
+    hook = one.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(MaskEditError, match="guidance_scale_2 .*one transformer"):
+        generate_edit_latents(one, prepared_clip, guidance_scale_2=3.0)
+    for bad in (0.5, float("nan"), 31.0):
+        with pytest.raises(MaskEditError, match=r"guidance scale \(two-expert bases\) \(guidance_scale_2\)"):
+            generate_edit_latents(two, prepared_clip, guidance_scale_2=bad)
+    hook.remove()
+    assert calls == [] and forwards[0].calls == []  # refused before any denoising step
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "shifted", "logit_normal"])

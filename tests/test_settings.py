@@ -46,10 +46,21 @@ def test_generate_settings_come_from_the_presets():
     assert GenerateSettings() == PRESETS["full"].generate_settings()  # 30 steps, CFG 5, shift 5 in one place
     quick = get_preset("zerogpu").generate_settings(seed=4)
     assert (quick.steps, quick.guidance_scale, quick.flow_shift, quick.seed) == (4, 1.0, 5.0, 4)
+    assert GenerateSettings().guidance_scale_2 is None  # the low-noise expert takes guidance_scale, as in diffusers
+    assert get_preset("full").generate_settings(guidance_scale_2=3.5).guidance_scale_2 == 3.5
+
+
+def test_guidance_scale_2_is_refused_only_where_there_is_no_low_noise_expert():
+    GenerateSettings(guidance_scale_2=3.0).check_base(two_experts=True)
+    GenerateSettings().check_base(two_experts=False)
+    with pytest.raises(MaskEditError, match="guidance_scale_2 \\(3\\) .*one transformer"):
+        GenerateSettings(guidance_scale_2=3.0).check_base(two_experts=False)
 
 
 @pytest.mark.parametrize("bad, words", [(dict(steps=0), "generation steps"), (dict(guidance_scale=0.5), "guidance"),
-                                        (dict(flow_shift=0), "flow shift"), (dict(method="best"), "method")])
+                                        (dict(flow_shift=0), "flow shift"), (dict(method="best"), "method"),
+                                        (dict(guidance_scale_2=0.5), "guidance_scale_2"),
+                                        (dict(guidance_scale_2=float("inf")), "guidance_scale_2")])
 def test_generate_settings_refuse_out_of_range_values(bad, words):
     with pytest.raises(MaskEditError, match=words):
         GenerateSettings(**bad)

@@ -22,7 +22,7 @@ from maskedit.studio.service import Studio, TrainInputs
 from maskedit.video import read_video, write_image, write_video
 
 
-def make_studio(tmp_path, pipe, model_name, frames):
+def make_studio(tmp_path, pipe, model_name, frames, check_uploads=True):
     from maskedit.segmentation_fallback import FallbackSegmenter
 
     write_video(tmp_path / "clip.mp4", frames, FPS)
@@ -36,8 +36,11 @@ def make_studio(tmp_path, pipe, model_name, frames):
         yield from generate(*args, **kwargs)
 
     gpu.generate = counted_generate
+    from maskedit.studio.uploads import base_transformers
+
     studio = Studio(session.SessionStore(tmp_path / "sessions"), gpu, model_name=model_name, is_tiny=True,
-                    chunk_steps=2, allowed_roots=lambda: [tmp_path], cache_root=tmp_path / "cache")
+                    chunk_steps=2, allowed_roots=lambda: [tmp_path], cache_root=tmp_path / "cache",
+                    transformers=(lambda: base_transformers(pipe)) if check_uploads else None)
     st = studio.session("tab")
     studio.load_video(st, tmp_path / "clip.mp4", 9, "64x64")
     studio.use_mask(st, box="10,10,40,40")
@@ -118,3 +121,129 @@ def test_a_presets_speed_lora_pair_goes_on_both_experts_and_comes_off_both(tmp_p
     assert all(SPEED_ADAPTER in expert_module(pipe, e).peft_config for e in EXPERTS)
     apply_preset_options(pipe, None)
     assert all(SPEED_ADAPTER not in (getattr(expert_module(pipe, e), "peft_config", None) or {}) for e in EXPERTS)
+
+
+# ----- a LoRA pair uploaded for a two-expert base, and guidance_scale_2
+
+
+def expert_pair_files(folder, seed=3, names=("edit_high_noise.safetensors", "edit_low_noise.safetensors")):
+    """A random two-expert LoRA written by `save_expert_loras` (with lora.json) into folder/maskedit, and its
+    two files copied under other names (`names`: high, low). Returns (MaskEdit's folder, [high, low])."""
+    import shutil
+
+    from test_preview import random_lora
+    from maskedit.experts import save_expert_loras
+
+    source = build_tiny_two_expert_pipeline()
+    for offset, expert in enumerate(EXPERTS):
+        random_lora(expert_module(source, expert), rank=4, seed=seed + offset)
+    written = save_expert_loras(source, folder / "maskedit", {"base_model": "tiny-wan2.2", "trigger": "p3rs0n"})
+    copies = [folder / name for name in names]
+    for expert, copy in zip(EXPERTS, copies):
+        shutil.copyfile(written[expert], copy)
+    return folder / "maskedit", copies
+
+
+def lora_weights(module) -> dict:
+    from maskedit.lora import lora_state_dict
+
+    return {k: v.clone() for k, v in lora_state_dict(module).items()}
+
+
+def test_an_uploaded_pair_gives_each_expert_its_own_lora_in_either_order(tmp_path, synthetic_clip):
+    from maskedit.experts import load_expert_loras
+
+    pipe = build_tiny_two_expert_pipeline()
+    studio, st, _ = make_studio(tmp_path, pipe, "tiny-wan2.2", synthetic_clip[0])
+    folder, (high, low) = expert_pair_files(tmp_path)
+    message = studio.use_lora(st, [str(low), str(high)])
+    assert "edit_high_noise.safetensors" in message and "edit_low_noise.safetensors" in message
+    stored = Path(st.lora).parent
+    assert sorted(p.name for p in stored.iterdir()) == ["lora_high_noise.safetensors", "lora_low_noise.safetensors"]
+    studio.generate(st, "a flipped box", GenerateSettings(steps=2))
+    reference = build_tiny_two_expert_pipeline()
+    load_expert_loras(reference, folder)
+    for expert in EXPERTS:  # each expert carries the file written for it, not the other one
+        got, expected = lora_weights(expert_module(pipe, expert)), lora_weights(expert_module(reference, expert))
+        assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
+
+    # the whole folder MaskEdit wrote (lora.json, diffusers and ComfyUI files): its diffusers pair and lora.json
+    files = sorted(str(p) for p in folder.iterdir())
+    assert len(files) == 5
+    studio.use_lora(st, files)
+    assert sorted(p.name for p in Path(st.lora).parent.iterdir()) == ["lora.json", "lora_high_noise.safetensors",
+                                                                     "lora_low_noise.safetensors"]
+    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2, guidance_scale_2=2.5))
+    assert result.report["guidance_scale_2"] == 2.5 and "low-noise 2.5" in result.report_markdown
+
+
+def test_a_refused_upload_says_what_to_upload_and_keeps_the_sessions_lora(tmp_path, synthetic_clip):
+    import torch
+    from safetensors.torch import save_file
+
+    pipe = build_tiny_two_expert_pipeline()
+    studio, st, calls = make_studio(tmp_path, pipe, "tiny-wan2.2", synthetic_clip[0])
+    _, (high, low) = expert_pair_files(tmp_path)
+    studio.use_lora(st, [str(high), str(low)])
+    kept = (st.lora, st.lora_source, {p.name: p.read_bytes() for p in Path(st.lora).parent.iterdir()})
+    wrong_shape = tmp_path / "wide_low_noise.safetensors"  # a layer of another model's width
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 48),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 4)}, str(wrong_shape))
+    no_layer = tmp_path / "deep_low_noise.safetensors"
+    save_file({"blocks.7.attn1.to_q.lora_A.weight": torch.zeros(4, 32),
+               "blocks.7.attn1.to_q.lora_B.weight": torch.zeros(32, 4)}, str(no_layer))
+    empty = tmp_path / "empty_low_noise.safetensors"
+    empty.write_bytes(b"")
+    nan = tmp_path / "nan_low_noise.safetensors"
+    save_file({"blocks.0.attn1.to_q.lora_A.weight": torch.full((4, 32), float("nan"))}, str(nan))
+    unnamed = tmp_path / "edit.safetensors"
+    unnamed.write_bytes(low.read_bytes())
+    cases = [
+        ([high], "edit_high_noise.safetensors alone is not enough: this base has two experts"),
+        ([high, unnamed], "edit.safetensors: the name does not say which expert"),
+        ([high, high], "2 high_noise files"),
+        ([high, wrong_shape], "wide_low_noise.safetensors does not fit this model's low-noise expert "
+                              "(blocks.0.attn1.to_q takes 32 inputs, the LoRA's A is [4, 48])"),
+        ([high, no_layer], "blocks.7.attn1.to_q is not a layer of this model"),
+        ([high, empty], "empty_low_noise.safetensors is not a LoRA file or is damaged (it is empty (0 bytes))"),
+        ([high, nan], "NaN or infinite weights"),
+        ([high, tmp_path / "notes.txt"], "notes.txt is not a .safetensors file"),
+    ]
+    (tmp_path / "notes.txt").write_text("x")
+    for files, words in cases:
+        with pytest.raises(MaskEditError) as error:
+            studio.use_lora(st, [str(f) for f in files])
+        assert words in str(error.value) and str(tmp_path) not in str(error.value), files
+        assert (st.lora, st.lora_source, {p.name: p.read_bytes() for p in Path(st.lora).parent.iterdir()}) == kept
+    assert calls == []  # nothing reached the GPU
+
+
+def test_a_one_transformer_base_takes_one_file_and_refuses_a_pair_and_guidance_scale_2(tmp_path, synthetic_clip):
+    from test_preview import random_lora
+    from maskedit.lora import save_lora
+
+    pipe = build_tiny_pipeline()
+    studio, st, calls = make_studio(tmp_path, pipe, "tiny", synthetic_clip[0])
+    _, (high, low) = expert_pair_files(tmp_path)
+    with pytest.raises(MaskEditError, match="this model has one transformer .*a pair of …high_noise… / …low_noise… "
+                                            "files is for a two-expert base"):
+        studio.use_lora(st, [str(high), str(low)])
+    assert st.lora is None
+    source = build_tiny_pipeline()
+    random_lora(source.transformer, rank=4, seed=1)
+    single = save_lora(source, tmp_path / "single", {"trigger": "p3rs0n"})
+    assert "lora.safetensors" in studio.use_lora(st, str(single))  # one file, as before
+    assert Path(st.lora).name == "lora.safetensors"
+    with pytest.raises(MaskEditError, match="guidance_scale_2 \\(3\\) .*one transformer"):
+        studio.generate(st, "a flipped box", GenerateSettings(steps=2, guidance_scale_2=3.0))
+    assert calls == [] and st.results == 0  # refused before any GPU work
+    assert studio.generate(st, "a flipped box", GenerateSettings(steps=2)).report["guidance_scale_2"] is None
+
+
+def test_without_the_model_the_base_is_judged_by_its_name(tmp_path, synthetic_clip):
+    pipe = build_tiny_two_expert_pipeline()
+    studio, st, _ = make_studio(tmp_path, pipe, "tiny-wan2.2", synthetic_clip[0], check_uploads=False)
+    assert studio.two_experts
+    _, (high, low) = expert_pair_files(tmp_path)
+    studio.use_lora(st, [str(high), str(low)])
+    assert Path(st.lora).name == "lora_high_noise.safetensors"

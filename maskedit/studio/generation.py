@@ -37,6 +37,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     from ..lora import read_metadata, unload_lora
 
     settings.validate()
+    editing.check_guidance_scale_2(pipe, settings.guidance_scale_2)
     method, lora_scale = settings.method, settings.lora_scale
     started = time.perf_counter()
     prepared = editing.load_prepared(prepared_dir)
@@ -74,7 +75,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                     guidance_scale=float(settings.guidance_scale), flow_shift=float(settings.flow_shift),
                     seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
                     callback=lambda e: results.put(("step", e)), should_stop=should_stop,
-                    speed_lora_weight=speed_weight, sampler=settings.sampler)
+                    speed_lora_weight=speed_weight, sampler=settings.sampler,
+                    guidance_scale_2=settings.guidance_scale_2)
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
@@ -98,6 +100,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
+              "guidance_scale_2": None if settings.guidance_scale_2 is None else float(settings.guidance_scale_2),
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
               "warnings": options["warnings"]}
@@ -168,7 +171,9 @@ def format_report(report: dict) -> str:
     return (f"| | |\n|---|---|\n| method | {report['method']} |\n"
             f"| background PSNR (outside the boxes, frames 1..) | {psnr_text} |\n"
             f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |\n"
-            f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}, "
+            f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}"
+            + (f" / low-noise {report['guidance_scale_2']:g}" if report.get("guidance_scale_2") is not None else "")
+            + ", "
             f"shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}) |"
             + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
             + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 from .. import editing
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
-from ..limits import value_or_default
+from ..limits import check, value_or_default
 from ..presets import GenerateSettings
 from .runs import ChunkRequest
 
@@ -60,12 +60,16 @@ class TrainInputs:
 
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
-                      method=None, sampler=None) -> GenerateSettings:
+                      method=None, sampler=None, guidance_scale_2=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
-    MaskEditError naming the setting, never a ValueError or OverflowError from int()."""
+    MaskEditError naming the setting, never a ValueError or OverflowError from int(). guidance_scale_2 None or
+    "" (an empty form field): the same as guidance_scale."""
     defaults = GenerateSettings()
+    given = guidance_scale_2 is not None and guidance_scale_2 != ""
+    low_noise = float(check("guidance_scale_2", guidance_scale_2)) if given else None
     return GenerateSettings(
+        guidance_scale_2=low_noise,
         steps=value_or_default("generation_steps", steps, defaults.steps),
         guidance_scale=float(value_or_default("guidance_scale", guidance_scale, defaults.guidance_scale)),
         flow_shift=float(value_or_default("flow_shift", flow_shift, defaults.flow_shift)),

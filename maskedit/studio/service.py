@@ -30,6 +30,7 @@ from .. import editing, lora_cache, session
 from ..background import BackgroundJob
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
+from ..experts import HIGH_NOISE
 from ..files import display_path, paths_shown_relative_to
 from ..limits import check, check_points_count, check_unique_frames, value_or_default
 from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
@@ -51,7 +52,8 @@ class Studio(Previews, BackgroundTraining):
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
                  budget_s: float = DEFAULT_CHUNK_SECONDS, chunk_steps: int | None = None,
                  background_driver: str = "thread", cache_root: str | os.PathLike | None = None,
-                 session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None):
+                 session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None,
+                 transformers: Callable[[], dict] | None = None):
         if background_driver not in ("thread", "session"):
             raise MaskEditError(f"background_driver must be 'thread' or 'session', not {background_driver!r}")
         self.store = store
@@ -65,6 +67,7 @@ class Studio(Previews, BackgroundTraining):
         self.session_cache_bytes = session_cache_bytes or int(
             float(os.environ.get("MASKEDIT_SESSION_CACHE_GB") or DEFAULT_SESSION_CACHE_GB) * 1024 ** 3)
         self.extra_roots = allowed_roots or (lambda: [])
+        self.transformers = transformers  # () -> uploads.base_transformers(pipe): uploads are checked against them
         self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
         self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
 
@@ -477,28 +480,28 @@ class Studio(Previews, BackgroundTraining):
         (Path(st.folder) / session.STOP_TRAINING).touch()
         return "Stopping after the current step…"
 
+    @property
+    def two_experts(self) -> bool:
+        """True when the base has two experts (Wan2.2-A14B): its LoRA is a pair, guidance_scale_2 applies."""
+        if self.transformers is not None:
+            return HIGH_NOISE in self.transformers()
+        from ..bases import base_for_name
+
+        return base_for_name(self.model_name).two_experts
+
     def use_lora(self, st: SessionState, file) -> str:
-        """Use an uploaded LoRA (.safetensors) instead of training."""
-        from safetensors import safe_open
+        """Use an uploaded LoRA instead of training: one .safetensors file, or for a two-expert base the pair
+        …high_noise… + …low_noise… (either order; MaskEdit's lora.json may come along). Every file is checked
+        (`uploads.check_lora_upload`) before the session's LoRA is replaced: a refused upload changes nothing."""
+        from .uploads import check_lora_upload, install_lora_upload
 
-        from ..lora import check_lora_file
-
-        path = self.checked(st, file, "LoRA file")
-        if path.suffix.lower() != ".safetensors":
-            raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
-        check_lora_file(path)  # 0 bytes, cut short or NaN weights: said as such, before anything is replaced
-        try:
-            with safe_open(str(path), "pt") as handle:
-                if not list(handle.keys()):
-                    raise MaskEditError(f"{path.name} holds no weights")
-        except MaskEditError:
-            raise
-        except Exception as error:  # noqa: BLE001 (safetensors raises its own types)
-            raise MaskEditError(f"{path.name} could not be read as safetensors ({str(error)[:200]})") from None
-        folder = self.sub(st, session.LORA_FOLDER)
-        shutil.rmtree(folder, ignore_errors=True)
-        st.use_lora(str(session.copy_into(folder, path, "lora.safetensors")), UPLOADED, None)
-        return f"Using the uploaded LoRA **{path.name}** (training can be skipped)."
+        files = [f for f in (file if isinstance(file, (list, tuple)) else [file]) if f]
+        paths = [self.checked(st, f, "LoRA file") for f in files]
+        chosen = check_lora_upload(paths, self.transformers() if self.transformers else None, self.two_experts)
+        path = install_lora_upload(chosen, self.sub(st, session.LORA_FOLDER))
+        st.use_lora(str(path), UPLOADED, None)
+        names = " and ".join(f"**{chosen[key].name}**" for key in chosen if key != "metadata")
+        return f"Using the uploaded LoRA {names} (training can be skipped)."
 
     # ----- the naive-LoRA baseline (METHOD.md §8), trained on demand by Generate
     def naive_lora(self, st: SessionState, inputs: TrainInputs, stop_file, progress=None) -> str:
@@ -560,6 +563,7 @@ class Studio(Previews, BackgroundTraining):
         that training and the wait for a background run. preview: a `preview.PreviewSettings` for a fast preview
         instead (use `preview()`)."""
         settings.validate()
+        settings.check_base(self.two_experts)
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
             self.set_edited_frame(st, edited_frame, fit)
@@ -628,6 +632,7 @@ class Studio(Previews, BackgroundTraining):
         indices = check_unique_frames(session.parse_later_frames(later_indices))
         if settings is not None:
             settings.validate()
+            settings.check_base(self.two_experts)
         if not str(prompt or "").strip():
             raise MaskEditError("the prompt is empty: describe the edited first frame")
         self.load_video(st, video, num_frames, size, start_s)
