@@ -27,6 +27,26 @@ PAPER_MB = {0: 25_097, 16: 16_305, 32: 9_987, 38: 7_617}  # RTX 4090, 832x480, 9
 REFERENCE_49_GB = 21.5  # reference code: 49 frames, 32 of 40 swapped, bf16
 
 
+NOTES = """No constant is fitted to the paper's figures. The slope agrees: the paper saves (16,305 − 9,987)/16 = 395
+MB per swapped block, the planner about 404 MB (the fp8 bytes of one block: 0.40 B parameters + per-row
+scales). The 49-frame row is the reference code's setting, our `24gb` preset's training (activations
+offloaded; without the offload the 40 checkpointed block inputs, 20,280 tokens x 5120 x 2 bytes = 8.3 GB,
+stay on the GPU).
+
+How to read the tables:
+- `24gb` and `low-cost` keep umT5, CLIP and the VAE in host memory except while each runs
+  (`offload_encoders`), so every phase of the 480P `24gb` edit fits 24 GB; the largest phase of `low-cost`
+  is the condition's VAE encode (never tiled: the method needs the exact condition latents), just above 8 GB.
+- At 720P the `24gb` preset's 49-frame training step does not fit 24 GB (3.5x the tokens of 832x480): use
+  `low-cost` or fewer frames there; `python -m maskedit plan` says which.
+- Wan2.2-A14B: presets that swap blocks keep half as many resident per expert (each expert streams its own
+  blocks: 24gb → 36 of 40 swapped per expert), so its `24gb` fits 24 GB too; the price is host memory
+  (both experts' swapped blocks wait there: ≈ 66 GiB). `full` holds both experts on the GPU to encode and
+  generate (≈ 78 GB: tight on an 80 GB card, comfortable on an H200); one trains at a time.
+- zerogpu rows are the whole edit at the preset's 33x640x368 on one call's GPU (ZeroGPU's large slice is
+  half an H200); the app splits training into chunked calls."""
+
+
 def preset_rows(model: str, size) -> list[str]:
     h100, rtx = planner.CARDS["h100"], planner.CARDS["4090"]
     rows = []
@@ -81,7 +101,7 @@ def main(argv=None) -> None:
     lines += ["### Training peak against the paper (RTX 4090, 832x480; MB = 10^6 bytes)", "",
               "| settings (our implementation) | paper MB | planner MB | planner / paper |", "|---|---|---|---|"]
     lines += paper_rows()
-    lines += ["", f"{machine()}; {time.perf_counter() - started:.0f} s for every dry run above."]
+    lines += ["", f"{machine()}; {time.perf_counter() - started:.0f} s for every dry run above.", "", NOTES]
     text = "\n".join(lines)
     print(text)
     if args.write:
