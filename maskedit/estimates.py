@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .cards import CARDS, Card
-from .defaults import TINY
+from .defaults import DEFAULT_MODEL_ID, TINY
 
 PLANS_FILE = Path(__file__).with_name("plans.json")
 TABLE_FORMAT = 1
@@ -101,7 +101,7 @@ def summary_line(model: str, preset: str, memory_gb: float | None = None) -> str
     The tiny model needs no plan: the line says so and what the default real model would need. A model the
     table lacks (a local folder) gets a line saying there is no estimate."""
     if model == TINY:
-        real = next(iter(models()), None)
+        real = DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in models() else next(iter(models()), None)
         entry = lookup(real, preset) if real else None
         if entry is None:
             return "the tiny model needs no plan (it runs anywhere)"
