@@ -34,7 +34,8 @@ class ChunkRequest:
     whose existence is the user's stop, whether to resume the entry's checkpoint, and the ZeroGPU size
     ("large" | "xlarge") the call needs, the edited later frames' captions {K: text} and the edited first
     frame's caption (lora.json; `editing.train_edit_lora`), and the planner's seconds per step on the call's
-    GPU (`studio.estimate.training_step_seconds`; None for the tiny model). Pickle-friendly: it crosses into a ZeroGPU worker."""
+    GPU (`studio.estimate.training_step_seconds`; None for the tiny model). Pickle-friendly: it crosses into a
+    ZeroGPU worker."""
 
     prepared_dir: str
     cache_root: str
