@@ -155,7 +155,11 @@ def train_chunk(request):
 
 
 def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings, **options) -> int:
-    return int(min(600, 30 + int(settings.steps) * 6))
+    """Seconds of GPU to ask for one render: the planner's FLOPs for the loaded model (none for the tiny model)
+    at the assumed utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
+    from maskedit.studio.estimate import generation_call_seconds
+
+    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings)
 
 
 @spaces.GPU(duration=_generation_duration)
@@ -400,6 +404,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 with gr.Row():
                     with gr.Column(scale=1):
                         preset = gr.Dropdown(list(PRESETS), value=default_preset, label="Preset")
+                        preset_estimate = gr.Markdown(studio.estimate_line(default_preset), elem_id="train-estimate")
                         preset_text = gr.Code(preset0.describe(), label="Exact settings", language=None)
                         with gr.Accordion("Advanced", open=False):
                             steps_in = gr.Number(10 if tiny else preset0.train_steps, label="Steps", precision=0,
@@ -667,11 +672,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
             return (chosen.describe(), chosen.train_steps if not tiny else 10, chosen.learning_rate, chosen.rank,
                     chosen.blocks_to_swap, chosen.fp8, chosen.gradient_checkpointing,
                     chosen.generation_steps if not tiny else 4, chosen.guidance_scale, chosen.flow_shift,
-                    chosen.sampler)
+                    chosen.sampler, studio.estimate_line(name))
 
         preset.change(user_errors(h_preset), [preset],
-                      [preset_text, steps_in, lr_in, rank_in, swap_in, fp8_in, ckpt_in, gen_steps, cfg, shift, sampler],
-                      api_visibility="private").then(**bg_change)
+                      [preset_text, steps_in, lr_in, rank_in, swap_in, fp8_in, ckpt_in, gen_steps, cfg, shift, sampler,
+                       preset_estimate], api_visibility="private").then(**bg_change)
 
         train_outputs = [plot, train_status, loss_json, lora_files, state]
 
@@ -682,6 +687,8 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
                 st = sess(st, request)
                 inputs = TrainInputs(caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
                                      gradient_checkpointing, budget_s)
+                if warning := studio.memory_warning(preset, blocks_to_swap, fp8):
+                    gr.Warning(warning)  # also on the status line; the run goes on (studio.estimate says why)
                 for view in studio.train(st, inputs, resume=resume):
                     # Gradio's LinePlot fixes its colour domain from the first value it gets: an empty first
                     # frame draws every line without a stroke, so the plot waits for points

@@ -442,3 +442,16 @@ def test_training_captions_blending_and_sampler_through_the_api(server, inputs):
     _, _, _, default_json = c.predict("a flipped box", None, "no-lora", 1, 5.0, 5.0, 0, 1.0, False,
                                       api_name="/generate")
     assert default_json["sampler"] == "euler"  # the preset's, shown in the Generate tab
+
+
+def test_train_tab_shows_the_planner_estimate_and_the_preset_updates_it(server):
+    """Beside the preset: the tiny model needs no plan, what the real one would need, no GPU here; the preset's
+    change event writes the line again (maskedit.studio.estimate; the figures are tests/test_estimates.py's)."""
+    config = client(server).config
+    components = {c["id"]: c for c in config["components"]}
+    estimate = next(c for c in components.values() if c.get("props", {}).get("elem_id") == "train-estimate")
+    value = str(estimate["props"]["value"])
+    assert "the tiny model needs no plan" in value and "GB of GPU memory" in value and "no GPU" in value
+    preset = next(i for i, c in components.items() if c.get("props", {}).get("label") == "Preset")
+    changes = [d for d in config["dependencies"] if [preset, "change"] in [list(t) for t in d["targets"]]]
+    assert any(estimate["id"] in d["outputs"] for d in changes)

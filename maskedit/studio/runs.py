@@ -33,7 +33,9 @@ class ChunkRequest:
     (seconds of wall time; the next step must be expected to end within it), a step limit (tests), the file
     whose existence is the user's stop, whether to resume the entry's checkpoint, and the ZeroGPU size
     ("large" | "xlarge") the call needs, the edited later frames' captions {K: text} and the edited first
-    frame's caption (lora.json; `editing.train_edit_lora`). Pickle-friendly: it crosses into a ZeroGPU worker."""
+    frame's caption (lora.json; `editing.train_edit_lora`), and the planner's seconds per step on the call's
+    GPU (`studio.estimate.training_step_seconds`; None for the tiny model). Pickle-friendly: it crosses into a
+    ZeroGPU worker."""
 
     prepared_dir: str
     cache_root: str
@@ -51,6 +53,7 @@ class ChunkRequest:
     gpu_size: str = "large"
     later_captions: dict = field(default_factory=dict)
     edit_caption: str | None = None
+    step_s: float | None = None  # the planner's seconds per training step on this call's GPU (None: unknown)
 
     def __post_init__(self):
         if self.gpu_size not in GPU_SIZES:
@@ -58,8 +61,11 @@ class ChunkRequest:
 
     @property
     def duration_s(self) -> int:
-        """The GPU time to ask for: the budget plus model transfer and sample encoding."""
-        return int(float(self.budget_s) + 40)
+        """The GPU time to ask for: the budget plus model transfer and sample encoding, and at least one step
+        by the planner's figure (`studio.estimate.training_call_seconds`; MaskEditError if no call holds one)."""
+        from .estimate import training_call_seconds
+
+        return training_call_seconds(self.budget_s, self.step_s)
 
     def key(self) -> str:
         """The cache key of this run (`lora_cache.cache_key`)."""

@@ -35,6 +35,7 @@ from ..files import display_path, paths_shown_relative_to
 from ..limits import check, check_points_count, check_unique_frames, value_or_default
 from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
+from .estimate import Estimates, clip_of, training_step_seconds
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .previews import Previews
 from .progress import TrainProgress
@@ -46,7 +47,7 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-class Studio(Previews, BackgroundTraining):
+class Studio(Previews, BackgroundTraining, Estimates):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
@@ -393,7 +394,15 @@ class Studio(Previews, BackgroundTraining):
                             float(inputs.budget_s or self.budget_s), self.chunk_steps, str(stop_file), resume,
                             gpu_size=self.gpu_size(config),
                             later_captions={int(k): str(v) for k, v in (later_captions or {}).items()},
-                            edit_caption=inputs.edit_caption)
+                            edit_caption=inputs.edit_caption, step_s=self._step_seconds(prepared_dir, inputs, config))
+
+    def _step_seconds(self, prepared_dir, inputs: TrainInputs, config) -> float | None:
+        """The planner's seconds per training step on the call's ZeroGPU size, at the prepared clip's size."""
+        if self.is_tiny:
+            return None
+        frames, width, height = clip_of(prepared_dir) or (None, None, None)
+        return training_step_seconds(self.model_name, inputs.preset or "full", self.gpu_size(config), frames, width,
+                                     height)
 
     def gpu_size(self, config) -> str:
         """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
@@ -424,6 +433,8 @@ class Studio(Previews, BackgroundTraining):
         prepared = editing.load_prepared(prepared_dir)
         config, notes = self.train_config(inputs, prepared.num_frames)
         notes = caption_notes + notes
+        warning = self.memory_warning(inputs.preset or "full", config.blocks_to_swap, config.fp8)
+        notes += [warning] if warning else []
         key, _, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         stop_file = Path(st.folder) / session.STOP_TRAINING
         stop_file.unlink(missing_ok=True)
