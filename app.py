@@ -286,7 +286,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         [(studio.cache_root.resolve(), "LoRA cache/"), (studio.cache_root, "LoRA cache/")] if studio.cache_root else [])
     tiny = loaded.is_tiny
     default_preset = "zerogpu" if zero_gpu else "full"
-    preset0 = get_preset(default_preset)
+    preset0 = studio.preset(default_preset)  # adapted to the base (720P sizes, Wan2.2's blocks per expert)
 
     def on_session_end(value):
         if value is not None:
@@ -668,7 +668,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
         # ---- 4. train
         def h_preset(name):
-            chosen = get_preset(name)
+            chosen = studio.preset(name)
             return (chosen.describe(), chosen.train_steps if not tiny else 10, chosen.learning_rate, chosen.rank,
                     chosen.blocks_to_swap, chosen.fp8, chosen.gradient_checkpointing,
                     chosen.generation_steps if not tiny else 4, chosen.guidance_scale, chosen.flow_shift,

@@ -247,3 +247,17 @@ def test_without_the_model_the_base_is_judged_by_its_name(tmp_path, synthetic_cl
     _, (high, low) = expert_pair_files(tmp_path)
     studio.use_lora(st, [str(high), str(low)])
     assert Path(st.lora).name == "lora_high_noise.safetensors"
+
+
+@pytest.mark.parametrize("model_name, swap, size", [
+    ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 32, (832, 480)),
+    ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", 32, (1280, 720)),
+    ("Wan-AI/Wan2.2-I2V-A14B-Diffusers", 36, (832, 480)),  # 4 resident blocks per expert
+])
+def test_the_train_tab_starts_from_the_preset_adapted_to_the_base(tmp_path, model_name, swap, size):
+    from maskedit.segmentation_fallback import FallbackSegmenter
+
+    studio = Studio(session.SessionStore(tmp_path / "sessions"), local_gpu(None, FallbackSegmenter()),
+                    model_name=model_name, is_tiny=False, allowed_roots=lambda: [tmp_path])
+    chosen = studio.preset("24gb")
+    assert (chosen.blocks_to_swap, (chosen.width, chosen.height)) == (swap, size)

@@ -17,11 +17,9 @@ class Previews:
         owner/repo/file.safetensors, or HIGH,LOW for a two-expert base), else $MASKEDIT_SPEED_LORA, else the
         preset's (adapted to the base). MaskEditError with `preview.NO_SPEED_LORA` when none is set — before
         any GPU work."""
-        from ..bases import adapt_preset, base_for_name
-        from ..presets import get_preset
         from ..preview import preview_settings
 
-        chosen = adapt_preset(get_preset(preset), base_for_name(self.model_name)) if preset else None
+        chosen = self.preset(preset) if preset else None
         return preview_settings(chosen, (speed_lora or "").strip() or None)
 
     def preview(self, st, prompt: str, settings: GenerateSettings, *, speed_lora: str | None = None,

@@ -366,7 +366,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         the user changed; memory options are off on the tiny model."""
         from ..conditioning import window_starts
 
-        chosen = get_preset(inputs.preset or "full")
+        chosen = self.preset(inputs.preset or "full")
         notes = []
         swap, fp8 = int(inputs.blocks_to_swap or 0), bool(inputs.fp8)
         if self.is_tiny and (swap or fp8):
@@ -490,6 +490,13 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def stop_training(self, st: SessionState) -> str:
         (Path(st.folder) / session.STOP_TRAINING).touch()
         return "Stopping after the current step…"
+
+    def preset(self, name: str):
+        """The preset `name` adapted to the loaded base (`bases.adapt_preset`: sizes on a 720P base, resident
+        blocks per expert on Wan2.2-A14B): what the Train tab shows and starts from."""
+        from ..bases import adapt_preset, base_for_name
+
+        return adapt_preset(get_preset(name), base_for_name(self.model_name))
 
     @property
     def two_experts(self) -> bool:
