@@ -115,7 +115,7 @@ class Estimates:
         model = None if self.is_tiny else table_model(self.model_name)
         if model is None:
             return None
-        preset = get_preset(preset_name)
+        preset = self.preset(preset_name)  # adapted to the base, as the Train tab shows it
         if (blocks_to_swap is not None and int(blocks_to_swap) != preset.blocks_to_swap) or \
                 (fp8 is not None and bool(fp8) != preset.fp8):
             return None
