@@ -4,6 +4,7 @@ One app is launched per module (`prevent_thread_lock=True`, a free local port, t
 segmenter, no captioner, at most 3 training steps per GPU call so that chunking is exercised).
 """
 
+import contextlib
 import json
 import socket
 import time
@@ -61,19 +62,27 @@ def inputs(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def running_app(model: str, work, **options):
+    """The app on `model` (fallback segmenter, no captioner, one LoRA cache per session) served on a free
+    port; yields its URL and closes it after."""
     import app
 
-    work = tmp_path_factory.mktemp("sessions")
-    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=work, chunk_steps=CHUNK_STEPS,
-                           lora_cache="session")  # one cache per session: no test reuses another's LoRA
+    demo = app.create_demo(model, segmenter="fallback", captioner="none", work_dir=work, lora_cache="session",
+                           **options)
     port = free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
     try:
-        yield f"http://127.0.0.1:{port}/", work
+        yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sessions")
+    with running_app("tiny", work, chunk_steps=CHUNK_STEPS) as url:  # no test reuses another's LoRA
+        yield url, work
 
 
 def client(server) -> Client:

@@ -8,23 +8,15 @@ gr = pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from test_app import assert_user_error, client, free_port, inputs, prepare, server  # noqa: E402,F401  (fixtures)
+from test_app import assert_user_error, client, inputs, prepare, running_app, server  # noqa: E402,F401  (fixtures)
 from test_studio_bases import expert_pair_files  # noqa: E402
 from maskedit.video import read_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def wan22_server(tmp_path_factory):
-    import app
-
-    demo = app.create_demo("tiny-wan2.2", segmenter="fallback", captioner="none", work_dir=tmp_path_factory.mktemp("s"),
-                           chunk_steps=3, lora_cache="session", background=False)
-    port = free_port()
-    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with running_app("tiny-wan2.2", tmp_path_factory.mktemp("s"), chunk_steps=3, background=False) as url:
+        yield url
 
 
 def component(c: Client, elem_id: str) -> dict:

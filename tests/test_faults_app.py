@@ -19,7 +19,7 @@ from gradio_client.utils import Status  # noqa: E402
 
 from maskedit.studio.generation import WORKER_NAME  # noqa: E402
 from maskedit.video import write_image, write_video  # noqa: E402
-from test_app import FPS, FRAMES, SIZE, assert_user_error, free_port, make_disk_clip  # noqa: E402
+from test_app import FPS, FRAMES, SIZE, assert_user_error, make_disk_clip, running_app  # noqa: E402
 
 CAPTION = "a red disk on a gradient"
 TRAIN = dict(trigger="p3rs0n", preset="full", steps=3, lr=1e-4, rank=4, seed=0, swap=0, fp8=False, ckpt=False,
@@ -42,16 +42,8 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import app
-
-    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", work_dir=tmp_path_factory.mktemp("s"),
-                           chunk_steps=3, lora_cache="session", background=False)
-    port = free_port()
-    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with running_app("tiny", tmp_path_factory.mktemp("s"), chunk_steps=3, background=False) as url:
+        yield url
 
 
 def train_args(**changes):
