@@ -89,6 +89,13 @@ def zerogpu_size(preset_name: str, is_tiny: bool) -> str:
 class Estimates:
     """The Studio's estimate methods (mixed into `studio.service.Studio`; uses `model_name` and `is_tiny`)."""
 
+    def preset(self, name: str):
+        """The preset `name` adapted to the loaded base (`bases.adapt_preset`: sizes on a 720P base, resident
+        blocks per expert on Wan2.2-A14B): what the Train tab shows and starts from."""
+        from ..bases import adapt_preset, base_for_name
+
+        return adapt_preset(get_preset(name), base_for_name(self.model_name))
+
     model_name: str
     is_tiny: bool
 

@@ -491,13 +491,6 @@ class Studio(Previews, BackgroundTraining, Estimates):
         (Path(st.folder) / session.STOP_TRAINING).touch()
         return "Stopping after the current step…"
 
-    def preset(self, name: str):
-        """The preset `name` adapted to the loaded base (`bases.adapt_preset`: sizes on a 720P base, resident
-        blocks per expert on Wan2.2-A14B): what the Train tab shows and starts from."""
-        from ..bases import adapt_preset, base_for_name
-
-        return adapt_preset(get_preset(name), base_for_name(self.model_name))
-
     @property
     def two_experts(self) -> bool:
         """True when the base has two experts (Wan2.2-A14B): its LoRA is a pair, guidance_scale_2 applies."""
