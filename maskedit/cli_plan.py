@@ -88,7 +88,7 @@ def cmd_plan(args) -> int:
         raise MaskEditError(f"--gpu-memory {memory:g} must be positive")
     overrides = {field: getattr(args, option) for option, field in SETTINGS.items() if getattr(args, option) is not None}
     if not args.json:
-        print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; 10-30 s) ...",
+        print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; under a minute) ...",
               flush=True)
     plan = estimate(args.preset, args.frames, size, args.model, attention=args.attention, **overrides)
     alternative = None
