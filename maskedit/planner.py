@@ -276,7 +276,7 @@ class _Accounting(TorchDispatchMode):
             peak[pool] = max(peak[pool], value)
 
     def _check_devices(self, func, args, kwargs) -> None:
-        if func in _MOVES or (len(args) < 2 and not kwargs):
+        if func in _MOVES or (not kwargs and (not args or (len(args) == 1 and isinstance(args[0], torch.Tensor)))):
             return
         pools = set()
         for tensor in _tensors(args, kwargs):
@@ -307,10 +307,10 @@ class _Accounting(TorchDispatchMode):
         if cached is not None:
             flops, spec, leaves = cached
             out = tree_unflatten([_fresh(leaf) for leaf in leaves], spec)
-        elif key is not None and _in_place_kind(func) is not None:
+        elif key is not None and _op_kind(func) == "in-place":
             before = _layout(args)
             out = func(*args, **kwargs)
-            returns_nothing = _in_place_kind(func)
+            returns_nothing = not func._schema.returns  # foreach ops; the others return their first argument
             if _layout(args) == before and ((out is None or out == []) if returns_nothing else out is args[0]):
                 _META_RESULTS[key] = _IN_PLACE
             flops = 0
@@ -372,11 +372,6 @@ def _op_kind(func) -> str | None:
         kind = "in-place"
     _KINDS[func] = kind
     return kind
-
-
-def _in_place_kind(func) -> bool | None:
-    """For an in-place op: True when it returns nothing (foreach), False when it returns its first argument."""
-    return (not func._schema.returns) if _op_kind(func) == "in-place" else None
 
 
 def _layout(args) -> list:
@@ -888,10 +883,12 @@ def _transformers(pipe) -> list:
 def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: list) -> None:
     from .conditioning import inference_condition
     from .lora import ADAPTER_NAME, add_lora
+    from .offload import move_module
+
     for name in ("vae", "text_encoder", "image_encoder"):  # back beside the transformer, as editing does
         module = getattr(pipe, name, None)
-        if module is not None:  # a copy: on meta, .to("meta") would keep the host-pool tensors
-            module._apply(lambda t: t.to("meta", copy=True))
+        if module is not None:
+            move_module(module, "meta")
     for transformer in _transformers(pipe):
         if ADAPTER_NAME not in (getattr(transformer, "peft_config", None) or {}):
             with torch.device("meta"):

@@ -83,7 +83,13 @@ def zerogpu_size(preset_name: str, is_tiny: bool) -> str:
     """The ZeroGPU size a preset's training call takes (as `Studio.gpu_size`): half a card ("large") unless
     the 14B model trains with every block resident in bf16 ("xlarge")."""
     preset = get_preset(preset_name)
-    return "large" if is_tiny or preset.blocks_to_swap or preset.fp8 else "xlarge"
+    return zerogpu_size_for(preset.blocks_to_swap, preset.fp8, is_tiny)
+
+
+def zerogpu_size_for(blocks_to_swap: int, fp8: bool, is_tiny: bool) -> str:
+    """"xlarge" (a whole card) for the 14B model with every block resident in bf16; "large" (half a card) for
+    the tiny model and when blocks are swapped or stored in fp8."""
+    return "large" if is_tiny or blocks_to_swap or fp8 else "xlarge"
 
 
 class Estimates:

@@ -35,7 +35,7 @@ from ..files import display_path, paths_shown_relative_to
 from ..limits import check, check_points_count, check_unique_frames, value_or_default
 from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
-from .estimate import Estimates, clip_of, training_step_seconds
+from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .previews import Previews
 from .progress import TrainProgress
@@ -407,7 +407,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def gpu_size(self, config) -> str:
         """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
         resident in bf16; "large" (half a card) for the tiny model and when blocks are swapped or stored in fp8."""
-        return "large" if self.is_tiny or config.blocks_to_swap or config.fp8 else "xlarge"
+        return zerogpu_size_for(config.blocks_to_swap, config.fp8, self.is_tiny)
 
     def _run_chunks(self, request: ChunkRequest) -> Callable[[bool], Iterator]:
         def chunk(again: bool):
