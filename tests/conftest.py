@@ -122,3 +122,23 @@ def step_counter(monkeypatch):
 
     monkeypatch.setattr(LoraTrainer, "train_step", counting)
     return calls
+
+
+@pytest.fixture
+def nan_loss_at(monkeypatch):
+    """`nan_loss_at(n)`: the n-th LoraTrainer.flow_matching_loss call of the test returns NaN (a diverging run)."""
+    from maskedit.training import LoraTrainer
+
+    original = LoraTrainer.flow_matching_loss
+
+    def patch(call: int) -> None:
+        calls = [0]
+
+        def nan_at(self, sample, t, noise):
+            calls[0] += 1
+            loss = original(self, sample, t, noise)
+            return loss * float("nan") if calls[0] == call else loss
+
+        monkeypatch.setattr(LoraTrainer, "flow_matching_loss", nan_at)
+
+    return patch

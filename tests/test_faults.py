@@ -272,19 +272,10 @@ def test_ctrl_c_then_resume_is_bit_identical(world, tmp_path):
         json.loads((tmp_path / "whole" / "lora.json").read_text())["final_loss"]
 
 
-def test_a_diverging_cli_run_exits_2_and_writes_no_lora(world, tmp_path, monkeypatch, capsys):
+def test_a_diverging_cli_run_exits_2_and_writes_no_lora(world, tmp_path, nan_loss_at, capsys):
     """In-process (the divergence is forced at step 3): the CLI shows the trainer's message and writes no
     LoRA and no checkpoint from the bad step."""
-    from maskedit.training import LoraTrainer
-
-    original, calls = LoraTrainer.flow_matching_loss, [0]
-
-    def nan_at_third_step(self, sample, t, noise):
-        calls[0] += 1
-        loss = original(self, sample, t, noise)
-        return loss * float("nan") if calls[0] == 3 else loss
-
-    monkeypatch.setattr(LoraTrainer, "flow_matching_loss", nan_at_third_step)
+    nan_loss_at(3)
     out = tmp_path / "lora"
     code = cli.main([str(a) for a in train(world, "--steps", "5", "--no-cache")] + ["--out", str(out)])
     err = capsys.readouterr().err

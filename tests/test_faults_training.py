@@ -52,16 +52,10 @@ def assert_same(weights, losses, t: LoraTrainer):
     assert all(torch.equal(a, b) for a, b in zip(weights, lora_weights(t)))
 
 
-def test_a_nan_loss_stops_before_the_optimizer_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, whole):
+def test_a_nan_loss_stops_before_the_optimizer_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, nan_loss_at,
+                                                                                   whole):
     t = trainer(tmp_path)
-    original, calls = LoraTrainer.flow_matching_loss, [0]
-
-    def nan_at_third(self, sample, step_t, noise):
-        calls[0] += 1
-        loss = original(self, sample, step_t, noise)
-        return loss * float("nan") if calls[0] == 3 else loss
-
-    monkeypatch.setattr(LoraTrainer, "flow_matching_loss", nan_at_third)
+    nan_loss_at(3)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 3 of 4; lower the learning rate "
                                                r"\(now 0.001; e.g. 0.0001\) or the LoRA alpha \(now 4; .*"
                                                r"the last good checkpoint \(step 2\) is kept"):
@@ -73,7 +67,7 @@ def test_a_nan_loss_stops_before_the_optimizer_and_keeps_the_last_good_checkpoin
     assert torch.equal(saved["generator"], t.generator.get_state())  # the draws of the bad step were undone
     with pytest.raises(TrainingDiverged):
         t.save_checkpoint()  # a diverged trainer never writes again
-    monkeypatch.setattr(LoraTrainer, "flow_matching_loss", original)
+    monkeypatch.undo()  # the loss is finite again
     assert_same(*whole, finish_from_checkpoint(tmp_path))  # nothing of the bad step reached the checkpoint
 
 
@@ -126,7 +120,7 @@ def test_an_interrupt_after_the_draws_saves_the_last_completed_step(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         t.train()
     assert json.loads((tmp_path / CHECKPOINT_STATE).read_text())["step"] == 2
-    monkeypatch.setattr(LoraTrainer, "flow_matching_loss", original)
+    monkeypatch.undo()  # the loss is finite again
     assert_same(*whole, finish_from_checkpoint(tmp_path))
 
 

@@ -7,10 +7,11 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import make_synthetic_clip
+from test_speed import random_lora
 from maskedit import editing
 from maskedit.errors import MaskEditError
 from maskedit.experts import EXPERTS, expert_module, save_expert_loras
-from maskedit.lora import ADAPTER_NAME, add_lora, lora_state_dict, to_comfyui_keys
+from maskedit.lora import ADAPTER_NAME, lora_state_dict, to_comfyui_keys
 from maskedit.models import build_tiny_pipeline, build_tiny_two_expert_pipeline
 from maskedit.presets import get_preset
 from maskedit.preview import (
@@ -19,14 +20,6 @@ from maskedit.preview import (
 from maskedit.speed import SPEED_ADAPTER, has_speed_lora
 from maskedit.video import Clip
 
-
-def random_lora(transformer, rank, seed):
-    add_lora(transformer, rank=rank, alpha=rank, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in transformer.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
 
 
 def speed_file(folder, pipe_builder, expert=None, seed=7):
