@@ -3,7 +3,7 @@
 Rows (wall seconds, median of --repeats, after one warm-up; a whole `generate_edit` call, VAE encode and
 decode included):
 - full render: the `full` preset's generation (30 steps, CFG 5: two transformer passes a step);
-- preview: `maskedit.preview.generate_preview` (edit LoRA + a random rank-64 stand-in for the speed LoRA,
+- preview: `maskedit.workflow.preview.generate_preview` (edit LoRA + a random rank-64 stand-in for the speed LoRA,
   4 steps, CFG 1: one pass a step); the ratio preview / full is the fraction of the full render's time;
 - training step: `LoraTrainer` on a one-transformer model vs `TwoExpertTrainer` (alternating experts)
   on a two-expert model of the same block config; goal: ratio ≈ 1 (one expert trains per step).
@@ -47,7 +47,7 @@ def speed_lora(folder: Path, builder, rank: int = 64) -> str:
     """A random rank-`rank` LoRA in ComfyUI keys (one file; a two-expert model takes it for both experts)."""
     from safetensors.torch import save_file
 
-    from maskedit.lora import add_lora, lora_state_dict, to_comfyui_keys
+    from maskedit.method.lora import add_lora, lora_state_dict, to_comfyui_keys
 
     pipe = builder()
     add_lora(pipe.transformer, rank=rank, alpha=rank, seed=3)
@@ -69,15 +69,15 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from maskedit import editing
-    from maskedit.experts import EXPERTS, TwoExpertTrainer, expert_module
-    from maskedit.lora import add_lora
-    from maskedit.models import build_tiny_pipeline, build_tiny_two_expert_pipeline
-    from maskedit.presets import get_preset
-    from maskedit.preview import PreviewSettings, generate_preview
-    from maskedit.conditioning import stage1_sample
-    from maskedit.training import LoraTrainer, TrainConfig, TrainItem, encode_samples
-    from maskedit.video import Clip
+    from maskedit.workflow import editing
+    from maskedit.method.experts import EXPERTS, TwoExpertTrainer, expert_module
+    from maskedit.method.lora import add_lora
+    from maskedit.models.loading import build_tiny_pipeline, build_tiny_two_expert_pipeline
+    from maskedit.models.presets import get_preset
+    from maskedit.workflow.preview import PreviewSettings, generate_preview
+    from maskedit.method.conditioning import stage1_sample
+    from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem, encode_samples
+    from maskedit.media.video import Clip
 
     rng = np.random.default_rng(0)
     frames = (rng.random((args.frames, args.size, args.size, 3)) * 255).astype(np.uint8)

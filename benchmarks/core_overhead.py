@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine  # noqa: E402
-from maskedit.conditioning import compose_prompt, inference_condition, stage1_sample  # noqa: E402
-from maskedit.lora import LORA_TARGET_MODULES  # noqa: E402
-from maskedit.masks import box_region  # noqa: E402
-from maskedit.models import TINY, load_pipeline  # noqa: E402
-from maskedit.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
+from maskedit.method.conditioning import compose_prompt, inference_condition, stage1_sample  # noqa: E402
+from maskedit.method.lora import LORA_TARGET_MODULES  # noqa: E402
+from maskedit.method.masks import box_region  # noqa: E402
+from maskedit.models.loading import TINY, load_pipeline  # noqa: E402
+from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
 
 GOAL = 1.1  # for the rows below; other rows are for information
 GOAL_ROWS = ("training step", "generation step")

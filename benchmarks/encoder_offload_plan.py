@@ -1,5 +1,5 @@
 """The planner's peak GPU memory per phase with the encoders on the GPU and in CPU memory while idle
-(`offload_encoders`, maskedit.offload.EncoderOffload), per preset, at the preset's frames and size on
+(`offload_encoders`, maskedit.memory.offload.EncoderOffload), per preset, at the preset's frames and size on
 Wan2.1-I2V-14B-480P. CPU only (the meta-device dry run); a few minutes per preset and setting.
 
     python benchmarks/encoder_offload_plan.py                    # every preset, off and on
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maskedit import planner  # noqa: E402
-from maskedit.presets import PRESETS  # noqa: E402
+from maskedit.models import planner  # noqa: E402
+from maskedit.models.presets import PRESETS  # noqa: E402
 
 CARD_GB = 24
 

@@ -39,13 +39,13 @@ from train_step import (  # noqa: E402
     NOT_MEASURED, RESULTS, TEXT_TOKENS, machine, peak_gib, random_transformer, reset_peak, sync, write_section,
 )
 
-from maskedit.conditioning import inference_condition  # noqa: E402
-from maskedit.lora import ADAPTER_NAME, LORA_TARGET_MODULES, add_lora  # noqa: E402
-from maskedit.masks import box_region  # noqa: E402
-from maskedit.models import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
-from maskedit.offload import BlockStreamer  # noqa: E402
-from maskedit.presets import get_preset  # noqa: E402
-from maskedit.speed import (  # noqa: E402
+from maskedit.method.conditioning import inference_condition  # noqa: E402
+from maskedit.method.lora import ADAPTER_NAME, LORA_TARGET_MODULES, add_lora  # noqa: E402
+from maskedit.method.masks import box_region  # noqa: E402
+from maskedit.models.loading import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
+from maskedit.memory.offload import BlockStreamer  # noqa: E402
+from maskedit.models.presets import get_preset  # noqa: E402
+from maskedit.models.speed import (  # noqa: E402
     SPEED_ADAPTER, available_attention_backends, compile_blocks, enable_vae_tiling, set_attention_backend, set_lora_weights,
     uncompile_blocks,
 )
@@ -76,12 +76,12 @@ def build_pipelines(args, transformer=None):
     """(ours, stock, transformer config, (width, height, frames)) sharing every component."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
 
-    from maskedit.pipeline import MaskEditPipeline
+    from maskedit.method.pipeline import MaskEditPipeline
     from maskedit.runtime import quiet_transformers
 
     device = args.device
     if args.model == "tiny":
-        from maskedit.models import build_tiny_pipeline
+        from maskedit.models.loading import build_tiny_pipeline
 
         components = build_tiny_pipeline().components
         components.update(tokenizer=None, text_encoder=None)

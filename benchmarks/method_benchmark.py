@@ -1,8 +1,8 @@
-"""Method benchmark: the edit methods of METHOD.md against ground truth, on toy edits (`maskedit.toyworld`).
+"""Method benchmark: the edit methods of METHOD.md against ground truth, on toy edits (`maskedit.tools.toyworld`).
 
 For every toy edit (a clip, one object's colour / pattern / shape changed, the edited first frame, one edited
 later frame and the ground-truth edited clip) each method gets the same budget — the same LoRA steps, rank,
-learning rate, seed, denoising steps, CFG and flow shift — and is scored with `maskedit.metrics.score_edit`:
+learning rate, seed, denoising steps, CFG and flow shift — and is scored with `maskedit.media.metrics.score_edit`:
 
 | method            | training (LoRA)                                       | generation                                   |
 |-------------------|-------------------------------------------------------|----------------------------------------------|
@@ -51,22 +51,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, write_section  # noqa: E402
-from maskedit import toyworld  # noqa: E402
-from maskedit.conditioning import (  # noqa: E402
+from maskedit.tools import toyworld  # noqa: E402
+from maskedit.method.conditioning import (  # noqa: E402
     ConditionSample, compose_prompt, frames_to_tensor, inference_condition, latent_keep_mask, naive_sample,
     stage1_sample, stage2_sample, stock_condition,
 )
-from maskedit.editing import (  # noqa: E402
+from maskedit.workflow.editing import (  # noqa: E402
     DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, STAGE2_REPEATS, WAN_NEGATIVE_PROMPT,
     set_flow_shift,
 )
-from maskedit.lora import unload_lora  # noqa: E402
-from maskedit.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
-from maskedit.metrics import EditScores, mean_scores, psnr, score_edit  # noqa: E402
-from maskedit.models import TINY, load_pipeline  # noqa: E402
+from maskedit.method.lora import unload_lora  # noqa: E402
+from maskedit.method.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
+from maskedit.media.metrics import EditScores, mean_scores, psnr, score_edit  # noqa: E402
+from maskedit.models.loading import TINY, load_pipeline  # noqa: E402
 from maskedit.runtime import quiet_transformers  # noqa: E402
-from maskedit.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
-from maskedit.video import LANDSCAPE_SIZE  # noqa: E402
+from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
+from maskedit.media.video import LANDSCAPE_SIZE  # noqa: E402
 
 METHODS = ("no-lora", "naive-lora", "feature-blend", "mask-lora", "mask-lora+stage2", "mask-lora-tight")
 REFERENCES = ("source", "ground-truth", "gt-vae")

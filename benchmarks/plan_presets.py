@@ -1,4 +1,4 @@
-"""The planner's figures (maskedit.planner dry runs, CPU only) for every preset on every built-in base
+"""The planner's figures (maskedit.models.planner dry runs, CPU only) for every preset on every built-in base
 (Wan2.1-I2V-14B 480P and 720P, Wan2.2-I2V-A14B), beside the paper's measured training peaks.
 
     python benchmarks/plan_presets.py            # print the tables
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import machine, write_section  # noqa: E402
 
-from maskedit import planner  # noqa: E402
-from maskedit.models import KNOWN_MODELS  # noqa: E402
-from maskedit.presets import PRESETS  # noqa: E402
+from maskedit.models import planner  # noqa: E402
+from maskedit.models.loading import KNOWN_MODELS  # noqa: E402
+from maskedit.models.presets import PRESETS  # noqa: E402
 
 PAPER_MB = {0: 25_097, 16: 16_305, 32: 9_987, 38: 7_617}  # RTX 4090, 832x480, 9-frame windows, fp8 base
 REFERENCE_49_GB = 21.5  # reference code: 49 frames, 32 of 40 swapped, bf16
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     header = ("| preset | clip | " + " | ".join(f"{p} GiB" for p in planner.PHASES)
               + " | host GiB | TFLOP / train step | TFLOP / denoise step | edit floor H100 s | edit floor 4090 s |")
     lines = ["## Planner estimates (benchmarks/plan_presets.py)", "",
-             "Dry runs of our code on the real configs with the meta device as the GPU (maskedit.planner): peak "
+             "Dry runs of our code on the real configs with the meta device as the GPU (maskedit.models.planner): peak "
              "GPU memory per phase (everything on the GPU then: weights, encoders, activations), peak host memory, "
              "FLOPs, and the whole edit's time floor (all steps at the card's dense bf16 peak — no run is that fast). "
              "**Estimates, not yet measured on a GPU.**", ""]

@@ -30,8 +30,8 @@ import generate  # noqa: E402
 import train_step  # noqa: E402
 from train_step import NOT_MEASURED, RESULTS, machine, random_transformer, write_section  # noqa: E402
 
-from maskedit.models import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
-from maskedit.presets import get_preset  # noqa: E402
+from maskedit.models.loading import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
+from maskedit.models.presets import get_preset  # noqa: E402
 
 
 def parse_args(argv):
@@ -98,9 +98,9 @@ def summary(train_rows, gen_rows, args, seconds) -> str:
 
 def planner_comparison(train_rows) -> str:
     """Measured peak (`torch.cuda.max_memory_allocated`) of each real-size training case beside the planner's
-    dry-run estimate of the same settings (maskedit.planner: training step only, the case's frames as one
+    dry-run estimate of the same settings (maskedit.models.planner: training step only, the case's frames as one
     whole-clip sample, gradient checkpointing on as in train_step.py)."""
-    from maskedit import planner
+    from maskedit.models import planner
 
     lines = ["## Planner check (benchmarks/run_all.py)", "",
              "| case | measured peak GiB | planner GiB | measured / planner |", "|---|---|---|---|"]

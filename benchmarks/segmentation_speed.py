@@ -1,7 +1,7 @@
 """Speed of segmentation from clicks: the live-overlay call and the propagation through a clip.
 
 On a procedurally drawn clip (default 49 frames at 832x480, a textured object moving over a textured
-background; `maskedit.segmentation_scenes`), with one click on frame 0, for each backend:
+background; `maskedit.tools.segmentation_scenes`), with one click on frame 0, for each backend:
 - first click: `image_mask` on a frame not seen before (includes the frame's embedding / working copy);
 - live overlay: `image_mask` again on the same frame with one more click (median over --repeats), what
   the user waits for while clicking;
@@ -32,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from maskedit import masks  # noqa: E402
+from maskedit.method import masks  # noqa: E402
 from maskedit.errors import MaskEditError  # noqa: E402
-from maskedit.segmentation import DEFAULT_SAM2_MODEL, load_segmenter  # noqa: E402
-from maskedit.segmentation_scenes import moving_object_clip  # noqa: E402
+from maskedit.perception.segmentation import DEFAULT_SAM2_MODEL, load_segmenter  # noqa: E402
+from maskedit.tools.segmentation_scenes import moving_object_clip  # noqa: E402
 
 
 def parse_args(argv):
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
 
         import torch
 
-        from maskedit.segmentation_sam2 import Sam2Segmenter, build_random_sam2, save_tiny_sam2
+        from maskedit.perception.segmentation_sam2 import Sam2Segmenter, build_random_sam2, save_tiny_sam2
 
         if args.threads:
             torch.set_num_threads(args.threads)

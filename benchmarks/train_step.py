@@ -1,4 +1,4 @@
-"""Seconds per LoRA training step and peak memory, for the memory options of maskedit.offload.
+"""Seconds per LoRA training step and peak memory, for the memory options of maskedit.memory.offload.
 
 Cases (each: --warmup untimed steps, then the median of --repeats timed steps of `LoraTrainer.train_step()`):
 - the full clip (49x832x480 → 20,280 tokens), bf16 and fp8 base weights;
@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import RESULTS, machine, write_section  # noqa: E402,F401  (generate/run_all import them from here)
-from maskedit.lora import ADAPTER_NAME  # noqa: E402
-from maskedit.models import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
-from maskedit.presets import NUM_BLOCKS_14B, get_preset  # noqa: E402
-from maskedit.training import EncodedSample, LoraTrainer, TrainConfig  # noqa: E402
+from maskedit.method.lora import ADAPTER_NAME  # noqa: E402
+from maskedit.models.loading import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
+from maskedit.models.presets import NUM_BLOCKS_14B, get_preset  # noqa: E402
+from maskedit.method.training import EncodedSample, LoraTrainer, TrainConfig  # noqa: E402
 
 TEXT_TOKENS, IMAGE_TOKENS = 512, 257
 NOT_MEASURED = "Real-size (Wan2.1-I2V-14B config) figures: not yet measured on a GPU."

@@ -9,30 +9,74 @@ does not import torch or diffusers):
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 from .errors import MaskEditError
 
 _EXPORTS = {
     # the diffusers pipeline and its helpers
-    "MaskEditPipeline": "pipeline", "SAMPLERS": "pipeline", "IMAGE_VIEWS": "pipeline", "use_sampler": "pipeline",
-    "reference_sigmas": "pipeline",
+    "MaskEditPipeline": "method.pipeline", "SAMPLERS": "method.pipeline", "IMAGE_VIEWS": "method.pipeline", "use_sampler": "method.pipeline",
+    "reference_sigmas": "method.pipeline",
     # models
-    "load_pipeline": "models", "build_tiny_pipeline": "models",
+    "load_pipeline": "models.loading", "build_tiny_pipeline": "models.loading",
     # conditions
-    "stage1_sample": "conditioning", "stage2_sample": "conditioning", "inference_condition": "conditioning",
-    "stock_condition": "conditioning", "compose_prompt": "conditioning",
+    "stage1_sample": "method.conditioning", "stage2_sample": "method.conditioning", "inference_condition": "method.conditioning",
+    "stock_condition": "method.conditioning", "compose_prompt": "method.conditioning",
     # training
-    "LoraTrainer": "training", "TrainConfig": "training", "TrainItem": "training",
+    "LoraTrainer": "method.training", "TrainConfig": "method.training", "TrainItem": "method.training",
     # the edit API
-    "PreparedClip": "editing", "prepare_clip": "editing", "save_prepared": "editing", "load_prepared": "editing",
-    "load_edited_frame": "editing", "train_edit_lora": "editing", "generate_edit": "editing",
-    "write_edit_outputs": "editing",
+    "PreparedClip": "workflow.editing", "prepare_clip": "workflow.editing", "save_prepared": "workflow.editing", "load_prepared": "workflow.editing",
+    "load_edited_frame": "workflow.editing", "train_edit_lora": "workflow.editing", "generate_edit": "workflow.editing",
+    "write_edit_outputs": "workflow.editing",
     # LoRA files and presets
-    "save_lora": "lora", "load_lora": "lora", "read_metadata": "lora",
-    "Preset": "presets", "get_preset": "presets", "PRESETS": "presets",
+    "save_lora": "method.lora", "load_lora": "method.lora", "read_metadata": "method.lora",
+    "Preset": "models.presets", "get_preset": "models.presets", "PRESETS": "models.presets",
 }
 
 __all__ = ["MaskEditError", *_EXPORTS]
+
+# ----- old module paths (before the folders of issue 20), kept for one release: `from maskedit.editing import x`
+# still works (with a DeprecationWarning) and gives `maskedit.workflow.editing.x`. `maskedit.models` is now a
+# package that still offers the old module's names (maskedit/models/__init__.py).
+MOVED_MODULES = {
+    "background": "studio.background_job", "bases": "models.bases", "captioning": "perception.captioning",
+    "cards": "models.cards", "cli": "interfaces.cli.main", "cli_common": "interfaces.cli.common",
+    "cli_plan": "interfaces.cli.plan", "cli_segment": "interfaces.cli.segment", "conditioning": "method.conditioning",
+    "distributed": "memory.distributed", "editing": "workflow.editing", "estimates": "models.estimates",
+    "experts": "method.experts", "files": "media.files", "hashing": "media.hashing",
+    "lora": "method.lora", "lora_cache": "workflow.lora_cache", "lora_checks": "workflow.lora_checks",
+    "masks": "method.masks", "metrics": "media.metrics", "models": "models.loading",
+    "offload": "memory.offload", "pipeline": "method.pipeline", "planner": "models.planner",
+    "presets": "models.presets", "preview": "workflow.preview", "segmentation": "perception.segmentation",
+    "segmentation_fallback": "perception.segmentation_fallback", "segmentation_prompts": "perception.segmentation_prompts", "segmentation_sam2": "perception.segmentation_sam2",
+    "segmentation_scenes": "tools.segmentation_scenes", "session": "workflow.session", "speed": "models.speed",
+    "toyworld": "tools.toyworld", "training": "method.training", "video": "media.video"
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds `maskedit.<old name>`: a module that forwards every name to the module at its new place."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname.removeprefix(__name__ + ".")
+        if fullname.startswith(__name__ + ".") and old in MOVED_MODULES and old != "models":
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def exec_module(self, module):
+        new = f"{__name__}.{MOVED_MODULES[module.__name__.removeprefix(__name__ + '.')]}"
+        warnings.warn(f"{module.__name__} moved to {new}; the old path goes in the next release", DeprecationWarning,
+                      stacklevel=2)
+        target = importlib.import_module(new)
+        module.__dict__.update({k: v for k, v in vars(target).items() if not k.startswith("__")})
+        module.__getattr__ = lambda name: getattr(target, name)
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
-"""`python -m maskedit ...`: see `maskedit.cli`."""
+"""`python -m maskedit ...`: see `maskedit.interfaces.cli.main`."""
 
-from maskedit.cli import main
+from maskedit.interfaces.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

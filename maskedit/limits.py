@@ -7,7 +7,7 @@ hold a GPU for days or fill its memory). NaN and ±inf are never accepted. A val
 
     the learning rate (learning_rate) is nan; it must be a finite number, at least 1e-08 and at most 1
 
-`SOURCE_LIMITS` bounds the videos that are read at all (`maskedit.video`). The README's table of ranges is
+`SOURCE_LIMITS` bounds the videos that are read at all (`maskedit.media.video`). The README's table of ranges is
 `ranges_markdown()`; a test keeps the two equal.
 """
 

@@ -1,4 +1,4 @@
-"""Draw the example clips of `examples/` from the toy world (`maskedit.toyworld`), with their ground truth.
+"""Draw the example clips of `examples/` from the toy world (`maskedit.tools.toyworld`), with their ground truth.
 
 Each example folder holds:
 - clip.mp4: the clip to edit (H.264, 16 fps);
@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from maskedit import toyworld  # noqa: E402
-from maskedit.masks import grow_box, write_mask_video  # noqa: E402
-from maskedit.video import write_image, write_video  # noqa: E402
+from maskedit.tools import toyworld  # noqa: E402
+from maskedit.method.masks import grow_box, write_mask_video  # noqa: E402
+from maskedit.media.video import write_image, write_video  # noqa: E402
 
 EXAMPLES = (
     # name, seed, kind, object index, (width, height), frames, later frames, scene options
@@ -76,7 +76,7 @@ def readme(index: list[dict]) -> str:
     lines = [
         "# Example clips",
         "",
-        "Procedural toy clips drawn by `python scripts/make_examples.py` (`maskedit.toyworld`; seeded, so they",
+        "Procedural toy clips drawn by `python scripts/make_examples.py` (`maskedit.tools.toyworld`; seeded, so they",
         "redraw identically). Each folder has the clip, the object's mask video (white = edit), the edited first",
         "frame, sometimes an edited later frame, and the ground-truth edited clip. `examples.json` lists them",
         "with a suggested prompt (caption of the edited clip), the caption of the original (`train_prompt`) and",

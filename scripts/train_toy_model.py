@@ -1,4 +1,4 @@
-"""Train a small Wan2.1-architecture image-to-video model on toy clips (`maskedit.toyworld`), resumably.
+"""Train a small Wan2.1-architecture image-to-video model on toy clips (`maskedit.tools.toyworld`), resumably.
 
 The model has the real model's classes and layout — `AutoencoderKLWan` (16 latent channels, 8x spatial and
 4x temporal compression), `WanTransformer3DModel` with image cross-attention (`added_kv_proj_dim` set, 36
@@ -50,13 +50,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from maskedit import toyworld  # noqa: E402
-from maskedit.conditioning import condition_pixels, frames_to_tensor, pack_latent_mask, stock_condition  # noqa: E402
-from maskedit.metrics import psnr  # noqa: E402
-from maskedit.models import (  # noqa: E402
+from maskedit.tools import toyworld  # noqa: E402
+from maskedit.method.conditioning import condition_pixels, frames_to_tensor, pack_latent_mask, stock_condition  # noqa: E402
+from maskedit.media.metrics import psnr  # noqa: E402
+from maskedit.models.loading import (  # noqa: E402
     TINY_IMAGE_ENCODER, TINY_TEXT_ENCODER, TINY_TRANSFORMER, TINY_VAE, tiny_tokenizer,
 )
-from maskedit.pipeline import TEXT_TOKENS, MaskEditPipeline  # noqa: E402
+from maskedit.method.pipeline import TEXT_TOKENS, MaskEditPipeline  # noqa: E402
 from maskedit.runtime import quiet_transformers  # noqa: E402
 
 TOY_VAE = dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
@@ -496,7 +496,7 @@ trained from scratch on procedural toy clips so that MaskEdit's offline demo and
 a model that has learned *something* about video. It knows nothing of the real world.
 {smoke_note}
 ## Data
-- {clips} toy clips (`maskedit.toyworld.random_scene`, seeds 0..{last_seed}), {width}x{height}, {frames} frames:
+- {clips} toy clips (`maskedit.tools.toyworld.random_scene`, seeds 0..{last_seed}), {width}x{height}, {frames} frames:
   gradient + low-frequency texture backgrounds (half of them panning), one or two textured objects moving,
   spinning, pulsing and turning along smooth paths, sometimes crossing; captions from the scene (shapes,
   colours, patterns, directions of motion).
@@ -529,7 +529,7 @@ the one true future penalises any plausible but different motion.
 
 ## Use
 ```python
-from maskedit.models import load_pipeline
+from maskedit.models.loading import load_pipeline
 pipe = load_pipeline("{out_name}").pipe      # a folder; 64x64 (multiples of 16), 4k+1 frames
 ```
 Reproduce: `python scripts/train_toy_model.py {smoke_flag}--out {out_name}` (resumable; settings in training_report.json).

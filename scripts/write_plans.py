@@ -1,8 +1,8 @@
-"""Write `maskedit/plans.json`: the planner's dry run (`maskedit.planner.estimate`) for every preset on every
+"""Write `maskedit/models/plans.json`: the planner's dry run (`maskedit.models.planner.estimate`) for every preset on every
 real model the planner knows (`models.KNOWN_MODELS`), at the preset's frames and size adapted to the model
 (`bases.adapt_preset`: 832x480 becomes 1280x720 on a 720P base).
 
-The app reads the table (`maskedit.estimates`, torch-free) instead of dry-running on a button press: one dry
+The app reads the table (`maskedit.models.estimates`, torch-free) instead of dry-running on a button press: one dry
 run takes tens of seconds on a CPU. Run this after changing the planner, a preset or a model config;
 `tests/test_estimates.py` fails while the table is stale.
 
@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maskedit.estimates import PLANS_FILE, TABLE_FORMAT, table_entry  # noqa: E402
+from maskedit.models.estimates import PLANS_FILE, TABLE_FORMAT, table_entry  # noqa: E402
 
 
 def adapted_preset(model: str, name: str):
     """The preset `name` as the dry run should take it on `model` (its base's native size where it has one)."""
-    from maskedit import bases
-    from maskedit.presets import get_preset
+    from maskedit.models import bases
+    from maskedit.models.presets import get_preset
 
     preset = get_preset(name)
     adapt = getattr(bases, "adapt_preset", None)
@@ -35,7 +35,7 @@ def adapted_preset(model: str, name: str):
 
 def plan_entry(model: str, name: str) -> dict:
     """The table's entry for one model and preset: a fresh dry run's `table_entry`."""
-    from maskedit.planner import estimate
+    from maskedit.models.planner import estimate
 
     return table_entry(estimate(adapted_preset(model, name), model=model))
 
@@ -43,8 +43,8 @@ def plan_entry(model: str, name: str) -> dict:
 def build_table(log=print) -> dict:
     import torch
 
-    from maskedit.models import KNOWN_MODELS
-    from maskedit.presets import PRESETS
+    from maskedit.models.loading import KNOWN_MODELS
+    from maskedit.models.presets import PRESETS
 
     torch.set_num_threads(1)  # meta tensors compute nothing; more threads only contend on a shared machine
     plans: dict[str, dict[str, dict]] = {}

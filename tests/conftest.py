@@ -84,7 +84,7 @@ def synthetic_clip():
 @pytest.fixture
 def clip_file(tmp_path, synthetic_clip):
     """The synthetic clip written as an H.264 mp4 at 8 fps; returns its path."""
-    from maskedit.video import write_video
+    from maskedit.media.video import write_video
 
     path = tmp_path / "inputs" / "clip.mp4"
     write_video(path, synthetic_clip[0], CLIP_FPS)
@@ -94,7 +94,7 @@ def clip_file(tmp_path, synthetic_clip):
 @pytest.fixture
 def mask_file(tmp_path, synthetic_clip):
     """The synthetic clip's region as a mask video (white = edit) at 8 fps; returns its path."""
-    from maskedit.masks import write_mask_video
+    from maskedit.method.masks import write_mask_video
 
     path = tmp_path / "inputs" / "mask.mp4"
     write_mask_video(path, synthetic_clip[1], CLIP_FPS)
@@ -103,8 +103,8 @@ def mask_file(tmp_path, synthetic_clip):
 
 @pytest.fixture
 def tiny_pipe():
-    """A fresh tiny random Wan I2V pipeline (`maskedit.models.build_tiny_pipeline()`), on the CPU."""
-    from maskedit.models import build_tiny_pipeline
+    """A fresh tiny random Wan I2V pipeline (`maskedit.models.loading.build_tiny_pipeline()`), on the CPU."""
+    from maskedit.models.loading import build_tiny_pipeline
 
     return build_tiny_pipeline()
 
@@ -112,7 +112,7 @@ def tiny_pipe():
 @pytest.fixture
 def step_counter(monkeypatch):
     """Counts LoraTrainer.train_step calls (a list that grows by one per step; a cache hit runs none)."""
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     calls, original = [], LoraTrainer.train_step
 
@@ -127,7 +127,7 @@ def step_counter(monkeypatch):
 @pytest.fixture
 def nan_loss_at(monkeypatch):
     """`nan_loss_at(n)`: the n-th LoraTrainer.flow_matching_loss call of the test returns NaN (a diverging run)."""
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     original = LoraTrainer.flow_matching_loss
 

@@ -19,7 +19,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 
 
-from maskedit.video import read_video, write_image, write_video  # noqa: E402
+from maskedit.media.video import read_video, write_image, write_video  # noqa: E402
 
 FRAMES, SIZE, FPS = 9, 64, 8.0
 CHUNK_STEPS = 3
@@ -51,7 +51,7 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app_inputs")
     frames, region = make_disk_clip()
     write_video(folder / "clip.mp4", frames, FPS)
-    from maskedit.masks import write_mask_video
+    from maskedit.method.masks import write_mask_video
 
     write_mask_video(folder / "mask.mp4", region, FPS)
     write_mask_video(folder / "empty_mask.mp4", np.zeros_like(region), FPS)
@@ -206,8 +206,8 @@ def test_stop_leaves_a_loadable_lora_and_resume_continues(server, inputs):
     meta = json.loads(Path(next(f for f in files if Path(f).name == "lora.json")).read_text())
     assert meta["partial"] and meta["step"] == stopped_at
 
-    from maskedit.lora import load_lora
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.method.lora import load_lora
+    from maskedit.models.loading import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
     load_lora(pipe, lora)  # loadable
@@ -338,7 +338,7 @@ def test_preset_window_and_speed_options_reach_training_and_generation(server, i
     and says so in the report."""
     from dataclasses import replace
 
-    from maskedit.presets import PRESETS
+    from maskedit.models.presets import PRESETS
 
     monkeypatch.setitem(PRESETS, "full", replace(PRESETS["full"], window=5, window_stride=4))
     c = client(server)

@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from test_app import assert_user_error, client, inputs, prepare, running_app, server  # noqa: E402,F401  (fixtures)
 from test_studio_bases import expert_pair_files  # noqa: E402
-from maskedit.video import read_video  # noqa: E402
+from maskedit.media.video import read_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_two_expert_app_takes_a_lora_pair_and_the_low_noise_guidance(wan22_serve
 
 def test_one_transformer_app_keeps_its_one_file_upload_and_hides_the_low_noise_guidance(server, inputs, tmp_path):
     from test_preview import random_lora
-    from maskedit.lora import save_lora
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.method.lora import save_lora
+    from maskedit.models.loading import build_tiny_pipeline
 
     c = client(server)
     assert component(c, "cfg2")["visible"] is False

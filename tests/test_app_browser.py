@@ -24,7 +24,7 @@ CENTRE = (90, 96)
 
 
 def make_clip(folder: Path):
-    from maskedit.video import write_image, write_video
+    from maskedit.media.video import write_image, write_video
 
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
     frames = np.empty((FRAMES, HEIGHT, WIDTH, 3), np.uint8)

@@ -8,9 +8,9 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from test_app import FRAMES, assert_user_error, client, inputs, prepare, server, train  # noqa: E402,F401
 from test_preview import speed_file  # noqa: E402
-from maskedit.models import build_tiny_pipeline  # noqa: E402
-from maskedit.preview import SPEED_LORA_ENV  # noqa: E402
-from maskedit.video import read_video  # noqa: E402
+from maskedit.models.loading import build_tiny_pipeline  # noqa: E402
+from maskedit.workflow.preview import SPEED_LORA_ENV  # noqa: E402
+from maskedit.media.video import read_video  # noqa: E402
 
 
 def test_preview_button_explains_a_missing_speed_lora_then_previews_with_one(server, inputs, tmp_path,  # noqa: F811

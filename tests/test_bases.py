@@ -1,16 +1,16 @@
-"""Bases (maskedit.bases): which base a model is, the sizes it offers, presets adapted to it."""
+"""Bases (maskedit.models.bases): which base a model is, the sizes it offers, presets adapted to it."""
 
 import pytest
 
-from maskedit.bases import (
+from maskedit.models.bases import (
     BASES, TINY_WAN22_BASE, WAN21_480P, WAN21_720P, WAN22_A14B, adapt_preset, base_for_name, base_for_pipeline,
     sizes_for_base,
 )
-from maskedit.models import (
+from maskedit.models.loading import (
     DEFAULT_MODEL_ID, WAN21_720P_MODEL_ID, WAN22_I2V_MODEL_ID, build_tiny_two_expert_pipeline, load_pipeline,
     save_tiny_pipeline,
 )
-from maskedit.presets import PRESETS, get_preset
+from maskedit.models.presets import PRESETS, get_preset
 
 
 def test_hub_ids_name_their_bases():

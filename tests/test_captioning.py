@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit.captioning import (
+from maskedit.perception.captioning import (
     CAPTION_TASK, Captioner, clean_caption, load_captioner, save_tiny_florence2,
 )
-from maskedit.conditioning import DEFAULT_TRIGGER, compose_prompt
+from maskedit.method.conditioning import DEFAULT_TRIGGER, compose_prompt
 from maskedit.errors import MaskEditError
 
 REAL_FLORENCE2 = os.environ.get("MASKEDIT_FLORENCE2_PATH")
@@ -116,7 +116,7 @@ def test_real_florence2_caption():
 
 
 def test_training_captions_caption_the_original_first_frame_and_each_edited_frame(captioner, tiny_folder):
-    from maskedit.captioning import training_captions
+    from maskedit.perception.captioning import training_captions
 
     original, edited4, edited6 = image(seed=1), image(seed=2), image(seed=3)
     loads = []
@@ -135,7 +135,7 @@ def test_training_captions_caption_the_original_first_frame_and_each_edited_fram
 
 
 def test_training_captions_without_a_captioner_ask_for_them(tmp_path):
-    from maskedit.captioning import training_captions
+    from maskedit.perception.captioning import training_captions
 
     def unavailable():
         return load_captioner(str(tmp_path / "missing"))

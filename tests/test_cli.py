@@ -1,4 +1,4 @@
-"""Tests for `python -m maskedit` (maskedit.cli), in-process with the tiny model, plus one real subprocess."""
+"""Tests for `python -m maskedit` (maskedit.interfaces.cli.main), in-process with the tiny model, plus one real subprocess."""
 
 import json
 import os
@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from maskedit import cli, video
-from maskedit.masks import write_mask_video
+from maskedit.interfaces.cli import main as cli
+from maskedit.media import video
+from maskedit.method.masks import write_mask_video
 
 from conftest import CLIP_FPS, make_synthetic_clip
 
@@ -156,7 +157,7 @@ def test_generate_without_lora_and_fit(capsys, tmp_path, trained, inputs):
 
 
 def test_interrupted_training_keeps_its_checkpoint_and_resumes(capsys, tmp_path, trained, monkeypatch):
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     prepared, _ = trained
     original = LoraTrainer.train_step
@@ -351,7 +352,7 @@ def test_python_dash_m_maskedit(tmp_path):
 @pytest.fixture
 def count_steps(monkeypatch):
     """Counts LoraTrainer.train_step calls; returns a one-item list."""
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     original, calls = LoraTrainer.train_step, [0]
 
@@ -401,7 +402,7 @@ def test_train_reuses_the_cached_lora(capsys, tmp_path, trained, count_steps, _l
 
 
 def test_interrupted_run_resumes_from_the_cache_in_another_folder(capsys, tmp_path, trained, monkeypatch):
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     prepared, _ = trained
     original, calls = LoraTrainer.train_step, [0]
@@ -505,8 +506,8 @@ def test_edit_without_a_training_caption_stops_before_any_work(capsys, tmp_path,
 
 
 def test_edit_captions_the_original_first_frame(capsys, tmp_path, inputs, count_steps):
-    from maskedit.captioning import load_captioner, save_tiny_florence2
-    from maskedit.editing import load_prepared
+    from maskedit.perception.captioning import load_captioner, save_tiny_florence2
+    from maskedit.workflow.editing import load_prepared
 
     florence = save_tiny_florence2(tmp_path / "florence")
     out = tmp_path / "edit"
@@ -552,8 +553,8 @@ def test_edit_with_feature_blending_trains_the_naive_lora(capsys, tmp_path, inpu
 
 
 def _mask_aware_lora(tmp_path) -> Path:
-    from maskedit.lora import add_lora, save_lora
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.method.lora import add_lora, save_lora
+    from maskedit.models.loading import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
     add_lora(pipe.transformer, 4, 4.0)

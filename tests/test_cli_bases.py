@@ -8,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from maskedit import cli, video
-from maskedit.experts import EXPERTS, expert_comfyui_name, expert_module, expert_weight_name
-from maskedit.lora import add_lora, lora_state_dict, to_comfyui_keys
-from maskedit.models import TINY_WAN22, build_tiny_pipeline
-from maskedit.preview import SPEED_LORA_ENV
+from maskedit.interfaces.cli import main as cli
+from maskedit.media import video
+from maskedit.method.experts import EXPERTS, expert_comfyui_name, expert_module, expert_weight_name
+from maskedit.method.lora import add_lora, lora_state_dict, to_comfyui_keys
+from maskedit.models.loading import TINY_WAN22, build_tiny_pipeline
+from maskedit.workflow.preview import SPEED_LORA_ENV
 
 from test_cli import BOX, SIZE, write_inputs
 
@@ -128,7 +129,7 @@ def test_a_two_expert_lora_is_cached_and_reused(capsys, tmp_path, wan22):
 
 
 def test_a_speed_lora_pair_on_a_two_expert_base(capsys, tmp_path, wan22):
-    from maskedit.models import build_tiny_two_expert_pipeline
+    from maskedit.models.loading import build_tiny_two_expert_pipeline
 
     inputs, prepared, lora = wan22
     pipe = build_tiny_two_expert_pipeline()

@@ -2,9 +2,11 @@
 
 import numpy as np
 
-from maskedit import cli, masks, video
-from maskedit.captioning import save_tiny_florence2
-from maskedit.segmentation_scenes import moving_object_clip
+from maskedit.interfaces.cli import main as cli
+from maskedit.method import masks
+from maskedit.media import video
+from maskedit.perception.captioning import save_tiny_florence2
+from maskedit.tools.segmentation_scenes import moving_object_clip
 
 
 def run(capsys, *args):

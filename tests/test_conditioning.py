@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import WanImageToVideoPipeline
 
-from maskedit.conditioning import (
+from maskedit.method.conditioning import (
     GREY_FILL,
     compose_prompt,
     condition_pixels,
@@ -18,7 +18,7 @@ from maskedit.conditioning import (
     stock_condition,
 )
 from maskedit.errors import MaskEditError
-from maskedit.models import build_tiny_pipeline
+from maskedit.models.loading import build_tiny_pipeline
 
 
 def hand_made_mask(num_frames=9, size=16):
@@ -143,7 +143,7 @@ def test_compose_prompt():
 
 
 def test_window_starts_cover_the_clip():
-    from maskedit.conditioning import window_starts
+    from maskedit.method.conditioning import window_starts
 
     assert window_starts(17, 9, 4) == [0, 4, 8]
     assert window_starts(21, 9, 8) == [0, 8, 12]  # a last window flush with the end
@@ -154,7 +154,7 @@ def test_window_starts_cover_the_clip():
 
 
 def test_window_samples_are_packed_like_stage1(clip):
-    from maskedit.conditioning import window_samples
+    from maskedit.method.conditioning import window_samples
 
     frames, region = clip
     samples = window_samples(frames, region, "p3rs0n, a car", window=5, stride=2)

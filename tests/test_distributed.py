@@ -1,4 +1,4 @@
-"""Data-parallel training (maskedit.distributed): two gloo processes on CPU against one process.
+"""Data-parallel training (maskedit.memory.distributed): two gloo processes on CPU against one process.
 
 The workers join the group exactly as under `accelerate launch` / `torchrun` (RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT in the environment, then `init_distributed()`); torch.multiprocessing only
@@ -12,9 +12,9 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from maskedit.distributed import DistributedContext, init_distributed, shard, shutdown
-from maskedit.models import build_tiny_pipeline
-from maskedit.training import LoraTrainer, TrainConfig, clip_items
+from maskedit.memory.distributed import DistributedContext, init_distributed, shard, shutdown
+from maskedit.models.loading import build_tiny_pipeline
+from maskedit.method.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
 
@@ -88,7 +88,7 @@ def test_generation_jobs_are_sharded_round_robin():
 
 
 def test_launched_processes_share_independent_jobs(monkeypatch):
-    from maskedit.distributed import process_share
+    from maskedit.memory.distributed import process_share
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
@@ -101,8 +101,8 @@ def test_launched_processes_share_independent_jobs(monkeypatch):
 def test_generate_seeds_writes_one_folder_per_seed(tmp_path, clip_file, synthetic_clip):
     import PIL.Image
 
-    from maskedit import editing
-    from maskedit.cli import main
+    from maskedit.workflow import editing
+    from maskedit.interfaces.cli.main import main
 
     prepared = editing.prepare_clip(clip_file, box="10,10,40,40", width=64, height=64)
     editing.save_prepared(prepared, tmp_path / "prepared")

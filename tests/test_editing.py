@@ -1,4 +1,4 @@
-"""Tests for maskedit.editing, the Python API behind the command line and the app (tiny model, CPU)."""
+"""Tests for maskedit.workflow.editing, the Python API behind the command line and the app (tiny model, CPU)."""
 
 import json
 
@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from maskedit import editing, masks, metrics, video
-from maskedit.video import Clip
+from maskedit.workflow import editing
+from maskedit.method import masks
+from maskedit.media import metrics
+from maskedit.media import video
+from maskedit.media.video import Clip
 from maskedit.errors import MaskEditError
-from maskedit.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
-from maskedit.training import StepEvent, TrainConfig
+from maskedit.method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
+from maskedit.method.training import StepEvent, TrainConfig
 
 from conftest import make_synthetic_clip
 
@@ -196,7 +199,7 @@ def test_train_edit_lora_events_files_and_resume(tmp_path, tiny_pipe, prepared):
 
 
 def test_train_edit_lora_stop_then_resume_matches_uninterrupted(tmp_path, prepared):
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     reference = run_training(build_tiny_pipeline(), prepared, tmp_path / "whole", config=TrainConfig(steps=4))
     done = [0]
@@ -292,7 +295,7 @@ def test_generate_edit_with_lora_is_deterministic_and_stoppable(tmp_path, tiny_p
 def test_train_naive_lora_uses_the_stock_condition(tmp_path, tiny_pipe, prepared, monkeypatch):
     import torch
 
-    from maskedit.conditioning import GREY_FILL, condition_pixels
+    from maskedit.method.conditioning import GREY_FILL, condition_pixels
 
     seen = []
     original = editing.LoraTrainer.__init__
@@ -335,7 +338,7 @@ def test_train_naive_lora_uses_the_stock_condition(tmp_path, tiny_pipe, prepared
 
 
 def test_generate_naive_lora_is_the_stock_condition_with_the_naive_lora(tmp_path, tiny_pipe, prepared):
-    from maskedit.lora import load_lora
+    from maskedit.method.lora import load_lora
 
     edited = edited_first_frame(prepared)
     with pytest.raises(MaskEditError, match="naive"):

@@ -1,4 +1,4 @@
-"""The planner's precomputed table (`maskedit/plans.json`) and what reads it: the Train tab's estimate, the
+"""The planner's precomputed table (`maskedit/models/plans.json`) and what reads it: the Train tab's estimate, the
 warning before a run that will not fit the GPU, and ZeroGPU call durations from the table's FLOPs.
 
 Expected values are recomputed here from the table's own figures and the documented constants, never typed in."""
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from maskedit import estimates
-from maskedit.cards import CARDS
+from maskedit.models import estimates
+from maskedit.models.cards import CARDS
 from maskedit.defaults import DEFAULT_MODEL_ID, TINY
 from maskedit.errors import MaskEditError
-from maskedit.presets import PRESETS, GenerateSettings
+from maskedit.models.presets import PRESETS, GenerateSettings
 from maskedit.studio import estimate as studio_estimate
 from maskedit.studio.runs import ChunkRequest
 
@@ -45,7 +45,7 @@ def all_entries():
 
 
 def test_every_known_model_and_preset_is_in_the_table_at_its_adapted_size():
-    from maskedit.models import KNOWN_MODELS
+    from maskedit.models.loading import KNOWN_MODELS
 
     generator = write_plans()
     assert set(estimates.models()) == set(KNOWN_MODELS)
@@ -67,7 +67,7 @@ def test_the_table_is_not_stale():
 
 
 def test_estimates_import_no_torch():
-    code = "import sys, maskedit.estimates; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, maskedit.models.estimates; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -148,7 +148,7 @@ def test_memory_warning_names_the_preset_that_fits_the_free_memory(monkeypatch):
 
 def test_the_studio_warns_with_the_loaded_model_and_the_user_settings(monkeypatch, tmp_path):
     """The app's Studio carries the check (Studio.train adds it to the status notes and trains on)."""
-    from maskedit import session
+    from maskedit.workflow import session
     from maskedit.studio.service import Studio
 
     studio = Studio(session.SessionStore(tmp_path), gpu=None, model_name=DEFAULT_MODEL_ID, is_tiny=False)
@@ -223,7 +223,7 @@ def test_the_tiny_model_keeps_its_small_durations(tmp_path):
 
 
 def prepared_folder(tmp_path, entry):
-    from maskedit.editing import PREPARED_JSON
+    from maskedit.workflow.editing import PREPARED_JSON
 
     width, height = (int(v) for v in entry["size"].split("x"))
     folder = tmp_path / entry["preset"]

@@ -12,19 +12,19 @@ from diffusers import WanImageToVideoPipeline
 from safetensors.torch import load_file
 
 from conftest import make_synthetic_clip
-from maskedit.conditioning import inference_condition, stage1_sample, stock_condition
+from maskedit.method.conditioning import inference_condition, stage1_sample, stock_condition
 from maskedit.errors import MaskEditError
-from maskedit.experts import (
+from maskedit.method.experts import (
     EXPERTS, HIGH_NOISE, LOW_NOISE, TwoExpertTrainer, expert_comfyui_name, expert_for_timestep, expert_module,
     expert_weight_name, is_two_expert, load_expert_loras, make_trainer, sample_in_range, save_expert_loras,
 )
-from maskedit.lora import ADAPTER_NAME, lora_state_dict
-from maskedit.models import (
+from maskedit.method.lora import ADAPTER_NAME, lora_state_dict
+from maskedit.models.loading import (
     TINY_WAN22, build_tiny_two_expert_pipeline, load_pipeline, save_tiny_two_expert_pipeline,
     tiny_two_expert_components,
 )
-from maskedit.pipeline import MaskEditPipeline
-from maskedit.training import LoraTrainer, TrainConfig, TrainItem
+from maskedit.method.pipeline import MaskEditPipeline
+from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem
 
 FRAMES, SIZE = 9, 64
 CALL = dict(negative_prompt="blurry", height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=4,
@@ -138,7 +138,7 @@ def test_no_condition_is_bit_identical_to_the_stock_two_expert_pipeline(guidance
 def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
     """The final latents (what the VAE decodes) of `editing.generate_edit` (no-lora) on the tiny clip, 4 steps
     at shift 5 (timesteps 999, 937 | 833, 625)."""
-    from maskedit import editing
+    from maskedit.workflow import editing
 
     seen, decode = [], pipe.vae.decode
 
@@ -157,8 +157,8 @@ def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def prepared_clip(tmp_path_factory):
-    from maskedit import editing
-    from maskedit.video import write_video
+    from maskedit.workflow import editing
+    from maskedit.media.video import write_video
 
     folder = tmp_path_factory.mktemp("gs2")
     frames, _ = make_synthetic_clip()
@@ -189,7 +189,7 @@ def test_guidance_scale_2_changes_only_the_low_noise_steps(prepared_clip):
 
 
 def test_guidance_scale_2_is_refused_for_one_transformer_and_out_of_range(prepared_clip):
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     one, two = build_tiny_pipeline(), build_tiny_two_expert_pipeline()
     forwards = [ForwardLog(two)]
@@ -212,7 +212,7 @@ def test_expert_timestep_sampling_stays_in_range_and_keeps_the_distribution(samp
     low = torch.cat([sample_in_range(config_, generator, 0.0, 0.9) for _ in range(2000)])
     assert bool((high >= 0.9).all() and (high <= 1.0).all() and (low >= 0.0).all() and (low < 0.9).all())
     # the truncated distribution is the full one conditioned on the range: compare with rejection sampling
-    from maskedit.training import sample_timesteps
+    from maskedit.method.training import sample_timesteps
 
     reference = torch.cat([sample_timesteps(config_, generator) for _ in range(20000)])
     for drawn, keep in ((high, reference >= 0.9), (low, reference < 0.9)):
@@ -295,7 +295,7 @@ def test_per_expert_files_load_in_stock_diffusers_and_reproduce_the_trained_outp
 
 def test_expert_lora_errors_are_clear(trained, tmp_path):
     _, folder, *_ = trained
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     with pytest.raises(MaskEditError, match="one transformer"):
         load_expert_loras(build_tiny_pipeline(), folder)
@@ -324,7 +324,7 @@ def test_interrupted_two_expert_run_resumes_bit_identically(tmp_path):
 
 
 def test_make_trainer_picks_the_trainer_for_the_base():
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     assert type(make_trainer(build_tiny_pipeline(), train_items(), config(2), device="cpu")) is LoraTrainer
     assert type(make_trainer(build_tiny_two_expert_pipeline(), train_items(), config(2), device="cpu")) is TwoExpertTrainer

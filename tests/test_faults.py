@@ -25,7 +25,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from maskedit import cli, video
+from maskedit.interfaces.cli import main as cli
+from maskedit.media import video
 from maskedit.limits import MAX_SOURCE_SIDE
 
 from conftest import CLIP_FPS, make_synthetic_clip
@@ -182,7 +183,7 @@ def test_truncated_video_is_read_with_a_warning(world, tmp_path):
 def test_resuming_a_nan_checkpoint_is_refused(world, tmp_path):
     out = tmp_path / "lora"
     args = train(world, "--steps", "4", "--no-cache")
-    from maskedit.training import LoraTrainer
+    from maskedit.method.training import LoraTrainer
 
     original, calls = LoraTrainer.train_step, [0]
 

@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 
 from maskedit.studio.generation import WORKER_NAME  # noqa: E402
-from maskedit.video import write_image, write_video  # noqa: E402
+from maskedit.media.video import write_image, write_video  # noqa: E402
 from test_app import FPS, FRAMES, SIZE, assert_user_error, make_disk_clip, running_app  # noqa: E402
 
 CAPTION = "a red disk on a gradient"
@@ -186,8 +186,8 @@ def wait_until_running(job, timeout=120):
 
 @pytest.mark.parametrize("api", ["/generate", "/train"])
 def test_a_cancelled_call_frees_the_server_for_the_next_client(server, inputs, trained, clean_log, api, monkeypatch):
-    from maskedit import editing
-    from maskedit.training import LoraTrainer
+    from maskedit.workflow import editing
+    from maskedit.method.training import LoraTrainer
 
     steps = []  # the server runs in this process: count its denoising / training steps
     running_at_start = []  # other generation workers alive when a generation starts (the cancelled one must not be)

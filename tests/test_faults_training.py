@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from maskedit.errors import MaskEditError
-from maskedit.lora import save_lora
-from maskedit.models import build_tiny_pipeline
-from maskedit.training import (
+from maskedit.method.lora import save_lora
+from maskedit.models.loading import build_tiny_pipeline
+from maskedit.method.training import (
     CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoraTrainer, TrainConfig, TrainingDiverged, TrainItem,
     interrupts_between_steps,
 )
-from maskedit.conditioning import stage1_sample
+from maskedit.method.conditioning import stage1_sample
 
 from conftest import make_synthetic_clip
 

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanImageToVideoPipeline
 
-from maskedit.conditioning import (
+from maskedit.method.conditioning import (
     ConditionSample, frames_to_tensor, inference_condition, latent_keep_mask, stage1_sample, stage2_sample,
 )
 from maskedit.errors import MaskEditError
-from maskedit.masks import keep_mask_from_region
-from maskedit.pipeline import DEFAULT_SAMPLER, MaskEditPipeline, reference_sigmas, use_sampler
-from maskedit.training import CLIP_SLOT, STAGE2_REPEATS, TrainItem, encode_samples, epoch_order, stage2_items
+from maskedit.method.masks import keep_mask_from_region
+from maskedit.method.pipeline import DEFAULT_SAMPLER, MaskEditPipeline, reference_sigmas, use_sampler
+from maskedit.method.training import CLIP_SLOT, STAGE2_REPEATS, TrainItem, encode_samples, epoch_order, stage2_items
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 9, 64
@@ -30,7 +30,7 @@ FRAMES, SIZE = 9, 64
 
 @pytest.fixture(scope="module")
 def pipe():
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     return build_tiny_pipeline()
 
@@ -180,8 +180,8 @@ def test_blending_holds_for_the_state_the_sampler_carries(pipe, clip, sampler):
 
 
 def test_feature_blend_needs_the_naive_lora(pipe, clip):
-    from maskedit.editing import PreparedClip, generate_edit
-    from maskedit.video import Clip
+    from maskedit.workflow.editing import PreparedClip, generate_edit
+    from maskedit.media.video import Clip
 
     frames, region = clip
     prepared = PreparedClip(Clip(frames, 8.0, []), region)
@@ -193,8 +193,8 @@ def test_feature_blend_needs_the_naive_lora(pipe, clip):
 
 
 def test_each_sampler_is_selectable_and_euler_follows_the_reference_schedule(pipe, clip):
-    from maskedit.editing import PreparedClip, generate_edit
-    from maskedit.video import Clip
+    from maskedit.workflow.editing import PreparedClip, generate_edit
+    from maskedit.media.video import Clip
 
     frames, region = clip
     prepared = PreparedClip(Clip(frames, 8.0, []), region)
@@ -231,7 +231,7 @@ def test_use_sampler_keeps_a_repositorys_unipc_config(pipe):
 
 
 def test_presets_state_the_sampler():
-    from maskedit.presets import PRESETS, Preset
+    from maskedit.models.presets import PRESETS, Preset
 
     assert Preset.__dataclass_fields__["sampler"].default == DEFAULT_SAMPLER
     for preset in PRESETS.values():
@@ -279,9 +279,9 @@ def test_epoch_order_without_slots_is_unchanged():
 def test_train_edit_lora_balances_windowed_stage2(tiny_pipe, monkeypatch, synthetic_clip, tmp_path):
     """The stage-2 trainer that `train_edit_lora` builds with windows draws one window + 9 edited-frame samples
     per epoch (today's code drew every window: 3 + 9, 75%)."""
-    from maskedit import editing
-    from maskedit.training import TrainConfig
-    from maskedit.video import Clip
+    from maskedit.workflow import editing
+    from maskedit.method.training import TrainConfig
+    from maskedit.media.video import Clip
 
     frames, region = synthetic_clip
     prepared = editing.PreparedClip(Clip(frames, 8.0, []), region)
@@ -327,7 +327,7 @@ def test_errors_are_value_errors(pipe):
 def test_public_api_at_the_package_top_loads_lazily():
     code = ("import sys, maskedit; assert 'torch' not in sys.modules, 'eager'; "
             "from maskedit import MaskEditPipeline, MaskEditError, train_edit_lora, generate_edit, load_pipeline; "
-            "import maskedit.pipeline as p; assert MaskEditPipeline is p.MaskEditPipeline; "
+            "import maskedit.method.pipeline as p; assert MaskEditPipeline is p.MaskEditPipeline; "
             "assert issubclass(MaskEditError, ValueError); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})

@@ -8,7 +8,7 @@ import pytest
 
 from maskedit import limits
 from maskedit.errors import MaskEditError
-from maskedit.training import TrainConfig
+from maskedit.method.training import TrainConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,11 +8,11 @@ import torch
 from diffusers import WanImageToVideoPipeline
 from safetensors.torch import load_file, save_file
 
-from maskedit.conditioning import inference_condition, stage1_sample
+from maskedit.method.conditioning import inference_condition, stage1_sample
 from maskedit.errors import MaskEditError
-from maskedit.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME, load_lora, read_metadata, save_lora
-from maskedit.models import build_tiny_pipeline
-from maskedit.training import LoraTrainer, TrainConfig, TrainItem
+from maskedit.method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME, load_lora, read_metadata, save_lora
+from maskedit.models.loading import build_tiny_pipeline
+from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem
 from test_training import moving_box_clip
 
 

@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from maskedit import editing, lora_cache
-from maskedit.lora_cache import CacheNote, LoraCache, cache_key, train_cached
-from maskedit.training import TrainConfig
-from maskedit.video import Clip
+from maskedit.workflow import editing
+from maskedit.workflow import lora_cache
+from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key, train_cached
+from maskedit.method.training import TrainConfig
+from maskedit.media.video import Clip
 
 FPS = 8.0
 
@@ -57,7 +58,7 @@ def test_same_inputs_hit_without_a_training_step(tmp_path, tiny_pipe, prepared, 
     entry = cache.get(notes[0].key)
     assert entry.status == "finished" and entry.lora_path.is_file()
 
-    from maskedit.models import build_tiny_pipeline
+    from maskedit.models.loading import build_tiny_pipeline
 
     fresh = build_tiny_pipeline()
     events, notes = run(fresh, prepared, cache)
@@ -169,8 +170,8 @@ def test_interrupted_two_expert_entry_resumes_from_its_per_expert_checkpoints(tm
     and a hit puts both experts' LoRAs back on the pipe."""
     from safetensors.torch import load_file
 
-    from maskedit.experts import EXPERTS, expert_weight_name, has_expert_loras
-    from maskedit.models import build_tiny_two_expert_pipeline
+    from maskedit.method.experts import EXPERTS, expert_weight_name, has_expert_loras
+    from maskedit.models.loading import build_tiny_two_expert_pipeline
 
     cache = LoraCache(tmp_path / "cache")
     config = TrainConfig(steps=4, rank=4, alpha=4.0, checkpoint_every=1)
@@ -198,7 +199,7 @@ def test_interrupted_two_expert_entry_resumes_from_its_per_expert_checkpoints(tm
 
 
 def expert_module_has_adapter(pipe, expert):
-    from maskedit.experts import expert_module
-    from maskedit.lora import ADAPTER_NAME
+    from maskedit.method.experts import expert_module
+    from maskedit.method.lora import ADAPTER_NAME
 
     return ADAPTER_NAME in (getattr(expert_module(pipe, expert), "peft_config", None) or {})

@@ -1,14 +1,14 @@
-"""`maskedit.lora_checks`: a LoRA file's layers against a transformer, from names and shapes alone."""
+"""`maskedit.workflow.lora_checks`: a LoRA file's layers against a transformer, from names and shapes alone."""
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from maskedit.errors import MaskEditError
-from maskedit.experts import HIGH_NOISE, LOW_NOISE, expert_module, save_expert_loras
-from maskedit.lora import add_lora, save_lora
-from maskedit.lora_checks import check_lora_fits, lora_layers
-from maskedit.models import build_tiny_pipeline, build_tiny_two_expert_pipeline
+from maskedit.method.experts import HIGH_NOISE, LOW_NOISE, expert_module, save_expert_loras
+from maskedit.method.lora import add_lora, save_lora
+from maskedit.workflow.lora_checks import check_lora_fits, lora_layers
+from maskedit.models.loading import build_tiny_pipeline, build_tiny_two_expert_pipeline
 
 
 def test_maskedit_files_fit_in_both_key_formats_and_name_the_same_layers(tmp_path):

@@ -1,13 +1,13 @@
-"""Tests for maskedit.masks: polarity, loose boxes, mask files, checking and conforming."""
+"""Tests for maskedit.method.masks: polarity, loose boxes, mask files, checking and conforming."""
 
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from maskedit import masks
+from maskedit.method import masks
 from maskedit.errors import MaskEditError
-from maskedit.video import Clip, conform_clip
+from maskedit.media.video import Clip, conform_clip
 
 
 def square_region(height=100, width=120, y0=20, x0=30, size=40, num_frames=1):
@@ -244,8 +244,8 @@ def test_conform_region_follows_conform_clip():
 def test_read_mask_for_clip_decodes_only_the_kept_frames_and_conforms_like_the_whole_mask(tmp_path):
     """Issue 13: a mask video of the source's length gives only the frames the clip keeps; conforming that is
     bit-identical to conforming the whole mask."""
-    from maskedit.masks import conform_region, read_mask_for_clip, read_mask_video, write_mask_video
-    from maskedit.video import probe_video
+    from maskedit.method.masks import conform_region, read_mask_for_clip, read_mask_video, write_mask_video
+    from maskedit.media.video import probe_video
 
     rng = np.random.default_rng(0)
     region = np.zeros((23, 48, 64), bool)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from maskedit.errors import MaskEditError
-from maskedit.metrics import (
+from maskedit.media.metrics import (
     EditScores, box_hull, mean_scores, mse, psnr, score_edit, ssim, ssim_map, temporal_psnr,
 )
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit.conditioning import inference_condition
+from maskedit.method.conditioning import inference_condition
 from maskedit.errors import MaskEditError
-from maskedit.models import TINY, TINY_TRANSFORMER, build_tiny_pipeline, load_pipeline, save_tiny_pipeline
-from maskedit.pipeline import MaskEditPipeline
+from maskedit.models.loading import TINY, TINY_TRANSFORMER, build_tiny_pipeline, load_pipeline, save_tiny_pipeline
+from maskedit.method.pipeline import MaskEditPipeline
 
 REAL_WEIGHTS = os.environ.get("MASKEDIT_WAN_PATH")
 

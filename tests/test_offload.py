@@ -1,4 +1,4 @@
-"""Block swapping, fp8 base weights and activation offload (maskedit.offload) on the tiny model.
+"""Block swapping, fp8 base weights and activation offload (maskedit.memory.offload) on the tiny model.
 
 Swapped / checkpointed / activation-offloaded training must give LoRA gradients bitwise equal to the
 plain run on CPU; fp8 within a stated tolerance. A dropped weight is an *empty* tensor on every device,
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit.lora import add_lora
-from maskedit.models import TINY_TRANSFORMER, build_tiny_pipeline
-from maskedit.offload import (ENCODER_NAMES, BlockStreamer, apply_memory_options, dequantize_fp8, encoder_offload,
+from maskedit.method.lora import add_lora
+from maskedit.models.loading import TINY_TRANSFORMER, build_tiny_pipeline
+from maskedit.memory.offload import (ENCODER_NAMES, BlockStreamer, apply_memory_options, dequantize_fp8, encoder_offload,
                               place_pipeline, quantize_fp8)
-from maskedit.training import LoraTrainer, TrainConfig, clip_items
+from maskedit.method.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
 
@@ -142,7 +142,7 @@ def test_a_forward_only_offloader_is_caught_by_the_empty_placeholders(monkeypatc
 
 
 def test_generation_with_swapping_is_bitwise_and_fp8_is_close():
-    from maskedit.conditioning import inference_condition
+    from maskedit.method.conditioning import inference_condition
 
     frames, region = make_synthetic_clip()
     condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
@@ -194,8 +194,8 @@ def test_trainers_in_sequence_reuse_or_undo_the_memory_options(items):
 
 
 def test_a_lora_loaded_into_a_swapped_transformer(tmp_path):
-    from maskedit.conditioning import inference_condition
-    from maskedit.lora import load_lora, save_lora
+    from maskedit.method.conditioning import inference_condition
+    from maskedit.method.lora import load_lora, save_lora
 
     frames, region = make_synthetic_clip()
     condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
@@ -227,8 +227,8 @@ def weights_on_device(pipe) -> dict[str, set[str]]:
 
 
 def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch):
-    from maskedit import offload as offload_module
-    from maskedit.conditioning import inference_condition
+    from maskedit.memory import offload as offload_module
+    from maskedit.method.conditioning import inference_condition
 
     frames, region = make_synthetic_clip()
     condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
@@ -297,8 +297,8 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
 
 
 def test_encoder_offload_is_kept_by_later_trainers_and_survives_a_failing_call():
-    from maskedit.offload import enable_encoder_offload
-    from maskedit.training import release_encoders, restore_encoders
+    from maskedit.memory.offload import enable_encoder_offload
+    from maskedit.method.training import release_encoders, restore_encoders
 
     pipe = four_block_pipe()
     offload = enable_encoder_offload(pipe, "cpu")
@@ -321,8 +321,9 @@ def test_encoder_offload_is_kept_by_later_trainers_and_survives_a_failing_call()
 def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, capsys):
     """`--offload-encoders` (or a preset with it) on a GPU machine: loaded on the CPU, then placed with the
     encoders in CPU memory (the GPU is stood in for by the CPU: the placement is recorded, then made on the CPU)."""
-    from maskedit import cli, models
-    from maskedit import offload as offload_module
+    from maskedit.interfaces.cli import main as cli
+    from maskedit.models import loading as models
+    from maskedit.memory import offload as offload_module
 
     calls = []
 

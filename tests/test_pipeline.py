@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import WanImageToVideoPipeline
 
-from maskedit.conditioning import GREY_FILL, condition_pixels, inference_condition, pack_latent_mask, stock_condition
+from maskedit.method.conditioning import GREY_FILL, condition_pixels, inference_condition, pack_latent_mask, stock_condition
 from maskedit.errors import MaskEditError
-from maskedit.models import tiny_components
-from maskedit.pipeline import MaskEditPipeline
+from maskedit.models.loading import tiny_components
+from maskedit.method.pipeline import MaskEditPipeline
 
 FRAMES, SIZE = 9, 64
 CALL = dict(negative_prompt="blurry", height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=2, guidance_scale=5.0)

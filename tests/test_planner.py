@@ -1,4 +1,4 @@
-"""The planner's real-size dry run (maskedit.planner) and `python -m maskedit plan`.
+"""The planner's real-size dry run (maskedit.models.planner) and `python -m maskedit plan`.
 
 The dry runs execute our code on the real Wan2.1-I2V-14B configs with the meta device as the GPU; each takes a
 minute or more on a 2-core CPU, so the four presets run once per module (fixture `plans`) and every test that
@@ -10,12 +10,13 @@ import json
 import pytest
 import torch
 
-from maskedit import cli, planner
+from maskedit.interfaces.cli import main as cli
+from maskedit.models import planner
 from maskedit.errors import MaskEditError
-from maskedit.models import (DEFAULT_MODEL_ID, REAL_TRANSFORMER_14B, WAN21_720P_MODEL_ID, WAN22_I2V_MODEL_ID,
+from maskedit.models.loading import (DEFAULT_MODEL_ID, REAL_TRANSFORMER_14B, WAN21_720P_MODEL_ID, WAN22_I2V_MODEL_ID,
                              save_tiny_pipeline, save_tiny_two_expert_pipeline)
-from maskedit.planner import GB, GIB, CARDS, Phase, Plan, _Accounting, _attention_backend
-from maskedit.presets import PRESETS, get_preset
+from maskedit.models.planner import GB, GIB, CARDS, Phase, Plan, _Accounting, _attention_backend
+from maskedit.models.presets import PRESETS, get_preset
 
 MB = 1e6
 

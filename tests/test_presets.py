@@ -1,12 +1,12 @@
-"""Presets (maskedit.presets): every setting in one frozen dataclass, described, looked up by name."""
+"""Presets (maskedit.models.presets): every setting in one frozen dataclass, described, looked up by name."""
 
 import dataclasses
 
 import pytest
 
 from maskedit.errors import MaskEditError
-from maskedit.presets import DEFAULT_PRESET, NUM_BLOCKS_14B, PRESETS, Preset, get_preset
-from maskedit.training import TrainConfig
+from maskedit.models.presets import DEFAULT_PRESET, NUM_BLOCKS_14B, PRESETS, Preset, get_preset
+from maskedit.method.training import TrainConfig
 
 
 def test_the_four_presets_exist_and_are_frozen():
@@ -76,7 +76,7 @@ def test_invalid_presets_are_refused(bad):
 
 
 def _parsed(*argv):
-    from maskedit.cli import _apply_preset, build_parser
+    from maskedit.interfaces.cli.main import _apply_preset, build_parser
 
     args = build_parser().parse_args(list(argv))
     _apply_preset(args)
@@ -102,7 +102,7 @@ def test_cli_options_default_to_the_preset_and_explicit_ones_win():
 
 
 def test_cli_lists_the_presets(capsys):
-    from maskedit.cli import main
+    from maskedit.interfaces.cli.main import main
 
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
@@ -123,8 +123,8 @@ def test_encoder_offload_is_a_memory_option_of_the_presets_the_config_and_the_cl
                   "--preset", "low-cost")
     assert gen.offload_encoders is True
 
-    from maskedit.cli import _train_config
-    from maskedit.training import run_settings
+    from maskedit.interfaces.cli.main import _train_config
+    from maskedit.method.training import run_settings
 
     config = _train_config(_parsed(*base, "--preset", "24gb"))
     assert config.offload_encoders and "offload_encoders" not in run_settings(config)  # same results: not in the key

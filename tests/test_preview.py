@@ -1,4 +1,4 @@
-"""The fast preview (maskedit.preview) on the tiny models: same edit LoRA and condition as the full
+"""The fast preview (maskedit.workflow.preview) on the tiny models: same edit LoRA and condition as the full
 render, the speed LoRA only for the preview, the full render afterwards unchanged bit for bit."""
 
 import numpy as np
@@ -8,17 +8,17 @@ from safetensors.torch import save_file
 
 from conftest import make_synthetic_clip
 from test_speed import random_lora
-from maskedit import editing
+from maskedit.workflow import editing
 from maskedit.errors import MaskEditError
-from maskedit.experts import EXPERTS, expert_module, save_expert_loras
-from maskedit.lora import ADAPTER_NAME, lora_state_dict, to_comfyui_keys
-from maskedit.models import build_tiny_pipeline, build_tiny_two_expert_pipeline
-from maskedit.presets import get_preset
-from maskedit.preview import (
+from maskedit.method.experts import EXPERTS, expert_module, save_expert_loras
+from maskedit.method.lora import ADAPTER_NAME, lora_state_dict, to_comfyui_keys
+from maskedit.models.loading import build_tiny_pipeline, build_tiny_two_expert_pipeline
+from maskedit.models.presets import get_preset
+from maskedit.workflow.preview import (
     NO_SPEED_LORA, SPEED_LORA_ENV, PreviewSettings, generate_preview, preview_settings,
 )
-from maskedit.speed import SPEED_ADAPTER, has_speed_lora
-from maskedit.video import Clip
+from maskedit.models.speed import SPEED_ADAPTER, has_speed_lora
+from maskedit.media.video import Clip
 
 
 

@@ -44,7 +44,7 @@ def test_the_readme_client_steps_run_as_written(tmp_path, capsys, monkeypatch):
         exec(compile(code.replace(":7860/", f":{port}/"), "README.md", "exec"), namespace)  # noqa: S102
     finally:
         demo.close()
-    from maskedit.video import read_video
+    from maskedit.media.video import read_video
 
     edited = read_video(namespace["edited"])
     assert edited.num_frames == 9 and (edited.width, edited.height) == (320, 192)

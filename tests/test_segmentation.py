@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskedit import masks, segmentation
+from maskedit.method import masks
+from maskedit.perception import segmentation
 from maskedit.errors import MaskEditError
-from maskedit.segmentation import (
+from maskedit.perception.segmentation import (
     BOXES_VIDEO, MASKS_VIDEO, OVERLAY_VIDEO, Segmenter, load_segmenter, overlay_frames, parse_point,
     prompts_by_object, segment_clip, write_segmentation,
 )
-from maskedit.segmentation_fallback import FallbackSegmenter
-from maskedit.segmentation_scenes import moving_object_clip, texture, uniform_clip
-from maskedit.video import read_video
+from maskedit.perception.segmentation_fallback import FallbackSegmenter
+from maskedit.tools.segmentation_scenes import moving_object_clip, texture, uniform_clip
+from maskedit.media.video import read_video
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_SAM2 = os.environ.get("MASKEDIT_SAM2_PATH")
@@ -218,7 +219,7 @@ def test_load_segmenter_backends(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_sam2(tmp_path_factory):
-    from maskedit.segmentation_sam2 import save_tiny_sam2
+    from maskedit.perception.segmentation_sam2 import save_tiny_sam2
 
     folder = tmp_path_factory.mktemp("tiny-sam2")
     save_tiny_sam2(folder)
@@ -245,7 +246,7 @@ def record_calls(model, monkeypatch) -> list:
 
 
 def test_sam2_image_mask_shapes_and_prompts(tiny_sam2, monkeypatch):
-    from maskedit.segmentation_sam2 import TINY_SAM2_IMAGE_SIZE
+    from maskedit.perception.segmentation_sam2 import TINY_SAM2_IMAGE_SIZE
 
     rng = np.random.default_rng(0)
     frame = (rng.random((50, 70, 3)) * 255).astype(np.uint8)  # odd, non-square size
@@ -294,7 +295,7 @@ def test_sam2_masks_are_thresholded_logits_at_clip_size(tiny_sam2):
 
 
 def test_sam2_release_frees_the_model(tmp_path):
-    from maskedit.segmentation_sam2 import save_tiny_sam2
+    from maskedit.perception.segmentation_sam2 import save_tiny_sam2
 
     segmenter = load_segmenter("sam2", model_id=save_tiny_sam2(tmp_path / "sam2"), device="cpu")
     assert not segmenter.approximate and "SAM2" in segmenter.label

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from maskedit import editing
+from maskedit.workflow import editing
 from maskedit.errors import MaskEditError
-from maskedit.lora import read_metadata
-from maskedit.lora_cache import CacheNote, LoraCache, cache_key, train_cached
-from maskedit.presets import PRESETS, GenerateSettings, get_preset
-from maskedit.training import TrainConfig
-from maskedit.video import Clip
+from maskedit.method.lora import read_metadata
+from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key, train_cached
+from maskedit.models.presets import PRESETS, GenerateSettings, get_preset
+from maskedit.method.training import TrainConfig
+from maskedit.media.video import Clip
 
 
 def test_preset_settings_lora_json_and_cache_key_round_trip(tmp_path, tiny_pipe, synthetic_clip):

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit import cli, video
-from maskedit.conditioning import inference_condition
+from maskedit.interfaces.cli import main as cli
+from maskedit.media import video
+from maskedit.method.conditioning import inference_condition
 from maskedit.errors import MaskEditError
-from maskedit.models import REAL_TRANSFORMER_14B, TINY, TINY_TRANSFORMER, build_tiny_pipeline, check_clip_size
-from maskedit.presets import FRAME_CHOICES, SIZE_CHOICES
+from maskedit.models.loading import REAL_TRANSFORMER_14B, TINY, TINY_TRANSFORMER, build_tiny_pipeline, check_clip_size
+from maskedit.models.presets import FRAME_CHOICES, SIZE_CHOICES
 
 
 def menu_sizes() -> list[tuple[int, int]]:
@@ -77,7 +78,7 @@ def test_cli_refuses_an_unservable_clip_before_loading_the_model(tmp_path, capsy
     video.write_video(tmp_path / "clip.mp4", frames, 16)
     video.write_image(tmp_path / "edited.png", frames[0])
     monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("the model was loaded"))
-    monkeypatch.setattr("maskedit.models.check_clip_size", lambda *a: (_ for _ in ()).throw(MaskEditError("too big for it")))
+    monkeypatch.setattr("maskedit.models.loading.check_clip_size", lambda *a: (_ for _ in ()).throw(MaskEditError("too big for it")))
     code = cli.main(["edit", "--model", "tiny", "--video", str(tmp_path / "clip.mp4"), "--box", "4,4,40,40",
                      "--edited-frame", str(tmp_path / "edited.png"), "--prompt", "a box", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Fast generation options (maskedit.speed): a speed LoRA stacked with the edit LoRA, attention backend,
+"""Fast generation options (maskedit.models.speed): a speed LoRA stacked with the edit LoRA, attention backend,
 compile, VAE tiling, on the tiny model."""
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from maskedit.errors import MaskEditError
-from maskedit.lora import ADAPTER_NAME, add_lora, load_lora, lora_state_dict, save_lora, to_comfyui_keys
-from maskedit.models import TINY_TRANSFORMER, build_tiny_pipeline
-from maskedit.presets import get_preset
-from maskedit.speed import (
+from maskedit.method.lora import ADAPTER_NAME, add_lora, load_lora, lora_state_dict, save_lora, to_comfyui_keys
+from maskedit.models.loading import TINY_TRANSFORMER, build_tiny_pipeline
+from maskedit.models.presets import get_preset
+from maskedit.models.speed import (
     SPEED_ADAPTER, apply_generation_options, available_attention_backends, compile_blocks, enable_vae_tiling,
     has_speed_lora, load_speed_lora, resolve_speed_lora, set_attention_backend, set_lora_weights, unload_speed_lora,
 )
@@ -127,7 +127,7 @@ def test_compile_blocks_keeps_the_output():
 
 
 def test_compile_with_block_swapping_compiles_inside_the_blocks():
-    from maskedit.offload import BlockStreamer
+    from maskedit.memory.offload import BlockStreamer
 
     pipe = build_tiny_pipeline()
     reference = transformer_output(pipe)
@@ -139,7 +139,7 @@ def test_compile_with_block_swapping_compiles_inside_the_blocks():
 
 def test_vae_tiling_generates_the_same_clip_size():
     from conftest import make_synthetic_clip
-    from maskedit.conditioning import inference_condition
+    from maskedit.method.conditioning import inference_condition
 
     frames, region = make_synthetic_clip()
     condition = inference_condition(frames, region, frames[0], "p3rs0n, a box")
@@ -186,7 +186,7 @@ def test_benchmark_flop_count_and_random_model_builder():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from train_step import random_transformer, step_flops, tokens
 
-    from maskedit.models import REAL_TRANSFORMER_14B
+    from maskedit.models.loading import REAL_TRANSFORMER_14B
 
     assert tokens(REAL_TRANSFORMER_14B, 49, 832, 480) == (13, 60, 104, 20280)
     assert tokens(REAL_TRANSFORMER_14B, 9, 832, 480)[3] == 4680

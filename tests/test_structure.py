@@ -1,6 +1,7 @@
 """The module rules of ARCHITECTURE.md, checked on the source: no import cycle inside `maskedit` (function-level
-imports included), no module imports another's private names, nothing in `maskedit` imports gradio or app,
-and nothing but `__main__` imports the command line."""
+imports included), no module imports another's private names, imports point down the layers (the folders of
+`maskedit/`), only the page (`interfaces/ui`) imports gradio, nothing in `maskedit` imports app or spaces, nothing
+but `__main__` imports the interfaces, and app.py stays short."""
 
 import ast
 from pathlib import Path
@@ -77,14 +78,71 @@ def test_no_private_names_across_modules():
     assert not bad, bad
 
 
-def test_library_imports_neither_gradio_nor_app_nor_cli():
+def test_library_imports_neither_app_nor_spaces_and_nothing_imports_the_interfaces():
     bad = []
     for path in FILES:
         here = module_name(path)
         for target, _ in imports(path):
-            top = target.split(".")[0]
-            if top in ("gradio", "gradio_client", "app", "spaces"):
+            if target.split(".")[0] in ("app", "spaces"):
                 bad.append(f"{here} imports {target}")
-            if target == "maskedit.cli" and here not in ("maskedit.__main__",):
+            if target.startswith("maskedit.interfaces") and not here.startswith("maskedit.interfaces") \
+                    and here != "maskedit.__main__":
                 bad.append(f"{here} imports {target}")
     assert not bad, bad
+
+
+# ----- the folders are the layers (issue 20, ARCHITECTURE.md): each may import only the layers below it
+
+LAYERS = ["interfaces", "studio", "workflow", "models", "perception", "method", "memory", "media", "base"]
+"""Top to bottom. "base" is the modules at the package top (errors, defaults, limits, runtime), which every layer
+may use; `maskedit/__init__.py` (the lazy public API) and `__main__` stand outside the order. `tools/` (the toy
+world, procedural scenes) serves tests and benchmarks: it may import the method and below, nothing imports it."""
+OUTSIDE = {"maskedit", "maskedit.__main__"}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if module in OUTSIDE:
+        return "outside"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else "base"
+
+
+def test_the_package_top_holds_only_the_base_and_folders():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py", "defaults.py", "errors.py", "limits.py", "runtime.py"], loose
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__"))
+    assert folders == sorted([*LAYERS[:-1], "tools"]), folders
+    for folder in folders:
+        init = PACKAGE / folder / "__init__.py"
+        assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), f"{folder}/ needs a docstring"
+        assert "May import" in ast.get_docstring(ast.parse(init.read_text())), f"{folder}/ must say what it may import"
+
+
+def test_imports_point_down_the_layers():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    bad = []
+    for source, targets in graph().items():
+        here = layer(source)
+        for target in targets:
+            there = layer(target)
+            if there == "outside" or here == "outside" or here == there:
+                continue
+            if there == "tools":
+                bad.append(f"{source} imports the tool {target}")
+            elif here == "tools":
+                if rank[there] < rank["method"]:
+                    bad.append(f"the tool {source} imports {target}")
+            elif rank[there] < rank[here]:
+                bad.append(f"{source} ({here}) imports {target} ({there}), a layer above it")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_ui_imports_gradio():
+    bad = []
+    for path in FILES:
+        here = module_name(path)
+        for target, _ in imports(path):
+            if target.split(".")[0] in ("gradio", "gradio_client") and not here.startswith("maskedit.interfaces.ui"):
+                bad.append(f"{here} imports {target}")
+    assert not bad, bad
+

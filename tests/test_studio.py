@@ -9,24 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskedit import editing, session
+from maskedit.workflow import editing
+from maskedit.workflow import session
 from maskedit.errors import MaskEditError
-from maskedit.lora_cache import cache_key
-from maskedit.presets import GenerateSettings
+from maskedit.workflow.lora_cache import cache_key
+from maskedit.models.presets import GenerateSettings
 from maskedit.studio.progress import (
     ChunkEnded, ChunkStarted, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
 )
 from maskedit.studio.runs import ChunkRequest, run_training_chunk, train_in_chunks
 from maskedit.studio.service import GpuCalls, Studio, TrainInputs
-from maskedit.training import StepEvent, TrainConfig
-from maskedit.video import Clip, write_image, write_video
+from maskedit.method.training import StepEvent, TrainConfig
+from maskedit.media.video import Clip, write_image, write_video
 
 FPS = 8.0
 
 
 def local_gpu(pipe, segmenter=None):
     """The GPU calls of a local run: plain functions on `pipe` (the app wraps the same in @spaces.GPU)."""
-    from maskedit.segmentation import segment_clip
+    from maskedit.perception.segmentation import segment_clip
     from maskedit.studio.generation import run_generation
 
     def caption(image):
@@ -43,7 +44,7 @@ def local_gpu(pipe, segmenter=None):
 
 @pytest.fixture
 def studio_and_files(tmp_path, tiny_pipe, synthetic_clip):
-    from maskedit.segmentation_fallback import FallbackSegmenter
+    from maskedit.perception.segmentation_fallback import FallbackSegmenter
 
     frames, region = synthetic_clip
     write_video(tmp_path / "clip.mp4", frames, FPS)
@@ -98,7 +99,7 @@ def test_bad_input_is_refused_before_any_work(studio_and_files, step_counter):
 
 
 def test_progress_events_cross_as_dicts_and_accumulate():
-    from maskedit.lora_cache import CacheNote
+    from maskedit.workflow.lora_cache import CacheNote
 
     events = [ChunkStarted(0), CacheNote("miss", "training a new LoRA", "k", "p"), editing.EditTrainingStage(1, 2, 0, "c1"), StepEvent(1, 2, 0.5, 0.1, 0.1),
               StepEvent(2, 2, 0.4, 0.1, 0.2), editing.EditTrainingStage(2, 3, 0, "c2"), StepEvent(1, 3, 0.3, 0.2, 0.2),
@@ -147,7 +148,7 @@ def test_background_job_driven_by_the_session():
     """ZeroGPU: no thread; each drive_one() is one chunk (a GPU call of the session)."""
     import tempfile
 
-    from maskedit.background import BackgroundJob
+    from maskedit.studio.background_job import BackgroundJob
 
     def fake_chunk(again, chunks=[]):  # noqa: B006 (counts calls)
         chunks.append(again)

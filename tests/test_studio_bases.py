@@ -10,20 +10,20 @@ import pytest
 
 from test_preview import speed_file
 from test_studio import FPS, local_gpu
-from maskedit import session
+from maskedit.workflow import session
 from maskedit.errors import MaskEditError
-from maskedit.experts import EXPERTS, expert_file_names, expert_module
-from maskedit.models import build_tiny_pipeline, build_tiny_two_expert_pipeline
-from maskedit.presets import GenerateSettings
-from maskedit.preview import NO_SPEED_LORA, SPEED_LORA_ENV
-from maskedit.speed import SPEED_ADAPTER, has_speed_lora
+from maskedit.method.experts import EXPERTS, expert_file_names, expert_module
+from maskedit.models.loading import build_tiny_pipeline, build_tiny_two_expert_pipeline
+from maskedit.models.presets import GenerateSettings
+from maskedit.workflow.preview import NO_SPEED_LORA, SPEED_LORA_ENV
+from maskedit.models.speed import SPEED_ADAPTER, has_speed_lora
 from maskedit.studio.runtime import base_banner, load_model, size_choices
 from maskedit.studio.service import Studio, TrainInputs
-from maskedit.video import read_video, write_image, write_video
+from maskedit.media.video import read_video, write_image, write_video
 
 
 def make_studio(tmp_path, pipe, model_name, frames, check_uploads=True):
-    from maskedit.segmentation_fallback import FallbackSegmenter
+    from maskedit.perception.segmentation_fallback import FallbackSegmenter
 
     write_video(tmp_path / "clip.mp4", frames, FPS)
     write_image(tmp_path / "edited.png", np.ascontiguousarray(frames[0][:, ::-1]))
@@ -87,7 +87,7 @@ def test_two_expert_base_trains_offers_per_expert_files_and_generates_and_previe
     assert names == sorted(["lora.json", *expert_file_names()])
     result = studio.generate(st, "a flipped box", GenerateSettings(steps=2))
     assert read_video(result.edited).num_frames == 9
-    from maskedit.lora import ADAPTER_NAME
+    from maskedit.method.lora import ADAPTER_NAME
 
     assert all(ADAPTER_NAME in expert_module(pipe, e).peft_config for e in EXPERTS)  # both experts' LoRAs loaded
     high, low = (speed_file(tmp_path, build_tiny_two_expert_pipeline, e, seed=7 + i) for i, e in enumerate(EXPERTS))
@@ -110,7 +110,7 @@ def test_banner_and_size_menu_follow_the_base(tiny_pipe):
 
 
 def test_a_presets_speed_lora_pair_goes_on_both_experts_and_comes_off_both(tmp_path):
-    from maskedit.presets import get_preset
+    from maskedit.models.presets import get_preset
     from maskedit.studio.generation import apply_preset_options
 
     pipe = build_tiny_two_expert_pipeline()
@@ -132,7 +132,7 @@ def expert_pair_files(folder, seed=3, names=("edit_high_noise.safetensors", "edi
     import shutil
 
     from test_preview import random_lora
-    from maskedit.experts import save_expert_loras
+    from maskedit.method.experts import save_expert_loras
 
     source = build_tiny_two_expert_pipeline()
     for offset, expert in enumerate(EXPERTS):
@@ -145,13 +145,13 @@ def expert_pair_files(folder, seed=3, names=("edit_high_noise.safetensors", "edi
 
 
 def lora_weights(module) -> dict:
-    from maskedit.lora import lora_state_dict
+    from maskedit.method.lora import lora_state_dict
 
     return {k: v.clone() for k, v in lora_state_dict(module).items()}
 
 
 def test_an_uploaded_pair_gives_each_expert_its_own_lora_in_either_order(tmp_path, synthetic_clip):
-    from maskedit.experts import load_expert_loras
+    from maskedit.method.experts import load_expert_loras
 
     pipe = build_tiny_two_expert_pipeline()
     studio, st, _ = make_studio(tmp_path, pipe, "tiny-wan2.2", synthetic_clip[0])
@@ -220,7 +220,7 @@ def test_a_refused_upload_says_what_to_upload_and_keeps_the_sessions_lora(tmp_pa
 
 def test_a_one_transformer_base_takes_one_file_and_refuses_a_pair_and_guidance_scale_2(tmp_path, synthetic_clip):
     from test_preview import random_lora
-    from maskedit.lora import save_lora
+    from maskedit.method.lora import save_lora
 
     pipe = build_tiny_pipeline()
     studio, st, calls = make_studio(tmp_path, pipe, "tiny", synthetic_clip[0])
@@ -255,7 +255,7 @@ def test_without_the_model_the_base_is_judged_by_its_name(tmp_path, synthetic_cl
     ("Wan-AI/Wan2.2-I2V-A14B-Diffusers", 36, (832, 480)),  # 4 resident blocks per expert
 ])
 def test_the_train_tab_starts_from_the_preset_adapted_to_the_base(tmp_path, model_name, swap, size):
-    from maskedit.segmentation_fallback import FallbackSegmenter
+    from maskedit.perception.segmentation_fallback import FallbackSegmenter
 
     studio = Studio(session.SessionStore(tmp_path / "sessions"), local_gpu(None, FallbackSegmenter()),
                     model_name=model_name, is_tiny=False, allowed_roots=lambda: [tmp_path])

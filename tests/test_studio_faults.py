@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskedit import session
+from maskedit.workflow import session
 from maskedit.errors import MaskEditError
-from maskedit.presets import GenerateSettings
+from maskedit.models.presets import GenerateSettings
 from maskedit.studio.inputs import generate_settings
 from maskedit.studio.service import Studio, TrainInputs
-from maskedit.video import write_image, write_video
+from maskedit.media.video import write_image, write_video
 
 from test_studio import FPS, local_gpu
 
 
 def make_studio(root: Path, pipe, cache: Path) -> Studio:
-    from maskedit.segmentation_fallback import FallbackSegmenter
+    from maskedit.perception.segmentation_fallback import FallbackSegmenter
 
     return Studio(session.SessionStore(root), local_gpu(pipe, FallbackSegmenter()), model_name="tiny", is_tiny=True,
                   chunk_steps=2, allowed_roots=lambda: [cache.parent], cache_root=cache)
@@ -121,8 +121,8 @@ def test_duplicate_later_frames_follow_the_cli_rule(studio, files, step_counter)
 
 
 def test_a_diverged_run_leaves_no_adapter_on_the_model(studio, files, tiny_pipe, monkeypatch):
-    from maskedit.lora import ADAPTER_NAME
-    from maskedit.training import LoraTrainer, TrainingDiverged
+    from maskedit.method.lora import ADAPTER_NAME
+    from maskedit.method.training import LoraTrainer, TrainingDiverged
 
     original = LoraTrainer.flow_matching_loss
     monkeypatch.setattr(LoraTrainer, "flow_matching_loss",
@@ -152,7 +152,7 @@ def test_a_restarted_server_resumes_the_cached_checkpoint(files, tiny_pipe, step
 
 
 def test_closing_a_generation_stops_its_worker_and_frees_the_model(studio, files, monkeypatch):
-    from maskedit import editing
+    from maskedit.workflow import editing
 
     st = loaded(studio, files)
     denoised = []

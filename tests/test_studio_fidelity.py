@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from maskedit import session
+from maskedit.workflow import session
 from maskedit.errors import MaskEditError
-from maskedit.lora import read_metadata
-from maskedit.presets import PRESETS, GenerateSettings
+from maskedit.method.lora import read_metadata
+from maskedit.models.presets import PRESETS, GenerateSettings
 from maskedit.studio.runs import run_training_chunk
 from maskedit.studio.service import GpuCalls, Studio, TrainInputs
-from maskedit.video import read_image, write_image, write_video
+from maskedit.media.video import read_image, write_image, write_video
 
 FPS = 8.0
 LATER = 4

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskedit import toyworld
+from maskedit.tools import toyworld
 from maskedit.errors import MaskEditError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,8 +152,8 @@ def test_make_examples_writes_index_and_files(tmp_path, monkeypatch):
             assert (tmp_path / e[key]).is_file()
         x0, y0, x1, y1 = (int(v) for v in e["box"].split(","))
         assert 0 <= x0 < x1 <= e["width"] and 0 <= y0 < y1 <= e["height"]
-    from maskedit.masks import read_mask_video
-    from maskedit.video import read_image
+    from maskedit.method.masks import read_mask_video
+    from maskedit.media.video import read_image
 
     mask = read_mask_video(tmp_path / "b" / "mask.mp4")
     assert mask.shape == (9, 64, 64) and mask[0].any()
@@ -180,7 +180,7 @@ def test_train_toy_model_smoke_saves_a_loadable_pipeline(tmp_path):
     with more transformer steps resumes from the checkpoint."""
     import torch
 
-    from maskedit.models import load_pipeline
+    from maskedit.models.loading import load_pipeline
 
     script = load_script("train_toy_model")
     out = tmp_path / "toy"

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit.conditioning import stage1_sample, stage2_sample
+from maskedit.method.conditioning import stage1_sample, stage2_sample
 from maskedit.errors import MaskEditError
-from maskedit.lora import ADAPTER_NAME
-from maskedit.models import build_tiny_pipeline
-from maskedit.training import LoraTrainer, TrainConfig, TrainItem, sample_timesteps
+from maskedit.method.lora import ADAPTER_NAME
+from maskedit.models.loading import build_tiny_pipeline
+from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem, sample_timesteps
 
 
 def moving_box_clip(num_frames=9, size=64):

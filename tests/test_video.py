@@ -1,4 +1,4 @@
-"""Tests for maskedit.video: reading, conforming and writing clips and images."""
+"""Tests for maskedit.media.video: reading, conforming and writing clips and images."""
 
 import os
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskedit import video
+from maskedit.media import video
 from maskedit.errors import MaskEditError
-from maskedit.video import Clip
+from maskedit.media.video import Clip
 
 
 def gradient_frames(num_frames=9, height=64, width=96):

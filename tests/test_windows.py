@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from maskedit.conditioning import window_starts
-from maskedit.models import build_tiny_pipeline
-from maskedit.presets import get_preset
-from maskedit.training import LoraTrainer, TrainConfig, clip_items
+from maskedit.method.conditioning import window_starts
+from maskedit.models.loading import build_tiny_pipeline
+from maskedit.models.presets import get_preset
+from maskedit.method.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
 

@@ -30,7 +30,7 @@ pytest.importorskip("spaces")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from maskedit.video import read_video, write_image, write_video  # noqa: E402
+from maskedit.media.video import read_video, write_image, write_video  # noqa: E402
 from zerogpu_harness import launched  # noqa: E402
 from zerogpu_local import recorder  # noqa: E402
 from zerogpu_local.device_api import Policy  # noqa: E402

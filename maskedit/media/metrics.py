@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 DATA_RANGE = 255.0
 SSIM_SIGMA = 1.5

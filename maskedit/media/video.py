@@ -8,7 +8,7 @@ changed in `Clip.notes` so the user can be told.
 
 Frame selection (`select_frames`) and geometry (`resize_center_crop`, `cover_crop_geometry`) work on
 any array whose first axis is time, so masks are conformed with exactly the same choices
-(see `maskedit.masks.conform_region`).
+(see `maskedit.method.masks.conform_region`).
 
 `read_conformed` is `conform_clip(read_video(path), ...)` bit for bit, but decodes only the frames it keeps
 (ffmpeg's select filter; it stops after the last one) and resizes each as it arrives, so its memory is
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskedit.errors import MaskEditError
-from maskedit.files import atomic_path, display_path
+from maskedit.media.files import atomic_path, display_path
 from maskedit.limits import MAX_SOURCE_FRAMES, MAX_SOURCE_SECONDS, MAX_SOURCE_SIDE
 
 TEMPORAL_STRIDE = 4  # Wan VAE temporal compression: valid frame counts are 4k+1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 
 @dataclass

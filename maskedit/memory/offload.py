@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite float8 e4m3fn

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 from .masks import keep_mask_from_region
 
 GREY_FILL = 0.0
 """Value of generate regions of V_cond in [-1, 1] pixel space (RGB 127.5, mid grey)."""
 
-from .defaults import DEFAULT_TRIGGER  # noqa: E402,F401  (one definition, torch-free)
+from ..defaults import DEFAULT_TRIGGER  # noqa: E402,F401  (one definition, torch-free)
 """Trigger token put in front of every caption (reference code of the paper)."""
 
 IMAGE_VIEWS = ("full", "crop")

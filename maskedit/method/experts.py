@@ -33,7 +33,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 from .lora import ADAPTER_NAME, METADATA_NAME, lora_state_dict, to_comfyui_keys
 from .training import (
     EncodedSample, LoraTrainer, StepEvent, TrainConfig, TrainItem, TrainState, encode_samples, release_encoders,
@@ -199,7 +199,7 @@ class TwoExpertTrainer:
     def make_resident(self, expert: str) -> None:
         """On a GPU (or the planner's meta device), move `expert`'s transformer to the device and the other
         one to the CPU (no-op on CPU and when a trainer streams blocks itself)."""
-        from .offload import move_module
+        from ..memory.offload import move_module
 
         if self.device.type not in ("cuda", "meta") or self._resident == expert:
             return
@@ -215,7 +215,7 @@ class TwoExpertTrainer:
         """Put both experts back on the device (generation calls both) after `make_resident` moved one."""
         if self._resident is None:
             return
-        from .offload import move_module
+        from ..memory.offload import move_module
 
         for expert in EXPERTS:
             move_module(expert_module(self.pipe, expert), self.device)

@@ -16,8 +16,8 @@ import os
 import warnings
 from pathlib import Path
 
-from .errors import MaskEditError
-from .files import display_path
+from ..errors import MaskEditError
+from ..media.files import display_path
 
 LORA_WEIGHT_NAME = "lora.safetensors"
 COMFYUI_WEIGHT_NAME = "lora_comfyui.safetensors"

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from maskedit.errors import MaskEditError
-from maskedit.video import (
+from maskedit.media.video import (
     IMAGE_EXTENSIONS, Clip, probe_video, read_frames_at, read_image, read_video, resize_frames,
     resolve_conform_settings, select_frame_indices, select_frames, write_video,
 )
@@ -285,7 +285,7 @@ def check_region(region: np.ndarray, num_frames: int | None = None, height: int 
 
 def fit_region(region: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize+centre-crop a bool region (F, H, W) or (H, W) to width x height with nearest-neighbour,
-    the same geometry as `maskedit.video.resize_center_crop`. Returns `region` itself when it fits."""
+    the same geometry as `maskedit.media.video.resize_center_crop`. Returns `region` itself when it fits."""
     region = np.asarray(region, dtype=bool)
     if region.ndim == 2:
         return fit_region(region[None], width, height)[0]
@@ -297,7 +297,7 @@ def fit_region(region: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def conform_region(region: np.ndarray, source: Clip, num_frames: int | None = None, width: int | None = None,
                    height: int | None = None, mode: str = "uniform", start: int = 0) -> np.ndarray:
-    """Conform a bool (F, H, W) region exactly like `maskedit.video.conform_clip(source, ...)` conforms its clip.
+    """Conform a bool (F, H, W) region exactly like `maskedit.media.video.conform_clip(source, ...)` conforms its clip.
 
     `source` is the clip before conforming. The region may have the source's frame count (it gets the same
     frame selection), the conformed count (taken as already selected), or one frame (repeated). Its size

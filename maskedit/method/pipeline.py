@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .runtime import quiet_transformers
+from ..runtime import quiet_transformers
 
 with quiet_transformers():
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanImageToVideoPipeline
@@ -33,9 +33,9 @@ from .conditioning import (
     IMAGE_VIEWS, METHOD_IMAGE_VIEW, condition_pixels, frames_to_tensor, full_view_pixels, latent_keep_mask,
     pack_latent_mask,
 )
-from .defaults import DEFAULT_SAMPLER, SAMPLERS  # noqa: F401  (part of this module's API)
-from .errors import MaskEditError
-from .offload import encoder_offload, release_offloaded_encoders
+from ..defaults import DEFAULT_SAMPLER, SAMPLERS  # noqa: F401  (part of this module's API)
+from ..errors import MaskEditError
+from ..memory.offload import encoder_offload, release_offloaded_encoders
 
 TEXT_TOKENS = 512
 """Wan's image cross-attention assumes the text part of its context is exactly this many tokens."""

@@ -31,12 +31,12 @@ from .conditioning import (
     IMAGE_VIEWS, METHOD_IMAGE_VIEW, ConditionSample, frames_to_tensor, naive_sample, stage1_sample, stage2_sample,
     window_samples, window_starts,
 )
-from .defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
-from .errors import MaskEditError
-from .files import display_path
-from .limits import check, check_settings
+from ..defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
+from ..errors import MaskEditError
+from ..media.files import display_path
+from ..limits import check, check_settings
 from .lora import ADAPTER_NAME, add_lora, lora_parameters
-from .offload import enable_encoder_offload, encoder_offload, release_offloaded_encoders
+from ..memory.offload import enable_encoder_offload, encoder_offload, release_offloaded_encoders
 from .pipeline import TEXT_TOKENS
 
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
@@ -67,7 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 25  # steps between checkpoints (0: only when stopped or done)
     gradient_checkpointing: bool = False
     activation_offload: bool = False  # keep checkpointed block inputs in CPU memory (implies checkpointing)
-    blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.offload; implies checkpointing)
+    blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.memory.offload; implies checkpointing)
     fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
     offload_encoders: bool = False  # VAE, text and image encoders in CPU memory, on the GPU only while they run
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
@@ -317,7 +317,7 @@ class LoraTrainer:
     applied after the adapter is in place and stay in effect for generation with the same pipeline
     (`self.memory.remove(transformer)` undoes them).
 
-    distributed: a `maskedit.distributed.DistributedContext` for data-parallel training. Every process
+    distributed: a `maskedit.memory.distributed.DistributedContext` for data-parallel training. Every process
     draws the noise of the whole global batch from the same generator and trains on its own share;
     LoRA gradients (and the reported loss) are summed over processes, each sample's loss weighted
     1 / global batch, so a step equals one process's step on the whole batch with the averaged loss.
@@ -353,7 +353,7 @@ class LoraTrainer:
             self.params = add_lora(self.transformer, config.rank, config.alpha, config.seed)
         for param in self.params:  # LoRA weights train in float32 whatever the base dtype
             param.data = param.data.float()
-        from .offload import apply_memory_options, memory_setup
+        from ..memory.offload import apply_memory_options, memory_setup
 
         self.memory = None
         if config.blocks_to_swap or config.fp8 or config.activation_offload:
@@ -634,7 +634,7 @@ def plan_stages(frames, region, prompt: str, config: TrainConfig, base_model: st
     naive baseline (boxes unused, never stage 2). Stage 2 adds every edited later frame 9 times per epoch beside
     one clip (its windows share the clip's place, `stage2_items`) for `stage2_steps(len(later),
     config.stage2_epochs)` steps."""
-    from .hashing import array_digest, json_digest
+    from ..media.hashing import array_digest, json_digest
 
     window = config.window_for(frames.shape[0])
     window_part = {"window": [window, config.window_stride]} if window else {}

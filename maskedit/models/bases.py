@@ -8,7 +8,7 @@
 |---|---|---|---|
 | Wan2.1-I2V-14B-480P | one 14B | CLIP | one LoRA, t ~ U(0, 1) (METHOD.md §4) |
 | Wan2.1-I2V-14B-720P | one 14B (same layout) | CLIP | the same, at 1280x720 |
-| Wan2.2-I2V-A14B | two 14B experts, boundary 0.9 | none | one LoRA per expert, each on its own t range (`maskedit.experts`) |
+| Wan2.2-I2V-A14B | two 14B experts, boundary 0.9 | none | one LoRA per expert, each on its own t range (`maskedit.method.experts`) |
 
 Wan2.2-TI2V-5B is refused at load time (`models.check_supported_layout`): it has no mask channels.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import DEFAULT_MODEL_ID, TINY, TINY_WAN22, WAN21_720P_MODEL_ID, WAN22_BOUNDARY_RATIO, WAN22_I2V_MODEL_ID
+from .loading import DEFAULT_MODEL_ID, TINY, TINY_WAN22, WAN21_720P_MODEL_ID, WAN22_BOUNDARY_RATIO, WAN22_I2V_MODEL_ID
 from .presets import NUM_BLOCKS_14B, Preset
 
 SIZES_480P = ((832, 480), (480, 832))
@@ -50,7 +50,7 @@ WAN21_720P = Base(
 )
 EXPERT_TRAINING = (
     "one LoRA per expert (files _high_noise / _low_noise), each trained only on its own timestep range, "
-    "alternating step by step, the inactive expert offloaded (maskedit.experts)"
+    "alternating step by step, the inactive expert offloaded (maskedit.method.experts)"
 )
 WAN22_A14B = Base(
     "wan2.2-a14b", "Wan2.2-I2V-A14B", WAN22_I2V_MODEL_ID, SIZES_480P + SIZES_720P, DEFAULT_480P_SIZE,

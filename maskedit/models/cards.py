@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 ATTENTION_BACKENDS = ("flash", "math")
 """flash: SDPA's fused kernels (no L x L matrix); math: the attention matrix materialised."""

@@ -1,5 +1,5 @@
 """The planner's figures without the planner: peak GPU memory per preset and model, the preset that fits a
-card, and the seconds a GPU call needs, read from `maskedit/plans.json` (torch-free, so the app shows them
+card, and the seconds a GPU call needs, read from `maskedit/models/plans.json` (torch-free, so the app shows them
 at once and `--help` stays light).
 
     lookup("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "24gb")["peak_gpu_gib"]
@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .cards import CARDS, Card
-from .defaults import DEFAULT_MODEL_ID, TINY
+from ..defaults import DEFAULT_MODEL_ID, TINY
 
 PLANS_FILE = Path(__file__).with_name("plans.json")
 TABLE_FORMAT = 1

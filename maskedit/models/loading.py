@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MaskEditError
-from .pipeline import MaskEditPipeline
-from .runtime import default_device, quiet_transformers
+from ..errors import MaskEditError
+from ..method.pipeline import MaskEditPipeline
+from ..runtime import default_device, quiet_transformers
 
-from .defaults import DEFAULT_MODEL_ID, TINY  # noqa: E402  (one definition, torch-free)
+from ..defaults import DEFAULT_MODEL_ID, TINY  # noqa: E402  (one definition, torch-free)
 
 TINY_TRANSFORMER = dict(
     patch_size=(1, 2, 2),

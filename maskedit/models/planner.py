@@ -58,8 +58,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import flop_registry
 
 from .cards import ATTENTION_BACKENDS, CARDS, Card, get_card  # noqa: F401  (torch-free, for --help)
-from .errors import MaskEditError
-from .models import DEFAULT_MODEL_ID, KNOWN_MODELS, TINY, ModelSpec, check_clip_size
+from ..errors import MaskEditError
+from .loading import DEFAULT_MODEL_ID, KNOWN_MODELS, TINY, ModelSpec, check_clip_size
 from .presets import PRESETS, Preset, get_preset
 
 GIB = 1024**3
@@ -520,9 +520,9 @@ def build_meta_pipeline(spec: ModelSpec, text_dtype=torch.bfloat16, transformer_
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    from .models import tiny_tokenizer
-    from .pipeline import MaskEditPipeline
-    from .runtime import quiet_transformers
+    from .loading import tiny_tokenizer
+    from ..method.pipeline import MaskEditPipeline
+    from ..runtime import quiet_transformers
 
     with torch.device("meta"), quiet_transformers(), _skip_init():
         transformer = WanTransformer3DModel(**spec.transformer).eval()
@@ -704,7 +704,7 @@ def _vae_phases(vae, accounting: _Accounting):
 
 def _lora_targets(transformer) -> tuple[list[str], list[str]]:
     """(block layers wrapped with the edit adapter, block Linear layers left without it)."""
-    from .lora import ADAPTER_NAME
+    from ..method.lora import ADAPTER_NAME
 
     with_lora, without = [], []
     for name, module in transformer.named_modules():
@@ -723,7 +723,7 @@ def _lora_targets(transformer) -> tuple[list[str], list[str]]:
 def _dtype_checks(transformer, streamer, fp8: bool) -> dict:
     """Base weights bf16 (float32 only where diffusers keeps modules in float32), fp8 stores where asked.
     Returns {"base_parameter_dtypes": {dtype: elements}, "streamed_store_dtypes": {dtype: stores}}."""
-    from .offload import FP8_DTYPE, is_lora_name
+    from ..memory.offload import FP8_DTYPE, is_lora_name
 
     keep = tuple(getattr(transformer, "_keep_in_fp32_modules", None) or ())
     base = {}
@@ -750,9 +750,9 @@ def _dtype_checks(transformer, streamer, fp8: bool) -> dict:
 
 def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool, checks: dict, notes: list,
                   then_generate: bool = True) -> None:
-    from .conditioning import stage2_sample
-    from .lora import ADAPTER_NAME
-    from .training import EncodedSample, LoraTrainer, TrainItem, clip_items, encode_samples, release_encoders
+    from ..method.conditioning import stage2_sample
+    from ..method.lora import ADAPTER_NAME
+    from ..method.training import EncodedSample, LoraTrainer, TrainItem, clip_items, encode_samples, release_encoders
 
     prompt = "p3rs0n, a scene"
     items = clip_items(frames, region, prompt, preset.window, preset.window_stride)
@@ -776,7 +776,7 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
     runner = None
     with torch.device("meta"):  # LoRA factors made where they end up (peft makes them on the CPU, then moves them)
         if two_experts:  # one LoRA per expert, trained in turn, the inactive expert's weights offloaded
-            from .experts import EXPERTS, TwoExpertTrainer
+            from ..method.experts import EXPERTS, TwoExpertTrainer
 
             runner = TwoExpertTrainer(pipe, None, preset.train_config(steps=2, checkpoint_every=0),
                                       device=torch.device("meta"), encoded=encoded[:1])
@@ -826,7 +826,7 @@ def _run_training(pipe, accounting, preset: Preset, frames, region, stage2: bool
 def _check_trained_transformer(trainer, preset: Preset, checks: dict) -> None:
     """LoRA placement and size (METHOD.md §4), dtypes, streaming of one trained transformer; figures are
     added up over the experts of a two-expert model."""
-    from .lora import ADAPTER_NAME
+    from ..method.lora import ADAPTER_NAME
 
     transformer = trainer.transformer
     streamer = trainer.memory.streamer if trainer.memory is not None else None
@@ -861,7 +861,7 @@ def _check_trained_transformer(trainer, preset: Preset, checks: dict) -> None:
 
 def _add_speed_lora_bytes(pipe, accounting, rank: int) -> int:
     """A stacked speed LoRA's bf16 factors on the GPU (allocated from the shapes; the file is not read)."""
-    from .lora import LORA_TARGET_MODULES
+    from ..method.lora import LORA_TARGET_MODULES
     import re
 
     pattern = re.compile(LORA_TARGET_MODULES)
@@ -881,9 +881,9 @@ def _transformers(pipe) -> list:
 
 
 def _run_generation(pipe, accounting, preset: Preset, frames, region, notes: list) -> None:
-    from .conditioning import inference_condition
-    from .lora import ADAPTER_NAME, add_lora
-    from .offload import move_module
+    from ..method.conditioning import inference_condition
+    from ..method.lora import ADAPTER_NAME, add_lora
+    from ..memory.offload import move_module
 
     for name in ("vae", "text_encoder", "image_encoder"):  # back beside the transformer, as editing does
         module = getattr(pipe, name, None)
@@ -955,7 +955,7 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
     try:
         with _attention_backend(attention), accounting:
             pipe = build_meta_pipeline(spec)
-            from .offload import place_pipeline
+            from ..memory.offload import place_pipeline
             from .speed import enable_vae_tiling
 
             place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8, settings.offload_encoders)

@@ -26,16 +26,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from .defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
-from .errors import MaskEditError
-from .limits import check_settings
+from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
+from ..errors import MaskEditError
+from ..limits import check_settings
 
 NUM_BLOCKS_14B = 40
 """Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
 
 DEFAULT_SPEED_LORA = "lightx2v/Wan2.1-Distill-Loras/wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
 """A step- and CFG-distilled Wan2.1-I2V-14B LoRA (4 steps, CFG 1) as `owner/repo/file.safetensors`; any
-local .safetensors file or folder works as well (maskedit.speed.resolve_speed_lora)."""
+local .safetensors file or folder works as well (maskedit.models.speed.resolve_speed_lora)."""
 
 
 GENERATION_METHODS = ("mask-lora", "no-lora", "feature-blend", "naive-lora")
@@ -175,7 +175,7 @@ class Preset:
     def train_config(self, **overrides):
         """A `training.TrainConfig` holding this preset's training, window and memory settings (overrides:
         TrainConfig fields to set otherwise)."""
-        from .training import TrainConfig
+        from ..method.training import TrainConfig
 
         settings = dict(
             steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank, alpha=self.alpha,

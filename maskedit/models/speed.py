@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import MaskEditError
-from .lora import ADAPTER_NAME, load_lora, unload_lora
+from ..errors import MaskEditError
+from ..method.lora import ADAPTER_NAME, load_lora, unload_lora
 
 SPEED_ADAPTER = "speed"
 ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage", "flex", "_native_cudnn", "_native_flash",
@@ -126,7 +126,7 @@ def set_attention_backend(transformer, backend: str | None) -> str:
 
 def compile_blocks(transformer, backend: str = "inductor", mode: str | None = None, fullgraph: bool = False) -> int:
     """`torch.compile` each transformer block (regional compilation); returns how many modules were
-    compiled. Blocks that carry forward hooks (block swapping / fp8 from maskedit.offload) are compiled
+    compiled. Blocks that carry forward hooks (block swapping / fp8 from maskedit.memory.offload) are compiled
     one level down (their attention and feed-forward modules) so the hooks stay in Python.
     Not for ZeroGPU (unsupported there)."""
     count = 0

@@ -3,7 +3,7 @@
 The method's prompt is the trigger token + a detailed caption of the first frame (stage 1, inference) or
 of each edited later frame (stage 2). The reference code captions with Florence-2 `<DETAILED_CAPTION>`
 and strips the opening "The image shows "; we strip that and its usual variants ("The image is a ...",
-"In this image, ..."), then prefix the trigger with `maskedit.conditioning.compose_prompt`.
+"In this image, ..."), then prefix the trigger with `maskedit.method.conditioning.compose_prompt`.
 
     captioner = load_captioner()                    # florence-community/Florence-2-large, or a folder
     captioner.describe(frame)                       # "a red car driving on a road ..."
@@ -26,10 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from .conditioning import DEFAULT_TRIGGER, compose_prompt
-from .errors import MaskEditError
+from ..method.conditioning import DEFAULT_TRIGGER, compose_prompt
+from ..errors import MaskEditError
 
-from .defaults import DEFAULT_CAPTION_MODEL  # noqa: E402,F401  (one definition, torch-free)
+from ..defaults import DEFAULT_CAPTION_MODEL  # noqa: E402,F401  (one definition, torch-free)
 CAPTION_TASK = "<DETAILED_CAPTION>"
 MAX_NEW_TOKENS = 256
 NUM_BEAMS = 3
@@ -134,7 +134,7 @@ def load_captioner(model_id: str | None = None, device: str | None = None, dtype
     """
     import torch
 
-    from .runtime import default_device, quiet_transformers
+    from ..runtime import default_device, quiet_transformers
 
     model_id = model_id or DEFAULT_CAPTION_MODEL
     device = device or default_device()

@@ -9,16 +9,16 @@ The user clicks on one frame (default frame 0): positive points (label 1) on the
   forward from the prompted frame and backward when it is not frame 0.
 
 Two backends sit behind that interface (`load_segmenter`):
-- "sam2": SAM2.1 through transformers' `Sam2VideoModel` (`maskedit.segmentation_sam2`), from a hub id or a
+- "sam2": SAM2.1 through transformers' `Sam2VideoModel` (`maskedit.perception.segmentation_sam2`), from a hub id or a
   local folder; exact, needs the weights (and a GPU to be fast).
-- "fallback": colour models, GrabCut and optical flow (`maskedit.segmentation_fallback`), offline and
+- "fallback": colour models, GrabCut and optical flow (`maskedit.perception.segmentation_fallback`), offline and
   CPU-only; *approximate*: UIs must say so (`segmenter.approximate`, `segmenter.label`).
 "auto" loads SAM2 when its weights load and the fallback otherwise (`segmenter.note` says why).
 
 Conventions: points are (x, y) in pixels of the frame (x to the right, y down); labels 1 = include,
 0 = exclude; `object_ids` (optional, one per point) split the points into several objects, each segmented
 on its own, their masks unioned into the edit region; a box (x0, y0, x1, y1, x1/y1 exclusive) belongs to
-the first object. Masks are bool, True = object (`maskedit.masks`). `segment_clip` adds the loose boxes
+the first object. Masks are bool, True = object (`maskedit.method.masks`). `segment_clip` adds the loose boxes
 (METHOD.md §3) and `write_segmentation` writes masks.mp4, boxes.mp4 and overlay.mp4.
 """
 
@@ -31,8 +31,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import masks
-from .errors import MaskEditError
+from ..method import masks
+from ..errors import MaskEditError
 from .segmentation_prompts import (  # noqa: F401  (part of this module's API)
     EXCLUDE, INCLUDE, ObjectPrompt, check_frame_index, check_frames, parse_point, prompts_by_object,
 )
@@ -112,7 +112,7 @@ def load_segmenter(backend: str = "auto", model_id: str | None = None, device: s
     return segmenter
 
 
-# ----- prompts and checks: maskedit.segmentation_prompts (the backends import them from there, not from here)
+# ----- prompts and checks: maskedit.perception.segmentation_prompts (the backends import them from there, not from here)
 
 
 # ----- a whole clip
@@ -237,7 +237,7 @@ def write_segmentation(out_dir: str | os.PathLike, frames: np.ndarray, segmentat
     outputs = SegmentationOutputs(out / MASKS_VIDEO, out / BOXES_VIDEO, out / OVERLAY_VIDEO)
     masks.write_mask_video(outputs.masks, segmentation.region, fps)
     masks.write_mask_video(outputs.boxes, segmentation.boxes, fps)
-    from .video import write_video
+    from ..media.video import write_video
 
     preview = overlay_frames(frames, segmentation.region, segmentation.box_lists, points=points, labels=labels,
                              frame_index=segmentation.frame_index)

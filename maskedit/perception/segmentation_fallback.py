@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 WORK_SIZE = 512  # long side of the working copy of each frame, pixels
 HIST_BINS = (8, 16, 16)  # Lab histogram bins: lightness coarser than colour

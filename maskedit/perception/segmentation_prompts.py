@@ -1,7 +1,7 @@
 """Clicks on a frame, grouped per object, and the checks every segmentation backend shares.
 
 Points are (x, y) in pixels of the frame (x to the right, y down); labels 1 = include (the object),
-0 = exclude. `maskedit.segmentation` and its backends (`segmentation_sam2`, `segmentation_fallback`) import
+0 = exclude. `maskedit.perception.segmentation` and its backends (`segmentation_sam2`, `segmentation_fallback`) import
 these from here, so no backend imports the module that loads it.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 INCLUDE, EXCLUDE = 1, 0  # point labels
 

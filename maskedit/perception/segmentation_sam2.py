@@ -23,8 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import MaskEditError
-from .runtime import default_device, quiet_transformers
+from ..errors import MaskEditError
+from ..runtime import default_device, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,7 +140,7 @@ class _LazyFrames(Mapping):
 
 
 class Sam2Segmenter:
-    """SAM2 (transformers `Sam2VideoModel`) behind the `maskedit.segmentation.Segmenter` interface."""
+    """SAM2 (transformers `Sam2VideoModel`) behind the `maskedit.perception.segmentation.Segmenter` interface."""
 
     name = "sam2"
     approximate = False

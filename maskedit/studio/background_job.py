@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 QUEUED, TRAINING, DONE, STOPPED, CANCELLED, FAILED = "queued", "training", "done", "stopped", "cancelled", "failed"
 ENDED = (DONE, STOPPED, CANCELLED, FAILED)
@@ -29,7 +29,7 @@ class BackgroundJob:
 
     def __init__(self, key: str, run_chunk: Callable[[bool], Iterator] | None, stop_file, resume: bool = True,
                  parts: dict | None = None, history: Callable[[int], list] | None = None):
-        from .studio.progress import TrainProgress
+        from .progress import TrainProgress
 
         self.key = key
         self.run_chunk = run_chunk
@@ -134,8 +134,8 @@ class BackgroundJob:
 
     def drive_one(self) -> Iterator[dict]:
         """Run one chunk (nothing when another caller is driving it or it has ended); yields snapshots."""
-        from .editing import EditTrainingDone
-        from .studio.progress import ChunkEnded, UserStopped
+        from ..workflow.editing import EditTrainingDone
+        from .progress import ChunkEnded, UserStopped
 
         if not self.active or not self._driving.acquire(blocking=False):
             return

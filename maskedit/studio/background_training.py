@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .. import editing, lora_cache, session
-from ..background import BackgroundJob
+from ..workflow import editing, lora_cache, session
+from .background_job import BackgroundJob
 from ..errors import MaskEditError
 from .inputs import TrainInputs, TrainView, checkpoint_losses, lora_files
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState

@@ -1,5 +1,5 @@
 """The Train tab's memory estimate, the warning before a run that will not fit the GPU, and the seconds a
-ZeroGPU call asks for — all from the planner's precomputed table (`maskedit.estimates`), never a live dry run
+ZeroGPU call asks for — all from the planner's precomputed table (`maskedit.models.estimates`), never a live dry run
 (one takes tens of seconds on a CPU).
 
     studio.estimate_line("24gb")           # "**Estimate** — 24gb on Wan2.1-I2V-14B-480P (49 frames, 832x480): …"
@@ -19,9 +19,9 @@ import json
 import os
 from pathlib import Path
 
-from .. import estimates
+from ..models import estimates
 from ..errors import MaskEditError
-from ..presets import get_preset
+from ..models.presets import get_preset
 
 TRAIN_CALL_OVERHEAD_S = 40
 """Seconds of a training call besides its steps: the model's transfer to the GPU and the clip's encoding (the
@@ -38,7 +38,7 @@ def table_model(model_name: str | None) -> str | None:
     """The table's model for a loaded model's name: itself when the table has it, else the hub id of the base
     its name stands for (`bases.base_for_name`: a local Wan2.1-720P folder → the 720P hub id); None for the
     tiny models, bases the table lacks and None (no model loaded)."""
-    from ..bases import base_for_name
+    from ..models.bases import base_for_name
     from ..defaults import TINY
 
     if model_name is None:
@@ -98,7 +98,7 @@ class Estimates:
     def preset(self, name: str):
         """The preset `name` adapted to the loaded base (`bases.adapt_preset`: sizes on a 720P base, resident
         blocks per expert on Wan2.2-A14B): what the Train tab shows and starts from."""
-        from ..bases import adapt_preset, base_for_name
+        from ..models.bases import adapt_preset, base_for_name
 
         return adapt_preset(get_preset(name), base_for_name(self.model_name))
 
@@ -171,7 +171,7 @@ def training_call_seconds(budget_s: float, step_s: float | None) -> int:
 
 def clip_of(prepared_dir) -> tuple[int, int, int] | None:
     """(frames, width, height) of a prepared clip folder from its JSON alone (no arrays read); None if unreadable."""
-    from ..editing import PREPARED_JSON
+    from ..workflow.editing import PREPARED_JSON
 
     try:
         info = json.loads((Path(prepared_dir) / PREPARED_JSON).read_text())

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MaskEditError
-from ..presets import GenerateSettings
+from ..models.presets import GenerateSettings
 
 
 WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running generation)
@@ -31,10 +31,10 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     preview: a `preview.PreviewSettings` — a fast preview (`preview.generate_preview`: its speed LoRA stacked
     on the edit LoRA for its steps/CFG/shift, removed afterwards) instead of the full render; the preset's
     own speed LoRA is not used then."""
-    from .. import editing
-    from ..conditioning import DEFAULT_TRIGGER
-    from ..experts import is_two_expert, load_edit_lora, unload_expert_loras
-    from ..lora import read_metadata, unload_lora
+    from ..workflow import editing
+    from ..method.conditioning import DEFAULT_TRIGGER
+    from ..method.experts import is_two_expert, load_edit_lora, unload_expert_loras
+    from ..method.lora import read_metadata, unload_lora
 
     settings.validate()
     editing.check_guidance_scale_2(pipe, settings.guidance_scale_2)
@@ -64,7 +64,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     def work():
         try:
             if preview is not None:
-                from ..preview import generate_preview
+                from ..workflow.preview import generate_preview
 
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
@@ -117,10 +117,10 @@ def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool
     option that cannot be used here (a speed LoRA that is not on disk or in the hub cache offline, an
     attention backend not installed) is skipped with a warning: generation never fails for it.
     Returns {"preset", "speed_lora" (what is active, or None), "speed_lora_weight", "notes", "warnings"}."""
-    from ..presets import get_preset
-    from ..preview import stack_speed_lora as load_speed_lora  # one file, or HIGH,LOW on a two-expert base
-    from ..preview import unload_preview_lora as unload_speed_lora  # from every expert
-    from ..speed import enable_vae_tiling, has_speed_lora, set_attention_backend, set_lora_weights
+    from ..models.presets import get_preset
+    from ..workflow.preview import stack_speed_lora as load_speed_lora  # one file, or HIGH,LOW on a two-expert base
+    from ..workflow.preview import unload_preview_lora as unload_speed_lora  # from every expert
+    from ..models.speed import enable_vae_tiling, has_speed_lora, set_attention_backend, set_lora_weights
 
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     result = {"preset": getattr(chosen, "name", None), "speed_lora": None, "speed_lora_weight": 1.0, "notes": [],

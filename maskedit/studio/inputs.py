@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .. import editing
+from ..workflow import editing
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..limits import check, value_or_default
-from ..presets import GenerateSettings
+from ..models.presets import GenerateSettings
 from .runs import ChunkRequest
 
 
@@ -100,8 +100,8 @@ class GenerateResult:
 def lora_files(folder) -> list[str]:
     """The LoRA files of a run folder (diffusers, ComfyUI, lora.json; a two-expert run's per-expert files) that
     exist."""
-    from ..experts import expert_file_names
-    from ..lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
+    from ..method.experts import expert_file_names
+    from ..method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 
     folder = Path(folder)
     names = (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names())
@@ -112,7 +112,7 @@ def checkpoint_losses(run_dir, stage: int) -> list:
     """The losses a run's stage checkpoint holds ([] when none)."""
     import json
 
-    from ..training import CHECKPOINT_STATE
+    from ..method.training import CHECKPOINT_STATE
 
     path = Path(run_dir) / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE
     try:

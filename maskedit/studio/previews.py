@@ -1,11 +1,11 @@
 """The Generate tab's fast preview (issue 15): the session's edit LoRA with a step-distilled speed LoRA stacked
-on it (4 steps, CFG 1, its own shift; `maskedit.preview`), through the same GPU call as the full render."""
+on it (4 steps, CFG 1, its own shift; `maskedit.workflow.preview`), through the same GPU call as the full render."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..presets import GenerateSettings
+from ..models.presets import GenerateSettings
 from .inputs import GenerateResult
 
 
@@ -17,7 +17,7 @@ class Previews:
         owner/repo/file.safetensors, or HIGH,LOW for a two-expert base), else $MASKEDIT_SPEED_LORA, else the
         preset's (adapted to the base). MaskEditError with `preview.NO_SPEED_LORA` when none is set — before
         any GPU work."""
-        from ..preview import preview_settings
+        from ..workflow.preview import preview_settings
 
         chosen = self.preset(preset) if preset else None
         return preview_settings(chosen, (speed_lora or "").strip() or None)

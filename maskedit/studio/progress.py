@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from ..editing import EditTrainingDone, EditTrainingNote, EditTrainingStage, EditTrainingStopped
-from ..lora_cache import CacheNote
-from ..training import StepEvent
+from ..workflow.editing import EditTrainingDone, EditTrainingNote, EditTrainingStage, EditTrainingStopped
+from ..workflow.lora_cache import CacheNote
+from ..method.training import StepEvent
 
 SMOOTHING = 0.9  # exponential moving average of the loss curve
 

@@ -69,8 +69,8 @@ class ChunkRequest:
 
     def key(self) -> str:
         """The cache key of this run (`lora_cache.cache_key`)."""
-        from .. import editing
-        from ..lora_cache import cache_key, stage2_captions
+        from ..workflow import editing
+        from ..workflow.lora_cache import cache_key, stage2_captions
 
         prepared = editing.load_prepared(self.prepared_dir)
         later = self._later(prepared)
@@ -82,7 +82,7 @@ class ChunkRequest:
         return {int(k): str(v) for k, v in (self.later_captions or {}).items()}
 
     def _later(self, prepared) -> dict:
-        from .. import editing
+        from ..workflow import editing
 
         return {int(k): editing.load_edited_frame(path, prepared.width, prepared.height, what=f"edited frame {k}")
                 for k, path in (self.later_frames or {}).items()}
@@ -92,10 +92,10 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
     """One call's worth of training: `lora_cache.train_cached` events, with a stop for the budget reported as
     `ChunkEnded` (call again) and the user's stop as `UserStopped` (its partial LoRA saved in
     <entry>/partial when `save_partial`)."""
-    from .. import editing
-    from ..lora import save_lora
-    from ..lora_cache import CacheNote, LoraCache, train_cached
-    from ..training import StepEvent, TrainingDiverged
+    from ..workflow import editing
+    from ..method.lora import save_lora
+    from ..workflow.lora_cache import CacheNote, LoraCache, train_cached
+    from ..method.training import StepEvent, TrainingDiverged
 
     started = time.perf_counter()
     prepared = editing.load_prepared(request.prepared_dir)
@@ -145,7 +145,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
                 shutil.rmtree(entry / PARTIAL_FOLDER, ignore_errors=True)
             yield event
     except TrainingDiverged:
-        from ..lora import unload_lora
+        from ..method.lora import unload_lora
 
         unload_lora(pipe)  # its weights are not finite: nothing may generate with this adapter
         raise
@@ -156,7 +156,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
 def train_in_chunks(call_chunk: Callable[[bool], Iterator], max_chunks: int = 10_000) -> Iterator:
     """Chain training calls until the LoRA is saved or the user stops. call_chunk(again) runs one chunk
     (again: False for the first call only). Yields a `ChunkStarted` before each call, then its events."""
-    from ..editing import EditTrainingDone
+    from ..workflow.editing import EditTrainingDone
 
     for index in range(max_chunks):
         yield ChunkStarted(index)

@@ -13,7 +13,7 @@ WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 
 def base_banner(loaded) -> str:
     """One line naming the loaded model's base, its experts and sizes (`bases.Base.banner`)."""
-    from ..bases import base_for_pipeline
+    from ..models.bases import base_for_pipeline
 
     return base_for_pipeline(loaded.pipe, loaded.name).banner()
 
@@ -21,7 +21,7 @@ def base_banner(loaded) -> str:
 def size_choices(loaded, fixed: list[str]) -> list[str]:
     """The size menu for the loaded model's base: its sizes (`bases.sizes_for_base`, e.g. 1280x720 on a 720P
     base) first, then the entries of `fixed` ("WxH (label)" or "auto") not already named."""
-    from ..bases import base_for_pipeline, sizes_for_base
+    from ..models.bases import base_for_pipeline, sizes_for_base
 
     labelled = {choice.split(" ")[0]: choice for choice in fixed if choice != "auto"}
     own = []
@@ -41,8 +41,8 @@ def load_model(requested: str | None = None):
 
 
 def _load_model(requested: str | None):
-    from ..editing import default_model
-    from ..models import TINY, load_pipeline
+    from ..workflow.editing import default_model
+    from ..models.loading import TINY, load_pipeline
 
     wanted = requested or default_model()
     try:
@@ -84,7 +84,7 @@ class Runtime:
     @property
     def segmenter(self):
         if self._segmenter is None:
-            from ..segmentation import load_segmenter
+            from ..perception.segmentation import load_segmenter
 
             self._segmenter = load_segmenter(self.segmenter_backend)
         return self._segmenter
@@ -95,7 +95,7 @@ class Runtime:
             if self.captioner_id == "none":
                 self.caption_error = "automatic captions are off in this app; type the prompt yourself"
             else:
-                from ..captioning import load_captioner
+                from ..perception.captioning import load_captioner
 
                 try:
                     self._captioner = load_captioner(self.captioner_id)

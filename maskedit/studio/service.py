@@ -26,14 +26,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .. import editing, lora_cache, session
-from ..background import BackgroundJob
+from ..workflow import editing, lora_cache, session
+from .background_job import BackgroundJob
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
-from ..experts import HIGH_NOISE
-from ..files import display_path, paths_shown_relative_to
+from ..method.experts import HIGH_NOISE
+from ..media.files import display_path, paths_shown_relative_to
 from ..limits import check, check_points_count, check_unique_frames, value_or_default
-from ..presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
+from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
@@ -127,7 +127,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         (`video.read_conformed`). The new clip is read and written in a staging folder first: a call that fails
         (a file that is not a video, a setting out of range) leaves the session's clip, masks, prepared files
         and LoRA as they were. Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
-        from ..video import probe_video, read_conformed, write_video
+        from ..media.video import probe_video, read_conformed, write_video
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
@@ -174,7 +174,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
     def frame(self, st: SessionState, index: int) -> str:
         """Frame `index` of the conformed clip as a PNG (to edit elsewhere); returns its path."""
-        from ..video import write_image
+        from ..media.video import write_image
 
         clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         k = int(index or 0)
@@ -205,7 +205,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         return json.dumps([[round(x, 1), round(y, 1), int(label)] for (x, y), label in zip(st.points, st.labels)])
 
     def overlay(self, st: SessionState) -> np.ndarray:
-        from ..segmentation import overlay_frames
+        from ..perception.segmentation import overlay_frames
 
         clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         frame = clip.frames[0]
@@ -222,7 +222,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def segment(self, st: SessionState, points_json, margin: float = 0.1) -> tuple[str, str, str]:
         """Propagate the clicks through the clip; the boxes become the edit region.
         Returns (overlay mp4, boxes mp4, Markdown notes)."""
-        from ..segmentation import write_segmentation
+        from ..perception.segmentation import write_segmentation
 
         margin = check("margin", 0.1 if margin is None else margin, "box margin")
         points, labels = session.parse_points(points_json)
@@ -246,9 +246,9 @@ class Studio(Previews, BackgroundTraining, Estimates):
                  fit: bool = False) -> tuple[str, str, str]:
         """The edit region from a mask video (white = edit) or a box "x0,y0,x1,y1" (pixels of the conformed
         clip), exactly one of them. Returns (overlay mp4, boxes mp4, Markdown notes)."""
-        from .. import masks
-        from ..segmentation import overlay_frames
-        from ..video import write_video
+        from ..method import masks
+        from ..perception.segmentation import overlay_frames
+        from ..media.video import write_video
 
         _, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         has_box = bool(box and str(box).strip())
@@ -277,7 +277,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def set_edited_frame(self, st: SessionState, image, fit: bool = False) -> tuple[str, str]:
         """The edited first frame (clip size, or the source video's size; other sizes with `fit`).
         Returns (the frame as used, PNG path; a status line)."""
-        from ..video import write_image
+        from ..media.video import write_image
 
         if not image:
             raise MaskEditError("no edited first frame given: upload the edited frame 0")
@@ -294,7 +294,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def add_later_frame(self, st: SessionState, image, index: int, fit: bool = False, caption: str = "") -> str:
         """An edited later frame K (stage 2) and its caption ("" = captioned automatically when training starts;
         stage 2 trains each frame under its own caption). Returns the list of later frames as a line."""
-        from ..video import write_image
+        from ..media.video import write_image
 
         if not image:
             raise MaskEditError("no edited later frame given: upload the edited frame K")
@@ -331,7 +331,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
     def caption(self, st: SessionState) -> tuple[str, str | None]:
         """Captions of the original first frame and of the edited one (None before there is one)."""
-        from ..video import read_image
+        from ..media.video import read_image
 
         clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         with self.gpu_lock:
@@ -346,8 +346,8 @@ class Studio(Previews, BackgroundTraining, Estimates):
         ({"K": PNG path}; default the session's) — and the missing ones are made by the app's captioner
         (Florence-2); when there is none, MaskEditError asks for them. Never the edit's prompt.
         Returns (inputs with the caption, {K: caption of edited later frame K}, notes)."""
-        from ..captioning import training_captions
-        from ..video import read_image
+        from ..perception.captioning import training_captions
+        from ..media.video import read_image
 
         later = st.later if later is None else later
         inputs = inputs.cleaned()
@@ -364,7 +364,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
     def train_config(self, inputs: TrainInputs, num_frames: int):
         """(TrainConfig, notes) of the Train tab's values: the preset's settings (windows included) with what
         the user changed; memory options are off on the tiny model."""
-        from ..conditioning import window_starts
+        from ..method.conditioning import window_starts
 
         chosen = self.preset(inputs.preset or "full")
         notes = []
@@ -496,7 +496,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         """True when the base has two experts (Wan2.2-A14B): its LoRA is a pair, guidance_scale_2 applies."""
         if self.transformers is not None:
             return HIGH_NOISE in self.transformers()
-        from ..bases import base_for_name
+        from ..models.bases import base_for_name
 
         return base_for_name(self.model_name).two_experts
 

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 from ..errors import MaskEditError
-from ..experts import EXPERTS, HIGH_NOISE, LOW_NOISE, PAIR_HELP, expert_of_file, expert_pair, expert_weight_name
-from ..lora import LORA_WEIGHT_NAME, METADATA_NAME, check_lora_file
-from ..lora_checks import check_lora_fits
+from ..method.experts import EXPERTS, HIGH_NOISE, LOW_NOISE, PAIR_HELP, expert_of_file, expert_pair, expert_weight_name
+from ..method.lora import LORA_WEIGHT_NAME, METADATA_NAME, check_lora_file
+from ..workflow.lora_checks import check_lora_fits
 
 EXPERT_LABELS = {HIGH_NOISE: "high-noise expert", LOW_NOISE: "low-noise expert"}
 SINGLE = "transformer"
@@ -25,7 +25,7 @@ SINGLE = "transformer"
 def base_transformers(pipe) -> dict:
     """{SINGLE: transformer} of a one-transformer pipeline, {HIGH_NOISE: transformer, LOW_NOISE:
     transformer_2} of a two-expert one: what an upload is checked against."""
-    from ..experts import expert_module, is_two_expert
+    from ..method.experts import expert_module, is_two_expert
 
     if is_two_expert(pipe):
         return {expert: expert_module(pipe, expert) for expert in EXPERTS}

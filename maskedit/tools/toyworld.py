@@ -19,7 +19,7 @@ where that object is visible in the source or the edited clip (`ToyEdit.region`)
     edit.source_mask            # (F, H, W) bool, the object's true (tight) mask in the source
     edit.region                 # (F, H, W) bool, every pixel the edit may change
 
-Masks follow `maskedit.masks`: bool, True = object / region to edit. Frame f is rendered at clip time
+Masks follow `maskedit.method.masks`: bool, True = object / region to edit. Frame f is rendered at clip time
 t = f / (F − 1), so a longer clip samples the same motion more finely.
 """
 
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import MaskEditError
-from .video import check_frame_count, check_size_multiple
+from ..errors import MaskEditError
+from ..media.video import check_frame_count, check_size_multiple
 
 DEFAULT_SIZE = (64, 64)  # (width, height) for CPU tests and the tiny model
 DEFAULT_FRAMES = 17

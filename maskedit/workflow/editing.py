@@ -1,6 +1,6 @@
 """The high-level Python API of an edit: prepare a clip, train its LoRA, generate the edited video.
 
-What the command line (`maskedit.cli`) and the app call; it prints nothing and parses no arguments.
+What the command line (`maskedit.interfaces.cli.main`) and the app call; it prints nothing and parses no arguments.
 
     prepared = prepare_clip("clip.mp4", box=(300, 120, 560, 400))          # or mask_video="mask.mp4"
     save_prepared(prepared, "work/prepared")                               # clip, boxes, first_frame.png
@@ -27,22 +27,22 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import masks
-from .conditioning import DEFAULT_TRIGGER, METHOD_IMAGE_VIEW, compose_prompt, inference_condition, stock_condition
-from .defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (part of this API)
-from .errors import MaskEditError
-from .presets import GENERATION_METHODS, NAIVE_LORA_METHODS, GenerateSettings  # noqa: F401  (part of this API)
-from .files import save_npz, write_text
-from .experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
-from .limits import check_prompt, check_settings
-from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
-from .pipeline import DEFAULT_SAMPLER, reference_sigmas, use_sampler
-from .training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
+from ..method import masks
+from ..method.conditioning import DEFAULT_TRIGGER, METHOD_IMAGE_VIEW, compose_prompt, inference_condition, stock_condition
+from ..defaults import NAIVE_LORA_FOLDER, WAN_NEGATIVE_PROMPT  # noqa: F401  (part of this API)
+from ..errors import MaskEditError
+from ..models.presets import GENERATION_METHODS, NAIVE_LORA_METHODS, GenerateSettings  # noqa: F401  (part of this API)
+from ..media.files import save_npz, write_text
+from ..method.experts import EXPERTS, HIGH_NOISE, expert_file_names, has_expert_loras, is_two_expert, make_trainer, save_expert_loras
+from ..limits import check_prompt, check_settings
+from ..method.lora import ADAPTER_NAME, LORA_WEIGHT_NAME, save_lora, unload_lora
+from ..method.pipeline import DEFAULT_SAMPLER, reference_sigmas, use_sampler
+from ..method.training import (  # noqa: F401  (STAGE2_REPEATS, stage2_steps, STOCK_CONDITION: part of this API)
     CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, MASK_CONDITION, STAGE2_REPEATS, STOCK_CONDITION, LoraTrainer, StepEvent,
     TrainConfig, plan_stages, restore_encoders, stage2_steps,
 )
-from .video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
-from .video import read_conformed
+from ..media.video import Clip, check_frame_count, check_image_size, conform_clip, fit_image, read_image, read_video, write_image, write_video
+from ..media.video import read_conformed
 
 
 METHODS = GENERATION_METHODS
@@ -354,9 +354,9 @@ def train_edit_lora(
     Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same inputs and
     settings continues from them (other inputs start afresh). A stop (should_stop() True, or an exception
     such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
-    lora_comfyui.safetensors and lora.json are written (`maskedit.lora.save_lora`); stale ones from an
+    lora_comfyui.safetensors and lora.json are written (`maskedit.method.lora.save_lora`); stale ones from an
     earlier run are removed before training starts. Any adapter already on the pipe is replaced.
-    distributed: a `maskedit.distributed.DistributedContext` when launched on several processes
+    distributed: a `maskedit.memory.distributed.DistributedContext` when launched on several processes
     (data-parallel; only the main process writes files).
     """
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive, stage2_epochs=stage2_epochs)
@@ -459,7 +459,7 @@ def train_edit_lora(
             distributed.barrier()  # wait for the main process to write the files
             yield EditTrainingDone(str(out_dir / LORA_WEIGHT_NAME), metadata)
             return
-    if is_two_expert(pipe):  # one file per expert (maskedit.experts); the event names the high-noise one
+    if is_two_expert(pipe):  # one file per expert (maskedit.method.experts); the event names the high-noise one
         path = save_expert_loras(pipe, out_dir, metadata)[HIGH_NOISE]
     else:
         path = save_lora(pipe, out_dir, metadata)
@@ -498,7 +498,7 @@ def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | No
 
 def remove_lora_files(folder: str | os.PathLike) -> None:
     """Delete lora.safetensors, lora_comfyui.safetensors and lora.json of an earlier run in `folder`."""
-    from .lora import COMFYUI_WEIGHT_NAME, METADATA_NAME
+    from ..method.lora import COMFYUI_WEIGHT_NAME, METADATA_NAME
 
     for name in (LORA_WEIGHT_NAME, COMFYUI_WEIGHT_NAME, METADATA_NAME, *expert_file_names()):
         (Path(folder) / name).unlink(missing_ok=True)
@@ -584,13 +584,13 @@ def generate_edit(
     (None: `guidance_scale`); a one-expert base refuses it before any work.
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
     denoising step; should_stop() True stops after the current step (GenerationStopped).
-    A speed LoRA loaded on the pipe (`maskedit.speed.load_speed_lora`) stays active beside the edit
+    A speed LoRA loaded on the pipe (`maskedit.models.speed.load_speed_lora`) stays active beside the edit
     LoRA with `speed_lora_weight`.
     """
     import PIL.Image
     import torch
 
-    from .runtime import quiet_transformers
+    from ..runtime import quiet_transformers
 
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
                      seed=seed, method=method, sampler=sampler,
@@ -641,7 +641,7 @@ def generate_edit(
         if method == "no-lora":
             pipe.disable_lora()
         else:
-            from .speed import set_lora_weights
+            from ..models.speed import set_lora_weights
 
             set_lora_weights(pipe, edit=float(lora_scale), speed=float(speed_lora_weight))
     try:
@@ -705,7 +705,7 @@ def write_edit_outputs(out_dir: str | os.PathLike, prepared: PreparedClip, edite
         raise MaskEditError(f"the edited video is {edited.shape} but the clip is {prepared.frames.shape}")
     write_video(out_dir / SIDE_BY_SIDE_VIDEO, side_by_side(prepared.frames, edited), prepared.fps)
     write_video(out_dir / EDITED_VIDEO, edited, prepared.fps)
-    from .metrics import psnr
+    from ..media.metrics import psnr
 
     judged = slice(1, None) if prepared.num_frames > 1 else slice(None)  # frame 0 is the user's edit
     return EditOutputs(out_dir / EDITED_VIDEO, out_dir / SIDE_BY_SIDE_VIDEO,
@@ -719,7 +719,7 @@ def default_model() -> str:
     """"tiny" without a CUDA GPU, else the real Wan2.1 I2V model."""
     import torch
 
-    from .models import DEFAULT_MODEL_ID, TINY
+    from ..models.loading import DEFAULT_MODEL_ID, TINY
 
     return DEFAULT_MODEL_ID if torch.cuda.is_available() else TINY
 

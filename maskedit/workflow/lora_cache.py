@@ -31,7 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 CACHE_ENV = "MASKEDIT_CACHE_DIR"
 CACHE_LIMIT_ENV = "MASKEDIT_CACHE_GB"
@@ -75,8 +75,8 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
     "condition" = "stock", boxes left out) only enter when they apply, so keys of plain stage-1 runs stay
     as they were."""
     from .editing import with_plan
-    from .hashing import array_digest
-    from .training import TrainConfig, run_settings
+    from ..media.hashing import array_digest
+    from ..method.training import TrainConfig, run_settings
 
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive)
     edited_later = edited_later or {}
@@ -108,7 +108,7 @@ def cache_key(prepared, caption: str, trigger: str, config, base_model: str, edi
 
 def key_from_parts(parts: dict) -> str:
     """The key of `key_parts(...)`."""
-    from .hashing import json_digest
+    from ..media.hashing import json_digest
 
     return json_digest(parts)[:16]
 
@@ -145,8 +145,8 @@ class CacheEntry:
     @property
     def lora_path(self) -> Path:
         """lora.safetensors, or for a two-expert (Wan2.2) run its high-noise file (the folder is the LoRA)."""
-        from .experts import HIGH_NOISE, expert_weight_name, has_expert_loras
-        from .lora import LORA_WEIGHT_NAME
+        from ..method.experts import HIGH_NOISE, expert_weight_name, has_expert_loras
+        from ..method.lora import LORA_WEIGHT_NAME
 
         if not (self.path / LORA_WEIGHT_NAME).is_file() and has_expert_loras(self.path):
             return self.path / expert_weight_name(HIGH_NOISE)
@@ -180,8 +180,8 @@ class CacheEntry:
 def entry_status(path: str | os.PathLike) -> tuple[str, int, int, int]:
     """(status, step, total_steps, stage) of a folder `train_edit_lora` trains into."""
     from .editing import CHECKPOINTS_FOLDER
-    from .experts import has_expert_loras
-    from .lora import LORA_WEIGHT_NAME, METADATA_NAME
+    from ..method.experts import has_expert_loras
+    from ..method.lora import LORA_WEIGHT_NAME, METADATA_NAME
 
     path = Path(path)
     if ((path / LORA_WEIGHT_NAME).is_file() or has_expert_loras(path)) and (path / METADATA_NAME).is_file():
@@ -197,8 +197,8 @@ def checkpoint_progress(folder: str | os.PathLike) -> tuple[int, int] | None:
     """(step, total_steps) of the checkpoint in a stage folder, or None when it holds no complete one.
     A two-expert run keeps one checkpoint per expert (`folder/<expert>/`, `experts.TwoExpertTrainer`):
     its step and total are both experts' together, and both must be there."""
-    from .experts import EXPERTS
-    from .training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
+    from ..method.experts import EXPERTS
+    from ..method.training import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 
     folder = Path(folder)
     single = (folder / CHECKPOINT_STATE).is_file()
@@ -410,8 +410,8 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
     stage2_epochs override the config's). The last event is EditTrainingDone or EditTrainingStopped.
     """
     from . import editing
-    from .experts import load_edit_lora
-    from .lora import read_metadata
+    from ..method.experts import load_edit_lora
+    from ..method.lora import read_metadata
 
     plan = {name: train_kwargs.pop(name) for name in ("window", "window_stride", "naive", "stage2_epochs")
             if name in train_kwargs}
@@ -503,8 +503,8 @@ def export_run(entry_path: str | os.PathLike, out_dir: str | os.PathLike) -> Non
 
 def copy_lora_files(source_folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Copy a cached entry's LoRA files (lora.safetensors, lora_comfyui.safetensors, lora.json) to out_dir."""
-    from .experts import expert_file_names
-    from .lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
+    from ..method.experts import expert_file_names
+    from ..method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME
 
     source_folder, out_dir = Path(source_folder), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 _KEY = re.compile(
     r"^(?:transformer\.|diffusion_model\.|base_model\.model\.)?(?P<module>blocks\.\d+\..+?)"

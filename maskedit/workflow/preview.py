@@ -21,10 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import MaskEditError
-from .experts import EXPERTS, LOW_NOISE, expert_module, is_two_expert
-from .lora import ADAPTER_NAME
-from .speed import SPEED_ADAPTER, has_speed_lora, load_speed_lora, resolve_speed_lora, unload_speed_lora
+from ..errors import MaskEditError
+from ..method.experts import EXPERTS, LOW_NOISE, expert_module, is_two_expert
+from ..method.lora import ADAPTER_NAME
+from ..models.speed import SPEED_ADAPTER, has_speed_lora, load_speed_lora, resolve_speed_lora, unload_speed_lora
 
 PREVIEW_STEPS = 4
 PREVIEW_GUIDANCE = 1.0
@@ -87,7 +87,7 @@ def load_preview_lora(pipe, settings: PreviewSettings, edit_weight: float = 1.0)
 
 def stack_speed_lora(pipe, spec: str, weight: float = 1.0, edit_weight: float = 1.0) -> None:
     """Load a speed LoRA as the `speed` adapter beside the edit adapter, whatever the base: one file
-    (`maskedit.speed.load_speed_lora`), or on a two-expert base "HIGH,LOW" (or one file for both experts)."""
+    (`maskedit.models.speed.load_speed_lora`), or on a two-expert base "HIGH,LOW" (or one file for both experts)."""
     if not is_two_expert(pipe):
         if "," in spec:
             raise MaskEditError("this model has one transformer: give one speed LoRA, not a HIGH,LOW pair")

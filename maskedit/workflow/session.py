@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MaskEditError
+from ..errors import MaskEditError
 
 STALE_SECONDS = 24 * 3600
 STOP_TRAINING = "stop_training"
@@ -203,7 +203,7 @@ def parse_later_captions(data) -> dict[int, str]:
 
 def save_clip(folder, clip, source: dict) -> Path:
     """Write a conformed `video.Clip` (lossless npz + json with fps, notes, source settings)."""
-    from .files import save_npz, write_text
+    from ..media.files import save_npz, write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def save_clip(folder, clip, source: dict) -> Path:
 
 def load_clip(folder):
     """(video.Clip, source dict) written by `save_clip`; MaskEditError when there is none."""
-    from .video import Clip
+    from ..media.video import Clip
 
     folder = Path(folder)
     if not (folder / "clip.json").is_file():

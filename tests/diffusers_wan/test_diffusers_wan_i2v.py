@@ -9,7 +9,7 @@ The test code is diffusers' (`tests/pipelines/wan/test_wan_image_to_video.py` an
 
 Without it every test here is skipped with that reason. The suite's dummy text encoder and tokenizer come from
 the Hub (`hf-internal-testing/tiny-random-t5`); offline they are replaced by a T5 config of the same shape and
-the tokenizer built in code (`maskedit.models.tiny_tokenizer`), for both pipelines alike, so the two classes
+the tokenizer built in code (`maskedit.models.loading.tiny_tokenizer`), for both pipelines alike, so the two classes
 below see identical components. Every test class of that module is collected twice, as it is (diffusers'
 pipeline, the baseline) and as `TestMaskEdit…` with `pipeline_class = MaskEditPipeline`: MaskEditPipeline must
 pass wherever the stock pipeline passes. Measured with v0.40.0-release's tests (the newest in reach; the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from maskedit.pipeline import MaskEditPipeline
+from maskedit.method.pipeline import MaskEditPipeline
 
 SOURCE = os.environ.get("MASKEDIT_DIFFUSERS_TESTS")
 PACKAGE = "diffusers_tests"
@@ -52,7 +52,7 @@ def _offline(module) -> None:
     """Replace the suite's two Hub look-ups (config and tokenizer of tiny-random-t5) with offline equivalents."""
     from transformers import T5Config
 
-    from maskedit.models import tiny_tokenizer
+    from maskedit.models.loading import tiny_tokenizer
 
     class OfflineAutoConfig:
         @staticmethod

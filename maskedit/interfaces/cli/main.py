@@ -1,6 +1,6 @@
 """`python -m maskedit`: prepare a clip, train its edit LoRA, generate the edited video.
 
-The commands only parse arguments, call `maskedit.editing` and render its events (tqdm bars, a few
+The commands only parse arguments, call `maskedit.workflow.editing` and render its events (tqdm bars, a few
 lines of text). Errors a user can fix (MaskEditError) print `error: <message>` and exit with 2; an
 interrupt (Ctrl-C) exits with 130 and keeps training checkpoints, so the same command resumes.
 """
@@ -14,17 +14,17 @@ from pathlib import Path
 import importlib
 from typing import TYPE_CHECKING
 
-from . import masks
-from .cli_common import PROG, HelpFormatter, paragraph
-from .defaults import (
+from ...method import masks
+from .common import PROG, HelpFormatter, paragraph
+from ...defaults import (
     DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, SAMPLERS, TINY, WAN_NEGATIVE_PROMPT,
 )
-from .errors import MaskEditError
-from .lora_cache import CACHE_ENV
-from .presets import DEFAULT_PRESET, GENERATION_METHODS, NAIVE_LORA_METHODS, PRESETS, GenerateSettings, get_preset
+from ...errors import MaskEditError
+from ...workflow.lora_cache import CACHE_ENV
+from ...models.presets import DEFAULT_PRESET, GENERATION_METHODS, NAIVE_LORA_METHODS, PRESETS, GenerateSettings, get_preset
 
 if TYPE_CHECKING:
-    from .training import TrainConfig
+    from ...method.training import TrainConfig
 
 
 class _Lazy:
@@ -37,8 +37,8 @@ class _Lazy:
         return getattr(importlib.import_module(self._name), attribute)
 
 
-editing = _Lazy("maskedit.editing")
-models = _Lazy("maskedit.models")
+editing = _Lazy("maskedit.workflow.editing")
+models = _Lazy("maskedit.models.loading")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -187,7 +187,7 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    from .cli_segment import add_caption_parser, add_segment_parser  # one-way: they import cli_common, never cli
+    from .segment import add_caption_parser, add_segment_parser  # one-way: they import cli_common, never cli
 
     add_segment_parser(commands)
 
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="The named presets and every setting each one holds.")
     presets.set_defaults(handler=cmd_presets)
     add_caption_parser(commands)
-    from .cli_plan import add_plan_parser  # the planner's dry run (its own module)
+    from .plan import add_plan_parser  # the planner's dry run (its own module)
 
     add_plan_parser(commands)
     return parser
@@ -341,7 +341,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .distributed import init_distributed, shutdown
+    from ...memory.distributed import init_distributed, shutdown
 
     _apply_preset(args)
     prepared = editing.load_prepared(args.prepared)
@@ -366,8 +366,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .experts import load_edit_lora
-    from .lora import read_metadata
+    from ...method.experts import load_edit_lora
+    from ...method.lora import read_metadata
 
     _apply_preset(args)
     prepared = editing.load_prepared(args.prepared)
@@ -397,7 +397,7 @@ def cmd_generate(args) -> int:
     models.check_clip_size(model, prepared.num_frames, prepared.width, prepared.height)
     seeds = _seeds(args.seeds) if args.seeds else None
     if seeds is not None:
-        from .distributed import process_share, use_local_device
+        from ...memory.distributed import process_share, use_local_device
 
         use_local_device()  # each launched process on its own GPU
         seeds = process_share(seeds)
@@ -419,7 +419,7 @@ def cmd_generate(args) -> int:
 def _lora_argument(values: list[str]):
     """--lora's path (a folder or file, `editing.resolve_lora_path`), or [high-noise file, low-noise file] for
     two files (`experts.expert_pair`: told apart by name); checked before any model loads."""
-    from .experts import EXPERTS, expert_pair
+    from ...method.experts import EXPERTS, expert_pair
 
     if len(values) == 1:
         return editing.resolve_lora_path(values[0])
@@ -501,7 +501,7 @@ _PRESET_OPTIONS = {
 def _apply_preset(args) -> None:
     """Fill every option the user left out from the preset (`full` unless --preset); with an explicit
     --preset also the clip's frame count and size when --frames / --width --height are not given."""
-    from .bases import adapt_preset, base_for_name
+    from ...models.bases import adapt_preset, base_for_name
 
     preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
     preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or editing.default_model()))
@@ -550,7 +550,7 @@ def _describe(prepared: editing.PreparedClip) -> str:
 def _training_captions(args, prepared, later: dict, caption: str | None) -> str:
     """The caption of the original first frame, and the edited later frames' (kept on args.later_captions):
     given ones, else Florence-2's (`captioning.training_captions`), else a clear error — never the edit's."""
-    from .captioning import load_captioner, training_captions
+    from ...perception.captioning import load_captioner, training_captions
 
     given = {}
     for entry in args.later_prompt:
@@ -596,7 +596,7 @@ _LIMITED_OPTIONS = {
 def _check_limits(args) -> None:
     """Every number given on the command line within its documented range (maskedit.limits), the prompts not
     empty and each --edited-later frame once: checked before anything is read or loaded."""
-    from .limits import check, check_prompt, check_unique_frames
+    from ...limits import check, check_prompt, check_unique_frames
 
     for dest, name in _LIMITED_OPTIONS.items():
         value = getattr(args, dest, None)
@@ -640,7 +640,7 @@ def _check_generate_args(args) -> None:
 
 
 def _load_model(name: str, args=None):
-    from .models import default_device, load_pipeline
+    from ...models.loading import default_device, load_pipeline
 
     low_noise_cfg = GenerateSettings(guidance_scale_2=getattr(args, "guidance_scale_2", None))
     if name in (TINY, DEFAULT_MODEL_ID, models.WAN21_720P_MODEL_ID):  # one transformer, known by name: refused
@@ -652,7 +652,7 @@ def _load_model(name: str, args=None):
     if (swap or fp8 or offload) and device != "cpu":
         import torch
 
-        from .offload import encoder_offload, place_pipeline
+        from ...memory.offload import encoder_offload, place_pipeline
 
         # load on the CPU, then stream / quantise the blocks: the whole transformer never sits on the GPU
         loaded = load_pipeline(name, device="cpu", dtype=torch.bfloat16)
@@ -664,10 +664,10 @@ def _load_model(name: str, args=None):
     else:
         loaded = load_pipeline(name)
     print(f"model: {loaded.description}", flush=True)
-    from .bases import base_for_pipeline
+    from ...models.bases import base_for_pipeline
 
     print(base_for_pipeline(loaded.pipe, loaded.name).banner(), flush=True)
-    from .experts import is_two_expert
+    from ...method.experts import is_two_expert
 
     _check_base_option(low_noise_cfg, is_two_expert(loaded.pipe))  # before any training or generation
     if args is not None and hasattr(args, "gen_steps"):
@@ -685,7 +685,7 @@ def _check_base_option(settings: GenerateSettings, two_experts: bool) -> None:
 def _apply_generation_options(pipe, args) -> None:
     """Attention backend, compile and VAE tiling of the preset / options (the speed LoRA is loaded later,
     after the edit LoRA)."""
-    from .speed import compile_blocks, enable_vae_tiling, set_attention_backend
+    from ...models.speed import compile_blocks, enable_vae_tiling, set_attention_backend
 
     if args.attention and args.attention not in ("native", "default"):
         print(f"attention: {set_attention_backend(pipe.transformer, args.attention)}")
@@ -695,7 +695,7 @@ def _apply_generation_options(pipe, args) -> None:
 
 
 def _load_speed_lora(pipe, args) -> None:
-    from .preview import stack_speed_lora
+    from ...workflow.preview import stack_speed_lora
 
     if args.speed_lora:
         stack_speed_lora(pipe, args.speed_lora, args.speed_lora_weight, args.lora_scale)
@@ -707,7 +707,7 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
     progress bar; returns its lora.json metadata."""
     from tqdm import tqdm
 
-    from .lora_cache import CacheNote, LoraCache, train_cached
+    from ...workflow.lora_cache import CacheNote, LoraCache, train_cached
 
     cache = None if getattr(args, "no_cache", False) else LoraCache(getattr(args, "cache_dir", None) or None)
     events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
@@ -791,13 +791,13 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
 
 def _preview_settings(args):
     """The preview's settings, checked before any model loads (no speed LoRA: what to set)."""
-    from .preview import preview_settings
+    from ...workflow.preview import preview_settings
 
     return preview_settings(args.preset_settings, speed_lora=args.speed_lora)
 
 
 def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step):
-    from .preview import generate_preview
+    from ...workflow.preview import generate_preview
 
     return generate_preview(
         loaded.pipe, prepared, edited_first, args.prompt, settings, seed=args.seed, lora_scale=args.lora_scale,

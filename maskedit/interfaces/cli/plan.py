@@ -1,4 +1,4 @@
-"""`python -m maskedit plan`: will this edit fit my GPU? The planner's dry run (maskedit.planner), offline.
+"""`python -m maskedit plan`: will this edit fit my GPU? The planner's dry run (maskedit.models.planner), offline.
 
     python -m maskedit plan --preset 24gb --gpu 4090
     python -m maskedit plan --preset full --frames 81 --size 1280x720 \
@@ -11,9 +11,9 @@ import argparse
 import json
 import re
 
-from .errors import MaskEditError
-from .defaults import DEFAULT_MODEL_ID
-from .presets import DEFAULT_PRESET, PRESETS
+from ...errors import MaskEditError
+from ...defaults import DEFAULT_MODEL_ID
+from ...models.presets import DEFAULT_PRESET, PRESETS
 
 # option → preset field: the settings flags `train` takes, with the same names
 SETTINGS = {
@@ -26,7 +26,7 @@ SETTINGS = {
 
 def add_plan_parser(commands) -> None:
     """Register the `plan` command on an argparse sub-parser collection."""
-    from .cards import ATTENTION_BACKENDS, CARDS
+    from ...models.cards import ATTENTION_BACKENDS, CARDS
 
     plan = commands.add_parser(
         "plan", help="estimate GPU memory, FLOPs and time of an edit before running it (no GPU needed)",
@@ -79,7 +79,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_plan(args) -> int:
-    from .planner import cheapest_fitting_preset, estimate, get_card
+    from ...models.planner import cheapest_fitting_preset, estimate, get_card
 
     size = parse_size(args.size)
     card = get_card(args.gpu)

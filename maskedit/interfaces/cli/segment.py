@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import masks
-from .cli_common import PROG, HelpFormatter, paragraph
-from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_TRIGGER
-from .errors import MaskEditError
+from ...method import masks
+from .common import PROG, HelpFormatter, paragraph
+from ...defaults import DEFAULT_CAPTION_MODEL, DEFAULT_TRIGGER
+from ...errors import MaskEditError
 
 
 def add_segment_parser(subparsers) -> argparse.ArgumentParser:
-    from .segmentation import BACKENDS, DEFAULT_SAM2_MODEL
+    from ...perception.segmentation import BACKENDS, DEFAULT_SAM2_MODEL
 
     segment = subparsers.add_parser(
         "segment", formatter_class=HelpFormatter, help="segment the object to edit from a few clicks (SAM2 or offline)",
@@ -55,8 +55,8 @@ def add_segment_parser(subparsers) -> argparse.ArgumentParser:
 def run_segment(args) -> int:
     from tqdm import tqdm
 
-    from .segmentation import load_segmenter, parse_point, segment_clip, write_segmentation
-    from .video import read_video
+    from ...perception.segmentation import load_segmenter, parse_point, segment_clip, write_segmentation
+    from ...media.video import read_video
 
     if not args.point and not args.box:
         raise MaskEditError("give at least one click on the object: --point X,Y (or a --box x0,y0,x1,y1)")
@@ -118,8 +118,8 @@ def add_caption_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_caption(args) -> int:
-    from .captioning import load_captioner
-    from .video import IMAGE_EXTENSIONS, read_image, read_video
+    from ...perception.captioning import load_captioner
+    from ...media.video import IMAGE_EXTENSIONS, read_image, read_video
 
     path = Path(args.image)
     image = read_image(path) if path.suffix.lower() in IMAGE_EXTENSIONS else read_video(path).frames[0]
