@@ -146,3 +146,8 @@ def test_only_the_ui_imports_gradio():
                 bad.append(f"{here} imports {target}")
     assert not bad, bad
 
+
+def test_app_reads_in_one_sitting():
+    app = PACKAGE.parent / "app.py"
+    lines = app.read_text().splitlines()
+    assert len(lines) <= 300, f"app.py has {len(lines)} lines; tabs belong in maskedit/interfaces/ui/"

@@ -1,0 +1,69 @@
+"""The API-only endpoint `/edit` (everything in one call) and the hidden widgets that name the inputs and outputs
+of the API-only endpoints (labelled: `client.view_api()` shows the labels)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ...defaults import DEFAULT_TRIGGER
+from ...models.presets import GenerateSettings, get_preset
+from ...studio.inputs import generate_settings
+from .components import image_input
+
+
+def layout(page) -> SimpleNamespace:
+    with gr.Row(visible=False):
+        return SimpleNamespace(
+            api_video=gr.Video(label="video"), api_mask=gr.File(label="mask video"),
+            api_edited=image_input(type="filepath", label="edited first frame"),
+            api_later=gr.File(file_count="multiple", label="edited later frames"),
+            api_later_idx=gr.Textbox(label="later frame numbers"),
+            api_later_captions=gr.Textbox("{}", label="later frame captions"),  # JSON {"K": caption}
+            api_lora=gr.File(file_count="multiple", label="LoRA files"), api_json=gr.JSON(label="training status"),
+            api_bool=gr.Checkbox(label="fit"), api_edit_video=gr.Video(label="edited video"),
+            api_edit_sbs=gr.Video(label="original | edited"), api_edit_report=gr.Markdown(label="report"),
+            api_edit_json=gr.JSON(label="report (JSON)"))
+
+
+def wire(page, w) -> None:
+    studio, state = page.studio, page.state
+
+    @page.guard
+    def h_edit(video, points_json, mask_video, box, edited_first, later_files, later_indices, train_caption,
+               prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
+               gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name,
+               cfg2_value=None, st=None, request: gr.Request = None):  # cfg2 = None: optional for clients
+        st = page.sess(st, request)
+        settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
+                                     sampler=sampler_name, guidance_scale_2=cfg2_value)
+        result, files = studio.edit(
+            st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
+            later_files=later_files, later_indices=later_indices, later_captions=later_captions,
+            train_caption=train_caption, prompt=prompt_text,
+            trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
+            preset=preset_name, train_steps=train_steps, settings=settings, fit=fit)
+        return result.edited, result.side_by_side, files, result.report_markdown, result.report, st
+
+    defaults = GenerateSettings()
+    edit_btn = gr.Button(visible=False)
+    edit_btn.click(h_edit, [w.api_video, w.points_box, w.api_mask, gr.Textbox(visible=False, label="box"),
+                            w.api_edited, w.api_later, w.api_later_idx,
+                            gr.Textbox(visible=False, label="train caption"), gr.Textbox(visible=False, label="prompt"),
+                            gr.Textbox(DEFAULT_TRIGGER, visible=False, label="trigger"),
+                            gr.Number(17, visible=False, precision=0, label="num frames"),
+                            gr.Textbox("auto", visible=False, label="size"),
+                            gr.Number(0, visible=False, label="start s"),
+                            gr.Number(0.1, visible=False, label="margin"),
+                            gr.Textbox("full", visible=False, label="preset"),
+                            gr.Number(get_preset("full").train_steps, visible=False, precision=0, label="train steps"),
+                            gr.Number(defaults.steps, visible=False, precision=0, label="generation steps"),
+                            gr.Number(defaults.guidance_scale, visible=False, label="guidance scale"),
+                            gr.Number(defaults.flow_shift, visible=False, label="flow shift"),
+                            gr.Number(defaults.seed, visible=False, precision=0, label="seed"),
+                            gr.Number(defaults.lora_scale, visible=False, label="lora scale"), w.api_bool,
+                            w.api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"),
+                            gr.Number(None, visible=False, label="guidance scale 2"), state],
+                   [w.api_edit_video, w.api_edit_sbs, w.api_lora, w.api_edit_report, w.api_edit_json, state],
+                   api_name="edit", **page.gpu)

@@ -1,0 +1,78 @@
+"""Train while you edit: background training follows the session's inputs (started when the masks are confirmed
+and a caption is given, restarted when they change), and its loss plot and status line show on the Edited-frames
+and Generate tabs. Its events span tabs, so they are wired here; `/set_background` and `/training_status` are
+its endpoints."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ...errors import MaskEditError
+from ...studio.inputs import TrainInputs
+from ...studio.progress import loss_rows
+from .components import loss_frame
+from .messages import app_message
+
+
+def layout(page) -> SimpleNamespace:
+    return SimpleNamespace(poll_timer=gr.Timer(2.0, active=False))  # ticks only while this page's run trains
+
+
+def wire(page, w) -> None:
+    studio = page.studio
+    w.train_widgets = [w.caption, w.trigger, w.preset, w.steps_in, w.lr_in, w.rank_in, w.seed_in, w.swap_in,
+                       w.fp8_in, w.ckpt_in, w.budget_in]  # in the order of TrainInputs' fields
+    bg_widgets = [w.bg_toggle, *w.train_widgets]
+    outputs = [w.bg_status, w.gen_bg_status, w.bg_plot, page.state, w.poll_timer]
+
+    def bg_outputs(st):
+        """(loss plot, background line, the same line in the Generate tab, timer) of the session."""
+        snap = studio.background_snapshot(st)
+        frame = loss_frame(loss_rows(snap["steps"], snap["losses"])) if snap and snap["steps"] else gr.update()
+        text = studio.background_text(snap) if snap else gr.update()
+        running = bool(snap) and snap["status"] in ("queued", "training")
+        return frame, text, text, gr.Timer(active=running)
+
+    @page.guard
+    def h_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                     gradient_checkpointing, budget_s, st, request: gr.Request):
+        st = page.sess(st, request)
+        inputs = TrainInputs(caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                             gradient_checkpointing, budget_s)
+        try:
+            line = studio.background(st, enabled, inputs)
+        except MaskEditError as error:
+            line = f"⚠️ Background training not started: {app_message(str(error))}"
+        frame, _, _, timer = bg_outputs(st)
+        return line, line, frame, st, timer
+
+    w.bg_change = dict(fn=h_background, inputs=[*bg_widgets, page.state], outputs=outputs, api_visibility="private")
+    w.bg_toggle.change(h_background, [*bg_widgets, page.state], outputs, api_name="set_background")
+    for widget in (w.caption, w.trigger):
+        widget.blur(**w.bg_change)
+        widget.submit(**w.bg_change)
+    for widget in (w.steps_in, w.lr_in, w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in):
+        widget.input(**w.bg_change)
+
+    @page.guard
+    def h_tick(st):
+        """Thread driver: show the run's progress. Session driver (ZeroGPU): run its next chunk first."""
+        if studio.background_driver == "session":
+            for _ in studio.drive_background(st):
+                pass
+        return bg_outputs(st)
+
+    w.poll_timer.tick(h_tick, [page.state], [w.bg_plot, w.bg_status, w.gen_bg_status, w.poll_timer],
+                      api_visibility="private", show_progress="hidden",
+                      **(page.gpu if studio.background_driver == "session" else dict(concurrency_limit=None)))
+
+    @page.guard
+    def h_status(st, request: gr.Request):
+        st = page.sess(st, request)
+        return studio.training_status(st), st
+
+    status_btn = gr.Button(visible=False)
+    status_btn.click(h_status, [page.state], [w.api_json, page.state], api_name="training_status",
+                     concurrency_limit=None)

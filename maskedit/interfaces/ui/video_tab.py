@@ -1,0 +1,48 @@
+"""1 · Video: upload a clip or pick an example, choose frames, size and start; see the conformed clip."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ...models.presets import SIZE_CHOICES
+from ...studio.runtime import size_choices
+
+EXAMPLE_FRAMES = (5, 9, 17, 33, 49, 81)
+
+
+def layout(page) -> SimpleNamespace:
+    with gr.Tab("1 · Video", id="video"):
+        with gr.Row():
+            with gr.Column():
+                video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
+                with gr.Row():
+                    frames_in = gr.Number(17 if page.tiny else 49, precision=0, step=4,
+                                          label="Frames (4k+1; 0 = all, up to 81)")
+                    size_in = gr.Dropdown(size_choices(page.runtime.model, SIZE_CHOICES),
+                                          value="320x192 (small)" if page.tiny else "auto", label="Size (WxH)",
+                                          allow_custom_value=True)
+                    start_in = gr.Number(0, label="Start time (s)")
+                load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
+            with gr.Column():
+                preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
+                clip_notes = gr.Markdown(elem_id="clip-notes")
+        if page.examples:
+            gr.Examples([[str(page.examples_dir / e["clip"]), e["frames"] if e["frames"] in EXAMPLE_FRAMES else 17,
+                          f"{e['width']}x{e['height']}"] for e in page.examples],
+                        inputs=[video_in, frames_in, size_in], label="Examples (procedural clips)")
+    return SimpleNamespace(video_in=video_in, frames_in=frames_in, size_in=size_in, start_in=start_in,
+                           load_btn=load_btn, preview=preview, clip_notes=clip_notes)
+
+
+def wire(page, w) -> None:
+    @page.guard
+    def h_load(video, num_frames, size, start_s, st, request: gr.Request):
+        st = page.sess(st, request)
+        preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s)
+        return preview_path, notes, frame, "[]", None, None, "", st
+
+    w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, page.state],
+                     [w.preview, w.clip_notes, w.first_frame, w.points_box, w.overlay_video, w.boxes_video,
+                      w.segment_notes, page.state], api_name="load_video", **page.gpu)
