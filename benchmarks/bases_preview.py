@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from maskedit.workflow import editing
+    from maskedit.workflow import generate, prepare
     from maskedit.method.experts import EXPERTS, TwoExpertTrainer, expert_module
     from maskedit.method.lora import add_lora
     from maskedit.models.loading import build_tiny_pipeline, build_tiny_two_expert_pipeline
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     frames = (rng.random((args.frames, args.size, args.size, 3)) * 255).astype(np.uint8)
     region = np.zeros(frames.shape[:3], bool)
     region[:, args.size // 4: args.size // 2, args.size // 4: args.size // 2] = True
-    prepared = editing.PreparedClip(Clip(frames, 16.0), region)
+    prepared = prepare.PreparedClip(Clip(frames, 16.0), region)
     edited = frames[0][::-1].copy()
     full = get_preset("full").with_overrides(generation_steps=args.full_steps)
     rows = []
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                 add_lora(module, rank=16, alpha=16.0, seed=1)
             settings = PreviewSettings(speed_lora(Path(tmp), builder))
             full_s, preview_s = timed_pair(
-                lambda: editing.generate_edit(pipe, prepared, edited, "a box", steps=full.generation_steps,
+                lambda: generate.generate_edit(pipe, prepared, edited, "a box", steps=full.generation_steps,
                                               guidance_scale=full.guidance_scale, flow_shift=full.flow_shift),
                 lambda: generate_preview(pipe, prepared, edited, "a box", settings), args.repeats)
             rows.append(f"| {label}: full render ({full.generation_steps} steps, CFG {full.guidance_scale:g}) vs preview "

@@ -56,16 +56,16 @@ from maskedit.method.conditioning import (  # noqa: E402
     ConditionSample, compose_prompt, frames_to_tensor, inference_condition, latent_keep_mask, naive_sample,
     stage1_sample, stage2_sample, stock_condition,
 )
-from maskedit.workflow.editing import (  # noqa: E402
-    DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, STAGE2_REPEATS, WAN_NEGATIVE_PROMPT,
-    set_flow_shift,
+from maskedit.defaults import WAN_NEGATIVE_PROMPT  # noqa: E402
+from maskedit.workflow.generate import (  # noqa: E402
+    DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, set_flow_shift,
 )
 from maskedit.method.lora import unload_lora  # noqa: E402
 from maskedit.method.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
 from maskedit.media.metrics import EditScores, mean_scores, psnr, score_edit  # noqa: E402
 from maskedit.models.loading import TINY, load_pipeline  # noqa: E402
 from maskedit.runtime import quiet_transformers  # noqa: E402
-from maskedit.method.training import LoraTrainer, TrainConfig, TrainItem  # noqa: E402
+from maskedit.method.training import STAGE2_REPEATS, LoraTrainer, TrainConfig, TrainItem  # noqa: E402
 from maskedit.media.video import LANDSCAPE_SIZE  # noqa: E402
 
 METHODS = ("no-lora", "naive-lora", "feature-blend", "mask-lora", "mask-lora+stage2", "mask-lora-tight")

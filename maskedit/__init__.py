@@ -28,9 +28,9 @@ _EXPORTS = {
     # training
     "LoraTrainer": "method.training", "TrainConfig": "method.training", "TrainItem": "method.training",
     # the edit API
-    "PreparedClip": "workflow.editing", "prepare_clip": "workflow.editing", "save_prepared": "workflow.editing", "load_prepared": "workflow.editing",
-    "load_edited_frame": "workflow.editing", "train_edit_lora": "workflow.editing", "generate_edit": "workflow.editing",
-    "write_edit_outputs": "workflow.editing",
+    "PreparedClip": "workflow.prepare", "prepare_clip": "workflow.prepare", "save_prepared": "workflow.prepare",
+    "load_prepared": "workflow.prepare", "load_edited_frame": "workflow.prepare", "train_edit_lora": "workflow.train",
+    "train_cached": "workflow.train", "generate_edit": "workflow.generate", "write_edit_outputs": "workflow.generate",
     # LoRA files and presets
     "save_lora": "method.lora", "load_lora": "method.lora", "read_metadata": "method.lora",
     "Preset": "models.presets", "get_preset": "models.presets", "PRESETS": "models.presets",
@@ -39,15 +39,15 @@ _EXPORTS = {
 __all__ = ["MaskEditError", *_EXPORTS]
 
 # ----- old module paths (before the folders of issue 20), kept for one release: `from maskedit.editing import x`
-# still works (with a DeprecationWarning) and gives `maskedit.workflow.editing.x`. `maskedit.models` is now a
+# still works (with a DeprecationWarning) and gives x from its new module. `maskedit.models` is now a
 # package that still offers the old module's names (maskedit/models/__init__.py).
 MOVED_MODULES = {
     "background": "studio.background_job", "bases": "models.bases", "captioning": "perception.captioning",
     "cards": "models.cards", "cli": "interfaces.cli.main", "cli_common": "interfaces.cli.common",
     "cli_plan": "interfaces.cli.plan", "cli_segment": "interfaces.cli.segment", "conditioning": "method.conditioning",
-    "distributed": "memory.distributed", "editing": "workflow.editing", "estimates": "models.estimates",
+    "distributed": "memory.distributed", "editing": ("workflow.prepare", "workflow.train", "workflow.generate", "models.loading", "method.experts"), "estimates": "models.estimates",
     "experts": "method.experts", "files": "media.files", "hashing": "media.hashing",
-    "lora": "method.lora", "lora_cache": "workflow.lora_cache", "lora_checks": "workflow.lora_checks",
+    "lora": "method.lora", "lora_cache": ("workflow.lora_cache", "workflow.train"), "lora_checks": "workflow.lora_checks",
     "masks": "method.masks", "metrics": "media.metrics", "models": "models.loading",
     "offload": "memory.offload", "pipeline": "method.pipeline", "planner": "models.planner",
     "presets": "models.presets", "preview": "workflow.preview", "segmentation": "perception.segmentation",
@@ -67,12 +67,20 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def exec_module(self, module):
-        new = f"{__name__}.{MOVED_MODULES[module.__name__.removeprefix(__name__ + '.')]}"
-        warnings.warn(f"{module.__name__} moved to {new}; the old path goes in the next release", DeprecationWarning,
-                      stacklevel=2)
-        target = importlib.import_module(new)
-        module.__dict__.update({k: v for k, v in vars(target).items() if not k.startswith("__")})
-        module.__getattr__ = lambda name: getattr(target, name)
+        moved = MOVED_MODULES[module.__name__.removeprefix(__name__ + ".")]
+        targets = [importlib.import_module(f"{__name__}.{name}") for name in ((moved,) if isinstance(moved, str) else moved)]
+        warnings.warn(f"{module.__name__} moved to {' and '.join(t.__name__ for t in targets)}; the old path goes in "
+                      "the next release", DeprecationWarning, stacklevel=2)
+        for target in reversed(targets):  # the first module that has a name wins
+            module.__dict__.update({k: v for k, v in vars(target).items() if not k.startswith("__")})
+
+        def forward(name):
+            for target in targets:
+                if hasattr(target, name):
+                    return getattr(target, name)
+            raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+        module.__getattr__ = forward
 
 
 if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):

@@ -507,7 +507,7 @@ def test_edit_without_a_training_caption_stops_before_any_work(capsys, tmp_path,
 
 def test_edit_captions_the_original_first_frame(capsys, tmp_path, inputs, count_steps):
     from maskedit.perception.captioning import load_captioner, save_tiny_florence2
-    from maskedit.workflow.editing import load_prepared
+    from maskedit.workflow.prepare import load_prepared
 
     florence = save_tiny_florence2(tmp_path / "florence")
     out = tmp_path / "edit"

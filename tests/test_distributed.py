@@ -101,11 +101,11 @@ def test_launched_processes_share_independent_jobs(monkeypatch):
 def test_generate_seeds_writes_one_folder_per_seed(tmp_path, clip_file, synthetic_clip):
     import PIL.Image
 
-    from maskedit.workflow import editing
+    from maskedit.workflow import prepare
     from maskedit.interfaces.cli.main import main
 
-    prepared = editing.prepare_clip(clip_file, box="10,10,40,40", width=64, height=64)
-    editing.save_prepared(prepared, tmp_path / "prepared")
+    prepared = prepare.prepare_clip(clip_file, box="10,10,40,40", width=64, height=64)
+    prepare.save_prepared(prepared, tmp_path / "prepared")
     PIL.Image.fromarray(255 - prepared.frames[0]).save(tmp_path / "edited.png")
     code = main(["generate", "--prepared", str(tmp_path / "prepared"), "--edited-frame", str(tmp_path / "edited.png"),
                  "--prompt", "a box", "--model", "tiny", "--method", "no-lora", "--steps", "2", "--seeds", "3,5",

@@ -223,7 +223,7 @@ def test_the_tiny_model_keeps_its_small_durations(tmp_path):
 
 
 def prepared_folder(tmp_path, entry):
-    from maskedit.workflow.editing import PREPARED_JSON
+    from maskedit.workflow.prepare import PREPARED_JSON
 
     width, height = (int(v) for v in entry["size"].split("x"))
     folder = tmp_path / entry["preset"]

@@ -136,9 +136,9 @@ def test_no_condition_is_bit_identical_to_the_stock_two_expert_pipeline(guidance
 
 
 def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
-    """The final latents (what the VAE decodes) of `editing.generate_edit` (no-lora) on the tiny clip, 4 steps
+    """The final latents (what the VAE decodes) of `generate.generate_edit` (no-lora) on the tiny clip, 4 steps
     at shift 5 (timesteps 999, 937 | 833, 625)."""
-    from maskedit.workflow import editing
+    from maskedit.workflow import generate, prepare
 
     seen, decode = [], pipe.vae.decode
 
@@ -148,7 +148,7 @@ def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
 
     pipe.vae.decode = capture
     try:
-        editing.generate_edit(pipe, prepared, prepared.frames[0], "a box", steps=4, method="no-lora", sampler="unipc",
+        generate.generate_edit(pipe, prepared, prepared.frames[0], "a box", steps=4, method="no-lora", sampler="unipc",
                               **settings)
     finally:
         del pipe.vae.decode
@@ -157,13 +157,13 @@ def generate_edit_latents(pipe, prepared, **settings) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def prepared_clip(tmp_path_factory):
-    from maskedit.workflow import editing
+    from maskedit.workflow import generate, prepare
     from maskedit.media.video import write_video
 
     folder = tmp_path_factory.mktemp("gs2")
     frames, _ = make_synthetic_clip()
     write_video(folder / "clip.mp4", frames, 8)
-    return editing.prepare_clip(folder / "clip.mp4", box="10,10,40,40", width=SIZE, height=SIZE, num_frames=FRAMES)
+    return prepare.prepare_clip(folder / "clip.mp4", box="10,10,40,40", width=SIZE, height=SIZE, num_frames=FRAMES)
 
 
 def test_guidance_scale_2_changes_only_the_low_noise_steps(prepared_clip):

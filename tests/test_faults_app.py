@@ -186,20 +186,20 @@ def wait_until_running(job, timeout=120):
 
 @pytest.mark.parametrize("api", ["/generate", "/train"])
 def test_a_cancelled_call_frees_the_server_for_the_next_client(server, inputs, trained, clean_log, api, monkeypatch):
-    from maskedit.workflow import editing
+    from maskedit.workflow import generate
     from maskedit.method.training import LoraTrainer
 
     steps = []  # the server runs in this process: count its denoising / training steps
     running_at_start = []  # other generation workers alive when a generation starts (the cancelled one must not be)
     if api == "/generate":
-        original = editing.generate_edit
+        original = generate.generate_edit
 
         def counted(*a, callback=None, **k):
             running_at_start.append([t for t in threading.enumerate() if t.name == WORKER_NAME and t.is_alive()
                                      and t is not threading.current_thread()])
             return original(*a, callback=lambda e: (steps.append(1), callback(e)), **k)
 
-        monkeypatch.setattr(editing, "generate_edit", counted)
+        monkeypatch.setattr(generate, "generate_edit", counted)
         args = generate_args(steps=1000, method="no-lora")
     else:
         original_step = LoraTrainer.train_step

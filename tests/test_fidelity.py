@@ -180,7 +180,8 @@ def test_blending_holds_for_the_state_the_sampler_carries(pipe, clip, sampler):
 
 
 def test_feature_blend_needs_the_naive_lora(pipe, clip):
-    from maskedit.workflow.editing import PreparedClip, generate_edit
+    from maskedit.workflow.generate import generate_edit
+    from maskedit.workflow.prepare import PreparedClip
     from maskedit.media.video import Clip
 
     frames, region = clip
@@ -193,7 +194,8 @@ def test_feature_blend_needs_the_naive_lora(pipe, clip):
 
 
 def test_each_sampler_is_selectable_and_euler_follows_the_reference_schedule(pipe, clip):
-    from maskedit.workflow.editing import PreparedClip, generate_edit
+    from maskedit.workflow.generate import generate_edit
+    from maskedit.workflow.prepare import PreparedClip
     from maskedit.media.video import Clip
 
     frames, region = clip
@@ -279,25 +281,27 @@ def test_epoch_order_without_slots_is_unchanged():
 def test_train_edit_lora_balances_windowed_stage2(tiny_pipe, monkeypatch, synthetic_clip, tmp_path):
     """The stage-2 trainer that `train_edit_lora` builds with windows draws one window + 9 edited-frame samples
     per epoch (today's code drew every window: 3 + 9, 75%)."""
-    from maskedit.workflow import editing
+    from maskedit.workflow import prepare, train
+    from maskedit.method import experts
+    from maskedit.method import training
     from maskedit.method.training import TrainConfig
     from maskedit.media.video import Clip
 
     frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, 8.0, []), region)
+    prepared = prepare.PreparedClip(Clip(frames, 8.0, []), region)
     built = []
 
-    original = editing.LoraTrainer.__init__
+    original = training.LoraTrainer.__init__
 
     def recording_init(self, pipe, items, config, *args, **kwargs):  # whoever builds it (experts.make_trainer)
         built.append(items)
         original(self, pipe, items, config, *args, **kwargs)
 
-    monkeypatch.setattr(editing.LoraTrainer, "__init__", recording_init)
-    events = list(editing.train_edit_lora(tiny_pipe, prepared, "a box", TrainConfig(steps=1), tmp_path / "lora",
+    monkeypatch.setattr(training.LoraTrainer, "__init__", recording_init)
+    events = list(train.train_edit_lora(tiny_pipe, prepared, "a box", TrainConfig(steps=1), tmp_path / "lora",
                                           edited_later={4: frames[4]}, later_captions={4: "a blue box"}, window=5,
                                           window_stride=2, stage2_epochs=1))
-    assert isinstance(events[-1], editing.EditTrainingDone) and events[-1].metadata["stage2_steps"] == 10
+    assert isinstance(events[-1], train.EditTrainingDone) and events[-1].metadata["stage2_steps"] == 10
     stage1, stage2 = built
     assert len(stage1) == 3  # windows at frames 0, 2, 4
     order = epoch_order([i.repeats for i in stage2], 0, 0, [i.slot for i in stage2])

@@ -6,9 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from maskedit.workflow import editing
+from maskedit.workflow import generate, prepare, train
+from maskedit.method import training
 from maskedit.workflow import lora_cache
-from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key, train_cached
+from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key
+from maskedit.workflow.train import train_cached
 from maskedit.method.training import TrainConfig
 from maskedit.media.video import Clip
 
@@ -18,7 +20,7 @@ FPS = 8.0
 @pytest.fixture
 def prepared(synthetic_clip):
     frames, region = synthetic_clip
-    return editing.PreparedClip(Clip(frames, FPS), region)
+    return prepare.PreparedClip(Clip(frames, FPS), region)
 
 
 CONFIG = TrainConfig(steps=3, rank=4, alpha=4.0, checkpoint_every=1)
@@ -34,8 +36,8 @@ def run(pipe, prepared, cache, caption="a box", config=CONFIG, **kwargs):
 def test_key_depends_on_stage1_inputs_only(prepared):
     key = cache_key(prepared, "a box", "p3rs0n", CONFIG, "tiny")
     assert key == cache_key(prepared, "a box", "p3rs0n", CONFIG, "tiny")
-    moved = editing.PreparedClip(prepared.clip, np.roll(prepared.region, 2, axis=2))
-    other_frames = editing.PreparedClip(Clip(prepared.frames[:, ::-1].copy(), FPS), prepared.region)
+    moved = prepare.PreparedClip(prepared.clip, np.roll(prepared.region, 2, axis=2))
+    other_frames = prepare.PreparedClip(Clip(prepared.frames[:, ::-1].copy(), FPS), prepared.region)
     for changed in (cache_key(moved, "a box", "p3rs0n", CONFIG, "tiny"),
                     cache_key(other_frames, "a box", "p3rs0n", CONFIG, "tiny"),
                     cache_key(prepared, "a cat", "p3rs0n", CONFIG, "tiny"),
@@ -54,7 +56,7 @@ def test_same_inputs_hit_without_a_training_step(tmp_path, tiny_pipe, prepared, 
     cache = LoraCache(tmp_path / "cache")
     events, notes = run(tiny_pipe, prepared, cache)
     assert notes[0].kind == "miss" and len(step_counter) == 3
-    assert isinstance(events[-1], editing.EditTrainingDone)
+    assert isinstance(events[-1], train.EditTrainingDone)
     entry = cache.get(notes[0].key)
     assert entry.status == "finished" and entry.lora_path.is_file()
 
@@ -65,14 +67,14 @@ def test_same_inputs_hit_without_a_training_step(tmp_path, tiny_pipe, prepared, 
     assert len(step_counter) == 3  # no step ran
     assert notes[0].kind == "hit" and "reusing cached LoRA" in notes[0].message
     assert events[-1].lora_path == str(entry.lora_path)
-    assert editing.has_edit_lora(fresh)  # loaded onto the pipe, ready to generate
+    assert generate.has_edit_lora(fresh)  # loaded onto the pipe, ready to generate
 
 
 def test_changed_box_caption_or_setting_misses(tmp_path, tiny_pipe, prepared, step_counter):
     cache = LoraCache(tmp_path / "cache")
     one = TrainConfig(steps=1, rank=4, alpha=4.0)
     run(tiny_pipe, prepared, cache, config=one)
-    moved = editing.PreparedClip(prepared.clip, np.roll(prepared.region, 2, axis=1))
+    moved = prepare.PreparedClip(prepared.clip, np.roll(prepared.region, 2, axis=1))
     for kwargs in (dict(prepared=moved), dict(caption="a cat"), dict(config=TrainConfig(steps=1, rank=4, alpha=4.0,
                                                                                         learning_rate=2e-4))):
         before = len(step_counter)
@@ -90,7 +92,7 @@ def test_interrupted_entry_resumes_from_its_checkpoint(tmp_path, tiny_pipe, prep
     cache = LoraCache(tmp_path / "cache")
     config = TrainConfig(steps=4, rank=4, alpha=4.0, checkpoint_every=1)
     events, notes = run(tiny_pipe, prepared, cache, config=config, should_stop=lambda: len(step_counter) >= 2)
-    assert isinstance(events[-1], editing.EditTrainingStopped)
+    assert isinstance(events[-1], train.EditTrainingStopped)
     entry = cache.get(notes[0].key)
     assert entry.status == "resumable" and (entry.step, entry.total_steps) == (2, 4)
     events, notes = run(tiny_pipe, prepared, cache, config=config)
@@ -121,8 +123,8 @@ def test_stage2_starts_from_the_cached_stage1_run(tmp_path, tiny_pipe, prepared,
     events, notes = run(tiny_pipe, prepared, cache, config=one, edited_later=later, stage2_epochs=1,
                         later_captions={k: "an edited box" for k in later})
     assert notes[0].kind == "stage1"
-    assert len(step_counter) == 2 + editing.stage2_steps(1, 1)  # stage 1 did not run again
-    assert isinstance(events[-1], editing.EditTrainingDone)
+    assert len(step_counter) == 2 + training.stage2_steps(1, 1)  # stage 1 did not run again
+    assert isinstance(events[-1], train.EditTrainingDone)
     assert notes[0].key != cache_key(prepared, "a box", "p3rs0n", one, "tiny")
 
 
@@ -177,10 +179,10 @@ def test_interrupted_two_expert_entry_resumes_from_its_per_expert_checkpoints(tm
     config = TrainConfig(steps=4, rank=4, alpha=4.0, checkpoint_every=1)
     pipe = build_tiny_two_expert_pipeline()
     events, notes = run(pipe, prepared, cache, config=config, should_stop=lambda: len(step_counter) >= 3)
-    assert isinstance(events[-1], editing.EditTrainingStopped)
+    assert isinstance(events[-1], train.EditTrainingStopped)
     entry = cache.get(notes[0].key)
     assert entry.status == "resumable" and (entry.step, entry.total_steps, entry.stage) == (3, 4, 1)
-    assert lora_cache.checkpoint_progress(entry.path / editing.CHECKPOINTS_FOLDER / "stage1") == (3, 4)
+    assert lora_cache.checkpoint_progress(entry.path / training.CHECKPOINTS_FOLDER / "stage1") == (3, 4)
     events, notes = run(pipe, prepared, cache, config=config)
     assert notes[0].kind == "resume" and "step 3 of 4" in notes[0].message
     assert len(step_counter) == 4  # only the missing step ran

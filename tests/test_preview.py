@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from conftest import make_synthetic_clip
 from test_speed import random_lora
-from maskedit.workflow import editing
+from maskedit.workflow import generate, prepare
 from maskedit.errors import MaskEditError
 from maskedit.method.experts import EXPERTS, expert_module, save_expert_loras
 from maskedit.method.lora import ADAPTER_NAME, lora_state_dict, to_comfyui_keys
@@ -35,7 +35,7 @@ def speed_file(folder, pipe_builder, expert=None, seed=7):
 @pytest.fixture
 def prepared():
     frames, region = make_synthetic_clip()
-    return editing.PreparedClip(Clip(frames, 8.0), region), frames[0][::-1].copy()
+    return prepare.PreparedClip(Clip(frames, 8.0), region), frames[0][::-1].copy()
 
 
 class Spy:
@@ -60,12 +60,12 @@ def test_preview_uses_the_edit_lora_and_condition_and_leaves_the_full_render_bit
     speed = speed_file(tmp_path, build_tiny_pipeline)
 
     spy = Spy([pipe.transformer])
-    full = editing.generate_edit(pipe, clip, edited, "a box", steps=3)
+    full = generate.generate_edit(pipe, clip, edited, "a box", steps=3)
     full_calls, spy.calls = spy.calls, []
     settings = PreviewSettings(str(speed))
     preview = generate_preview(pipe, clip, edited, "a box", settings)
     preview_calls, spy.calls = spy.calls, []
-    again = editing.generate_edit(pipe, clip, edited, "a box", steps=3)
+    again = generate.generate_edit(pipe, clip, edited, "a box", steps=3)
     spy.close()
 
     assert len(full_calls) == 6 and len(preview_calls) == 4  # CFG 5: two passes per step; preview: CFG 1
@@ -85,7 +85,7 @@ def test_two_expert_preview_stacks_a_speed_pair_and_restores_the_full_render(tmp
     save_expert_loras(pipe, tmp_path / "edit", {"base_model": "tiny-wan2.2"})
     high, low = (speed_file(tmp_path, build_tiny_two_expert_pipeline, e, seed=7 + i) for i, e in enumerate(EXPERTS))
 
-    full = editing.generate_edit(pipe, clip, edited, "a box", steps=4)
+    full = generate.generate_edit(pipe, clip, edited, "a box", steps=4)
     spy = Spy([pipe.transformer, pipe.transformer_2])
     preview = generate_preview(pipe, clip, edited, "a box", PreviewSettings(f"{high},{low}"))
     spy.close()
@@ -93,7 +93,7 @@ def test_two_expert_preview_stacks_a_speed_pair_and_restores_the_full_render(tmp
     assert not np.array_equal(preview, full)
     for expert in EXPERTS:
         assert SPEED_ADAPTER not in expert_module(pipe, expert).peft_config
-    assert np.array_equal(editing.generate_edit(pipe, clip, edited, "a box", steps=4), full)
+    assert np.array_equal(generate.generate_edit(pipe, clip, edited, "a box", steps=4), full)
 
     one = generate_preview(pipe, clip, edited, "a box", PreviewSettings(str(high)))  # one file for both experts
     assert one.shape == full.shape

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from maskedit.workflow import editing
+from maskedit.workflow import prepare, train
 from maskedit.errors import MaskEditError
 from maskedit.method.lora import read_metadata
-from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key, train_cached
+from maskedit.workflow.lora_cache import CacheNote, LoraCache, cache_key
+from maskedit.workflow.train import train_cached
 from maskedit.models.presets import PRESETS, GenerateSettings, get_preset
 from maskedit.method.training import TrainConfig
 from maskedit.media.video import Clip
@@ -17,7 +18,7 @@ from maskedit.media.video import Clip
 
 def test_preset_settings_lora_json_and_cache_key_round_trip(tmp_path, tiny_pipe, synthetic_clip):
     frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, 8.0), region)
+    prepared = prepare.PreparedClip(Clip(frames, 8.0), region)
     preset = get_preset("low-cost")
     config = preset.train_config(steps=2, rank=4, alpha=4.0, seed=3, window=5, blocks_to_swap=0, fp8=False,
                                  activation_offload=False, gradient_checkpointing=False)
@@ -26,7 +27,7 @@ def test_preset_settings_lora_json_and_cache_key_round_trip(tmp_path, tiny_pipe,
                                base_model="tiny"))
     key = next(e.key for e in events if isinstance(e, CacheNote))
     done = events[-1]
-    assert isinstance(done, editing.EditTrainingDone)
+    assert isinstance(done, train.EditTrainingDone)
     metadata = read_metadata(done.lora_path)
     json.dumps(metadata)  # plain JSON
     rebuilt = TrainConfig.from_dict(metadata["settings"])

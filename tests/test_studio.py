@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskedit.workflow import editing
+from maskedit.workflow import prepare, train
 from maskedit.workflow import session
 from maskedit.errors import MaskEditError
 from maskedit.workflow.lora_cache import cache_key
@@ -101,8 +101,8 @@ def test_bad_input_is_refused_before_any_work(studio_and_files, step_counter):
 def test_progress_events_cross_as_dicts_and_accumulate():
     from maskedit.workflow.lora_cache import CacheNote
 
-    events = [ChunkStarted(0), CacheNote("miss", "training a new LoRA", "k", "p"), editing.EditTrainingStage(1, 2, 0, "c1"), StepEvent(1, 2, 0.5, 0.1, 0.1),
-              StepEvent(2, 2, 0.4, 0.1, 0.2), editing.EditTrainingStage(2, 3, 0, "c2"), StepEvent(1, 3, 0.3, 0.2, 0.2),
+    events = [ChunkStarted(0), CacheNote("miss", "training a new LoRA", "k", "p"), train.EditTrainingStage(1, 2, 0, "c1"), StepEvent(1, 2, 0.5, 0.1, 0.1),
+              StepEvent(2, 2, 0.4, 0.1, 0.2), train.EditTrainingStage(2, 3, 0, "c2"), StepEvent(1, 3, 0.3, 0.2, 0.2),
               ChunkEnded(2, 1, 3), ChunkStarted(1), UserStopped(2, 2, 3, "p/lora.safetensors")]
     wire = [to_wire(e) for e in events]
     assert all(isinstance(d, dict) and isinstance(d["event"], str) for d in wire)
@@ -118,7 +118,7 @@ def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
     from safetensors.torch import load_file
 
     frames, region = synthetic_clip
-    editing.save_prepared(editing.PreparedClip(Clip(frames, FPS), region), tmp_path / "prepared")
+    prepare.save_prepared(prepare.PreparedClip(Clip(frames, FPS), region), tmp_path / "prepared")
     config = TrainConfig(steps=7, rank=4, alpha=4.0, checkpoint_every=0)
 
     def run(cache, max_steps):
@@ -133,7 +133,7 @@ def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
             return run_training_chunk(tiny_pipe, replace(request, resume=again))
 
         events = list(train_in_chunks(call))
-        assert isinstance(events[-1], editing.EditTrainingDone)
+        assert isinstance(events[-1], train.EditTrainingDone)
         return load_file(events[-1].lora_path), len(calls)
 
     whole, calls_whole = run("whole", None)
@@ -153,10 +153,10 @@ def test_background_job_driven_by_the_session():
     def fake_chunk(again, chunks=[]):  # noqa: B006 (counts calls)
         chunks.append(again)
         start = 2 * (len(chunks) - 1)
-        yield editing.EditTrainingStage(1, 4, start, "c")
+        yield train.EditTrainingStage(1, 4, start, "c")
         for step in (start + 1, start + 2):
             yield StepEvent(step, 4, 1.0 / step, 0.01, 0.01)
-        yield (editing.EditTrainingDone("x/lora.safetensors", {}) if start + 2 == 4 else ChunkEnded(1, start + 2, 4))
+        yield (train.EditTrainingDone("x/lora.safetensors", {}) if start + 2 == 4 else ChunkEnded(1, start + 2, 4))
 
     job = BackgroundJob("0" * 16, fake_chunk, Path(tempfile.mkdtemp()) / "stop", resume=False)
     list(job.drive_one())
@@ -200,20 +200,20 @@ def test_session_store_names_and_stale_folders(tmp_path):
 
 def test_train_key_ignores_the_edited_first_frame(synthetic_clip):
     frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, FPS), region)
+    prepared = prepare.PreparedClip(Clip(frames, FPS), region)
     key = cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
     assert key == cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
     assert key != cache_key(prepared, "a cat", "p3rs0n", TrainConfig(), "tiny")
     assert key != cache_key(prepared, "a box", "p3rs0n", TrainConfig(steps=5), "tiny")
-    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    moved = prepare.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
     assert key != cache_key(moved, "a box", "p3rs0n", TrainConfig(), "tiny")
     assert key != cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny", {4: frames[4]})
 
 
 def test_naive_train_key_is_its_own_and_ignores_the_boxes(synthetic_clip):
     frames, region = synthetic_clip
-    prepared = editing.PreparedClip(Clip(frames, FPS), region)
-    moved = editing.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
+    prepared = prepare.PreparedClip(Clip(frames, FPS), region)
+    moved = prepare.PreparedClip(Clip(frames, FPS), np.roll(region, 1, axis=2))
     naive = cache_key(prepared, "a box", "p3rs0n", TrainConfig(condition="stock"), "tiny")
     assert naive != cache_key(prepared, "a box", "p3rs0n", TrainConfig(), "tiny")
     assert naive == cache_key(moved, "a box", "p3rs0n", TrainConfig(condition="stock"), "tiny")

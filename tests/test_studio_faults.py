@@ -152,16 +152,16 @@ def test_a_restarted_server_resumes_the_cached_checkpoint(files, tiny_pipe, step
 
 
 def test_closing_a_generation_stops_its_worker_and_frees_the_model(studio, files, monkeypatch):
-    from maskedit.workflow import editing
+    from maskedit.workflow import generate
 
     st = loaded(studio, files)
     denoised = []
-    original = editing.generate_edit
+    original = generate.generate_edit
 
     def counting(*args, callback=None, **kwargs):
         return original(*args, callback=lambda e: (denoised.append(e.step), callback(e)), **kwargs)
 
-    monkeypatch.setattr(editing, "generate_edit", counting)
+    monkeypatch.setattr(generate, "generate_edit", counting)
     events = studio.generate_events(st, "a flipped box", GenerateSettings(steps=200, method="no-lora"))
     for kind, _ in events:
         if kind == "step":

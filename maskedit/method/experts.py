@@ -34,7 +34,7 @@ from typing import Iterator
 import torch
 
 from ..errors import MaskEditError
-from .lora import ADAPTER_NAME, METADATA_NAME, lora_state_dict, to_comfyui_keys
+from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, METADATA_NAME, lora_state_dict, to_comfyui_keys
 from .training import (
     EncodedSample, LoraTrainer, StepEvent, TrainConfig, TrainItem, TrainState, encode_samples, release_encoders,
 )
@@ -448,3 +448,22 @@ def unload_expert_loras(pipe, adapter_name: str = ADAPTER_NAME) -> None:
         module = expert_module(pipe, expert)
         if adapter_name in (getattr(module, "peft_config", None) or {}):
             module.delete_adapters([adapter_name])
+
+
+def resolve_lora_path(path: str | os.PathLike) -> Path:
+    """The LoRA file for a file or folder path (a folder means its lora.safetensors); checked to exist
+    and to be safetensors, so a wrong path fails before a model is loaded."""
+    path = Path(path)
+    if path.is_dir() and has_expert_loras(path):  # a two-expert (Wan2.2) LoRA: the folder is the LoRA
+        return path
+    if path.is_dir():
+        path = path / LORA_WEIGHT_NAME
+        if not path.is_file():
+            raise MaskEditError(
+                f"the folder {path.parent} holds no {LORA_WEIGHT_NAME}; give the folder `train` wrote, or the file itself"
+            )
+    if path.suffix != ".safetensors":
+        raise MaskEditError(f"{path.name} is not a .safetensors file; only safetensors LoRA files are loaded")
+    if not path.is_file():
+        raise MaskEditError(f"no LoRA file at {path}; give the folder `train` wrote, or its lora.safetensors")
+    return path

@@ -41,6 +41,7 @@ from .pipeline import TEXT_TOKENS
 
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
 MASK_CONDITION, STOCK_CONDITION = "mask", "stock"
+CHECKPOINTS_FOLDER = "checkpoints"  # a run folder's checkpoints/stage1, checkpoints/stage2 (`workflow.train`)
 CONDITIONS = (MASK_CONDITION, STOCK_CONDITION)
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -672,3 +673,12 @@ def restore_encoders(pipe) -> None:
         module = getattr(pipe, name, None)
         if module is not None:
             module.to(device)
+
+
+def with_plan(config: TrainConfig, *, window: int | None = None, window_stride: int | None = None,
+              naive: bool | None = None, stage2_epochs: int | None = None) -> TrainConfig:
+    """`config` with the sample-choice fields that are given (None: keep the config's)."""
+    changes = check_settings(window=window, window_stride=window_stride, stage2_epochs=stage2_epochs)
+    if naive is not None:
+        changes["condition"] = STOCK_CONDITION if naive else MASK_CONDITION
+    return replace(config, **changes) if changes else config

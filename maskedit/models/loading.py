@@ -308,3 +308,10 @@ def check_supported_layout(model_index: dict, model: str) -> None:
             "has no mask channels, so the mask-aware condition cannot be given to it. Use Wan2.1-I2V-14B-480P/720P "
             "or Wan2.2-I2V-A14B"
         )
+
+
+def default_model() -> str:
+    """"tiny" without a CUDA GPU, else the real Wan2.1 I2V model."""
+    import torch
+
+    return DEFAULT_MODEL_ID if torch.cuda.is_available() else TINY

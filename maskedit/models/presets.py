@@ -54,7 +54,7 @@ class GenerateSettings:
     GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default).
     guidance_scale_2: the low-noise expert's guidance scale on a two-expert base (Wan2.2-A14B: steps below
     its boundary); None = `guidance_scale`, as diffusers does. A one-expert base refuses a given value
-    (`editing.generate_edit`)."""
+    (`workflow.generate.generate_edit`)."""
 
     steps: int = 30
     guidance_scale: float = 5.0

@@ -134,7 +134,7 @@ class BackgroundJob:
 
     def drive_one(self) -> Iterator[dict]:
         """Run one chunk (nothing when another caller is driving it or it has ended); yields snapshots."""
-        from ..workflow.editing import EditTrainingDone
+        from ..workflow.train import EditTrainingDone
         from .progress import ChunkEnded, UserStopped
 
         if not self.active or not self._driving.acquire(blocking=False):

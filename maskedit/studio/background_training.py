@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from ..workflow import editing, lora_cache, session
+from ..workflow import lora_cache, prepare, session
 from .background_job import BackgroundJob
 from ..errors import MaskEditError
 from .inputs import TrainInputs, TrainView, checkpoint_losses, lora_files
@@ -50,7 +50,7 @@ class BackgroundTraining:
                 return ("Background training is **off**: the run stops after its current step; its checkpoint is "
                         "kept (Train → Start continues it).")
             return "Background training is **off**: train in step 4."
-        if not (self.sub(st, session.PREPARED_FOLDER) / editing.PREPARED_JSON).is_file():
+        if not (self.sub(st, session.PREPARED_FOLDER) / prepare.PREPARED_JSON).is_file():
             return "Background training starts as soon as the masks are confirmed (step 2)."
         if not inputs.caption or not str(inputs.caption).strip():
             note = self.cancel_background(st, "the caption was cleared") if job is not None else ""
@@ -58,7 +58,7 @@ class BackgroundTraining:
                 "Background training waits for the **caption of the ORIGINAL first frame** (step 3).")
         inputs, later_captions, _ = self.training_captions(st, inputs)  # later frames without one: captioned now
         prepared_dir = self.prepared_dir(st)
-        prepared = editing.load_prepared(prepared_dir)
+        prepared = prepare.load_prepared(prepared_dir)
         config, notes = self.train_config(inputs, prepared.num_frames)
         key, parts, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         if job is not None and job.key == key and job.status in ("queued", "training", "done"):

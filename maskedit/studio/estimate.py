@@ -171,7 +171,7 @@ def training_call_seconds(budget_s: float, step_s: float | None) -> int:
 
 def clip_of(prepared_dir) -> tuple[int, int, int] | None:
     """(frames, width, height) of a prepared clip folder from its JSON alone (no arrays read); None if unreadable."""
-    from ..workflow.editing import PREPARED_JSON
+    from ..workflow.prepare import PREPARED_JSON
 
     try:
         info = json.loads((Path(prepared_dir) / PREPARED_JSON).read_text())

@@ -31,17 +31,17 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     preview: a `preview.PreviewSettings` — a fast preview (`preview.generate_preview`: its speed LoRA stacked
     on the edit LoRA for its steps/CFG/shift, removed afterwards) instead of the full render; the preset's
     own speed LoRA is not used then."""
-    from ..workflow import editing
+    from ..workflow import generate, prepare
     from ..method.conditioning import DEFAULT_TRIGGER
     from ..method.experts import is_two_expert, load_edit_lora, unload_expert_loras
     from ..method.lora import read_metadata, unload_lora
 
     settings.validate()
-    editing.check_guidance_scale_2(pipe, settings.guidance_scale_2)
+    generate.check_guidance_scale_2(pipe, settings.guidance_scale_2)
     method, lora_scale = settings.method, settings.lora_scale
     started = time.perf_counter()
-    prepared = editing.load_prepared(prepared_dir)
-    edited = editing.load_edited_frame(edited_frame, prepared.width, prepared.height, fit, prepared.source_size,
+    prepared = prepare.load_prepared(prepared_dir)
+    edited = prepare.load_edited_frame(edited_frame, prepared.width, prepared.height, fit, prepared.source_size,
                                        "edited first frame")
     if lora_path:
         load_edit_lora(pipe, lora_path, float(lora_scale))  # one file, or a two-expert (Wan2.2) LoRA's pair
@@ -70,7 +70,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
                                           callback=lambda e: results.put(("step", e)), should_stop=should_stop)
             else:
-                frames = editing.generate_edit(
+                frames = generate.generate_edit(
                     pipe, prepared, edited, caption, steps=int(settings.steps),
                     guidance_scale=float(settings.guidance_scale), flow_shift=float(settings.flow_shift),
                     seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
@@ -96,7 +96,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
         closed.set()
         thread.join()
-    outputs = editing.write_edit_outputs(out_dir, prepared, frames)
+    outputs = generate.write_edit_outputs(out_dir, prepared, frames)
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),

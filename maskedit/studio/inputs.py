@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..workflow import editing
+from ..method import training
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..limits import check, value_or_default
@@ -114,7 +114,7 @@ def checkpoint_losses(run_dir, stage: int) -> list:
 
     from ..method.training import CHECKPOINT_STATE
 
-    path = Path(run_dir) / editing.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE
+    path = Path(run_dir) / training.CHECKPOINTS_FOLDER / f"stage{stage}" / CHECKPOINT_STATE
     try:
         return [float(v) for v in json.loads(path.read_text()).get("losses", [])]
     except (OSError, ValueError):

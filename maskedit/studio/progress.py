@@ -1,7 +1,7 @@
 """Training progress: the one event vocabulary, its wire form, and the one accumulator.
 
-Every training report is a small dataclass — `lora_cache.CacheNote`, `editing.EditTrainingNote`,
-`editing.EditTrainingStage`, `training.StepEvent`, `editing.EditTrainingStopped`, `editing.EditTrainingDone`
+Every training report is a small dataclass — `lora_cache.CacheNote`, `train.EditTrainingNote`,
+`train.EditTrainingStage`, `training.StepEvent`, `train.EditTrainingStopped`, `train.EditTrainingDone`
 — plus two of the chunked runner (`ChunkEnded`: the call's time budget is used up; `UserStopped`: the user's
 stop, with the loadable LoRA of the steps so far). They cross a ZeroGPU call as plain dicts (`to_wire`
 in the GPU worker, `from_wire` in the app), nowhere else. `TrainProgress` turns a stream of them into
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from ..workflow.editing import EditTrainingDone, EditTrainingNote, EditTrainingStage, EditTrainingStopped
+from ..workflow.train import EditTrainingDone, EditTrainingNote, EditTrainingStage, EditTrainingStopped
 from ..workflow.lora_cache import CacheNote
 from ..method.training import StepEvent
 

@@ -4,7 +4,7 @@
     for event in train_in_chunks(lambda again: run_training_chunk(pipe, replace(request, resume=again))):
         progress.add(event)
 
-Each call (`run_training_chunk`) goes through `lora_cache.train_cached` — the path the CLI takes too — so it
+Each call (`run_training_chunk`) goes through `workflow.train.train_cached` — the path the CLI takes too — so it
 resumes the entry's checkpoint, trains until its time budget or step limit is near, and leaves the
 checkpoint (bit-exact resume) for the next call; `train_in_chunks` chains calls until the LoRA is saved or
 the user stops. Events are `studio.progress`'s typed events.
@@ -33,7 +33,7 @@ class ChunkRequest:
     (seconds of wall time; the next step must be expected to end within it), a step limit (tests), the file
     whose existence is the user's stop, whether to resume the entry's checkpoint, and the ZeroGPU size
     ("large" | "xlarge") the call needs, the edited later frames' captions {K: text} and the edited first
-    frame's caption (lora.json; `editing.train_edit_lora`), and the planner's seconds per step on the call's
+    frame's caption (lora.json; `train.train_edit_lora`), and the planner's seconds per step on the call's
     GPU (`studio.estimate.training_step_seconds`; None for the tiny model). Pickle-friendly: it crosses into a
     ZeroGPU worker."""
 
@@ -69,10 +69,11 @@ class ChunkRequest:
 
     def key(self) -> str:
         """The cache key of this run (`lora_cache.cache_key`)."""
-        from ..workflow import editing
-        from ..workflow.lora_cache import cache_key, stage2_captions
+        from ..workflow import prepare
+        from ..workflow.lora_cache import cache_key
+        from ..workflow.train import stage2_captions
 
-        prepared = editing.load_prepared(self.prepared_dir)
+        prepared = prepare.load_prepared(self.prepared_dir)
         later = self._later(prepared)
         return cache_key(prepared, self.caption, self.trigger, self.config, self.base_model, later,
                          stage2_captions(later, self.captions(), self.edit_caption))
@@ -82,23 +83,24 @@ class ChunkRequest:
         return {int(k): str(v) for k, v in (self.later_captions or {}).items()}
 
     def _later(self, prepared) -> dict:
-        from ..workflow import editing
+        from ..workflow import prepare
 
-        return {int(k): editing.load_edited_frame(path, prepared.width, prepared.height, what=f"edited frame {k}")
+        return {int(k): prepare.load_edited_frame(path, prepared.width, prepared.height, what=f"edited frame {k}")
                 for k, path in (self.later_frames or {}).items()}
 
 
 def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
-    """One call's worth of training: `lora_cache.train_cached` events, with a stop for the budget reported as
+    """One call's worth of training: `workflow.train.train_cached` events, with a stop for the budget reported as
     `ChunkEnded` (call again) and the user's stop as `UserStopped` (its partial LoRA saved in
     <entry>/partial when `save_partial`)."""
-    from ..workflow import editing
+    from ..method import training
     from ..method.lora import save_lora
-    from ..workflow.lora_cache import CacheNote, LoraCache, train_cached
+    from ..workflow import prepare, train
+    from ..workflow.lora_cache import CacheNote, LoraCache
     from ..method.training import StepEvent, TrainingDiverged
 
     started = time.perf_counter()
-    prepared = editing.load_prepared(request.prepared_dir)
+    prepared = prepare.load_prepared(request.prepared_dir)
     later = request._later(prepared)
     state = {"steps": 0, "last": 0.0, "user": False}
 
@@ -112,7 +114,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
         return state["steps"] > 0 and elapsed + 1.5 * state["last"] > request.budget_s
 
     cache = LoraCache(request.cache_root, request.cache_bytes)
-    events = train_cached(pipe, prepared, request.caption, request.config, cache=cache, trigger=request.trigger,
+    events = train.train_cached(pipe, prepared, request.caption, request.config, cache=cache, trigger=request.trigger,
                           base_model=request.base_model, edited_later=later, resume=request.resume,
                           should_stop=should_stop, later_captions=request.captions(),
                           edit_caption=request.edit_caption)
@@ -124,7 +126,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
             if isinstance(event, StepEvent):
                 state["steps"] += 1
                 state["last"] = event.seconds
-            if isinstance(event, editing.EditTrainingStopped):
+            if isinstance(event, train.EditTrainingStopped):
                 if not state["user"]:
                     yield ChunkEnded(event.stage, event.step, event.total_steps)
                     continue
@@ -135,11 +137,11 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
                             "trigger": request.trigger, "caption": request.caption, "frames": prepared.num_frames,
                             "width": prepared.width, "height": prepared.height}
                     if request.config.naive:
-                        meta.update(condition=editing.STOCK_CONDITION, method="naive-lora")
+                        meta.update(condition=training.STOCK_CONDITION, method="naive-lora")
                     partial = str(save_lora(pipe, entry / PARTIAL_FOLDER, meta))
                 yield UserStopped(event.stage, event.step, event.total_steps, partial)
                 continue
-            if isinstance(event, editing.EditTrainingDone) and entry is not None:
+            if isinstance(event, train.EditTrainingDone) and entry is not None:
                 import shutil
 
                 shutil.rmtree(entry / PARTIAL_FOLDER, ignore_errors=True)
@@ -156,7 +158,7 @@ def run_training_chunk(pipe, request: ChunkRequest) -> Iterator:
 def train_in_chunks(call_chunk: Callable[[bool], Iterator], max_chunks: int = 10_000) -> Iterator:
     """Chain training calls until the LoRA is saved or the user stops. call_chunk(again) runs one chunk
     (again: False for the first call only). Yields a `ChunkStarted` before each call, then its events."""
-    from ..workflow.editing import EditTrainingDone
+    from ..workflow.train import EditTrainingDone
 
     for index in range(max_chunks):
         yield ChunkStarted(index)

@@ -41,7 +41,7 @@ def load_model(requested: str | None = None):
 
 
 def _load_model(requested: str | None):
-    from ..workflow.editing import default_model
+    from ..models.loading import default_model
     from ..models.loading import TINY, load_pipeline
 
     wanted = requested or default_model()

@@ -26,7 +26,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..workflow import editing, lora_cache, session
+from ..workflow import lora_cache, prepare, session
+from ..workflow.train import stage2_captions
 from .background_job import BackgroundJob
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
@@ -115,7 +116,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
     def prepared_dir(self, st: SessionState) -> Path:
         folder = self.sub(st, session.PREPARED_FOLDER)
-        if not (folder / editing.PREPARED_JSON).is_file():
+        if not (folder / prepare.PREPARED_JSON).is_file():
             raise MaskEditError("no region to edit yet: segment the object (step 2) or upload a mask video first")
         return folder
 
@@ -233,9 +234,9 @@ class Studio(Previews, BackgroundTraining, Estimates):
         files = write_segmentation(self.sub(st, session.SEGMENT_FOLDER), clip.frames, segmentation, clip.fps,
                                    points=points, labels=labels)
         st.points, st.labels = points.tolist(), labels.tolist()
-        prepared = editing.PreparedClip(clip, segmentation.boxes, segmentation.region, list(clip.notes),
+        prepared = prepare.PreparedClip(clip, segmentation.boxes, segmentation.region, list(clip.notes),
                                         dict(source, points=points.tolist(), labels=labels.tolist(), margin=margin))
-        editing.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
+        prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
         approximate = segmentation.approximate and "approximate" not in segmentation.label
         text = (f"**Segmented with {segmentation.label}**" + (" (approximate)" if approximate else "")
                 + f"; boxes cover {prepared.region[1:].mean():.0%} of the frames."
@@ -258,11 +259,11 @@ class Studio(Previews, BackgroundTraining, Estimates):
         if mask_video:
             mask_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), self.checked(st, mask_video, "mask video"),
                                           "mask" + Path(str(getattr(mask_video, "path", mask_video))).suffix.lower())
-        prepared = editing.prepare_clip(
+        prepared = prepare.prepare_clip(
             source["video"], mask_video=mask_path, box=str(box).strip() if has_box else None,
             num_frames=source["num_frames"], width=source["conformed_width"], height=source["conformed_height"],
             start=source["start"], margin=float(margin), fit=bool(fit))
-        editing.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
+        prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
         out = self.sub(st, session.SEGMENT_FOLDER)
         shutil.rmtree(out, ignore_errors=True)
         boxes = masks.find_loose_boxes(prepared.region, 0.0, 0)
@@ -281,10 +282,10 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
         if not image:
             raise MaskEditError("no edited first frame given: upload the edited frame 0")
-        prepared = editing.load_prepared(self.prepared_dir(st))
+        prepared = prepare.load_prepared(self.prepared_dir(st))
         path = self.checked(st, image, "edited first frame")
         with named_as_uploaded(path):
-            frame = editing.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
+            frame = prepare.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
                                               "edited first frame")
         target = self.sub(st, session.EDITED_FOLDER) / "first.png"
         write_image(target, frame)
@@ -298,14 +299,14 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
         if not image:
             raise MaskEditError("no edited later frame given: upload the edited frame K")
-        prepared = editing.load_prepared(self.prepared_dir(st))
+        prepared = prepare.load_prepared(self.prepared_dir(st))
         whole = isinstance(index, (int, np.integer)) or (isinstance(index, float) and index.is_integer())
-        k = editing.parse_frame_index(str(int(index)) if whole else str(index if index is not None else ""),
+        k = prepare.parse_frame_index(str(int(index)) if whole else str(index if index is not None else ""),
                                       prepared.num_frames)
         check_unique_frames([*map(int, st.later), k])  # one rule with the CLI: remove the later frames to replace one
         path = self.checked(st, image, f"edited frame {k}")
         with named_as_uploaded(path):
-            frame = editing.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
+            frame = prepare.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
                                               f"edited frame {k}")
         target = self.sub(st, session.EDITED_FOLDER) / f"frame_{k}.png"
         write_image(target, frame)
@@ -354,7 +355,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         typed = {int(k): v for k, v in st.later_captions.items() if str(k) in later}
         if inputs.caption and len(typed) == len(later):
             return inputs, typed, []
-        prepared = editing.load_prepared(self.prepared_dir(st))
+        prepared = prepare.load_prepared(self.prepared_dir(st))
         frames = {int(k): read_image(path) for k, path in later.items()}
         made = training_captions(prepared.frames[0], frames, inputs.caption, typed,
                                  load=lambda: _CallCaptioner(self.gpu.caption, self.gpu_lock))
@@ -417,9 +418,9 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
     def _key(self, st: SessionState, inputs: TrainInputs, config, later: dict, naive: bool = False,
              later_captions: dict | None = None):
-        prepared = editing.load_prepared(self.prepared_dir(st))
-        arrays = {int(k): editing.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
-        captions = lora_cache.stage2_captions(arrays, {int(k): v for k, v in (later_captions or {}).items()},
+        prepared = prepare.load_prepared(self.prepared_dir(st))
+        arrays = {int(k): prepare.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
+        captions = stage2_captions(arrays, {int(k): v for k, v in (later_captions or {}).items()},
                                               inputs.edit_caption)
         parts = lora_cache.key_parts(prepared, inputs.caption, inputs.trigger, config, self.model_name, arrays,
                                      captions, naive=naive or None)
@@ -430,7 +431,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         thing), in chunked GPU calls; yields a TrainView after each step and at the end."""
         prepared_dir = self.prepared_dir(st)
         inputs, later_captions, caption_notes = self.training_captions(st, inputs)
-        prepared = editing.load_prepared(prepared_dir)
+        prepared = prepare.load_prepared(prepared_dir)
         config, notes = self.train_config(inputs, prepared.num_frames)
         notes = caption_notes + notes
         warning = self.memory_warning(inputs.preset or "full", config.blocks_to_swap, config.fp8)
@@ -521,7 +522,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         touches the session's mask-aware LoRA or its background run. Returns its lora.safetensors path."""
         prepared_dir = self.prepared_dir(st)
         inputs, _, _ = self.training_captions(st, inputs, later={})  # the clip alone: the original's caption
-        prepared = editing.load_prepared(prepared_dir)
+        prepared = prepare.load_prepared(prepared_dir)
         config, _ = self.train_config(inputs, prepared.num_frames)
         config = replace(config, condition="stock")
         key, _, _ = self._key(st, inputs, config, {})

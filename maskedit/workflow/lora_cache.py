@@ -8,10 +8,11 @@ edited later frames and their captions.
 
     cache = LoraCache()                                     # ~/.cache/maskedit/loras, or MASKEDIT_CACHE_DIR
     key = cache_key(prepared, caption, trigger, config, base_model)
-    for event in train_cached(pipe, prepared, caption, config, cache=cache, trigger=trigger, base_model=...):
-        ...                                                 # CacheNote, then train_edit_lora's events
+    entry = cache.lookup(key)                               # None, or a finished / resumable / empty entry
 
-An entry is a folder `<root>/<key>/` that `editing.train_edit_lora` trains into (its checkpoints/,
+This module only stores: training through it is one sequence in `workflow.train.train_cached`.
+
+An entry is a folder `<root>/<key>/` that `workflow.train.train_edit_lora` trains into (its checkpoints/,
 lora.safetensors, lora_comfyui.safetensors, lora.json) plus `entry.json` (what the key was made of, for
 people; its modification time is the entry's last use). An entry is *finished* (the LoRA files are there),
 *resumable* (a checkpoint is there) or *empty*. The cache holds at most `max_bytes`; least recently used
@@ -27,7 +28,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -70,13 +70,12 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
     """What training depends on, as a JSON-able dict of digests and settings (the key hashes it).
 
     config: the run's `training.TrainConfig` (its window, stride, condition and stage-2 epochs included;
-    window, window_stride, naive override them when given, as in `editing.train_edit_lora`). Later-frame
+    window, window_stride, naive override them when given, as in `workflow.train.train_edit_lora`). Later-frame
     captions, windows, stage-2 epochs other than the default and the naive baseline's condition (part
     "condition" = "stock", boxes left out) only enter when they apply, so keys of plain stage-1 runs stay
     as they were."""
-    from .editing import with_plan
     from ..media.hashing import array_digest
-    from ..method.training import TrainConfig, run_settings
+    from ..method.training import TrainConfig, run_settings, with_plan
 
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive)
     edited_later = edited_later or {}
@@ -179,9 +178,9 @@ class CacheEntry:
 
 def entry_status(path: str | os.PathLike) -> tuple[str, int, int, int]:
     """(status, step, total_steps, stage) of a folder `train_edit_lora` trains into."""
-    from .editing import CHECKPOINTS_FOLDER
     from ..method.experts import has_expert_loras
     from ..method.lora import LORA_WEIGHT_NAME, METADATA_NAME
+    from ..method.training import CHECKPOINTS_FOLDER
 
     path = Path(path)
     if ((path / LORA_WEIGHT_NAME).is_file() or has_expert_loras(path)) and (path / METADATA_NAME).is_file():
@@ -362,143 +361,6 @@ class CacheNote:
     message: str
     key: str = ""
     path: str = ""
-
-
-def seed_from_stage1(cache: LoraCache, stage1_key: str, target: Path) -> bool:
-    """Copy a cached stage-1 run's final checkpoint into a stage-2 entry, so that its stage 1 resumes at
-    its last step (no stage-1 step runs again). True when copied."""
-    from .editing import CHECKPOINTS_FOLDER
-
-    source = cache.get(stage1_key)
-    if source is None:
-        return False
-    checkpoint = source.path / CHECKPOINTS_FOLDER / "stage1"
-    progress = checkpoint_progress(checkpoint)
-    if progress is None or progress[0] < progress[1]:
-        return False
-    destination = target / CHECKPOINTS_FOLDER / "stage1"
-    if destination.exists():
-        return False
-    shutil.copytree(checkpoint, destination)
-    return True
-
-
-def stage2_captions(edited_later: dict | None, later_captions: dict | None, edit_caption: str | None) -> dict:
-    """{k: caption} each edited later frame trains under (`editing.train_edit_lora`'s rule: its own caption, else
-    the edit's); the cache key holds these, so a run whose fallback caption differs is not reused. Frames with
-    neither are left out (training refuses them)."""
-    given, fallback = later_captions or {}, (edit_caption or "").strip()
-    captions = {k: (str(given.get(k) or "").strip() or fallback) for k in (edited_later or {})}
-    return {k: text for k, text in captions.items() if text}
-
-
-def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | None, trigger: str, base_model: str,
-                 edited_later: dict | None = None, later_captions: dict | None = None, use_cache: bool = True,
-                 resume: bool = True, load: bool = True, out_dir: str | os.PathLike | None = None,
-                 distributed=None, **train_kwargs) -> Iterator:
-    """The one cached-training path (CLI and app): train the edit LoRA through the cache; a generator of
-    `CacheNote` and `editing.train_edit_lora` events.
-
-    A finished entry is reused (CacheNote "hit", then EditTrainingDone with its files; with `load` the
-    LoRA is put on the pipe); a resumable one continues from its checkpoint (unless `resume` is False);
-    otherwise training runs into a new entry (stage 2 starts from a finished stage-1 entry of the same
-    inputs). use_cache False forces training from scratch into the entry (an old entry of the same key is
-    replaced). cache None: no cache at all, the run trains in `out_dir` (CacheNote "off").
-    out_dir: also put the run's files there — the LoRA files and checkpoints, copied after the run ends
-    however it ends (finished, stopped or interrupted), so the folder looks like a plain `train_edit_lora`
-    run. Other keyword arguments go to `train_edit_lora` (should_stop, edit_caption; window, window_stride, naive,
-    stage2_epochs override the config's). The last event is EditTrainingDone or EditTrainingStopped.
-    """
-    from . import editing
-    from ..method.experts import load_edit_lora
-    from ..method.lora import read_metadata
-
-    plan = {name: train_kwargs.pop(name) for name in ("window", "window_stride", "naive", "stage2_epochs")
-            if name in train_kwargs}
-    config = editing.with_plan(config, **plan)
-    main = distributed is None or distributed.is_main
-    if cache is None:
-        if out_dir is None:
-            raise MaskEditError("no LoRA cache and no folder to train into were given")
-        yield CacheNote("off", f"training without the LoRA cache into {out_dir}")
-        yield from editing.train_edit_lora(pipe, prepared, caption, config, out_dir, trigger=trigger,
-                                           edited_later=edited_later, later_captions=later_captions, resume=resume,
-                                           base_model=base_model, distributed=distributed, **train_kwargs)
-        return
-    key = cache_key(prepared, caption, trigger, config, base_model, edited_later,
-                    stage2_captions(edited_later, later_captions, train_kwargs.get("edit_caption")))
-    entry = cache.lookup(key) if use_cache else None
-    if entry is not None and entry.status == FINISHED:
-        yield CacheNote("hit", f"reusing cached LoRA {key} (trained {entry.trained_at()}): same clip, boxes, caption "
-                               f"and settings, so no training step runs ({entry.path})", key, str(entry.path))
-        if out_dir is not None and main:
-            copy_lora_files(entry.path, out_dir)
-        if load:
-            load_edit_lora(pipe, entry.lora_path)
-        lora_path = Path(out_dir) / entry.lora_path.name if out_dir is not None else entry.lora_path
-        yield editing.EditTrainingDone(str(lora_path), read_metadata(entry.lora_path))
-        return
-    if not use_cache and main:
-        cache.remove(key)
-    info = dict(caption=caption, trigger=trigger, base_model=base_model, frames=prepared.num_frames,
-                width=prepared.width, height=prepared.height, steps=config.steps,
-                later_frames=sorted(int(k) for k in (edited_later or {})))
-    if config.naive:
-        info["method"] = "naive-lora"
-    path = cache.prepare(key, info) if main else cache.path(key)
-    if entry is not None and entry.status == RESUMABLE and resume:
-        yield CacheNote("resume", f"resuming cached run {key} from step {entry.step} of {entry.total_steps} "
-                                  f"(stage {entry.stage}) in {path}", key, str(path))
-    elif edited_later:
-        stage1 = cache_key(prepared, caption, trigger, config, base_model)
-        if use_cache and main and seed_from_stage1(cache, stage1, path):
-            yield CacheNote("stage1", f"stage 2 starts from the cached stage-1 run {stage1}", key, str(path))
-        else:
-            yield CacheNote("miss", f"training a new LoRA into the cache ({path})", key, str(path))
-    else:
-        yield CacheNote("miss" if use_cache else "off",
-                        f"training a new LoRA into the cache ({path})" if use_cache
-                        else f"training afresh into the cache ({path}), not reusing an earlier run", key, str(path))
-    if out_dir is not None and main:
-        editing.remove_lora_files(out_dir)  # an earlier run's files must not pass for this one's
-    with cache.using(key):
-        evicted = cache.evict(keep=(key,)) if main else []
-        if evicted:
-            yield CacheNote("evicted", f"removed {len(evicted)} least recently used cached LoRA(s) to stay under "
-                                       f"{cache.max_bytes / 1024 ** 3:.3g} GB", key, str(path))
-        events = editing.train_edit_lora(pipe, prepared, caption, config, path, trigger=trigger,
-                                         edited_later=edited_later, later_captions=later_captions,
-                                         resume=use_cache and resume, base_model=base_model,
-                                         distributed=distributed, **train_kwargs)
-        done = None
-        try:
-            for event in events:
-                if isinstance(event, editing.EditTrainingDone) and out_dir is not None:
-                    done = event
-                    continue  # reported below, with the path of the copy in out_dir
-                yield event
-        finally:
-            events.close()
-            cache.touch(key)
-            if out_dir is not None and main:
-                export_run(path, out_dir)
-    if main:
-        cache.evict(keep=(key,))
-    if done is not None:
-        status = entry_status(path)[0]
-        yield CacheNote("stored", f"cached the {status} run as {key} in {cache.root}", key, str(path))
-        yield editing.EditTrainingDone(str(Path(out_dir) / Path(done.lora_path).name), done.metadata)
-
-
-def export_run(entry_path: str | os.PathLike, out_dir: str | os.PathLike) -> None:
-    """Copy a run's LoRA files and checkpoints from its cache entry into `out_dir` (what a plain run there
-    would have left)."""
-    from .editing import CHECKPOINTS_FOLDER
-
-    entry_path, out_dir = Path(entry_path), Path(out_dir)
-    if (entry_path / CHECKPOINTS_FOLDER).is_dir():
-        shutil.copytree(entry_path / CHECKPOINTS_FOLDER, out_dir / CHECKPOINTS_FOLDER, dirs_exist_ok=True)
-    copy_lora_files(entry_path, out_dir)
 
 
 def copy_lora_files(source_folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

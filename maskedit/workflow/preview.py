@@ -2,7 +2,7 @@
 
     settings = preview_settings(speed_lora="lightx2v/…/wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors")
     frames = generate_preview(pipe, prepared, edited_first_frame, caption, settings)   # seconds, not minutes
-    frames = editing.generate_edit(pipe, prepared, edited_first_frame, caption)         # the full render
+    frames = generate.generate_edit(pipe, prepared, edited_first_frame, caption)         # the full render
 
 The preview uses the same edit LoRA, condition, prompt and seed as the full render; only the speed LoRA,
 the step count, the guidance and the flow shift differ. The speed LoRA is loaded for the preview and
@@ -144,11 +144,11 @@ def generate_preview(
     should_stop: Callable[[], bool] | None = None,
     **generate_kwargs,
 ) -> np.ndarray:
-    """The preview of `editing.generate_edit(...)` with the same edit LoRA, condition, prompt and seed,
+    """The preview of `generate.generate_edit(...)` with the same edit LoRA, condition, prompt and seed,
     and the speed LoRA stacked on it for `settings.steps` steps at `settings.guidance_scale`; returns
     uint8 (F, H, W, 3). The speed LoRA is removed afterwards (also on error or stop) unless it was
     already on the pipe before (then it stays, as it was)."""
-    from .editing import generate_edit
+    from .generate import generate_edit
 
     already = has_speed_lora(pipe)
     if not already:

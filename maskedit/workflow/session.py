@@ -5,7 +5,7 @@ A session folder (one per browser tab or gradio_client `Client`, named after its
 
     source/        the uploaded video and mask video, copied in
     clip/          the conformed clip (clip.npz + clip.json), before any region is chosen
-    prepared/      the prepared clip (`editing.save_prepared`): clip, boxes, first frame
+    prepared/      the prepared clip (`prepare.save_prepared`): clip, boxes, first frame
     segment/       masks.mp4, boxes.mp4, overlay.mp4 of the last propagation
     edited/        the edited first frame and edited later frames (frame_K.png)
     train/<key>/   the session's own LoRA cache (when the app keeps one per session, as on a public Space):

@@ -1,6 +1,6 @@
 """`python -m maskedit`: prepare a clip, train its edit LoRA, generate the edited video.
 
-The commands only parse arguments, call `maskedit.workflow.editing` and render its events (tqdm bars, a few
+The commands only parse arguments, call the workflow (`maskedit.workflow`) and render its events (tqdm bars, a few
 lines of text). Errors a user can fix (MaskEditError) print `error: <message>` and exit with 2; an
 interrupt (Ctrl-C) exits with 130 and keeps training checkpoints, so the same command resumes.
 """
@@ -37,7 +37,11 @@ class _Lazy:
         return getattr(importlib.import_module(self._name), attribute)
 
 
-editing = _Lazy("maskedit.workflow.editing")
+prepare = _Lazy("maskedit.workflow.prepare")
+train = _Lazy("maskedit.workflow.train")
+generate = _Lazy("maskedit.workflow.generate")
+training = _Lazy("maskedit.method.training")
+experts = _Lazy("maskedit.method.experts")
 models = _Lazy("maskedit.models.loading")
 
 EXIT_ERROR = 2
@@ -330,12 +334,12 @@ def cmd_presets(args) -> int:
 def cmd_prepare(args) -> int:
     _apply_preset(args)
     prepared = _prepare(args)
-    editing.save_prepared(prepared, args.out, export_frames=args.export_frames)
+    prepare.save_prepared(prepared, args.out, export_frames=args.export_frames)
     out = Path(args.out)
     print(_describe(prepared))
-    print(f"wrote {out}: clip.mp4, boxes.mp4 (white = edit), {editing.FIRST_FRAME}"
-          + (f", {editing.FRAMES_FOLDER}/" if args.export_frames else ""))
-    print(f"next: edit {out / editing.FIRST_FRAME}, then run\n"
+    print(f"wrote {out}: clip.mp4, boxes.mp4 (white = edit), {prepare.FIRST_FRAME}"
+          + (f", {prepare.FRAMES_FOLDER}/" if args.export_frames else ""))
+    print(f"next: edit {out / prepare.FIRST_FRAME}, then run\n"
           f"  {PROG} train --prepared {out} --prompt \"caption of the first frame\" --out LORA_DIR")
     return 0
 
@@ -344,17 +348,17 @@ def cmd_train(args) -> int:
     from ...memory.distributed import init_distributed, shutdown
 
     _apply_preset(args)
-    prepared = editing.load_prepared(args.prepared)
+    prepared = prepare.load_prepared(args.prepared)
     print(_describe(prepared))
     later = _edited_later(args, prepared)
     if args.naive and later:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args)
-    models.check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
+    models.check_clip_size(args.model or models.default_model(), prepared.num_frames, prepared.width, prepared.height)
     caption = _training_captions(args, prepared, later, args.prompt)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
-        loaded = _load_model(args.model or editing.default_model(), args)
+        loaded = _load_model(args.model or models.default_model(), args)
         _train(loaded, prepared, caption, config, args, later, Path(args.out), distributed)
     finally:
         shutdown(distributed)
@@ -370,8 +374,8 @@ def cmd_generate(args) -> int:
     from ...method.lora import read_metadata
 
     _apply_preset(args)
-    prepared = editing.load_prepared(args.prepared)
-    edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
+    prepared = prepare.load_prepared(args.prepared)
+    edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
     args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
@@ -390,7 +394,7 @@ def cmd_generate(args) -> int:
     metadata = read_metadata(first_file) if lora_path else {}
     _check_lora_kind(args.method, metadata, first_file)
     trigger = args.trigger if args.trigger is not None else metadata.get("trigger", DEFAULT_TRIGGER)
-    model = args.model or metadata.get("base_model") or editing.default_model()
+    model = args.model or metadata.get("base_model") or models.default_model()
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
     print(_describe(prepared))
@@ -417,15 +421,15 @@ def cmd_generate(args) -> int:
 
 
 def _lora_argument(values: list[str]):
-    """--lora's path (a folder or file, `editing.resolve_lora_path`), or [high-noise file, low-noise file] for
+    """--lora's path (a folder or file, `experts.resolve_lora_path`), or [high-noise file, low-noise file] for
     two files (`experts.expert_pair`: told apart by name); checked before any model loads."""
     from ...method.experts import EXPERTS, expert_pair
 
     if len(values) == 1:
-        return editing.resolve_lora_path(values[0])
+        return experts.resolve_lora_path(values[0])
     if len(values) != 2:
         raise MaskEditError(f"--lora takes one folder or file, or the two files of a two-expert LoRA; got {len(values)}")
-    files = [editing.resolve_lora_path(value) for value in values]
+    files = [experts.resolve_lora_path(value) for value in values]
     if any(path.is_dir() for path in files):
         raise MaskEditError("--lora with two values takes two .safetensors files (…high_noise… and …low_noise…)")
     pair = expert_pair(files)
@@ -437,7 +441,7 @@ def _check_lora_kind(method: str, metadata: dict, lora_path) -> None:
     without lora.json (from elsewhere) is taken as given."""
     if not metadata or lora_path is None:
         return
-    naive = editing.is_naive_lora(metadata)
+    naive = generate.is_naive_lora(metadata)
     if method in NAIVE_LORA_METHODS and not naive and metadata.get("trainer") == "maskedit":
         raise MaskEditError(
             f"{lora_path.parent} holds a mask-aware LoRA, but --method {method} needs one trained with the stock "
@@ -465,18 +469,18 @@ def cmd_edit(args) -> int:
     out = Path(args.out)
     prepared = _prepare(args)
     print(_describe(prepared))
-    edited = editing.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
+    edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     later = _edited_later(args, prepared)
     args.naive = args.method in NAIVE_LORA_METHODS
     config = _train_config(args)
     _check_generate_args(args)
-    models.check_clip_size(args.model or editing.default_model(), prepared.num_frames, prepared.width, prepared.height)
+    models.check_clip_size(args.model or models.default_model(), prepared.num_frames, prepared.width, prepared.height)
     caption = _training_captions(args, prepared, later, args.train_prompt)
     args.edit_caption = args.prompt
-    loaded = _load_model(args.model or editing.default_model(), args)
-    editing.save_prepared(prepared, out / "prepared")
-    editing.remove_edit_outputs(out)
+    loaded = _load_model(args.model or models.default_model(), args)
+    prepare.save_prepared(prepared, out / "prepared")
+    generate.remove_edit_outputs(out)
     if args.naive and later:
         raise MaskEditError(f"--method {args.method} trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
@@ -504,7 +508,7 @@ def _apply_preset(args) -> None:
     from ...models.bases import adapt_preset, base_for_name
 
     preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
-    preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or editing.default_model()))
+    preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or models.default_model()))
     args.preset_settings = preset
     for option, field in _PRESET_OPTIONS.items():
         if hasattr(args, option) and getattr(args, option) is None:
@@ -519,27 +523,27 @@ def _apply_preset(args) -> None:
             args.width, args.height = preset.width, preset.height
 
 
-def _prepare(args) -> editing.PreparedClip:
-    def prepare(num_frames):
-        return editing.prepare_clip(
+def _prepare(args) -> prepare.PreparedClip:
+    def prepare_frames(num_frames):
+        return prepare.prepare_clip(
             args.video, mask_video=args.mask_video, box=args.box, num_frames=num_frames, width=args.width,
             height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
             min_area=args.min_area, fit=args.fit,
         )
 
     try:
-        return prepare(args.frames)
+        return prepare_frames(args.frames)
     except MaskEditError as error:
         if not getattr(args, "frames_from_preset", False) or "frames" not in str(error):
             raise
-        prepared = prepare(None)  # the clip is shorter than the preset's frame count: keep all it has
+        prepared = prepare_frames(None)  # the clip is shorter than the preset's frame count: keep all it has
         if prepared.num_frames > args.frames:
             raise
         prepared.notes.append(f"the preset's {args.frames} frames are more than the clip has: {prepared.num_frames} kept")
         return prepared
 
 
-def _describe(prepared: editing.PreparedClip) -> str:
+def _describe(prepared: prepare.PreparedClip) -> str:
     lines = [f"note: {note}" for note in prepared.notes]
     share = float(prepared.region[1:].mean()) if prepared.num_frames > 1 else float(prepared.region.mean())
     lines.append(f"clip: {prepared.num_frames} frames, {prepared.width}x{prepared.height}, {prepared.fps:g} fps; "
@@ -557,7 +561,7 @@ def _training_captions(args, prepared, later: dict, caption: str | None) -> str:
         key, text = entry.split("=", 1) if "=" in entry else ("", "")
         if not text.strip():
             raise MaskEditError(f"--later-prompt {entry!r} needs the form K=TEXT, e.g. 24=\"a blue car on a road\"")
-        index = editing.parse_frame_index(key, prepared.num_frames)
+        index = prepare.parse_frame_index(key, prepared.num_frames)
         if index in given:
             raise MaskEditError(f"frame {index} is given twice in --later-prompt; give each frame once")
         given[index] = text.strip()
@@ -575,10 +579,10 @@ def _edited_later(args, prepared) -> dict:
         if "=" not in entry:
             raise MaskEditError(f"--edited-later {entry!r} needs the form K=PATH, e.g. 24=frame24_edited.png")
         key, path = entry.split("=", 1)
-        index = editing.parse_frame_index(key, prepared.num_frames)
+        index = prepare.parse_frame_index(key, prepared.num_frames)
         if index in later:
             raise MaskEditError(f"frame {index} is given twice in --edited-later; give each frame once")
-        later[index] = editing.load_edited_frame(path, prepared.width, prepared.height, args.fit,
+        later[index] = prepare.load_edited_frame(path, prepared.width, prepared.height, args.fit,
                                                  prepared.source_size, f"edited frame {index}")
     return later
 
@@ -703,11 +707,12 @@ def _load_speed_lora(pipe, args) -> None:
 
 
 def _train(loaded, prepared, caption, config, args, later, out: Path, distributed=None) -> dict:
-    """Train (or reuse) the LoRA through `lora_cache.train_cached` (the app's path too) into `out`, with a
+    """Train (or reuse) the LoRA through `train.train_cached` (the app's path too) into `out`, with a
     progress bar; returns its lora.json metadata."""
     from tqdm import tqdm
 
-    from ...workflow.lora_cache import CacheNote, LoraCache, train_cached
+    from ...workflow.lora_cache import CacheNote, LoraCache
+    from ...workflow.train import train_cached
 
     cache = None if getattr(args, "no_cache", False) else LoraCache(getattr(args, "cache_dir", None) or None)
     events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
@@ -723,19 +728,19 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
                         bar.write(event.message)
                     else:
                         print(event.message, flush=True)
-            elif isinstance(event, editing.EditTrainingNote):
+            elif isinstance(event, train.EditTrainingNote):
                 (bar.write if bar else print)(event.message)
-            elif isinstance(event, editing.EditTrainingStage):
+            elif isinstance(event, train.EditTrainingStage):
                 if bar:
                     bar.close()
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
                            unit="step", dynamic_ncols=True)
-            elif isinstance(event, editing.StepEvent):
+            elif isinstance(event, training.StepEvent):
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}", s_per_step=f"{event.seconds:.2f}")
-            elif isinstance(event, editing.EditTrainingStopped):
+            elif isinstance(event, train.EditTrainingStopped):
                 raise MaskEditError(f"training stopped at step {event.step}; run the same command again to resume")
-            elif isinstance(event, editing.EditTrainingDone):
+            elif isinstance(event, train.EditTrainingDone):
                 if bar:
                     bar.close()
                     bar = None
@@ -746,7 +751,7 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
         if bar:
             bar.close()
         events.close()
-        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / editing.CHECKPOINTS_FOLDER}"
+        raise _Interrupted(f"interrupted: training checkpoints are kept in {out / training.CHECKPOINTS_FOLDER}"
                            + ("" if cache is None else " and in the LoRA cache")
                            + "; run the same command again to resume") from None
     finally:
@@ -759,27 +764,27 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
 def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     from tqdm import tqdm
 
-    editing.remove_edit_outputs(out)
+    generate.remove_edit_outputs(out)
     preview = getattr(args, "preview_settings", None)
     if preview is None:
         _load_speed_lora(loaded.pipe, args)
     with tqdm(total=preview.steps if preview else args.gen_steps, desc="previewing" if preview else "generating",
               unit="step", dynamic_ncols=True) as bar:
-        def on_step(event: editing.GenerationStep) -> None:
+        def on_step(event: generate.GenerationStep) -> None:
             bar.update(1)
             bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
 
         if preview:
             frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step)
         else:
-            frames = editing.generate_edit(
+            frames = generate.generate_edit(
                 loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
                 flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
                 method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
                 callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
                 sampler=args.sampler, guidance_scale_2=args.guidance_scale_2,
             )
-    outputs = editing.write_edit_outputs(out, prepared, frames)
+    outputs = generate.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")
     if preview:
         print(f"{preview.describe()}; run the same command without --preview for the full render")

@@ -1,0 +1,256 @@
+"""Preparing a clip for an edit: read and conform it (4k+1 frames, multiple-of-16 size), its edit region as loose
+boxes (METHOD.md §3), the prepared folder the other steps read, and the edited frames the user brings.
+
+    prepared = prepare_clip("clip.mp4", box=(300, 120, 560, 400))          # or mask_video="mask.mp4"
+    save_prepared(prepared, "work/prepared")                               # clip, boxes, first_frame.png
+    edited_first = load_edited_frame("first_frame_edited.png", prepared.width, prepared.height)
+
+Files are written under temporary names and renamed when complete, so a failed run never leaves a folder that
+looks done (prepared.json is written last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MaskEditError
+from ..limits import check_settings
+from ..media.files import save_npz, write_text
+from ..media.video import (Clip, check_frame_count, check_image_size, fit_image, read_conformed, read_image,
+                           read_video, write_image, write_video)
+from ..method import masks
+
+PREPARED_JSON = "prepared.json"
+CLIP_VIDEO, CLIP_ARRAY = "clip.mp4", "clip.npz"
+BOXES_VIDEO, BOXES_ARRAY = "boxes.mp4", "boxes.npz"
+TIGHT_ARRAY = "tight.npz"
+FIRST_FRAME = "first_frame.png"
+FRAMES_FOLDER = "frames"
+PREPARED_FORMAT = 1
+
+
+@dataclass
+class PreparedClip:
+    """A clip conformed for the model, with the region to edit.
+
+    clip: the conformed clip (4k+1 frames, multiple-of-16 size, its fps). region: bool (F, H, W), the loose
+    boxes, True = edit. tight: the segmentation the boxes came from (bool (F, H, W)), None for a box.
+    notes: what reading and conforming changed, for the user. source: where it came from (JSON-able).
+    """
+
+    clip: Clip
+    region: np.ndarray
+    tight: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    source: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self.clip.frames
+
+    @property
+    def num_frames(self) -> int:
+        return self.clip.num_frames
+
+    @property
+    def width(self) -> int:
+        return self.clip.width
+
+    @property
+    def height(self) -> int:
+        return self.clip.height
+
+    @property
+    def fps(self) -> float:
+        return self.clip.fps
+
+    @property
+    def source_size(self) -> tuple[int, int] | None:
+        """(width, height) of the video before conforming, when known."""
+        if "width" in self.source and "height" in self.source:
+            return int(self.source["width"]), int(self.source["height"])
+        return None
+
+
+def prepare_clip(
+    video_path: str | os.PathLike,
+    mask_video: str | os.PathLike | None = None,
+    box: str | tuple[int, int, int, int] | None = None,
+    num_frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    start: int = 0,
+    frame_mode: str = "uniform",
+    margin: float = masks.BOX_MARGIN,
+    min_area: int = masks.MIN_COMPONENT_AREA,
+    fit: bool = False,
+) -> PreparedClip:
+    """Read and conform a clip and its edit region (exactly one of `mask_video` and `box`).
+
+    mask_video: a video, a folder of frames or one image, white = edit; it gets the clip's frame selection
+    and geometry (`masks.conform_region`), then becomes loose boxes (`masks.loose_boxes`, margin and
+    min_area). box: "x0,y0,x1,y1" or a tuple, in pixels of the *conformed* clip (x1, y1 exclusive), the same
+    box on every frame. fit: resize a mask of another shape to the clip instead of refusing it.
+    Raises MaskEditError on anything the user must fix.
+    """
+    if (mask_video is None) == (box is None):
+        raise MaskEditError("give the region to edit as either a mask video or a box (exactly one of them)")
+    check_settings(num_frames=num_frames, width=width, height=height, start=start, margin=margin, min_area=min_area)
+    if num_frames is not None:
+        check_frame_count(num_frames)
+    clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start)  # decodes only kept frames
+    notes = list(clip.notes)
+    source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
+              "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
+
+    if box is not None:
+        if isinstance(box, str):
+            parsed = masks.parse_box(box)
+        else:
+            try:
+                parsed = tuple(int(v) for v in box)
+            except (TypeError, ValueError):
+                parsed = ()
+            if len(parsed) != 4:
+                raise MaskEditError(f"the box {box!r} needs four whole numbers x0, y0, x1, y1")
+        region = masks.box_region(clip.height, clip.width, parsed, clip.num_frames)
+        tight = None
+        source["box"] = list(parsed)
+    else:
+        raw = masks.read_mask_for_clip(mask_video, source_clip, clip.num_frames, frame_mode, start)  # kept frames only
+        if fit and raw.shape[1:] != (source_clip.height, source_clip.width) and raw.shape[1:] != (clip.height, clip.width):
+            raw = masks.fit_region(raw, source_clip.width, source_clip.height)
+            notes.append(f"mask resized to the clip's {source_clip.width}x{source_clip.height} (fit)")
+        try:
+            tight = masks.conform_region(raw, source_clip, clip.num_frames, clip.width, clip.height, frame_mode, start)
+        except MaskEditError as error:
+            if raw.shape[1:] in ((source_clip.height, source_clip.width), (clip.height, clip.width)):
+                raise
+            raise MaskEditError(f"{error}; or use fit (--fit) to resize and centre-crop it to the clip") from None
+        region = masks.loose_boxes(tight, margin, min_area)
+        source.update(mask_video=str(mask_video), margin=margin, min_area=min_area)
+        judged = slice(1, None) if tight.shape[0] > 1 else slice(None)
+        if tight[judged].any() and not region[judged].any():
+            raise MaskEditError(
+                f"every marked part of the mask is smaller than {min_area} pixels, so no box is left; mark the "
+                "object larger, or lower the minimum area (--min-area)"
+            )
+    masks.check_region(region, clip.num_frames, clip.height, clip.width)
+    return PreparedClip(clip, region, tight, notes, source)
+
+
+def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_frames: bool = False) -> Path:
+    """Write a prepared clip to `folder`: clip.mp4, boxes.mp4 (white = edit), first_frame.png (to edit),
+    lossless clip.npz / boxes.npz (/ tight.npz), and prepared.json last. export_frames: also every frame
+    as frames/NNN.png (for editing later frames). Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PREPARED_JSON).unlink(missing_ok=True)  # the folder is complete again only when this is back
+    save_npz(folder / CLIP_ARRAY, frames=prepared.frames)
+    save_npz(folder / BOXES_ARRAY, region=np.asarray(prepared.region, dtype=bool))
+    if prepared.tight is not None:
+        save_npz(folder / TIGHT_ARRAY, region=np.asarray(prepared.tight, dtype=bool))
+    else:
+        (folder / TIGHT_ARRAY).unlink(missing_ok=True)
+    write_video(folder / CLIP_VIDEO, prepared.frames, prepared.fps)
+    masks.write_mask_video(folder / BOXES_VIDEO, prepared.region, prepared.fps)
+    write_image(folder / FIRST_FRAME, prepared.frames[0])
+    if export_frames:
+        for old in (folder / FRAMES_FOLDER).glob("*.png"):  # frames of an earlier, longer clip
+            old.unlink()
+        digits = max(3, len(str(prepared.num_frames - 1)))
+        for index, frame in enumerate(prepared.frames):
+            write_image(folder / FRAMES_FOLDER / f"{index:0{digits}d}.png", frame)
+    info = {
+        "format": PREPARED_FORMAT, "fps": prepared.fps, "frames": prepared.num_frames, "width": prepared.width,
+        "height": prepared.height, "notes": prepared.notes, "source": prepared.source,
+        "created": now_text(),
+    }
+    write_text(folder / PREPARED_JSON, json.dumps(info, indent=2))
+    return folder
+
+
+def load_prepared(folder: str | os.PathLike) -> PreparedClip:
+    """Read a folder written by `save_prepared` (the lossless .npz files when present, else the mp4s)."""
+    folder = Path(folder)
+    info_path = folder / PREPARED_JSON
+    if not info_path.is_file():
+        raise MaskEditError(
+            f"{folder} is not a prepared clip folder (no {PREPARED_JSON}); make one with "
+            "`python -m maskedit prepare --video ... --out FOLDER`"
+        )
+    try:
+        info = json.loads(info_path.read_text())
+        fps, num_frames = float(info["fps"]), int(info["frames"])
+        width, height = int(info["width"]), int(info["height"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise MaskEditError(f"{info_path} is damaged ({error}); run `prepare` again") from None
+    frames = _load_npz(folder / CLIP_ARRAY, "frames")
+    if frames is None:
+        frames = read_video(folder / CLIP_VIDEO).frames
+    region = _load_npz(folder / BOXES_ARRAY, "region")
+    if region is None:
+        region = masks.read_mask_video(folder / BOXES_VIDEO)
+    tight = _load_npz(folder / TIGHT_ARRAY, "region")
+    expected = (num_frames, height, width)
+    if frames.shape != (*expected, 3) or frames.dtype != np.uint8 or region.shape != expected:
+        raise MaskEditError(
+            f"the files in {folder} do not match {PREPARED_JSON} ({num_frames} frames of {width}x{height}); "
+            "run `prepare` again"
+        )
+    if tight is not None and tight.shape != expected:
+        tight = None
+    region = region.astype(bool)
+    masks.check_region(region, num_frames, height, width)
+    return PreparedClip(Clip(frames, fps, []), region, tight, list(info.get("notes", [])), dict(info.get("source", {})))
+
+
+def load_edited_frame(path: str | os.PathLike, width: int, height: int, fit: bool = False,
+                      source_size: tuple[int, int] | None = None, what: str = "edited frame") -> np.ndarray:
+    """Read an edited frame as uint8 (height, width, 3).
+
+    A frame of the prepared size is taken as it is; one of the source video's size (`source_size`,
+    (width, height) before conforming) is resized and centre-cropped exactly like the clip's frames; any
+    other size is refused, or fitted the same way when `fit`.
+    """
+    image = read_image(path)
+    image_size = (image.shape[1], image.shape[0])
+    if image_size != (width, height) and (fit or (source_size is not None and image_size == tuple(source_size))):
+        return fit_image(image, width, height)
+    check_image_size(image, width, height, what)
+    return image
+
+
+def parse_frame_index(text: str, num_frames: int | None = None) -> int:
+    """A later frame's index K (1..num_frames-1 of the prepared clip) from text."""
+    try:
+        index = int(str(text).strip())
+    except ValueError:
+        raise MaskEditError(f"the frame number {text!r} is not a whole number; write K=PATH, e.g. 24=frame24.png") from None
+    if index == 0:
+        raise MaskEditError("frame 0 is the edited first frame itself; edited later frames are numbered 1 and up")
+    if index < 0 or (num_frames is not None and index >= num_frames):
+        last = f"{num_frames - 1}" if num_frames is not None else "F-1"
+        raise MaskEditError(f"the edited later frame number {index} is outside the prepared clip's frames 1..{last}")
+    return index
+
+
+def now_text() -> str:
+    """The current UTC time, ISO 8601 to the second (what the files of a run record)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_npz(path: Path, key: str) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data[key])
+    except (OSError, ValueError, KeyError) as error:
+        raise MaskEditError(f"{path} is damaged ({error}); run `prepare` again") from None
