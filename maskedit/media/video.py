@@ -49,18 +49,10 @@ VIDEO_CRF = 18  # x264 quality: visually near-lossless, small files
 _READABLE_FORMATS = "a video file (mp4, mov, webm, mkv, avi, gif) or a folder of frames (png, jpg, webp, bmp)"
 
 
-@dataclass
-class Clip:
-    """A video clip.
-
-    frames: uint8 RGB array (F, H, W, 3), values 0..255.
-    fps: frames per second (float, > 0).
-    notes: human-readable notes of what reading or conforming changed.
-    """
+class FrameShape:
+    """`num_frames`, `height` and `width` of a class whose `frames` is an array (F, H, W, 3)."""
 
     frames: np.ndarray
-    fps: float
-    notes: list[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -73,6 +65,20 @@ class Clip:
     @property
     def width(self) -> int:
         return int(self.frames.shape[2])
+
+
+@dataclass
+class Clip(FrameShape):
+    """A video clip.
+
+    frames: uint8 RGB array (F, H, W, 3), values 0..255.
+    fps: frames per second (float, > 0).
+    notes: human-readable notes of what reading or conforming changed.
+    """
+
+    frames: np.ndarray
+    fps: float
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

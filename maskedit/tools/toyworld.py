@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import MaskEditError
-from ..media.video import check_frame_count, check_size_multiple
+from ..media.video import FrameShape, check_frame_count, check_size_multiple
 
 DEFAULT_SIZE = (64, 64)  # (width, height) for CPU tests and the tiny model
 DEFAULT_FRAMES = 17
@@ -156,7 +156,7 @@ class ToyScene:
 
 
 @dataclass
-class ToyClip:
+class ToyClip(FrameShape):
     """A rendered scene.
 
     frames: (F, H, W, 3) uint8 RGB. masks: (K, F, H, W) bool, object k's *visible* pixels in frame f
@@ -172,18 +172,6 @@ class ToyClip:
     @property
     def fps(self) -> float:
         return self.scene.fps
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
 
     def caption(self) -> str:
         return self.scene.caption()
