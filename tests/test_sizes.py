@@ -26,11 +26,15 @@ def menu_sizes() -> list[tuple[int, int]]:
 
 
 def test_the_app_menu_is_the_one_in_presets():
-    """The app builds its size menu from presets.SIZE_CHOICES (the list every test here runs) and keeps no copy."""
-    source = (Path(__file__).resolve().parents[1] / "app.py").read_text()
-    assert "SIZE_CHOICES = " not in source and "FRAME_CHOICES = " not in source
-    assert re.search(r"from maskedit\.presets import [^\n]*\bSIZE_CHOICES\b", source)
-    assert "size_choices(loaded, SIZE_CHOICES)" in source
+    """The app builds its size menu (the Video tab) from presets.SIZE_CHOICES (the list every test here runs) and no
+    page module keeps a copy."""
+    ui = Path(__file__).resolve().parents[1] / "maskedit" / "interfaces" / "ui"
+    for module in [*ui.glob("*.py"), ui.parents[2] / "app.py"]:
+        source = module.read_text()
+        assert "SIZE_CHOICES = " not in source and "FRAME_CHOICES = " not in source, module
+    source = (ui / "video_tab.py").read_text()
+    assert re.search(r"from \.\.\.models\.presets import [^\n]*\bSIZE_CHOICES\b", source)
+    assert "size_choices(page.runtime.model, SIZE_CHOICES)" in source
 
 
 def test_tiny_transformer_has_the_real_rope_length():
