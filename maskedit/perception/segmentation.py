@@ -306,6 +306,35 @@ def segment_clip(segmenter: Segmenter, frames: np.ndarray, points, labels, frame
     return Segmentation(region, boxes, segmenter.label, segmenter.approximate, int(frame_index), notes, box_lists)
 
 
+@dataclass
+class TextSegmentation:
+    """What a text prompt found: `instances` (`segmentation_sam3.TextInstance`: object id, score, masks per
+    frame; highest score first), the backend's `label` and `notes` for the user."""
+
+    text: str
+    instances: list
+    label: str
+    notes: list[str] = field(default_factory=list)
+
+
+def segment_text(segmenter, frames: np.ndarray, text: str, *, max_instances: int | None = None,
+                 progress: Progress | None = None) -> TextSegmentation:
+    """Every instance of `text` in the clip with a text-capable segmenter (SAM 3: `SegmentationBackends.text()`);
+    at most `max_instances` (default `limits.MAX_OBJECTS`). Raises MaskEditError for a segmenter without text."""
+    from ..limits import MAX_OBJECTS, check_text_prompt
+
+    text = check_text_prompt(text)
+    if not getattr(segmenter, "supports_text", False):
+        raise MaskEditError(f"{segmenter.label} cannot segment from text; text prompts need SAM 3 (--segmenter sam3)")
+    instances = segmenter.find_instances(frames, text, max_instances=max_instances or MAX_OBJECTS,
+                                         progress=progress)
+    notes = [segmenter.note] if segmenter.note else []
+    later = [i.object_id for i in instances if i.area0 == 0]
+    if later:
+        notes.append(f"{len(later)} instance(s) appear only after frame 0")
+    return TextSegmentation(text, instances, segmenter.label, notes)
+
+
 def _ranges(indices: list[int]) -> str:
     parts, start = [], None
     for i, index in enumerate(indices):
