@@ -365,6 +365,15 @@ def union_region(tight: list[np.ndarray], boxes: list[masks.Box], num_frames: in
     return masks.region_from_boxes(box_lists, height, width), box_lists
 
 
+def frame_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box (x0, y0, x1, y1, x1/y1 exclusive) of a bool (H, W) mask, None when it is empty: the box
+    that clicks refining an object (from text or a mask) start from."""
+    ys, xs = np.nonzero(np.asarray(mask, dtype=bool))
+    if not len(xs):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
 # ----- previews and files
 
 
@@ -436,16 +445,17 @@ class SegmentationOutputs:
 
 
 def write_segmentation(out_dir: str | os.PathLike, frames: np.ndarray, segmentation: Segmentation, fps: float, *,
-                       points=None, labels=None) -> SegmentationOutputs:
+                       points=None, labels=None, tints=None) -> SegmentationOutputs:
     """Write masks.mp4 (tight, white = object), boxes.mp4 (loose boxes, white = edit, black = keep) and
-    overlay.mp4 (preview) to `out_dir`, with the clip's frame count and fps."""
+    overlay.mp4 (preview) to `out_dir`, with the clip's frame count and fps. tints: several objects' (masks,
+    RGB) for the preview (`overlay_objects`; default: the region in red)."""
     out = Path(out_dir)
     outputs = SegmentationOutputs(out / MASKS_VIDEO, out / BOXES_VIDEO, out / OVERLAY_VIDEO)
     masks.write_mask_video(outputs.masks, segmentation.region, fps)
     masks.write_mask_video(outputs.boxes, segmentation.boxes, fps)
     from ..media.video import write_video
 
-    preview = overlay_frames(frames, segmentation.region, segmentation.box_lists, points=points, labels=labels,
-                             frame_index=segmentation.frame_index)
+    preview = overlay_objects(frames, tints or [(segmentation.region, OBJECT_COLORS[0][1])], segmentation.box_lists,
+                              points=points, labels=labels, frame_index=segmentation.frame_index)
     write_video(outputs.overlay, preview, fps)
     return outputs

@@ -365,15 +365,14 @@ class SegmentObjects:
     def _refine_box(self, st: SessionState, record: dict | None) -> list[int] | None:
         """The box that clicks on `record` start from: a refined object's box; a text, mask or box object's
         bounding box on frame 0 (None when it is not on frame 0, or for a clicks object)."""
+        from ..perception.segmentation import frame_box
+
         if record is None:
             return None
         if record["kind"] == "clicks":
             return record.get("box")
-        frame0 = self._masks(st, record)[0]
-        if not frame0.any():
-            return None
-        ys, xs = np.nonzero(frame0)
-        return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        box = frame_box(self._masks(st, record)[0])
+        return None if box is None else list(box)
 
 
 def _object_number(value) -> int:
