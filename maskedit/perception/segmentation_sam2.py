@@ -139,7 +139,7 @@ def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str,
         raise unavailable(reason, model_id) from None
 
 
-class _LazyFrames(Mapping):
+class LazyFrames(Mapping):
     """What `Sam2VideoInferenceSession.processed_frames` holds, computed on access: index → (3, S, S)."""
 
     def __init__(self, frames: np.ndarray, preprocess):
@@ -325,7 +325,7 @@ class Sam2Segmenter:
             inference_device=self.device, inference_state_device=self.device, video_storage_device=self.device,
             dtype=self.dtype,
         )
-        session.processed_frames = _LazyFrames(frames, self._preprocess)
+        session.processed_frames = LazyFrames(frames, self._preprocess)
         return session
 
     def _add_prompts(self, session, objects: dict, frame_index: int, height: int, width: int) -> None:

@@ -31,7 +31,7 @@ from ..errors import MaskEditError
 from ..limits import MAX_OBJECTS, check_text_prompt
 from ..runtime import default_device, quiet_transformers
 from .segmentation_prompts import check_frames
-from .segmentation_sam2 import Sam2Segmenter, _LazyFrames, load_checkpoint
+from .segmentation_sam2 import Sam2Segmenter, LazyFrames, load_checkpoint
 
 DEFAULT_SAM3_MODEL = "facebook/sam3"
 """SAM 3 (848M parameters, 1008x1008 input) in transformers format; gated: accept its licence on the hub first."""
@@ -262,7 +262,7 @@ class Sam3Segmenter(Sam2Segmenter):
         session = Sam3VideoInferenceSession(video=None, video_height=height, video_width=width,
                                             inference_device=self.device, inference_state_device=self.device,
                                             video_storage_device=self.device, dtype=self.dtype)
-        session.processed_frames = _LazyFrames(frames, self._preprocess)
+        session.processed_frames = LazyFrames(frames, self._preprocess)
         prompt = session.add_prompt(text)
         tokens = self.tokenizer(text, return_tensors="pt", padding="max_length", max_length=TEXT_TOKENS,
                                 truncation=True)
