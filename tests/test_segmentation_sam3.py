@@ -187,3 +187,40 @@ def test_the_union_of_objects_is_one_region_of_loose_boxes():
     assert len(merged_boxes[0]) == 1 and np.array_equal(merged, masks.loose_boxes(first | overlapping))
     with pytest.raises(MaskEditError, match="shape"):
         union_region([first[:2]], [], 3, 60, 100)
+
+
+# ----- speed and memory at real size (the planner's meta-device dry run)
+
+
+def test_the_sam3_estimate_runs_the_model_it_names():
+    """On the tiny config the dry run builds the very model the tests run (same parameters), its figures add up,
+    and the tracker's cost grows with the objects."""
+    from transformers import Sam3VideoConfig
+
+    from maskedit.models.segmentation_estimate import estimate_sam3
+    from maskedit.perception.segmentation_sam3 import TINY_SAM3, build_tiny_sam3
+
+    config = Sam3VideoConfig(**TINY_SAM3)
+    one = estimate_sam3(5, 80, 48, objects=1, config=config)
+    three = estimate_sam3(5, 80, 48, objects=3, config=config)
+    model = build_tiny_sam3()
+    assert one.parameters == sum(p.numel() for p in model.parameters())
+    assert one.weights_bytes == 2 * one.parameters  # bfloat16
+    assert set(one.phases) == {"vision", "text", "detector", "tracker"}
+    assert all(p.flops > 0 and p.peak_gpu_bytes > one.weights_bytes for p in one.phases.values())
+    assert one.phases["vision"].flops == three.phases["vision"].flops
+    assert 2.5 < three.phases["tracker"].flops / one.phases["tracker"].flops <= 3.0
+    assert one.frame_flops(text=True) - one.frame_flops(text=False) == one.phases["detector"].flops
+    assert one.clip_flops() == 5 * one.frame_flops() + one.phases["text"].flops
+    assert one.host_mask_bytes == 5 * 48 * 10 and three.memory_bank_bytes == 3 * one.memory_bank_bytes
+    assert one.peak_gpu_bytes == max(p.peak_gpu_bytes for p in one.phases.values()) + one.memory_bank_bytes
+
+
+def test_the_readme_states_the_sam3_estimate():
+    from pathlib import Path
+
+    from maskedit.models.segmentation_estimate import readme_rows
+
+    rows = readme_rows()
+    assert rows in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "SAM 3, text, 1 object | 49x832x480" in rows

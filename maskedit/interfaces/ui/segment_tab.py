@@ -174,9 +174,9 @@ def wire(page, w) -> None:
 
     # ----- keeping, removing
     @page.guard
-    def h_keep(kept, margin, st, request: gr.Request):
+    def h_keep(object_ids, margin, st, request: gr.Request):
         st = page.sess(st, request)
-        overlay_path, boxes_path, text = studio.keep_objects(st, kept, margin)
+        overlay_path, boxes_path, text = studio.keep_objects(st, object_ids, margin)
         return overlay_path, boxes_path, text, st
 
     confirmed(w.objects_in.input(h_keep, [w.objects_in, w.margin, state], region_outputs, api_visibility="private"))
