@@ -123,3 +123,79 @@ def test_browser_flow(url, tmp_path):
             assert not page.locator("text=Traceback").count()
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def sam3_url(tmp_path_factory):
+    """The app with a tiny random SAM 3 for text (clicks: the offline fallback)."""
+    import app
+    from maskedit.perception.segmentation_sam3 import save_tiny_sam3
+
+    sam3 = save_tiny_sam3(tmp_path_factory.mktemp("browser_sam3"))
+    demo = app.create_demo("tiny", segmenter="fallback", captioner="none", sam3_model=sam3,
+                           work_dir=tmp_path_factory.mktemp("browser_sessions_sam3"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def test_browser_text_prompt_and_several_objects(sam3_url, tmp_path):
+    """Type what to edit → every instance listed (score, area) and ticked; untick one; click a second object →
+    the region is the union; the backends line says what runs."""
+    import re
+
+    clip, _ = make_clip(tmp_path)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.goto(sam3_url)
+            expect = playwright_api.expect
+            expect.set_options(timeout=60_000)  # SAM 3 and the fallback take seconds on a shared CPU
+            page.locator("#video-in input[type=file]").set_input_files(str(clip))
+            page.locator("#video-in video").first.wait_for()
+            page.locator("#load-btn").click()
+            expect(page.locator("#clip-notes")).to_contain_text("17 frames")
+            page.get_by_role("tab", name="2 · Segment").click()
+            expect(page.locator("#segment-backends")).to_contain_text("SAM 3 (text and clicks)")
+            expect(page.locator("#segment-backends")).to_contain_text("offline fallback (colour clicks): chosen")
+
+            page.locator("#segment-text textarea, #segment-text input").first.fill("the disk")
+            page.locator("#find-btn").click()
+            expect(page.locator("#segment-notes")).to_contain_text("instance(s) of \"the disk\"")
+            boxes = page.locator("#objects input[type=checkbox]")
+            expect(boxes.first).to_be_checked()
+            found = boxes.count()
+            assert found >= 1
+            expect(page.locator("#objects-table")).to_contain_text("text \"the disk\"")
+            expect(page.locator("#segment-backends")).to_contain_text("in use for text")
+            page.screenshot(path=str(ARTIFACTS / "tab2_text.png"), full_page=True)
+
+            boxes.first.uncheck()  # drop the first instance
+            if found == 1:
+                expect(page.locator("#segment-notes")).to_contain_text("No object is kept")
+            else:
+                expect(page.locator("#segment-notes")).to_contain_text(re.compile(r"[Bb]oxes cover"))
+            image = page.locator("#first-frame img").first
+            box = image.bounding_box()
+            image.click(position={"x": box["width"] * CENTRE[0] / WIDTH, "y": box["height"] * CENTRE[1] / HEIGHT})
+            expect(page.locator("#points textarea")).to_have_value(re.compile(r"\[\[\d+(\.\d+)?, \d+(\.\d+)?, 1\]\]"))
+            page.locator("#propagate-btn").click()
+            expect(page.locator("#segment-notes")).to_contain_text("Segmented with")
+            expect(page.locator("#segment-backends")).to_contain_text("offline fallback (colour clicks): in use")
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(found + 1)
+            if found > 1:
+                expect(page.locator("#segment-notes")).to_contain_text(f"union of {found} objects")
+            page.screenshot(path=str(ARTIFACTS / "tab2_objects.png"), full_page=True)
+            assert not page.locator("text=Traceback").count()
+        finally:
+            browser.close()

@@ -217,9 +217,14 @@ class SegmentationBackends:
                 state = "not available — " + self.failures[name]
             else:
                 state = _weights_state(self._model(name), self._may_download(name))
+                state = f"chosen for clicks; {state}" if self.backend == name else state
             lines.append(f"{_TITLES[name]} ({role}): {state}")
-        fallback = "in use for clicks (approximate)" if self._clicks is not None and \
-            self._clicks.name == "fallback" else "always available (approximate, CPU)"
+        if self._clicks is not None and self._clicks.name == "fallback":
+            fallback = "in use for clicks (approximate)"
+        elif self.backend == "fallback":
+            fallback = "chosen for clicks (approximate, CPU)"
+        else:
+            fallback = "always available (approximate, CPU)"
         lines.append(f"offline fallback (colour clicks): {fallback}")
         return lines
 

@@ -180,7 +180,8 @@ class Sam2Segmenter:
         self.model_id = model_id
         self.image_size = int(model.config.image_size if not isinstance(model.config.image_size, (list, tuple))
                               else model.config.image_size[0])
-        self.label = f"{self.title} ({model_id}, {self.device})"
+        shown = os.path.basename(os.path.normpath(model_id)) if os.path.isdir(model_id) else model_id
+        self.label = f"{self.title} ({shown}, {self.device})"  # a local folder by its name: no server paths
         self._mean = torch.tensor(self.mean).view(3, 1, 1)
         self._std = torch.tensor(self.std).view(3, 1, 1)
         self._image_key = None

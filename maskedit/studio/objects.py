@@ -103,7 +103,7 @@ class SegmentObjects:
                 raise MaskEditError(f"there is no object {number} to click on; objects: {self._ids_text(st)}. Leave "
                                     "the 4th number out to click a new object (or the one chosen in 'Clicks go to')")
         self._check_room(st, sum(self.object(st, n) is None for n in groups))
-        texts = []
+        heads, notes = [], []
         for number in groups:
             pick = numbers == number
             existing = self.object(st, number)
@@ -121,13 +121,13 @@ class SegmentObjects:
                 record["box"] = [int(v) for v in box]
             self._store(st, record, segmentation.region)
             approximate = segmentation.approximate and "approximate" not in segmentation.label
-            texts.append(f"**Segmented with {segmentation.label}**" + (" (approximate)" if approximate else "")
-                         + "".join(f"  \n{n}" for n in segmentation.notes))
+            heads.append(f"**Segmented with {segmentation.label}**" + (" (approximate)" if approximate else ""))
+            notes += [n for n in segmentation.notes if n not in notes]
         target = groups[-1]
         st.click_target = int(target)
         clicks = self.object(st, target)["points"]
         st.points, st.labels = [[x, y] for x, y, _ in clicks], [label for _, _, label in clicks]
-        return self.write_region(st, margin, "  \n".join(texts))
+        return self.write_region(st, margin, ", ".join(heads), notes)
 
     def segment_text(self, st: SessionState, text, margin: float = DEFAULT_MARGIN
                      ) -> tuple[str, str, str, list[dict]]:
@@ -163,15 +163,13 @@ class SegmentObjects:
                          "frames": record["frames"]})
             lines.append(f"object {number} ({colour}): score {record['score']:.2f}, {record['area']} px on frame 0, "
                          f"on {record['frames']} of {clip.num_frames} frames")
-        notes = list(found.notes)
+        notes = lines + ["Untick the instances not to edit; to refine one, choose it under 'Clicks go to' and click."]
         if len(found.instances) > room:
             notes.append(f"kept the {room} highest-scoring of {len(found.instances)} instances (at most "
                          f"{MAX_OBJECTS} objects)")
         st.click_target, st.points, st.labels = None, [], []
-        head = (f'**Found {len(rows)} instance(s) of "{text}" with {found.label}**: ' + "; ".join(lines)
-                + ". Untick the ones not to edit; click on one to refine it."
-                + "".join(f"  \n{n}" for n in notes))
-        overlay, boxes, notes_text = self.write_region(st, margin, head)
+        head = f'**Found {len(rows)} instance(s) of "{text}" with {found.label}**'
+        overlay, boxes, notes_text = self.write_region(st, margin, head, notes + list(found.notes))
         return overlay, boxes, notes_text, rows
 
     def use_mask(self, st: SessionState, mask_video=None, box: str | None = None, margin: float = DEFAULT_MARGIN,
@@ -227,7 +225,7 @@ class SegmentObjects:
         dropped = [o for o in st.objects if not o["kept"]]
         for record in dropped:
             self._drop(st, record)
-        return self.write_region(st, margin, f"Removed {len(dropped)} object(s)." if dropped else "")
+        return self.write_region(st, margin, f"**Removed {len(dropped)} object(s)**" if dropped else "")
 
     def clear_objects(self, st: SessionState) -> None:
         """Remove every object: no edit region until a new one is made."""
@@ -261,11 +259,12 @@ class SegmentObjects:
         return [_public(o) for o in st.objects]
 
     # ----- the union
-    def write_region(self, st: SessionState, margin: float | None, head: str) -> tuple[str | None, str | None, str]:
+    def write_region(self, st: SessionState, margin: float | None, head: str = "",
+                     notes: list[str] | None = None) -> tuple[str | None, str | None, str]:
         """Write the kept objects' union as the session's edit region: prepared/ (boxes, tight masks, the objects
         in its source) and segment/ (overlay.mp4 in the objects' colours, boxes.mp4, masks.mp4). With no kept
         object the prepared folder is removed (training and generation then ask for a region). Returns
-        (overlay mp4 or None, boxes mp4 or None, Markdown notes)."""
+        (overlay mp4 or None, boxes mp4 or None, Markdown: `head`, what the boxes cover, then `notes`)."""
         from ..method import masks
         from ..media.video import write_video
         from ..perception.segmentation import object_color, overlay_objects, union_region
@@ -275,13 +274,14 @@ class SegmentObjects:
         clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
         out = self.sub(st, session.SEGMENT_FOLDER)
         kept = [o for o in st.objects if o["kept"]]
-        head = head + "  \n" if head else ""
+        tail = "".join(f"  \n{n}" for n in notes or [])
         if not kept:
             shutil.rmtree(self.sub(st, session.PREPARED_FOLDER), ignore_errors=True)
             for name in ("overlay.mp4", "boxes.mp4", "masks.mp4"):
                 (out / name).unlink(missing_ok=True)
-            return None, None, head + ("No object is kept, so there is no region to edit: tick an object, click on "
-                                       "the object, type what to edit, or upload a mask.")
+            return None, None, (f"{head}  \n" if head else "") + (
+                "No object is kept, so there is no region to edit: tick an object, click on the object, type what "
+                "to edit, or upload a mask.") + tail
         tight = [(self._masks(st, o), object_color(o["id"])[1]) for o in kept]
         region, box_lists = union_region([m for (m, _), o in zip(tight, kept) if o["kind"] != "box"],
                                          [o["box"] for o in kept if o["kind"] == "box"], clip.num_frames,
@@ -304,9 +304,10 @@ class SegmentObjects:
         masks.write_mask_video(out / "boxes.mp4", region, clip.fps)
         masks.write_mask_video(out / "masks.mp4", union, clip.fps)
         listed = ", ".join(f"{o['id']} ({object_color(o['id'])[0]}, {_what(o)})" for o in kept)
-        text = (head + f"Boxes cover {region[1:].mean():.0%} of the frames"
-                + (f"; the edit region is the union of {len(kept)} objects: {listed}." if len(kept) > 1 else "."))
-        return str(out / "overlay.mp4"), str(out / "boxes.mp4"), text
+        covered = f"boxes cover {region[1:].mean():.0%} of the frames"
+        text = (f"{head}; {covered}" if head else covered[0].upper() + covered[1:]) + (
+            f"; the edit region is the union of {len(kept)} objects: {listed}." if len(kept) > 1 else ".")
+        return str(out / "overlay.mp4"), str(out / "boxes.mp4"), text + tail
 
     # ----- helpers
     def object(self, st: SessionState, object_id) -> dict | None:
