@@ -224,3 +224,20 @@ def test_the_readme_states_the_sam3_estimate():
     rows = readme_rows()
     assert rows in (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "SAM 3, text, 1 object | 49x832x480" in rows
+
+
+def test_a_checkpoint_of_another_kind_is_refused_not_built_at_random(tmp_path, sam3_folder):
+    """transformers would build a random SAM 3 from a SAM2 config (and an empty tokenizer from a folder without
+    one): the loaders read config.json first and say what the folder holds."""
+    from maskedit.perception.segmentation_sam2 import save_tiny_sam2
+    from maskedit.perception.segmentation_sam3 import build_tiny_sam3
+
+    sam2 = save_tiny_sam2(tmp_path / "sam2")
+    with pytest.raises(MaskEditError, match="it is a sam2_video checkpoint, not sam3_video") as error:
+        load_segmenter("sam3", sam3_model=sam2, device="cpu")
+    assert str(error.value).count("could not load") == 1
+    with pytest.raises(MaskEditError, match="it is a sam3_video checkpoint, not sam2_video"):
+        load_segmenter("sam2", model_id=sam3_folder, device="cpu")
+    build_tiny_sam3().save_pretrained(str(tmp_path / "no-tokenizer"))
+    with pytest.raises(MaskEditError, match="no tokenizer files"):
+        load_segmenter("sam3", sam3_model=str(tmp_path / "no-tokenizer"), device="cpu")

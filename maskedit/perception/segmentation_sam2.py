@@ -120,16 +120,27 @@ class Sam2Unavailable(MaskEditError):
         )
 
 
-def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str, upgrade: str):
+def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str, upgrade: str,
+                    model_type: str | None = None):
     """`load(local_only)` for a hub id or local folder, its failures turned into `unavailable(reason, model_id)`
-    (a MaskEditError whose message says what to do): a path that does not exist, transformers without `what`
-    (`upgrade` says how to get it), weights that cannot be read or fetched (not cached while downloading is
-    off, gated, offline, not this kind of model)."""
+    (a MaskEditError whose message says what to do): a path that does not exist, a checkpoint whose config.json
+    is not of `model_type` (transformers would otherwise build a random model from a foreign config), transformers
+    without `what` (`upgrade` says how to get it), weights that cannot be read or fetched (not cached while
+    downloading is off, gated, offline)."""
     local = os.path.isdir(model_id)
     if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
         raise unavailable(f"the folder {model_id} does not exist", model_id)
     try:
+        if model_type is not None:
+            from transformers import PretrainedConfig
+
+            found = PretrainedConfig.get_config_dict(model_id, local_files_only=local or not download)[0]
+            if found.get("model_type") != model_type:
+                raise unavailable(f"it is a {found.get('model_type') or 'unknown'} checkpoint, not {model_type}",
+                                  model_id)
         return load(local or not download)
+    except MaskEditError:  # already says what is wrong (a foreign checkpoint, missing files)
+        raise
     except ImportError as error:
         raise unavailable(f"transformers has no {what} ({error}); {upgrade}", model_id) from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as error:
@@ -206,7 +217,7 @@ class Sam2Segmenter:
                 return Sam2VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local_only)
 
         model = load_checkpoint(model_id, download, load, Sam2Unavailable, "Sam2VideoModel",
-                                "pip install -U 'transformers>=5'")
+                                "pip install -U 'transformers>=5'", model_type="sam2_video")
         model = model.to(device).eval()
         return cls(model, device, dtype, model_id)
 

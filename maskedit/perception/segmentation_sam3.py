@@ -231,12 +231,15 @@ class Sam3Segmenter(Sam2Segmenter):
             if os.environ.get("MASKEDIT_SAM3_KERNELS") != "1" and modeling_sam3_video.cv_utils_kernel is None:
                 modeling_sam3_video.cv_utils_kernel = False  # "tried, unavailable": no code download from the hub
             with quiet_transformers():
-                model = Sam3VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local_only)
                 tokenizer = CLIPTokenizer.from_pretrained(model_id, local_files_only=local_only)
+                if len(tokenizer) <= 2:  # from_pretrained makes an empty one when the files are missing
+                    raise Sam3Unavailable("it has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
+                                          model_id)
+                model = Sam3VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local_only)
             return model, tokenizer
 
         model, tokenizer = load_checkpoint(model_id, download, load, Sam3Unavailable, "Sam3VideoModel",
-                                           "pip install -U 'transformers>=5.1'")
+                                           "pip install -U 'transformers>=5.1'", model_type="sam3_video")
         return cls(model.to(device).eval(), tokenizer, device, dtype, model_id)
 
     @staticmethod
