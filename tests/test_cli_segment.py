@@ -73,6 +73,8 @@ def test_segment_by_text_with_a_tiny_sam3_then_clicks_and_keep(capsys, tmp_path)
                          "--keep", "1,3", "--out", tmp_path / "seg")
     assert code == 0, err
     assert "text segmenter: SAM 3 (sam3, cpu)" in out and "segmenter: approximate" in out
+    assert "backend: SAM 3 (text and clicks): in use for text" in out and "backend: SAM2 (clicks): " in out
+    assert "backend: offline fallback (colour clicks): in use for clicks" in out
     assert 'object 1 (red): "the disk", score 0.' in out and "px on frame 0" in out
     assert "object 2 (blue)" in out and "dropped (--keep)" in out and "object 3 (green): 1 click(s)" in out
     listed = json.loads((tmp_path / "seg" / "objects.json").read_text())

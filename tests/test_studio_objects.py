@@ -60,7 +60,7 @@ class Calls:
         return Segmentation(CLICK_REGION, masks.region_from_boxes(boxes, H, W), "stand-in clicks", False, 0, [], boxes)
 
     def segment_text(self, frames, text):
-        found = [TextInstance(k, score, np.packbits(region, axis=-1), W)
+        found = [TextInstance(k, score, np.packbits(region, axis=-1), region.shape[-1])
                  for k, (score, region) in enumerate(self.text_instances)]
         return TextSegmentation(text, found, "stand-in SAM 3", [])
 
@@ -229,3 +229,36 @@ def test_objects_are_bounded_and_text_needs_a_text_segmenter(files):
         studio.use_mask(st, box="1,1,5,5")
     with pytest.raises(MaskEditError, match="at most 16 numbers"):
         studio.keep_objects(st, list(range(1, 20)))
+
+
+def test_several_objects_at_the_size_users_use(tmp_path):
+    """49 frames of 832x480 with four objects (three from text, one box): stored, unioned and written as the
+    prepared region in seconds, the objects' masks bounded on disk."""
+    import time
+
+    frames_n, height, width = 49, 480, 832
+    frames = np.full((frames_n, height, width, 3), 90, np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, 16.0)
+    regions = []
+    for k in range(3):
+        region = np.zeros((frames_n, height, width), bool)
+        for t in range(frames_n):
+            region[t, 40 + 120 * k:140 + 120 * k, 50 + 4 * t + 200 * k:150 + 4 * t + 200 * k] = True
+        regions.append(region)
+    calls = Calls()
+    calls.text_instances = [(0.9 - 0.1 * k, region) for k, region in enumerate(regions)]
+    studio = studio_with(tmp_path, calls)
+    st = studio.session("real-size")
+    studio.load_video(st, tmp_path / "clip.mp4", frames_n, f"{width}x{height}")
+    started = time.perf_counter()
+    _, _, _, found = studio.segment_text(st, "the boxes", 0.1)
+    studio.use_mask(st, box="700,400,800,470")
+    seconds = time.perf_counter() - started
+    assert len(found) == 3 and len(st.objects) == 4
+    prepared = prepare.load_prepared(studio.prepared_dir(st))
+    expected = masks.loose_boxes(regions[0] | regions[1] | regions[2])
+    expected[:, 400:470, 700:800] = True
+    assert np.array_equal(prepared.region, expected)
+    stored = sum(f.stat().st_size for f in (studio.sub(st, "segment") / "objects").glob("*.npz"))
+    assert stored < 4 * frames_n * height * width / 50  # bool masks compress: well under a byte per 50 pixels
+    assert seconds < 120, seconds

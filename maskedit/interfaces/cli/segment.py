@@ -135,6 +135,8 @@ def run_segment(args) -> int:
                                        **({"text": refined["text"]} if refined and refined.get("text") else {}),
                                        **({"box": list(start)} if start else {}))
     finally:
+        for line in backends.describe():  # which backend ran, and what the others would need
+            print(f"backend: {line}")
         backends.release()  # frees the GPU for the video model
     if keep is not None:
         unknown = sorted(set(keep) - set(objects))
