@@ -3,13 +3,14 @@
     python app.py [--model tiny|HUB_ID|FOLDER] [--host 127.0.0.1] [--port 7860] [--share] [--segmenter auto]
 
 Every flag has an environment variable (the flag wins): MASKEDIT_MODEL, MASKEDIT_HOST, MASKEDIT_PORT,
-MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_CAPTIONER, MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR,
-MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults).
+MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_SAM3_MODEL, MASKEDIT_SAM2_MODEL, MASKEDIT_CAPTIONER,
+MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR, MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults).
 
 This file holds the `@spaces.GPU` wrappers and `main()`; the page (one module per tab, each button one call to
 `maskedit.studio.service.Studio`, gradio-free and tested without a server) lives in `maskedit/interfaces/ui/`. Named API endpoints (gradio_client):
-/load_video, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train, /resume_training,
-/stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
+/load_video, /segment, /segment_text, /keep_objects, /remove_object, /use_mask, /set_edited_frame, /add_later_frame,
+/caption, /train, /resume_training, /stop_training, /use_lora, /generate, /edit, /set_background, /training_status,
+/gallery.
 """
 
 import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch initialises CUDA)
@@ -70,17 +71,24 @@ def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, **optio
 
 
 @spaces.GPU(duration=20)
-def gpu_image_mask(frame, points, labels):
+def gpu_image_mask(frame, points, labels, box=None):
     import numpy as np
 
-    return np.asarray(RUNTIME.segmenter.image_mask(frame, points, labels), dtype=bool)
+    return np.asarray(RUNTIME.segmenter.image_mask(frame, points, labels, box=box), dtype=bool)
 
 
 @spaces.GPU(duration=120)
-def gpu_segment_clip(frames, points, labels, margin):
+def gpu_segment_clip(frames, points, labels, margin, box=None):
     from maskedit.perception.segmentation import segment_clip
 
-    return segment_clip(RUNTIME.segmenter, frames, points, labels, 0, margin=float(margin))
+    return segment_clip(RUNTIME.segmenter, frames, points, labels, 0, box=box, margin=float(margin))
+
+
+@spaces.GPU(duration=120)
+def gpu_segment_text(frames, text):
+    from maskedit.perception.segmentation import segment_text
+
+    return segment_text(RUNTIME.text_segmenter(), frames, text)
 
 
 @spaces.GPU(duration=40)
@@ -93,9 +101,11 @@ def gpu_caption(image):
 
 def create_demo(model=None, *, banner: str | None = None, segmenter: str | None = None, captioner: str | None = None,
                 work_dir=None, gpu_budget: float | None = None, chunk_steps: int | None = None,
-                background: bool | None = None, background_driver: str | None = None, lora_cache: str | None = None):
+                background: bool | None = None, background_driver: str | None = None, lora_cache: str | None = None,
+                sam2_model: str | None = None, sam3_model: str | None = None):
     """Build the app. model: a name ("tiny", hub id, folder; default: Wan2.1 with a CUDA GPU, else tiny) or a
-    `maskedit.models.loading.LoadedModel`. segmenter: "auto" | "sam2" | "fallback". captioner: a
+    `maskedit.models.loading.LoadedModel`. segmenter: "auto" | "sam3" | "sam2" | "fallback" (for clicks; text
+    prompts always use SAM 3); sam2_model / sam3_model: their checkpoints (hub id or folder). captioner: a
     Florence-2 hub id or folder, or "none". gpu_budget: seconds per training call (ZeroGPU). chunk_steps: at most
     this many steps per training call (tests). background: the background-training toggle's initial value
     (default: MASKEDIT_BACKGROUND, else on with a GPU). background_driver: "thread" (default) or "session"
@@ -113,8 +123,11 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     else:
         loaded = model
     RUNTIME = Runtime(loaded, segmenter or os.environ.get("MASKEDIT_SEGMENTER", "auto"),
-                      captioner or os.environ.get("MASKEDIT_CAPTIONER") or None)
-    return build_page(RUNTIME, GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption),
+                      captioner or os.environ.get("MASKEDIT_CAPTIONER") or None,
+                      sam2_model=sam2_model or os.environ.get("MASKEDIT_SAM2_MODEL") or None,
+                      sam3_model=sam3_model or os.environ.get("MASKEDIT_SAM3_MODEL") or None)
+    gpu = GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption, gpu_segment_text)
+    return build_page(RUNTIME, gpu,
                       examples_dir=EXAMPLES_DIR, banner=banner, work_dir=work_dir, gpu_budget=gpu_budget,
                       chunk_steps=chunk_steps, background=background, background_driver=background_driver,
                       lora_cache=lora_cache)
@@ -144,10 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", default=env("MASKEDIT_SHARE", "") in ("1", "true"),
                         help="also make a public gradio.live link [MASKEDIT_SHARE=1]")
     parser.add_argument("--segmenter", default=env("MASKEDIT_SEGMENTER", "auto"),
-                        choices=("auto", "sam2", "fallback"),
-                        help="segmentation backend: SAM2.1 through transformers (sam2), the offline OpenCV fallback "
-                             "(approximate), or auto (sam2 when its weights load, else the fallback) "
-                             "[MASKEDIT_SEGMENTER]")
+                        choices=("auto", "sam3", "sam2", "fallback"),
+                        help="segmentation backend for clicks: SAM 3 (also text prompts, which always use it), "
+                             "SAM2.1 (sam2), the offline OpenCV fallback (approximate), or auto (SAM 3 on a GPU, "
+                             "then SAM2, whichever weights load, else the fallback) [MASKEDIT_SEGMENTER]")
+    parser.add_argument("--sam3-model", default=env("MASKEDIT_SAM3_MODEL"),
+                        help="SAM 3 checkpoint (text prompts and clicks): hub id or local folder in transformers "
+                             "format (default: facebook/sam3, gated) [MASKEDIT_SAM3_MODEL]")
+    parser.add_argument("--sam2-model", default=env("MASKEDIT_SAM2_MODEL"),
+                        help="SAM2 checkpoint: hub id or local folder in transformers format (default: "
+                             "facebook/sam2.1-hiera-large) [MASKEDIT_SAM2_MODEL]")
     parser.add_argument("--captioner", default=env("MASKEDIT_CAPTIONER"),
                         help="Florence-2 hub id or folder, or 'none' for no automatic captions (default: "
                              "Florence-2-base) [MASKEDIT_CAPTIONER]")
@@ -171,7 +190,8 @@ def main(argv=None) -> int:
     from maskedit.errors import MaskEditError
 
     try:
-        demo = create_demo(args.model, segmenter=args.segmenter, captioner=args.captioner,
+        demo = create_demo(args.model, segmenter=args.segmenter, captioner=args.captioner, sam2_model=args.sam2_model,
+                           sam3_model=args.sam3_model,
                            gpu_budget=args.gpu_budget, chunk_steps=args.chunk_steps, work_dir=args.work_dir,
                            lora_cache=args.lora_cache)
     except MaskEditError as error:

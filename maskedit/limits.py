@@ -33,6 +33,11 @@ MAX_SOURCE_FRAMES = 36_000
 """Most frames (or image files in a folder) a source may hold: 10 minutes at 60 fps."""
 MAX_POINTS = 256
 """Most clicks (positive and negative, all objects together) in one segmentation request."""
+MAX_OBJECTS = 16
+"""Most objects in one edit region (from clicks, text and uploaded masks together); also the most instances one
+text prompt keeps (the highest-scoring ones): each object is a mask per frame held in memory and on disk."""
+MAX_TEXT_PROMPT = 200
+"""Longest text prompt for segmentation, in characters (SAM 3 reads at most 32 tokens of it)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ LIMITS: dict[str, Limit] = {limit.name: limit for limit in (
     Limit("weight_decay", "weight decay", 0.0, 1.0, False),
     Limit("beta", "AdamW beta", 0.0, 0.9999, False),
     Limit("points", "number of clicks", 1, MAX_POINTS, True),
+    Limit("objects", "number of objects", 1, MAX_OBJECTS, True),
 )}
 
 SOURCE_LIMITS = {
@@ -159,6 +165,18 @@ def check_unique_frames(indices: Iterable[int], what: str = "edited later frame"
 def check_points_count(count: int) -> int:
     """The number of clicks of a segmentation request (1..MAX_POINTS)."""
     return check("points", count)
+
+
+def check_text_prompt(text) -> str:
+    """A segmentation text prompt ("the red car", "both dogs"), stripped: refuses non-text, an empty one and one
+    longer than MAX_TEXT_PROMPT characters."""
+    if not isinstance(text, str) or not text.strip():
+        raise MaskEditError('the text prompt is empty; say what to edit in a few words, e.g. "the red car"')
+    text = " ".join(text.split())
+    if len(text) > MAX_TEXT_PROMPT:
+        raise MaskEditError(f"the text prompt has {len(text)} characters; keep it to at most {MAX_TEXT_PROMPT} "
+                            "(a few words naming the object, e.g. \"the red car\")")
+    return text
 
 
 def ranges_markdown() -> str:

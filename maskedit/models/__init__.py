@@ -1,7 +1,7 @@
 """The models we load and how big they are: loading (hub id or folder, and the one tiny random factory),
 bases (what each base offers and how presets adapt to it), presets (the one place for defaults), speed
-(speed LoRA, attention backend, compile), the planner (real size without a GPU), cards and estimates (its
-table, torch-free).
+(speed LoRA, attention backend, compile), the planner (real size without a GPU; `segmentation_estimate`: SAM 3's
+dry run), cards and estimates (its table, torch-free).
 
 May import: perception, the method, memory, media and the base modules.
 

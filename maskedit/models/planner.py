@@ -1008,3 +1008,32 @@ def check_cuda_fits(plan: Plan, device: int | str = 0, other: dict[str, Plan] | 
     advice = f"use the {better.preset.name} preset ({better.summary()})" if better else \
         "no preset fits: use fewer frames or a smaller size"
     return f"this run {plan.summary()} but {free_gb:.1f} GB are free on the GPU; {advice}"
+
+
+# ----- any other model the app runs (segmentation, captioning) at real size
+
+
+def dry_run(build, steps: dict, attention: str = "flash", dtype: torch.dtype | None = torch.bfloat16) -> dict[str, Phase]:
+    """The planner's accounting for any model: `build()` makes it (run here on the meta device, parameter
+    initialisers skipped, floating parameters and buffers cast to `dtype` as `from_pretrained(dtype=…)` does), then each
+    `steps[name](model)` runs under no_grad in its own phase. Returns {name: Phase}: peak GPU bytes while the
+    step runs (the weights included), peak host bytes and FLOPs (torch's FlopCounterMode formulas). SDPA is routed
+    as `attention` runs on a GPU ("flash": no L x L matrix)."""
+    if attention not in ATTENTION_BACKENDS:
+        raise MaskEditError(f"attention must be one of {ATTENTION_BACKENDS}, got {attention!r}")
+    accounting = _Accounting()
+    with _attention_backend(attention), accounting:
+        with torch.device("meta"), _skip_init():
+            model = build()
+            if dtype is not None:  # parameters and buffers, as transformers builds them under its default dtype
+                _cast_like_from_pretrained(model, dtype)
+                keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+                for name, buffer in model.named_buffers():
+                    if buffer.dtype.is_floating_point and not any(part in keep for part in name.split(".")):
+                        buffer.data = buffer.data.to(dtype)
+        for name, step in steps.items():
+            with accounting.in_phase(name), torch.no_grad():
+                step(model)
+        del model
+    return {name: Phase(name, accounting.peaks.get(name, {}).get("gpu", 0), accounting.peaks.get(name, {}).get("host", 0),
+                        accounting.flops.get(name, 0)) for name in steps}

@@ -191,7 +191,9 @@ class FallbackSegmenter:
     """
 
     name = "fallback"
+    title = "the offline fallback"
     approximate = True
+    supports_text = False  # colour clicks only; text prompts need SAM 3
     label = "approximate (offline colour + optical-flow tracker; SAM2 was not used)"
 
     def __init__(self, work_size: int = WORK_SIZE, note: str | None = None):

@@ -120,7 +120,37 @@ class Sam2Unavailable(MaskEditError):
         )
 
 
-class _LazyFrames(Mapping):
+def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str, upgrade: str,
+                    model_type: str | None = None):
+    """`load(local_only)` for a hub id or local folder, its failures turned into `unavailable(reason, model_id)`
+    (a MaskEditError whose message says what to do): a path that does not exist, a checkpoint whose config.json
+    is not of `model_type` (transformers would otherwise build a random model from a foreign config), transformers
+    without `what` (`upgrade` says how to get it), weights that cannot be read or fetched (not cached while
+    downloading is off, gated, offline)."""
+    local = os.path.isdir(model_id)
+    if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
+        raise unavailable(f"the folder {model_id} does not exist", model_id)
+    try:
+        if model_type is not None:
+            from transformers import PretrainedConfig
+
+            found = PretrainedConfig.get_config_dict(model_id, local_files_only=local or not download)[0]
+            if found.get("model_type") != model_type:
+                raise unavailable(f"it is a {found.get('model_type') or 'unknown'} checkpoint, not {model_type}",
+                                  model_id)
+        return load(local or not download)
+    except MaskEditError:  # already says what is wrong (a foreign checkpoint, missing files)
+        raise
+    except ImportError as error:
+        raise unavailable(f"transformers has no {what} ({error}); {upgrade}", model_id) from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0][:300].rstrip(".") if str(error).strip() else type(error).__name__
+        if not (download or local):
+            reason = "its weights are not in the local Hugging Face cache, and downloading was off"
+        raise unavailable(reason, model_id) from None
+
+
+class LazyFrames(Mapping):
     """What `Sam2VideoInferenceSession.processed_frames` holds, computed on access: index → (3, S, S)."""
 
     def __init__(self, frames: np.ndarray, preprocess):
@@ -140,11 +170,17 @@ class _LazyFrames(Mapping):
 
 
 class Sam2Segmenter:
-    """SAM2 (transformers `Sam2VideoModel`) behind the `maskedit.perception.segmentation.Segmenter` interface."""
+    """SAM2 (transformers `Sam2VideoModel`) behind the `maskedit.perception.segmentation.Segmenter` interface.
+
+    SAM 3's click tracker (`Sam3TrackerVideoModel`) has the same session API; `segmentation_sam3.Sam3Segmenter`
+    reuses this class with its own normalisation (`mean`, `std`) and session class (`_session_class`)."""
 
     name = "sam2"
+    title = "SAM2"  # in labels and messages
     approximate = False
     note = None
+    supports_text = False  # clicks only; text prompts need SAM 3
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # the processor's normalisation of [0, 1] pixels
 
     def __init__(self, model, device: str = "cpu", dtype=None, model_id: str = "sam2"):
         import torch
@@ -155,9 +191,10 @@ class Sam2Segmenter:
         self.model_id = model_id
         self.image_size = int(model.config.image_size if not isinstance(model.config.image_size, (list, tuple))
                               else model.config.image_size[0])
-        self.label = f"SAM2 ({model_id}, {self.device})"
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        shown = os.path.basename(os.path.normpath(model_id)) if os.path.isdir(model_id) else model_id
+        self.label = f"{self.title} ({shown}, {self.device})"  # a local folder by its name: no server paths
+        self._mean = torch.tensor(self.mean).view(3, 1, 1)
+        self._std = torch.tensor(self.std).view(3, 1, 1)
         self._image_key = None
         self._image_session = None
 
@@ -172,22 +209,15 @@ class Sam2Segmenter:
 
         device = device or default_device()
         dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
-        local = os.path.isdir(model_id)
-        if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
-            raise Sam2Unavailable(f"the folder {model_id} does not exist", model_id)
-        try:
+
+        def load(local_only: bool):
             from transformers import Sam2VideoModel
 
             with quiet_transformers():
-                model = Sam2VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local or not download)
-        except ImportError as error:
-            raise Sam2Unavailable(f"transformers has no Sam2VideoModel ({error}); pip install -U 'transformers>=5'",
-                                  model_id) from None
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            reason = str(error).strip().splitlines()[0][:300].rstrip(".")
-            if not (download or local):
-                reason = "its weights are not in the local Hugging Face cache, and downloading was off"
-            raise Sam2Unavailable(reason, model_id) from None
+                return Sam2VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local_only)
+
+        model = load_checkpoint(model_id, download, load, Sam2Unavailable, "Sam2VideoModel",
+                                "pip install -U 'transformers>=5'", model_type="sam2_video")
         model = model.to(device).eval()
         return cls(model, device, dtype, model_id)
 
@@ -220,6 +250,14 @@ class Sam2Segmenter:
                   progress=None) -> np.ndarray:
         """The objects' union on every frame, bool (F, H, W): SAM2's memory tracks forward from the
         prompted frame to the end, then backward to frame 0."""
+        per_object = self.propagate_objects(frames, points, labels, frame_index, box=box, object_ids=object_ids,
+                                            progress=progress)
+        return np.logical_or.reduce(list(per_object.values()))
+
+    def propagate_objects(self, frames: np.ndarray, points, labels, frame_index: int = 0, *, box=None,
+                          object_ids=None, progress=None) -> dict[int, np.ndarray]:
+        """Each object on every frame, {object id: bool (F, H, W)} in the order the objects were first named;
+        one tracking session for all of them (forward from the prompted frame, then backward to frame 0)."""
         import torch
 
         from .segmentation_prompts import check_frame_index, check_frames, prompts_by_object
@@ -229,7 +267,7 @@ class Sam2Segmenter:
         num_frames, height, width = frames.shape[:3]
         frame_index = check_frame_index(frame_index, num_frames)
         objects = prompts_by_object(points, labels, height, width, object_ids=object_ids, box=box)
-        result = np.zeros((num_frames, height, width), dtype=bool)
+        result = {object_id: np.zeros((num_frames, height, width), dtype=bool) for object_id in objects}
         done = set()
         session = self._session(frames)
         try:
@@ -242,7 +280,9 @@ class Sam2Segmenter:
                     for output in self.model.propagate_in_video_iterator(
                             inference_session=session, start_frame_idx=frame_index, reverse=reverse):
                         index = int(output.frame_idx)
-                        result[index] = self._to_mask(output.pred_masks, height, width)
+                        found = self._to_masks(output.pred_masks, height, width)
+                        for object_id, mask in zip(output.object_ids, found):
+                            result[int(object_id)][index] = mask
                         if index not in done:
                             done.add(index)
                             if progress:
@@ -265,7 +305,7 @@ class Sam2Segmenter:
 
     def _check_alive(self) -> None:
         if self.model is None:
-            raise MaskEditError("this SAM2 segmenter was released; load it again (load_segmenter)")
+            raise MaskEditError(f"this {self.title} segmenter was released; load it again (load_segmenter)")
 
     def _empty_cache(self) -> None:
         import torch
@@ -285,15 +325,19 @@ class Sam2Segmenter:
         pixels = (pixels[0] / 255.0 - self._mean.to(pixels.device)) / self._std.to(pixels.device)
         return pixels.to(self.dtype)
 
-    def _session(self, frames: np.ndarray):
+    @staticmethod
+    def _session_class():
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-        session = Sam2VideoInferenceSession(
+        return Sam2VideoInferenceSession
+
+    def _session(self, frames: np.ndarray):
+        session = self._session_class()(
             video=None, video_height=int(frames.shape[1]), video_width=int(frames.shape[2]),
             inference_device=self.device, inference_state_device=self.device, video_storage_device=self.device,
             dtype=self.dtype,
         )
-        session.processed_frames = _LazyFrames(frames, self._preprocess)
+        session.processed_frames = LazyFrames(frames, self._preprocess)
         return session
 
     def _add_prompts(self, session, objects: dict, frame_index: int, height: int, width: int) -> None:
@@ -316,11 +360,15 @@ class Sam2Segmenter:
             session.remove_mask_inputs(index, frame_index)
         session.obj_with_new_inputs = [int(object_id) for object_id in objects]
 
-    def _to_mask(self, logits, height: int, width: int) -> np.ndarray:
-        """Low-resolution mask logits (objects, 1, h, w) → the objects' union at (height, width), bool."""
+    def _to_masks(self, logits, height: int, width: int) -> np.ndarray:
+        """Low-resolution mask logits (objects, 1, h, w) → each object's mask at (height, width), bool (objects, H, W)."""
         import torch.nn.functional as F
 
         logits = logits.float()
         logits = F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        return (logits > 0).any(dim=0)[0].cpu().numpy()
+        return (logits > 0)[:, 0].cpu().numpy()
+
+    def _to_mask(self, logits, height: int, width: int) -> np.ndarray:
+        """Low-resolution mask logits (objects, 1, h, w) → the objects' union at (height, width), bool."""
+        return self._to_masks(logits, height, width).any(axis=0)

@@ -22,13 +22,16 @@ class GpuCalls:
     train_chunk(ChunkRequest) → iterator of `studio.progress` events (one call's worth of training);
     generate(prepared_dir, edited_frame, caption, out_dir, settings, **options) → iterator of generation dicts
     (`studio.generation.run_generation` without the pipe); image_mask(frame, points, labels) → bool (H, W);
-    segment_clip(frames, points, labels, margin) → `segmentation.Segmentation`; caption(image) → str."""
+    segment_clip(frames, points, labels, margin[, box=]) → `segmentation.Segmentation`; caption(image) → str;
+    segment_text(frames, text) → `segmentation.TextSegmentation` (None: the app has no text prompts).
+    image_mask and segment_clip get `box=` only when clicks refine an object (its frame-0 box)."""
 
     train_chunk: Callable[[ChunkRequest], Iterator]
     generate: Callable[..., Iterator[dict]]
     image_mask: Callable
     segment_clip: Callable
     caption: Callable
+    segment_text: Callable | None = None
 
 
 @dataclass

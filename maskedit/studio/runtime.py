@@ -67,13 +67,19 @@ def _load_model(requested: str | None):
 
 
 class Runtime:
-    """The loaded base model and, loaded on first use, the segmenter ("auto" | "sam2" | "fallback") and the captioner (a Florence-2 hub id or folder, None for the default, "none" for off)."""
+    """The loaded base model and, loaded on first use, the segmenters (`segmentation.SegmentationBackends`: the
+    clicks backend "auto" | "sam3" | "sam2" | "fallback", and SAM 3 for text) and the captioner (a Florence-2 hub
+    id or folder, None for the default, "none" for off). sam2_model / sam3_model: their checkpoints (hub id or
+    folder; None: the defaults)."""
 
-    def __init__(self, model, segmenter_backend: str = "auto", captioner_id: str | None = None):
+    def __init__(self, model, segmenter_backend: str = "auto", captioner_id: str | None = None, *,
+                 sam2_model: str | None = None, sam3_model: str | None = None):
+        from ..perception.segmentation import SegmentationBackends
+
         self.model = model
         self.segmenter_backend = segmenter_backend
         self.captioner_id = captioner_id
-        self._segmenter = None
+        self.segmentation = SegmentationBackends(segmenter_backend, sam2_model=sam2_model, sam3_model=sam3_model)
         self._captioner = None
         self.caption_error: str | None = None
 
@@ -83,11 +89,16 @@ class Runtime:
 
     @property
     def segmenter(self):
-        if self._segmenter is None:
-            from ..perception.segmentation import load_segmenter
+        """The clicks segmenter (loaded on first use)."""
+        return self.segmentation.clicks()
 
-            self._segmenter = load_segmenter(self.segmenter_backend)
-        return self._segmenter
+    def text_segmenter(self):
+        """SAM 3 for text prompts, or MaskEditError naming what to install or download."""
+        return self.segmentation.text()
+
+    def segmentation_lines(self) -> list[str]:
+        """One line per segmentation backend: what it does and whether it runs here, or what it needs."""
+        return self.segmentation.describe()
 
     def captioner(self):
         """The captioner, or MaskEditError saying why there is none (tried once)."""

@@ -4,6 +4,7 @@
     st = studio.session("browser-session-hash")
     studio.load_video(st, "clip.mp4", num_frames=17, size="320x192")
     studio.segment(st, "[[90, 96, 1]]", margin=0.1)               # or studio.use_mask(st, box="10,10,60,60")
+    studio.segment_text(st, "the ball", margin=0.1)               # + every ball (SAM 3): the region is the union
     studio.set_edited_frame(st, "edited.png")
     for view in studio.train(st, TrainInputs("a red ball on a gradient")):
         ...                                                        # TrainView: loss rows, status, points, files
@@ -33,11 +34,12 @@ from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..method.experts import HIGH_NOISE
 from ..media.files import display_path, paths_shown_relative_to
-from ..limits import check, check_points_count, check_unique_frames, value_or_default
+from ..limits import check, check_unique_frames, value_or_default
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
+from .objects import SegmentObjects
 from .previews import Previews
 from .progress import TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
@@ -48,7 +50,7 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-class Studio(Previews, BackgroundTraining, Estimates):
+class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
@@ -166,7 +168,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
             os.replace(staging / folder, self.sub(st, folder))
         shutil.rmtree(staging, ignore_errors=True)
         preview = self.sub(st, session.CLIP_FOLDER) / "preview.mp4"
-        st.points, st.labels = [], []
+        st.points, st.labels, st.objects, st.click_target = [], [], [], None
         changes = "; ".join(conformed.notes) or "nothing changed"
         notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
                  f"{conformed.fps:g} fps (source: {info.num_frames} frames, {info.width}x{info.height}, "
@@ -185,94 +187,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         write_image(target, clip.frames[k])
         return str(target)
 
-    # ----- 2. segment
-    def set_points(self, st: SessionState, points, labels) -> np.ndarray:
-        """Replace the clicks; returns the first frame with the live mask overlay (uint8 (H, W, 3))."""
-        if len(points):
-            check_points_count(len(points))
-        st.points = np.asarray(points, float).reshape(-1, 2).tolist()
-        st.labels = np.asarray(labels, int).reshape(-1).tolist()
-        return self.overlay(st)
-
-    def click(self, st: SessionState, x: float, y: float, include: bool) -> np.ndarray:
-        return self.set_points(st, [*st.points, [float(x), float(y)]], [*st.labels, 1 if include else 0])
-
-    def undo_click(self, st: SessionState) -> np.ndarray:
-        return self.set_points(st, st.points[:-1], st.labels[:-1])
-
-    def points_json(self, st: SessionState) -> str:
-        import json
-
-        return json.dumps([[round(x, 1), round(y, 1), int(label)] for (x, y), label in zip(st.points, st.labels)])
-
-    def overlay(self, st: SessionState) -> np.ndarray:
-        from ..perception.segmentation import overlay_frames
-
-        clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
-        frame = clip.frames[0]
-        if not st.points:
-            return frame
-        points, labels = np.asarray(st.points, float), np.asarray(st.labels, int)
-        if not (labels == 1).any():
-            return overlay_frames(frame[None], np.zeros((1, *frame.shape[:2]), bool), points=points,
-                                  labels=labels)[0]
-        with self.gpu_lock:
-            mask = self.gpu.image_mask(frame, points, labels)
-        return overlay_frames(frame[None], mask[None], points=points, labels=labels)[0]
-
-    def segment(self, st: SessionState, points_json, margin: float = 0.1) -> tuple[str, str, str]:
-        """Propagate the clicks through the clip; the boxes become the edit region.
-        Returns (overlay mp4, boxes mp4, Markdown notes)."""
-        from ..perception.segmentation import write_segmentation
-
-        margin = check("margin", 0.1 if margin is None else margin, "box margin")
-        points, labels = session.parse_points(points_json)
-        check_points_count(len(points))
-        clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
-        with self.gpu_lock:
-            segmentation = self.gpu.segment_clip(clip.frames, points, labels, float(margin))
-        files = write_segmentation(self.sub(st, session.SEGMENT_FOLDER), clip.frames, segmentation, clip.fps,
-                                   points=points, labels=labels)
-        st.points, st.labels = points.tolist(), labels.tolist()
-        prepared = prepare.PreparedClip(clip, segmentation.boxes, segmentation.region, list(clip.notes),
-                                        dict(source, points=points.tolist(), labels=labels.tolist(), margin=margin))
-        prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
-        approximate = segmentation.approximate and "approximate" not in segmentation.label
-        text = (f"**Segmented with {segmentation.label}**" + (" (approximate)" if approximate else "")
-                + f"; boxes cover {prepared.region[1:].mean():.0%} of the frames."
-                + "".join(f"  \n{n}" for n in segmentation.notes))
-        return str(files.overlay), str(files.boxes), text
-
-    def use_mask(self, st: SessionState, mask_video=None, box: str | None = None, margin: float = 0.1,
-                 fit: bool = False) -> tuple[str, str, str]:
-        """The edit region from a mask video (white = edit) or a box "x0,y0,x1,y1" (pixels of the conformed
-        clip), exactly one of them. Returns (overlay mp4, boxes mp4, Markdown notes)."""
-        from ..method import masks
-        from ..perception.segmentation import overlay_frames
-        from ..media.video import write_video
-
-        _, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
-        has_box = bool(box and str(box).strip())
-        if bool(mask_video) == has_box:
-            raise MaskEditError("give either a mask video (white = edit) or a box x0,y0,x1,y1, not both or neither")
-        mask_path = None
-        if mask_video:
-            mask_path = session.copy_into(self.sub(st, session.SOURCE_FOLDER), self.checked(st, mask_video, "mask video"),
-                                          "mask" + Path(str(getattr(mask_video, "path", mask_video))).suffix.lower())
-        prepared = prepare.prepare_clip(
-            source["video"], mask_video=mask_path, box=str(box).strip() if has_box else None,
-            num_frames=source["num_frames"], width=source["conformed_width"], height=source["conformed_height"],
-            start=source["start"], margin=float(margin), fit=bool(fit))
-        prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
-        out = self.sub(st, session.SEGMENT_FOLDER)
-        shutil.rmtree(out, ignore_errors=True)
-        boxes = masks.find_loose_boxes(prepared.region, 0.0, 0)
-        tight = prepared.tight if prepared.tight is not None else prepared.region
-        write_video(out / "overlay.mp4", overlay_frames(prepared.frames, tight, boxes), prepared.fps)
-        masks.write_mask_video(out / "boxes.mp4", prepared.region, prepared.fps)
-        text = (f"**Region from the {'mask video' if mask_path else 'box'}**; boxes cover "
-                f"{prepared.region[1:].mean():.0%} of the frames.")
-        return str(out / "overlay.mp4"), str(out / "boxes.mp4"), text
+    # ----- 2. segment: `objects.SegmentObjects` (clicks, text, masks; the union of the objects)
 
     # ----- 3. edited frames and captions
     def set_edited_frame(self, st: SessionState, image, fit: bool = False) -> tuple[str, str]:

@@ -14,12 +14,14 @@ TRAINED, PARTIAL, UPLOADED = "trained", "partial", "uploaded"  # where the sessi
 @dataclass
 class SessionState:
     """folder: the session's work folder. points/labels: the clicks on the first frame ([x, y] pixels of the
-    conformed clip; 1 = object, 0 = not). later: {"K": PNG path} edited later frames. edited: the edited
+    conformed clip; 1 = object, 0 = not) of the click target. later: {"K": PNG path} edited later frames. edited: the edited
     first frame (PNG path). lora / lora_source / lora_key: the LoRA that Generate uses, where it came from
     (TRAINED, PARTIAL, UPLOADED) and its cache key. background: the background-training toggle.
     results / gallery: the count of generations and the latest [video path, caption] pairs. naive_lora:
     the naive baseline's LoRA (never used by the mask-aware method). later_captions: {"K": caption} the user
-    typed for edited later frames (the missing ones are captioned when training starts)."""
+    typed for edited later frames (the missing ones are captioned when training starts). objects: the Segment
+step's objects (dicts, `studio.objects`), whose kept ones' union is the edit region; click_target: the object
+the clicks in `points` belong to (None: a new one); margin: the box margin of the last segmentation."""
 
     folder: str
     points: list = field(default_factory=list)
@@ -35,6 +37,9 @@ class SessionState:
     gallery: list = field(default_factory=list)
     naive_lora: str | None = None
     later_captions: dict = field(default_factory=dict)
+    objects: list = field(default_factory=list)
+    click_target: int | None = None
+    margin: float = 0.1
 
     def use_lora(self, path: str | None, source: str | None, key: str | None) -> None:
         """Make `path` the LoRA Generate uses (None: none)."""

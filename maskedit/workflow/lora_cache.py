@@ -64,6 +64,11 @@ def default_max_bytes() -> int:
 # ----- the key
 
 
+OBJECT_KEY_FIELDS = ("kind", "text", "points", "box", "file")
+"""What the key keeps of each object of the edit region (`prepared.source["objects"]`, written by the app's Segment
+step): what made it (clicks, text, a mask file, a box), not its score or area (the region's digest holds those)."""
+
+
 def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edited_later: dict | None = None,
               later_captions: dict | None = None, window: int | None = None, window_stride: int | None = None,
               naive: bool | None = None) -> dict:
@@ -71,9 +76,9 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
 
     config: the run's `training.TrainConfig` (its window, stride, condition and stage-2 epochs included;
     window, window_stride, naive override them when given, as in `workflow.train.train_edit_lora`). Later-frame
-    captions, windows, stage-2 epochs other than the default and the naive baseline's condition (part
-    "condition" = "stock", boxes left out) only enter when they apply, so keys of plain stage-1 runs stay
-    as they were."""
+    captions, windows, stage-2 epochs other than the default, the objects of a region made of objects (part
+    "objects") and the naive baseline's condition (part "condition" = "stock", boxes left out) only enter when
+    they apply, so keys of plain stage-1 runs stay as they were."""
     from ..media.hashing import array_digest
     from ..method.training import TrainConfig, run_settings, with_plan
 
@@ -90,6 +95,9 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
         parts["window"] = [int(used_window), int(config.window_stride)]
     if edited_later and config.stage2_epochs != TrainConfig.stage2_epochs:
         parts["stage2_epochs"] = int(config.stage2_epochs)
+    objects = getattr(prepared, "source", {}).get("objects")
+    if objects and not config.naive:  # the objects the region was made of (lora.json lists them): what made each
+        parts["objects"] = [{k: o[k] for k in OBJECT_KEY_FIELDS if k in o} for o in objects]
     if config.naive:  # the stock condition never sees the boxes: re-marking the region keeps the baseline's LoRA
         del parts["region"]
         parts["condition"] = "stock"

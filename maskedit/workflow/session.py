@@ -126,10 +126,12 @@ def check_path(path, allowed_roots, what: str = "file") -> Path:
 # ----- inputs given as text
 
 
-def parse_points(text) -> tuple[np.ndarray, np.ndarray]:
-    """Clicks as JSON: [[x, y], [x, y, label], ...] or [{"x": .., "y": .., "label": 0|1}, ...]
-    (label 1 = the object, 0 = not the object; default 1), in pixels of the conformed first frame.
-    Returns (points float (N, 2), labels int (N,))."""
+def parse_points(text, with_objects: bool = False):
+    """Clicks as JSON: [[x, y], [x, y, label], [x, y, label, object], ...] or [{"x": .., "y": .., "label": 0|1,
+    "object": k}, ...] (label 1 = the object, 0 = not the object; default 1), in pixels of the conformed first
+    frame; `object` (a whole number >= 1) says which object a click belongs to (several objects; default: the
+    one being clicked). Returns (points float (N, 2), labels int (N,)), and with `with_objects` also the object
+    numbers int (N,), 0 where none was given."""
     if isinstance(text, str):
         if not text.strip():
             raise MaskEditError('no points given: pass JSON like [[120, 80], [30, 20, 0]] (x, y, label 1/0)')
@@ -145,22 +147,27 @@ def parse_points(text) -> tuple[np.ndarray, np.ndarray]:
         data = data["points"]
     if not isinstance(data, list) or not data:
         raise MaskEditError('the points must be a non-empty JSON list, e.g. [[120, 80], [30, 20, 0]]')
-    points, labels = [], []
+    points, labels, objects = [], [], []
     for item in data:
         if isinstance(item, dict):
-            item = [item.get("x"), item.get("y"), item.get("label", 1)]
-        if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-            raise MaskEditError(f"the point {item!r} is not [x, y] or [x, y, label]")
+            item = [item.get("x"), item.get("y"), item.get("label", 1), *([item["object"]] if "object" in item else [])]
+        if not isinstance(item, (list, tuple)) or len(item) not in (2, 3, 4):
+            raise MaskEditError(f"the point {item!r} is not [x, y], [x, y, label] or [x, y, label, object]")
         try:
             x, y = float(item[0]), float(item[1])
-            label = int(item[2]) if len(item) == 3 else 1
-        except (TypeError, ValueError):
-            raise MaskEditError(f"the point {item!r} needs numbers: [x, y] or [x, y, label]") from None
+            label = int(item[2]) if len(item) >= 3 else 1
+            number = float(item[3]) if len(item) == 4 else 0.0
+        except (TypeError, ValueError, OverflowError):
+            raise MaskEditError(f"the point {item!r} needs numbers: [x, y], [x, y, label] or [x, y, label, object]") from None
         if label not in (0, 1):
             raise MaskEditError(f"the label of the point {item!r} is {label}; use 1 (the object) or 0 (not the object)")
+        if len(item) == 4 and not (number.is_integer() and 1 <= number <= 10 ** 6):
+            raise MaskEditError(f"the object of the point {item!r} is {item[3]!r}; give an object number (1, 2, ...)")
         points.append((x, y))
         labels.append(label)
-    return np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+        objects.append(int(number))
+    points, labels = np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    return (points, labels, np.asarray(objects, dtype=np.int64)) if with_objects else (points, labels)
 
 
 def parse_size(text, default=None) -> tuple[int, int] | None:

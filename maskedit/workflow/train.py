@@ -210,6 +210,9 @@ def train_edit_lora(
     }
     if window_used:
         metadata.update(window=window_used, window_stride=config.window_stride)
+    objects = prepared.source.get("objects")
+    if objects and not config.naive:  # what the edit region was made of (the app's Segment step)
+        metadata["objects"] = objects
     if config.naive:
         metadata.update(condition=STOCK_CONDITION, method="naive-lora")
     if distributed is not None:

@@ -43,6 +43,6 @@ def wire(page, w) -> None:
         preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s)
         return preview_path, notes, frame, "[]", None, None, "", st
 
-    w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, page.state],
-                     [w.preview, w.clip_notes, w.first_frame, w.points_box, w.overlay_video, w.boxes_video,
-                      w.segment_notes, page.state], api_name="load_video", **page.gpu)
+    w.load_event = w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, page.state],
+                                    [w.preview, w.clip_notes, w.first_frame, w.points_box, w.overlay_video,
+                                     w.boxes_video, w.segment_notes, page.state], api_name="load_video", **page.gpu)
