@@ -26,7 +26,17 @@ DEFAULT_MAX_UPLOAD = "500mb"
 RUNTIME = None  # maskedit.studio.runtime.Runtime: set once by create_demo, read by the GPU calls (never user data)
 
 
-# ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU); training events cross as dicts
+# ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU) of each ZeroGPU size, the size picked per
+# call from the plan of its work (`RUNTIME.sizer`: `large` when the planned peak fits half a card with its margin,
+# else `xlarge`, else refused before any GPU time); each task gets its size, which its duration function reads
+
+
+def _sized(task, duration=None, *, seconds: float | None = None) -> dict:
+    """{size: `task` as a GPU call of that size}: `duration` reads the call's arguments (its `gpu_size` too);
+    `seconds`: a fixed need, asked as spaces counts it on each size (`zerogpu.asked_seconds`)."""
+    from maskedit.models.zerogpu import GPU_SIZES, asked_seconds
+
+    return {size: spaces.GPU(duration=duration or asked_seconds(seconds, size), size=size)(task) for size in GPU_SIZES}
 
 
 def _train_duration(request) -> int:
@@ -41,51 +51,72 @@ def _train_on_gpu(request):
         yield to_wire(event)
 
 
-gpu_train_chunk = spaces.GPU(duration=_train_duration)(_train_on_gpu)
-gpu_train_chunk_xlarge = spaces.GPU(duration=_train_duration, size="xlarge")(_train_on_gpu)  # 14B: a whole card
-
-
-def train_chunk(request):
-    """One training call on the GPU size the request asks for; typed events out (`studio.progress`)."""
-    from maskedit.studio.progress import from_wire
-
-    call = gpu_train_chunk_xlarge if request.gpu_size == "xlarge" else gpu_train_chunk
-    for data in call(request):
-        yield from_wire(data)
-
-
-def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings, **options) -> int:
-    """Seconds of GPU to ask for one render: the planner's FLOPs for the loaded model (none for the tiny model)
-    at the assumed utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
+def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings, gpu_size="large", **options) -> int:
+    """Seconds of GPU to ask for one render on `gpu_size`: the planner's FLOPs for the loaded model (none for the
+    tiny model) at the calibrated utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
     from maskedit.studio.estimate import generation_call_seconds
 
-    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings)
+    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings,
+                                   gpu_size)
 
 
-@spaces.GPU(duration=_generation_duration)
-def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, **options):
+def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, gpu_size="large", **options):
     from maskedit.studio.generation import run_generation
 
     yield from run_generation(RUNTIME.pipe, prepared_dir, edited_frame, caption, out_dir, settings, **options)
 
 
-@spaces.GPU(duration=20)
-def gpu_image_mask(frame, points, labels):
+def gpu_image_mask(frame, points, labels, gpu_size="large"):
     import numpy as np
 
     return np.asarray(RUNTIME.segmenter.image_mask(frame, points, labels), dtype=bool)
 
 
-@spaces.GPU(duration=120)
-def gpu_segment_clip(frames, points, labels, margin):
+def gpu_segment_clip(frames, points, labels, margin, gpu_size="large"):
     from maskedit.perception.segmentation import segment_clip
 
     return segment_clip(RUNTIME.segmenter, frames, points, labels, 0, margin=float(margin))
 
 
-@spaces.GPU(duration=40)
-def gpu_caption(image):
+def gpu_caption(image, gpu_size="large"):
     return RUNTIME.captioner().describe(image)
+
+
+from maskedit.studio.estimate import PERCEPTION_SECONDS  # noqa: E402  (torch-free)
+
+TRAIN, GENERATE = _sized(_train_on_gpu, _train_duration), _sized(gpu_generate, _generation_duration)
+IMAGE_MASK = _sized(gpu_image_mask, seconds=PERCEPTION_SECONDS["image_mask"])
+SEGMENT_CLIP = _sized(gpu_segment_clip, seconds=PERCEPTION_SECONDS["segment_clip"])
+CAPTION = _sized(gpu_caption, seconds=PERCEPTION_SECONDS["caption"])
+
+
+def train_chunk(request):
+    """One training call on the size its request was planned for (`Studio.chunk_request`); typed events out."""
+    from maskedit.studio.progress import from_wire
+
+    for data in TRAIN[request.gpu_size](request):
+        yield from_wire(data)
+
+
+def generate(prepared_dir, edited_frame, caption, out_dir, settings, **options):
+    """One render (or fast preview) on the size its plan needs."""
+    size = RUNTIME.sizer.size("preview" if options.get("preview") is not None else "generation", options.get("preset"))
+    yield from GENERATE[size](prepared_dir, edited_frame, caption, out_dir, settings, gpu_size=size, **options)
+
+
+def image_mask(frame, points, labels):
+    size = RUNTIME.sizer.size("segmentation")
+    return IMAGE_MASK[size](frame, points, labels, gpu_size=size)
+
+
+def segment_clip(frames, points, labels, margin):
+    size = RUNTIME.sizer.size("segmentation")
+    return SEGMENT_CLIP[size](frames, points, labels, margin, gpu_size=size)
+
+
+def caption(image):
+    size = RUNTIME.sizer.size("caption")
+    return CAPTION[size](image, gpu_size=size)
 
 
 # ----- the page
@@ -104,7 +135,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     global RUNTIME
     from maskedit.interfaces.ui.page import build_page
     from maskedit.studio.inputs import GpuCalls
-    from maskedit.studio.runtime import Runtime, load_model
+    from maskedit.studio.runtime import load_model, start_runtime
 
     if model is None or isinstance(model, str):
         loaded, auto_banner, line = load_model(model)
@@ -112,9 +143,10 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         print(line, flush=True)  # the terminal says which model runs
     else:
         loaded = model
-    RUNTIME = Runtime(loaded, segmenter or os.environ.get("MASKEDIT_SEGMENTER", "auto"),
-                      captioner or os.environ.get("MASKEDIT_CAPTIONER") or None)
-    return build_page(RUNTIME, GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption),
+    # on ZeroGPU everything loads here, at start-up, and goes to "cuda" (never inside a GPU call)
+    RUNTIME = start_runtime(loaded, segmenter or os.environ.get("MASKEDIT_SEGMENTER", "auto"),
+                            captioner or os.environ.get("MASKEDIT_CAPTIONER") or None)
+    return build_page(RUNTIME, GpuCalls(train_chunk, generate, image_mask, segment_clip, caption),
                       examples_dir=EXAMPLES_DIR, banner=banner, work_dir=work_dir, gpu_budget=gpu_budget,
                       chunk_steps=chunk_steps, background=background, background_driver=background_driver,
                       lora_cache=lora_cache)
