@@ -4,7 +4,9 @@
 
 Every flag has an environment variable (the flag wins): MASKEDIT_MODEL, MASKEDIT_HOST, MASKEDIT_PORT,
 MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_CAPTIONER, MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR,
-MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults).
+MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults). Without a flag:
+MASKEDIT_SEGMENTER_MODEL (the segmenter's weights, a hub id or folder) and MASKEDIT_PLAN_MODEL (a real base whose
+plans size the tiny model's ZeroGPU calls: the ZeroGPU tests).
 
 This file holds the `@spaces.GPU` wrappers and `main()`; the page (one module per tab, each button one call to
 `maskedit.studio.service.Studio`, gradio-free and tested without a server) lives in `maskedit/interfaces/ui/`. Named API endpoints (gradio_client):
