@@ -155,11 +155,14 @@ def zerogpu_section() -> str:
         entry = estimates.lookup(model, "zerogpu")
         old = before.get(model, {}).get("zerogpu")
         lines += [f"### {estimates.short_name(model)} ({entry['frames']}x{entry['size']})", "",
-                  f"| phase | peak before | peak after | share of {large.memory_gb:g} GB |", "|---|---|---|---|"]
+                  f"| phase | peak before | peak after | share of {large.memory_gb:g} GB | runs in (size after) |",
+                  "|---|---|---|---|---|"]
         for phase in planner.PHASES:
             after = entry["phase_details"][phase]["peak_gpu_gib"] * estimates.GIB / 1e9
             was = f"{old['phase_details'][phase]['peak_gpu_gib'] * estimates.GIB / 1e9:.1f}" if old else "—"
-            lines.append(f"| {phase} | {was} | {after:.1f} | {after / large.memory_gb:.0%} |")
+            runs = ", ".join(f"{words} ({after_call(model, entry, kind)[0]})" for words, kind in CALLS[:2]
+                             if phase in estimates.CALL_PHASES[kind])
+            lines.append(f"| {phase} | {was} | {after:.1f} | {after / large.memory_gb:.0%} | {runs} |")
         lines += ["", "| call | planned peak after | size before → after | asked s before → after | scheduled s after |",
                   "|---|---|---|---|---|"]
         for words, kind in CALLS:

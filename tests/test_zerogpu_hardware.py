@@ -13,7 +13,8 @@ import pytest
 
 from maskedit.errors import MaskEditError
 from maskedit.models import estimates, zerogpu
-from maskedit.models.cards import CARDS, card_names, get_card
+from maskedit.models.cards import CARDS
+from maskedit.models.zerogpu import card_names, get_card
 from maskedit.models.presets import PRESETS
 from maskedit.studio.estimate import PERCEPTION_WORK_BYTES, CallSizer
 

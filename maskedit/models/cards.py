@@ -1,6 +1,6 @@
 """The GPUs the planner knows and the attention kernels it models: torch-free, so `python -m maskedit plan
 --help` answers without importing model code. ZeroGPU's two call sizes are cards too ("zerogpu-large",
-"zerogpu-xlarge"), made from `maskedit.models.zerogpu`, the one place that states that hardware."""
+"zerogpu-xlarge": `maskedit.models.zerogpu.get_card`), made there, the one place that states that hardware."""
 
 from __future__ import annotations
 
@@ -36,19 +36,11 @@ for the Server Edition (its "1 PFLOP" is with sparsity): 480 is derived from its
 (24,064 cores at 2.49 GHz) with the same 1024 FLOP/clock per SM, within 5% of half the sparse figure."""
 
 
-def card_names() -> list[str]:
-    """Every name `get_card` takes: the cards above, then ZeroGPU's call sizes."""
-    from .zerogpu import zerogpu_cards
 
-    return [*CARDS, *zerogpu_cards()]
-
-
-def get_card(name: str) -> Card:
-    """The card called `name` (a key of CARDS, or "zerogpu-large" / "zerogpu-xlarge"); MaskEditError for others."""
-    from .zerogpu import zerogpu_cards
-
+def get_card(name: str, cards: dict[str, Card] | None = None) -> Card:
+    """The card called `name` (a key of `cards`, default CARDS); MaskEditError for others."""
+    known = CARDS if cards is None else cards
     key = (name or "").strip().lower().replace("rtx4090", "4090").replace("rtx-4090", "4090")
-    known = {**CARDS, **zerogpu_cards()}
     if key not in known:
         raise MaskEditError(f"unknown GPU {name!r}; choose one of {', '.join(known)}")
     return known[key]

@@ -57,7 +57,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import flop_registry
 
-from .cards import ATTENTION_BACKENDS, CARDS, Card, get_card  # noqa: F401  (torch-free, for --help)
+from .cards import ATTENTION_BACKENDS, CARDS, Card  # noqa: F401  (torch-free, for --help)
+from .zerogpu import get_card  # noqa: F401  (any card, ZeroGPU's call sizes too)
 from ..errors import MaskEditError
 from .loading import DEFAULT_MODEL_ID, KNOWN_MODELS, TINY, ModelSpec, check_clip_size
 from .presets import PRESETS, Preset, get_preset

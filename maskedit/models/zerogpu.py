@@ -12,7 +12,7 @@ Sources, read 2026-08 (stored copies):
 
 Before that update the calls were half or all of an H200; no other file may state ZeroGPU's memory or
 compute (tests/test_zerogpu_hardware.py). From here come the planner's cards "zerogpu-large" and
-"zerogpu-xlarge" (`python -m maskedit plan --gpu zerogpu-large`), the size each GPU call takes
+"zerogpu-xlarge" (`get_card`; `python -m maskedit plan --gpu zerogpu-large`), the size each GPU call takes
 (`size_for_peak`), the seconds it asks for (`asked_seconds`), the app's messages and the Space's pins.
 """
 
@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 from .cards import CARDS, Card
+from .cards import get_card as _get_card
 
 SOURCE = ("hub-docs docs/hub/spaces-zerogpu.md, \"[ZeroGPU] Blackwell update\" (2026-05-13); "
           "spaces 0.51.3 zero/configs.json")
@@ -78,6 +79,16 @@ SUPPORTED_TORCH = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
 def zerogpu_cards() -> dict[str, Card]:
     """{"zerogpu-large": Card, "zerogpu-xlarge": Card}: each call size as a card the planner judges against."""
     return {f"zerogpu-{size.name}": size.card for size in SIZES.values()}
+
+
+def card_names() -> list[str]:
+    """Every name `get_card` takes: the planner's cards (`cards.CARDS`), then ZeroGPU's call sizes."""
+    return [*CARDS, *zerogpu_cards()]
+
+
+def get_card(name: str) -> Card:
+    """A card of `cards.CARDS` or a ZeroGPU call size ("zerogpu-large", "zerogpu-xlarge") by name."""
+    return _get_card(name, {**CARDS, **zerogpu_cards()})
 
 
 def usable_bytes(size: str) -> float:

@@ -128,11 +128,12 @@ class CallSizer:
             return table_model(os.environ[PLAN_MODEL_ENV])
         return own
 
-    def plan_preset(self, preset: str | None) -> str:
+    def plan_preset(self, preset) -> str:
         """The preset whose plan a call of `preset` follows: the placement's when the weights were placed at
         start-up, else `preset` (else `default_preset`)."""
         from ..models.presets import DEFAULT_PRESET
 
+        preset = getattr(preset, "name", preset)  # a `presets.Preset` or its name
         return self.placement or get_preset(preset or self.default_preset or DEFAULT_PRESET).name
 
     def peak_bytes(self, kind: str, preset: str | None = None) -> int | None:

@@ -27,7 +27,8 @@ SETTINGS = {
 
 def add_plan_parser(commands) -> None:
     """Register the `plan` command on an argparse sub-parser collection."""
-    from ...models.cards import ATTENTION_BACKENDS, card_names
+    from ...models.cards import ATTENTION_BACKENDS
+    from ...models.zerogpu import card_names
 
     plan = commands.add_parser(
         "plan", help="estimate GPU memory, FLOPs and time of an edit before running it (no GPU needed)",
