@@ -333,3 +333,14 @@ def test_the_app_duration_functions_follow_the_plan(tmp_path, monkeypatch):
                                gpu_size=size)
         needed = int(max(5, 1.5 * step_s) + studio_estimate.TRAIN_CALL_OVERHEAD_S)
         assert app._train_duration(request) == asked(needed, size)
+
+
+def test_a_render_whose_steps_are_partly_skipped_asks_for_the_evaluations_it_runs(tmp_path):
+    """The hook for step caching: only the denoising steps whose transformer passes run are timed."""
+    entry = estimates.lookup(DEFAULT_MODEL_ID, "zerogpu")
+    folder = prepared_folder(tmp_path, entry)
+    cached = studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, GenerateSettings(steps=8, guidance_scale=1.0),
+                                                     evaluations=3)
+    expected, _, _ = planned_render_seconds(entry, 3, "large")
+    assert cached == asked(expected) < studio_estimate.generation_call_seconds(
+        DEFAULT_MODEL_ID, folder, GenerateSettings(steps=8, guidance_scale=1.0))

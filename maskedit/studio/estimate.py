@@ -285,14 +285,16 @@ def clip_of(prepared_dir) -> tuple[int, int, int] | None:
         return None
 
 
-def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large") -> int:
+def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large",
+                            evaluations: int | None = None) -> int:
     """The `duration` one render asks on a ZeroGPU call of `gpu_size` (`zerogpu.asked_seconds` of what it
     needs): GENERATION_CALL_OVERHEAD_S + its FLOPs (steps x the table's denoising step, with or without CFG as
     `settings.guidance_scale` says, plus the encodes and the VAE decode, scaled to the clip) at
     `estimates.UTILISATION` of the call's share of the card. A model the table lacks (the tiny model) needs
     TINY_SECONDS_PER_STEP per step. Raises MaskEditError, before the call, when the render cannot fit one
-    call (`zerogpu.CALL_LIMIT_S`): a render is one call, not chunked."""
-    steps = int(settings.steps)
+    call (`zerogpu.CALL_LIMIT_S`): a render is one call, not chunked. evaluations: denoising steps whose
+    transformer passes actually run (None: every step; a step cache that skips some lowers it)."""
+    steps = int(settings.steps) if evaluations is None else int(evaluations)
     model = table_model(model_name)
     clip = clip_of(prepared_dir)
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
