@@ -4,13 +4,14 @@
 
 Every flag has an environment variable (the flag wins): MASKEDIT_MODEL, MASKEDIT_HOST, MASKEDIT_PORT,
 MASKEDIT_SHARE, MASKEDIT_SEGMENTER, MASKEDIT_SAM3_MODEL, MASKEDIT_SAM2_MODEL, MASKEDIT_CAPTIONER,
-MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR, MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with their defaults).
+MASKEDIT_GPU_BUDGET, MASKEDIT_CHUNK_STEPS, MASKEDIT_WORK_DIR, MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py
+--help` lists them with their defaults). Without a flag: MASKEDIT_PLAN_MODEL (a real base whose plans size the tiny
+model's ZeroGPU calls: the ZeroGPU tests).
 
 This file holds the `@spaces.GPU` wrappers and `main()`; the page (one module per tab, each button one call to
 `maskedit.studio.service.Studio`, gradio-free and tested without a server) lives in `maskedit/interfaces/ui/`. Named API endpoints (gradio_client):
-/load_video, /segment, /segment_text, /keep_objects, /remove_object, /use_mask, /set_edited_frame, /add_later_frame,
-/caption, /train, /resume_training, /stop_training, /use_lora, /generate, /edit, /set_background, /training_status,
-/gallery.
+/load_video, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train, /resume_training,
+/stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
 """
 
 import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch initialises CUDA)
@@ -27,7 +28,17 @@ DEFAULT_MAX_UPLOAD = "500mb"
 RUNTIME = None  # maskedit.studio.runtime.Runtime: set once by create_demo, read by the GPU calls (never user data)
 
 
-# ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU); training events cross as dicts
+# ----- GPU work: each a `spaces.GPU` call (a no-op decorator off ZeroGPU) of each ZeroGPU size, the size picked per
+# call from the plan of its work (`RUNTIME.sizer`: `large` when the planned peak fits half a card with its margin,
+# else `xlarge`, else refused before any GPU time); each task gets its size, which its duration function reads
+
+
+def _sized(task, duration=None, *, seconds: float | None = None) -> dict:
+    """{size: `task` as a GPU call of that size}: `duration` reads the call's arguments (its `gpu_size` too);
+    `seconds`: a fixed need, asked as spaces counts it on each size (`zerogpu.asked_seconds`)."""
+    from maskedit.models.zerogpu import GPU_SIZES, asked_seconds
+
+    return {size: spaces.GPU(duration=duration or asked_seconds(seconds, size), size=size)(task) for size in GPU_SIZES}
 
 
 def _train_duration(request) -> int:
@@ -42,58 +53,84 @@ def _train_on_gpu(request):
         yield to_wire(event)
 
 
-gpu_train_chunk = spaces.GPU(duration=_train_duration)(_train_on_gpu)
-gpu_train_chunk_xlarge = spaces.GPU(duration=_train_duration, size="xlarge")(_train_on_gpu)  # 14B: a whole card
-
-
-def train_chunk(request):
-    """One training call on the GPU size the request asks for; typed events out (`studio.progress`)."""
-    from maskedit.studio.progress import from_wire
-
-    call = gpu_train_chunk_xlarge if request.gpu_size == "xlarge" else gpu_train_chunk
-    for data in call(request):
-        yield from_wire(data)
-
-
-def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings, **options) -> int:
-    """Seconds of GPU to ask for one render: the planner's FLOPs for the loaded model (none for the tiny model)
-    at the assumed utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
+def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings, gpu_size="large", **options) -> int:
+    """Seconds of GPU to ask for one render on `gpu_size`: the planner's FLOPs for the loaded model (none for the
+    tiny model) at the calibrated utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
     from maskedit.studio.estimate import generation_call_seconds
 
-    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings)
+    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings,
+                                   gpu_size)
 
 
-@spaces.GPU(duration=_generation_duration)
-def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, **options):
+def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, gpu_size="large", **options):
     from maskedit.studio.generation import run_generation
 
     yield from run_generation(RUNTIME.pipe, prepared_dir, edited_frame, caption, out_dir, settings, **options)
 
 
-@spaces.GPU(duration=20)
-def gpu_image_mask(frame, points, labels, box=None):
+def gpu_image_mask(frame, points, labels, box=None, gpu_size="large"):
     import numpy as np
 
     return np.asarray(RUNTIME.segmenter.image_mask(frame, points, labels, box=box), dtype=bool)
 
 
-@spaces.GPU(duration=120)
-def gpu_segment_clip(frames, points, labels, margin, box=None):
+def gpu_segment_clip(frames, points, labels, margin, box=None, gpu_size="large"):
     from maskedit.perception.segmentation import segment_clip
 
     return segment_clip(RUNTIME.segmenter, frames, points, labels, 0, box=box, margin=float(margin))
 
 
-@spaces.GPU(duration=120)
-def gpu_segment_text(frames, text):
+def gpu_segment_text(frames, text, gpu_size="large"):
     from maskedit.perception.segmentation import segment_text
 
     return segment_text(RUNTIME.text_segmenter(), frames, text)
 
 
-@spaces.GPU(duration=40)
-def gpu_caption(image):
+def gpu_caption(image, gpu_size="large"):
     return RUNTIME.captioner().describe(image)
+
+
+from maskedit.studio.estimate import PERCEPTION_SECONDS  # noqa: E402  (torch-free)
+
+TRAIN, GENERATE = _sized(_train_on_gpu, _train_duration), _sized(gpu_generate, _generation_duration)
+IMAGE_MASK = _sized(gpu_image_mask, seconds=PERCEPTION_SECONDS["image_mask"])
+SEGMENT_CLIP = _sized(gpu_segment_clip, seconds=PERCEPTION_SECONDS["segment_clip"])
+SEGMENT_TEXT = _sized(gpu_segment_text, seconds=PERCEPTION_SECONDS["segment_clip"])
+CAPTION = _sized(gpu_caption, seconds=PERCEPTION_SECONDS["caption"])
+
+
+def train_chunk(request):
+    """One training call on the size its request was planned for (`Studio.chunk_request`); typed events out."""
+    from maskedit.studio.progress import from_wire
+
+    for data in TRAIN[request.gpu_size](request):
+        yield from_wire(data)
+
+
+def generate(prepared_dir, edited_frame, caption, out_dir, settings, **options):
+    """One render (or fast preview) on the size its plan needs."""
+    size = RUNTIME.sizer.size("preview" if options.get("preview") is not None else "generation", options.get("preset"))
+    yield from GENERATE[size](prepared_dir, edited_frame, caption, out_dir, settings, gpu_size=size, **options)
+
+
+def image_mask(frame, points, labels, box=None):
+    size = RUNTIME.sizer.size("segmentation")
+    return IMAGE_MASK[size](frame, points, labels, box=box, gpu_size=size)
+
+
+def segment_clip(frames, points, labels, margin, box=None):
+    size = RUNTIME.sizer.size("segmentation")
+    return SEGMENT_CLIP[size](frames, points, labels, margin, box=box, gpu_size=size)
+
+
+def segment_text(frames, text):
+    size = RUNTIME.sizer.size("segmentation")
+    return SEGMENT_TEXT[size](frames, text, gpu_size=size)
+
+
+def caption(image):
+    size = RUNTIME.sizer.size("caption")
+    return CAPTION[size](image, gpu_size=size)
 
 
 # ----- the page
@@ -114,7 +151,7 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
     global RUNTIME
     from maskedit.interfaces.ui.page import build_page
     from maskedit.studio.inputs import GpuCalls
-    from maskedit.studio.runtime import Runtime, load_model
+    from maskedit.studio.runtime import load_model, start_runtime
 
     if model is None or isinstance(model, str):
         loaded, auto_banner, line = load_model(model)
@@ -122,12 +159,12 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
         print(line, flush=True)  # the terminal says which model runs
     else:
         loaded = model
-    RUNTIME = Runtime(loaded, segmenter or os.environ.get("MASKEDIT_SEGMENTER", "auto"),
-                      captioner or os.environ.get("MASKEDIT_CAPTIONER") or None,
-                      sam2_model=sam2_model or os.environ.get("MASKEDIT_SAM2_MODEL") or None,
-                      sam3_model=sam3_model or os.environ.get("MASKEDIT_SAM3_MODEL") or None)
-    gpu = GpuCalls(train_chunk, gpu_generate, gpu_image_mask, gpu_segment_clip, gpu_caption, gpu_segment_text)
-    return build_page(RUNTIME, gpu,
+    # on ZeroGPU everything loads here, at start-up, and goes to "cuda" (never inside a GPU call)
+    RUNTIME = start_runtime(loaded, segmenter or os.environ.get("MASKEDIT_SEGMENTER", "auto"),
+                            captioner or os.environ.get("MASKEDIT_CAPTIONER") or None,
+                            sam2_model=sam2_model or os.environ.get("MASKEDIT_SAM2_MODEL") or None,
+                            sam3_model=sam3_model or os.environ.get("MASKEDIT_SAM3_MODEL") or None)
+    return build_page(RUNTIME, GpuCalls(train_chunk, generate, image_mask, segment_clip, caption, segment_text),
                       examples_dir=EXAMPLES_DIR, banner=banner, work_dir=work_dir, gpu_budget=gpu_budget,
                       chunk_steps=chunk_steps, background=background, background_driver=background_driver,
                       lora_cache=lora_cache)

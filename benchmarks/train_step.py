@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import RESULTS, machine, write_section  # noqa: E402,F401  (generate/run_all import them from here)
 from maskedit.method.lora import ADAPTER_NAME  # noqa: E402
+from maskedit.models.cards import CARDS  # noqa: E402
 from maskedit.models.loading import REAL_TRANSFORMER_14B, TINY_TRANSFORMER  # noqa: E402
 from maskedit.models.presets import NUM_BLOCKS_14B, get_preset  # noqa: E402
 from maskedit.method.training import EncodedSample, LoraTrainer, TrainConfig  # noqa: E402
@@ -48,6 +49,9 @@ NOT_MEASURED = "Real-size (Wan2.1-I2V-14B config) figures: not yet measured on a
 PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12), ("A100", 312e12),
              ("L40S", 362e12), ("L40", 181e12), ("RTX 4090", 165e12), ("RTX 6000 Ada", 364e12), ("A10G", 70e12),
              ("L4", 121e12), ("B200", 2250e12)]
+PEAK_BF16[:0] = [("RTX PRO 6000 Blackwell Server", CARDS["rtx-pro-6000-server"].bf16_tflops * 1e12),
+                 ("RTX PRO 6000 Blackwell", CARDS["rtx-pro-6000"].bf16_tflops * 1e12)]  # a ZeroGPU card (whole: a
+# `large` call is half of it, so its MFU here reads half what it is)
 
 
 # ----- shared by the benchmark scripts -----------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maskedit.models import estimates
+from maskedit.models import estimates, zerogpu
 from maskedit.models.cards import CARDS
 from maskedit.defaults import DEFAULT_MODEL_ID, TINY
 from maskedit.errors import MaskEditError
@@ -21,7 +21,10 @@ from maskedit.studio import estimate as studio_estimate
 from maskedit.studio.runs import ChunkRequest
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKEST = (DEFAULT_MODEL_ID, "zerogpu")  # 33 frames of 640x368: the quickest preset to dry-run
+WAN22 = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+FRESH = [(DEFAULT_MODEL_ID, "zerogpu"),  # fp8 base weights, encoders offloaded, no block swapped (33x640x368)
+         (WAN22, "zerogpu"),  # the second expert, with fp8 and offloaded encoders
+         (DEFAULT_MODEL_ID, "low-cost")]  # 38 blocks swapped, fp8, activations and encoders offloaded
 
 
 def write_plans():
@@ -32,9 +35,15 @@ def write_plans():
     return module
 
 
-def rate(share=1.0):
-    """FLOP/s the duration functions assume on a ZeroGPU call with `share` of the card."""
-    return estimates.ZEROGPU_CARD.bf16_tflops * 1e12 * share * estimates.ASSUMED_UTILISATION
+def rate(size="large"):
+    """FLOP/s the duration functions should assume on a ZeroGPU call of `size`, written out from the data: the
+    card's dense bf16 peak x the size's share x the calibrated utilisation."""
+    return zerogpu.CARD.bf16_tflops * 1e12 * zerogpu.SIZES[size].compute_share * estimates.UTILISATION
+
+
+def asked(needed, size="large"):
+    """The duration asked for `needed` scheduled seconds: spaces multiplies a large call's by 1.5 (configs.json)."""
+    return math.ceil(needed / {"large": 1.5, "xlarge": 1.0}[size])
 
 
 def all_entries():
@@ -60,10 +69,32 @@ def test_every_known_model_and_preset_is_in_the_table_at_its_adapted_size():
             assert entry["phase_details"]["denoising step"]["flops"] > 0
 
 
-def test_the_table_is_not_stale():
-    """A fresh dry run (the generator's own path) equals the table's entry exactly (takes tens of seconds)."""
-    model, name = QUICKEST
+@pytest.mark.slow
+@pytest.mark.parametrize("model, name", FRESH)
+def test_the_table_is_not_stale(model, name):
+    """A fresh dry run (the generator's own path) equals the table's entry exactly (10-20 s each): one entry of
+    each memory setting recent changes touched — no swap, swapped blocks, fp8, offloaded encoders, two experts."""
     assert write_plans().plan_entry(model, name) == estimates.lookup(model, name)
+
+
+def test_the_fresh_entries_cover_each_memory_setting():
+    settings = [estimates.lookup(model, name)["settings"] for model, name in FRESH]
+    assert any(not s["blocks_to_swap"] for s in settings) and any(s["blocks_to_swap"] for s in settings)
+    assert any(s["fp8"] for s in settings) and any(s["offload_encoders"] for s in settings)
+    assert any(estimates.lookup(m, n)["checks"]["lora_layers"] == 2 * 400 for m, n in FRESH)  # both experts
+
+
+@pytest.mark.slow
+def test_the_utilisation_comes_from_the_published_step_time_and_a_fresh_plan():
+    """UTILISATION = the planner's FLOPs for LightX2V's measured setting / (its seconds x the H100's peak)."""
+    from maskedit.models.planner import estimate
+
+    calibration = estimates.CALIBRATION
+    plan = estimate("full", calibration.num_frames, (calibration.width, calibration.height), DEFAULT_MODEL_ID,
+                    train=False, stage2=False, guidance_scale=calibration.guidance_scale)
+    assert plan.phases["denoising step"].flops == calibration.planner_flops
+    implied = calibration.planner_flops / (calibration.seconds_per_step * CARDS["h100"].bf16_tflops * 1e12)
+    assert estimates.UTILISATION == round(implied, 2) == 0.35
 
 
 def test_estimates_import_no_torch():
@@ -125,6 +156,7 @@ def test_cheapest_fitting_is_the_first_preset_in_order_that_fits(card):
 class _Studio(studio_estimate.Estimates):
     def __init__(self, model_name=DEFAULT_MODEL_ID, is_tiny=False):
         self.model_name, self.is_tiny = model_name, is_tiny
+        self.sizer = studio_estimate.CallSizer(model_name)
 
 
 def test_memory_warning_names_the_preset_that_fits_the_free_memory(monkeypatch):
@@ -178,8 +210,13 @@ def test_estimate_line_for_the_train_tab(monkeypatch):
     assert _Studio().estimate_line("full") != real  # changes with the preset
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     on_space = _Studio().estimate_line("zerogpu")
-    memory = estimates.ZEROGPU_MEMORY_GB[studio_estimate.zerogpu_size("zerogpu", False)]
-    assert estimates.summary_line(DEFAULT_MODEL_ID, "zerogpu", memory) in on_space and "ZeroGPU" in on_space
+    entry = estimates.lookup(DEFAULT_MODEL_ID, "zerogpu")
+    training = max(entry["phase_details"][p]["peak_gpu_gib"] for p in studio_estimate.estimates.CALL_PHASES["training"])
+    usable = zerogpu.usable_bytes("large") / 1e9
+    assert f"training calls: large (≈ {training * 1024**3 / 1e9:.1f} of {usable:.1f} GB planned at most)" in on_space
+    large, xlarge = zerogpu.SIZES["large"].memory_gb, zerogpu.SIZES["xlarge"].memory_gb
+    assert "renders: large" in on_space and f"ZeroGPU: {large:g} GB per call ({xlarge:g} GB, at 2x" in on_space
+    assert "training calls: xlarge" in _Studio().estimate_line("full")
 
 
 def test_a_local_folder_of_a_known_base_uses_its_hub_figures():
@@ -195,31 +232,32 @@ def test_a_local_folder_of_a_known_base_uses_its_hub_figures():
 def test_training_call_duration_comes_from_the_table_flops(preset):
     for model in estimates.models():
         entry = estimates.lookup(model, preset)
-        size = studio_estimate.zerogpu_size(preset, False)
+        size = studio_estimate.CallSizer(model).size("training", preset)
         step_s = studio_estimate.training_step_seconds(model, preset, size)
         flops = entry["phase_details"]["training step"]["flops"]
-        assert step_s == pytest.approx(flops / rate(estimates.ZEROGPU_COMPUTE_SHARE[size]), rel=1e-12)
-        fits = studio_estimate.TRAIN_CALL_OVERHEAD_S + 1.5 * step_s <= estimates.ZEROGPU_CALL_LIMIT_S
+        assert step_s == pytest.approx(flops / rate(size), rel=1e-12)
+        fits = studio_estimate.TRAIN_CALL_OVERHEAD_S + 1.5 * step_s <= zerogpu.CALL_LIMIT_S
         if not fits:
             with pytest.raises(MaskEditError, match="more than one ZeroGPU call allows"):
                 studio_estimate.training_call_seconds(110, step_s)
             continue
-        seconds = studio_estimate.training_call_seconds(110, step_s)
-        assert seconds == int(max(110, 1.5 * step_s) + studio_estimate.TRAIN_CALL_OVERHEAD_S)
-        assert seconds <= estimates.ZEROGPU_CALL_LIMIT_S
+        needed = int(max(110, 1.5 * step_s) + studio_estimate.TRAIN_CALL_OVERHEAD_S)
+        assert studio_estimate.training_call_seconds(110, step_s) == needed <= zerogpu.CALL_LIMIT_S
+        request = ChunkRequest("p", "c", "a box", None, "p3rs0n", model, budget_s=110, step_s=step_s, gpu_size=size)
+        assert request.duration_s == asked(needed, size)
 
 
-def test_the_zerogpu_preset_trains_within_a_call_on_every_known_model():
+def test_the_zerogpu_preset_trains_within_a_large_call_on_every_known_model():
     for model in estimates.models():
         step_s = studio_estimate.training_step_seconds(model, "zerogpu", "large")
-        assert studio_estimate.training_call_seconds(110, step_s) <= estimates.ZEROGPU_CALL_LIMIT_S
+        assert studio_estimate.training_call_seconds(110, step_s) <= zerogpu.CALL_LIMIT_S
 
 
 def test_the_tiny_model_keeps_its_small_durations(tmp_path):
     request = ChunkRequest("p", "c", "a box", None, "p3rs0n", TINY, budget_s=5)
-    assert request.duration_s == 5 + studio_estimate.TRAIN_CALL_OVERHEAD_S
-    assert studio_estimate.generation_call_seconds(TINY, tmp_path, GenerateSettings(steps=4)) == 30 + 4 * 6
-    assert studio_estimate.generation_call_seconds(None, tmp_path, GenerateSettings(steps=4)) == 30 + 4 * 6
+    assert request.needed_s == 5 + studio_estimate.TRAIN_CALL_OVERHEAD_S and request.duration_s == asked(45)
+    assert studio_estimate.generation_call_seconds(TINY, tmp_path, GenerateSettings(steps=4)) == asked(30 + 4 * 6)
+    assert studio_estimate.generation_call_seconds(None, tmp_path, GenerateSettings(steps=4), "xlarge") == 30 + 4 * 6
 
 
 def prepared_folder(tmp_path, entry):
@@ -227,46 +265,55 @@ def prepared_folder(tmp_path, entry):
 
     width, height = (int(v) for v in entry["size"].split("x"))
     folder = tmp_path / entry["preset"]
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / PREPARED_JSON).write_text(json.dumps({"frames": entry["frames"], "width": width, "height": height,
                                                     "fps": 16.0}))
     return folder
 
 
+def planned_render_seconds(entry, steps, size):
+    """A render's seconds written out from the plan: overhead + (encodes + decode + steps x denoising) / rate."""
+    details = entry["phase_details"]
+    fixed = (details["encode prompts/images"]["flops"] + details["VAE decode"]["flops"]) / rate(size)
+    per_step = details["denoising step"]["flops"] / rate(size)
+    return studio_estimate.GENERATION_CALL_OVERHEAD_S + fixed + steps * per_step, fixed, per_step
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_generation_call_duration_comes_from_the_table_flops(preset, tmp_path):
+@pytest.mark.parametrize("size", zerogpu.GPU_SIZES)
+def test_generation_call_duration_comes_from_the_table_flops(preset, size, tmp_path):
     entry = estimates.lookup(DEFAULT_MODEL_ID, preset)
     folder = prepared_folder(tmp_path, entry)
     steps, guidance = entry["settings"]["generation_steps"], entry["settings"]["guidance_scale"]
     settings = GenerateSettings(steps=steps, guidance_scale=guidance)
-    details = entry["phase_details"]
-    share = estimates.ZEROGPU_COMPUTE_SHARE["large"]
-    fixed = (details["encode prompts/images"]["flops"] + details["VAE decode"]["flops"]) / rate(share)
-    per_step = details["denoising step"]["flops"] / rate(share)
-    expected = studio_estimate.GENERATION_CALL_OVERHEAD_S + fixed + steps * per_step
-    if expected > estimates.ZEROGPU_CALL_LIMIT_S:
+    expected, fixed, per_step = planned_render_seconds(entry, steps, size)
+    if expected > zerogpu.CALL_LIMIT_S:
         with pytest.raises(MaskEditError, match="more than one ZeroGPU call allows") as excinfo:
-            studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, settings)
-        fitting = int((estimates.ZEROGPU_CALL_LIMIT_S - studio_estimate.GENERATION_CALL_OVERHEAD_S - fixed) // per_step)
+            studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, settings, size)
+        fitting = int((zerogpu.CALL_LIMIT_S - studio_estimate.GENERATION_CALL_OVERHEAD_S - fixed) // per_step)
         if fitting >= 1:
             assert f"at most {fitting} steps" in str(excinfo.value)
             fewer = GenerateSettings(steps=fitting, guidance_scale=guidance)
-            assert studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, fewer) <= \
-                estimates.ZEROGPU_CALL_LIMIT_S
+            assert studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, fewer, size) <= \
+                zerogpu.CALL_LIMIT_S
         return
-    seconds = studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, settings)
-    assert seconds == int(expected) + 1 and seconds <= estimates.ZEROGPU_CALL_LIMIT_S
+    seconds = studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, settings, size)
+    assert seconds == asked(expected, size)
+    assert zerogpu.scheduled_seconds(seconds, size) >= expected  # scheduled for at least what it needs
 
 
-def test_the_zerogpu_preset_renders_within_a_call(tmp_path):
-    entry = estimates.lookup(DEFAULT_MODEL_ID, "zerogpu")
-    settings = GenerateSettings(steps=entry["settings"]["generation_steps"],
-                                guidance_scale=entry["settings"]["guidance_scale"])
-    seconds = studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, prepared_folder(tmp_path, entry), settings)
-    assert studio_estimate.GENERATION_CALL_OVERHEAD_S < seconds <= estimates.ZEROGPU_CALL_LIMIT_S
+def test_the_zerogpu_preset_renders_within_a_large_call(tmp_path):
+    for model in estimates.models():
+        entry = estimates.lookup(model, "zerogpu")
+        settings = GenerateSettings(steps=entry["settings"]["generation_steps"],
+                                    guidance_scale=entry["settings"]["guidance_scale"])
+        seconds = studio_estimate.generation_call_seconds(model, prepared_folder(tmp_path, entry), settings)
+        assert asked(studio_estimate.GENERATION_CALL_OVERHEAD_S) < seconds
+        assert zerogpu.scheduled_seconds(seconds, "large") <= zerogpu.CALL_LIMIT_S
 
 
-def test_the_app_duration_functions_use_the_estimates(tmp_path, monkeypatch):
+def test_the_app_duration_functions_follow_the_plan(tmp_path, monkeypatch):
+    """app.py's duration functions against the seconds written out from the plan's FLOPs (not the helpers)."""
     import app
 
     entry = estimates.lookup(DEFAULT_MODEL_ID, "zerogpu")
@@ -278,8 +325,22 @@ def test_the_app_duration_functions_use_the_estimates(tmp_path, monkeypatch):
             name = DEFAULT_MODEL_ID
 
     monkeypatch.setattr(app, "RUNTIME", Loaded)
-    assert app._generation_duration(folder, None, "", tmp_path, settings) == \
-        studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, settings)
-    step_s = studio_estimate.training_step_seconds(DEFAULT_MODEL_ID, "zerogpu", "large")
-    request = ChunkRequest("p", "c", "a box", None, "p3rs0n", DEFAULT_MODEL_ID, budget_s=5, step_s=step_s)
-    assert app._train_duration(request) == studio_estimate.training_call_seconds(5, step_s)
+    for size in zerogpu.GPU_SIZES:
+        expected, _, _ = planned_render_seconds(entry, 4, size)
+        assert app._generation_duration(folder, None, "", tmp_path, settings, gpu_size=size) == asked(expected, size)
+        step_s = entry["phase_details"]["training step"]["flops"] / rate(size)
+        request = ChunkRequest("p", "c", "a box", None, "p3rs0n", DEFAULT_MODEL_ID, budget_s=5, step_s=step_s,
+                               gpu_size=size)
+        needed = int(max(5, 1.5 * step_s) + studio_estimate.TRAIN_CALL_OVERHEAD_S)
+        assert app._train_duration(request) == asked(needed, size)
+
+
+def test_a_render_whose_steps_are_partly_skipped_asks_for_the_evaluations_it_runs(tmp_path):
+    """The hook for step caching: only the denoising steps whose transformer passes run are timed."""
+    entry = estimates.lookup(DEFAULT_MODEL_ID, "zerogpu")
+    folder = prepared_folder(tmp_path, entry)
+    cached = studio_estimate.generation_call_seconds(DEFAULT_MODEL_ID, folder, GenerateSettings(steps=8, guidance_scale=1.0),
+                                                     evaluations=3)
+    expected, _, _ = planned_render_seconds(entry, 3, "large")
+    assert cached == asked(expected) < studio_estimate.generation_call_seconds(
+        DEFAULT_MODEL_ID, folder, GenerateSettings(steps=8, guidance_scale=1.0))

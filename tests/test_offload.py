@@ -341,3 +341,17 @@ def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, c
         assert calls[-1][0] == "cuda" and calls[-1][3] is expected
         assert (encoder_offload(loaded.pipe) is not None) is expected
         assert ("in CPU memory" in capsys.readouterr().out) is expected
+
+
+def test_no_cuda_streams_or_pinned_memory_at_a_zerogpu_start_up(monkeypatch):
+    """A Space places its weights at start-up, in spaces' main process, where the CUDA runtime must not start:
+    the streamer then makes no side stream and pins nothing (inside a call the runtime is up)."""
+    from maskedit.memory import offload
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert offload.cuda_runtime_usable()
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert not offload.cuda_runtime_usable()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # a call's worker
+    assert offload.cuda_runtime_usable()

@@ -33,6 +33,7 @@ def test_low_cost_and_zerogpu_settings():
     assert zero.num_frames < 49 and zero.width * zero.height < 832 * 480 and zero.train_steps < 100
     assert zero.speed_lora and zero.guidance_scale == 1.0 and zero.generation_steps <= 8 and zero.cfg_distilled
     assert not zero.compile and zero.gpu_seconds == 180
+    assert zero.fp8 and zero.offload_encoders and not zero.blocks_to_swap  # fits ZeroGPU's `large` size
     assert get_preset("24gb").blocks_to_swap + get_preset("24gb").blocks_resident == NUM_BLOCKS_14B
 
 
@@ -111,7 +112,7 @@ def test_cli_lists_the_presets(capsys):
 
 
 def test_encoder_offload_is_a_memory_option_of_the_presets_the_config_and_the_cli():
-    assert [name for name, p in PRESETS.items() if p.offload_encoders] == ["24gb", "low-cost"]
+    assert [name for name, p in PRESETS.items() if p.offload_encoders] == ["24gb", "low-cost", "zerogpu"]
     assert get_preset("24gb").train_config().offload_encoders and not get_preset("full").train_config().offload_encoders
     assert "encoders in CPU memory while idle" in get_preset("24gb").describe()
     assert "encoders on the GPU" in get_preset("full").describe()

@@ -237,13 +237,49 @@ def test_losses_smoothing_and_eta():
     assert format_eta(75) == "1m 15s" and format_eta(None) == "–"
 
 
-def test_gpu_size_per_training_call(tmp_path):
-    def studio(is_tiny):
-        return Studio(session.SessionStore(tmp_path), local_gpu(None), model_name="m", is_tiny=is_tiny)
+def test_gpu_size_per_training_call_follows_its_plan(tmp_path):
+    """The size comes from the plan of the preset trained (tests/test_zerogpu_hardware.py covers every kind)."""
+    from maskedit.defaults import DEFAULT_MODEL_ID
 
-    assert studio(False).gpu_size(TrainConfig()) == "xlarge"  # the 14B model, every block resident
-    assert studio(False).gpu_size(TrainConfig(blocks_to_swap=20)) == "large"
-    assert studio(False).gpu_size(TrainConfig(fp8=True)) == "large"
-    assert studio(True).gpu_size(TrainConfig()) == "large"
+    def studio(name, is_tiny):
+        return Studio(session.SessionStore(tmp_path), local_gpu(None), model_name=name, is_tiny=is_tiny)
+
+    real = studio(DEFAULT_MODEL_ID, False)
+    assert real.sizer.size("training", "full") == "xlarge"  # 14B in bf16, every block resident: a whole card
+    assert real.sizer.size("training", "zerogpu") == "large"  # fp8, encoders off the GPU: half a card
+    assert studio("tiny", True).sizer.size("training", "full") == "large"  # no plan: the smallest size
     with pytest.raises(MaskEditError, match="GPU size"):
         ChunkRequest("p", "c", "a box", TrainConfig(), "p3rs0n", "m", gpu_size="huge")
+
+
+def test_a_start_up_placement_is_kept_by_training_and_other_memory_settings_are_refused(tmp_path):
+    """On ZeroGPU a real base's weights are placed once at start-up with the zerogpu preset's memory settings
+    (`runtime.place_for_zerogpu`; here on the CPU with the tiny pipeline standing in for a 14B one): training
+    with those settings keeps that placement (the same streamer, fp8 stores, encoders offloaded), and a preset
+    with other memory settings is refused before any GPU time."""
+    from maskedit.memory.offload import ENCODER_OFFLOAD_ATTRIBUTE, memory_setup
+    from maskedit.method.conditioning import stage1_sample
+    from maskedit.method.training import LoraTrainer, TrainItem
+    from maskedit.models.loading import LoadedModel, build_tiny_pipeline
+    from maskedit.studio.estimate import CallSizer
+    from maskedit.studio.runtime import place_for_zerogpu
+
+    pipe = build_tiny_pipeline()
+    assert place_for_zerogpu(LoadedModel(pipe, "tiny", "tiny", True), device="cpu") is None  # tiny: moved whole
+    assert memory_setup(pipe.transformer) is None
+    placement = place_for_zerogpu(LoadedModel(pipe, "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "stand-in", False),
+                                  device="cpu")
+    setup = memory_setup(pipe.transformer)
+    assert placement == "zerogpu" and setup.streamer is not None and setup.streamer.fp8
+    assert getattr(pipe, ENCODER_OFFLOAD_ATTRIBUTE, None) is not None
+    studio = Studio(session.SessionStore(tmp_path), local_gpu(pipe), model_name="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+                    is_tiny=False, sizer=CallSizer("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", placement))
+    config, _ = studio.train_config(TrainInputs("a box", preset="zerogpu", steps=1, fp8=True), 9)
+    frames = np.zeros((9, 64, 64, 3), np.uint8)
+    region = np.zeros((9, 64, 64), bool)
+    region[:, 16:48, 16:48] = True
+    LoraTrainer(pipe, [TrainItem(stage1_sample(frames, region, "p3rs0n, a box"))], config, device="cpu")
+    assert memory_setup(pipe.transformer).streamer is setup.streamer  # not placed again
+    for preset, fp8 in (("full", False), ("zerogpu", False), ("24gb", False)):
+        with pytest.raises(MaskEditError, match="placed the model's weights once at start-up for the zerogpu"):
+            studio.train_config(TrainInputs("a box", preset=preset, fp8=fp8), 9)

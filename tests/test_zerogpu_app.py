@@ -1,5 +1,9 @@
 """app.py, unchanged, under ZeroGPU's own code path (spaces' real decorator, forked workers, pickling queues),
-driven through gradio_client on the tiny model at 9 frames of 64x64.
+driven through gradio_client on the tiny model at 9 frames of 64x64, with the Space's own defaults: background
+training on (driven by the session's calls), a real (tiny) SAM2 segmenter and Florence-2 captioner loaded once at
+start-up, spaces counting durations for today's card (the CPU shim reports it), and every call sized by the plan
+of Wan2.1-480P (MASKEDIT_PLAN_MODEL), so that both sizes run: training with `full` takes `xlarge`, with
+`zerogpu` `large`.
 
 The device API stand-in runs in this process (`zerogpu_local.device_api`); it says "not idle", so every GPU
 call is a new worker process, and it refuses any call asking for more than PER_CALL_LIMIT_S. After every
@@ -7,8 +11,9 @@ test, `check_new_calls` holds each GPU call made since the last check to the rul
 
 - schedule -> allow -> release, released as not failed (unless the test expected a failure);
 - the duration requested is what the app's own duration function computes from that call's real
-  arguments (the recorder pickles them in the main process; the function is called again here), is within
-  the per-call limit, and the call ran within it;
+  arguments (the recorder pickles them in the main process; the function is called again here); the device
+  API is asked for the size the call was decorated with and for that duration as spaces scales it for the
+  size (`zerogpu.scheduled_seconds`), within the per-call limit, and the call ran within it;
 - nothing a GPU call returned or yielded holds a tensor that lives on the GPU.
 
 What the app must keep for these tests: the endpoints /load_video, /segment (points JSON, margin first),
@@ -31,6 +36,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from maskedit.media.video import read_video, write_image, write_video  # noqa: E402
+from maskedit.models import zerogpu  # noqa: E402
+from maskedit.studio.estimate import CallSizer  # noqa: E402
 from zerogpu_harness import launched  # noqa: E402
 from zerogpu_local import recorder  # noqa: E402
 from zerogpu_local.device_api import Policy  # noqa: E402
@@ -41,9 +48,13 @@ BUDGET_S = 5  # seconds of training per GPU call: the smallest the app accepts
 FIRST_STEPS = 30  # the flow's run; doubled until it takes >= 3 calls on this machine (see the flow test)
 CHUNK_STEPS = 10  # the app's --chunk-steps here: a run of FIRST_STEPS takes >= 3 calls however fast the machine
 LONG_BUDGET_S = 200  # a budget no call of the run reaches (calls then end on CHUNK_STEPS alone)
-CAPTION, TRIGGER = "a red disk on a gradient", "p3rs0n"
+CAPTION_TEXT, TRIGGER = "a red disk on a gradient", "p3rs0n"
 # the app's GPU functions, by name (the recorder reports each call under its function's name)
-SEGMENT, TRAIN, GENERATE = "gpu_segment_clip", "_train_on_gpu", "gpu_generate"
+SEGMENT, TRAIN, GENERATE, CAPTION = "gpu_segment_clip", "_train_on_gpu", "gpu_generate", "gpu_caption"
+IMAGE_MASK = "gpu_image_mask"
+PLAN_MODEL = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # the base whose plans size the tiny model's calls here
+SIZER = CallSizer(PLAN_MODEL, default_preset="zerogpu")  # the app's sizer for that base on ZeroGPU (the tiny
+# model has no start-up placement; a call naming no preset follows the Space's default preset)
 
 
 def make_disk_clip():
@@ -68,10 +79,15 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from maskedit.perception.captioning import save_tiny_florence2
+    from maskedit.perception.segmentation_sam2 import save_tiny_sam2
+
+    models = tmp_path_factory.mktemp("zerogpu_models")
     policy = Policy(idle=False, max_duration_s=PER_CALL_LIMIT_S)
-    env = {"MASKEDIT_BACKGROUND": "0", "MASKEDIT_LORA_CACHE": "session",  # one LoRA cache per session, as on a Space
-           "MASKEDIT_CHUNK_STEPS": str(CHUNK_STEPS)}  # calls end on the time budget or after CHUNK_STEPS steps
-    with launched(["--model", "tiny", "--segmenter", "fallback", "--captioner", "none"],
+    env = {"MASKEDIT_LORA_CACHE": "session",  # one LoRA cache per session, as on a Space
+           "MASKEDIT_CHUNK_STEPS": str(CHUNK_STEPS),  # calls end on the time budget or after CHUNK_STEPS steps
+           "MASKEDIT_PLAN_MODEL": PLAN_MODEL, "MASKEDIT_SAM2_MODEL": save_tiny_sam2(models / "sam2")}
+    with launched(["--model", "tiny", "--segmenter", "sam2", "--captioner", save_tiny_florence2(models / "florence2")],
                   tmp_path_factory.mktemp("zerogpu_app"), policy=policy, env=env) as app:
         app.checked = {"records": 0, "schedules": 0}
         yield app
@@ -103,9 +119,9 @@ def prepare(c, inputs):
     c.predict(handle_file(str(inputs / "edited.png")), False, api_name="/set_edited_frame")
 
 
-def train_settings(steps, budget=BUDGET_S):
+def train_settings(steps, budget=BUDGET_S, preset="full"):
     """The Train tab's values."""
-    return [CAPTION, TRIGGER, "full", steps, 1e-4, 4, 0, 0, False, False, budget]
+    return [CAPTION_TEXT, TRIGGER, preset, steps, 1e-4, 4, 0, 0, False, False, budget]
 
 
 def train(c, steps, api="/train", **settings):
@@ -127,7 +143,7 @@ def edit(c, inputs):
     return c.predict(
         video=handle_file(str(inputs / "clip.mp4")), points_json="[[18, 22, 1]]", mask_video=None, box="",
         edited_first=handle_file(str(inputs / "edited.png")), later_files=[], later_indices="",
-        train_caption=CAPTION, prompt_text="a flipped disk", trigger_text=TRIGGER, num_frames=FRAMES,
+        train_caption=CAPTION_TEXT, prompt_text="a flipped disk", trigger_text=TRIGGER, num_frames=FRAMES,
         size=f"{SIZE}x{SIZE}", start_s=0, margin_value=0.1, preset_name="full", train_steps=4, gen_steps_value=2,
         cfg_value=5.0, shift_value=5.0, seed=0, lora_scale=1.0, fit=False, api_name="/edit")
 
@@ -165,19 +181,26 @@ def check_new_calls(server, app_module, failed_ok=0) -> list[dict]:
     assert len(durations) == len(schedules), (durations, schedules)
     out, failed = [], 0
     for record, request in zip(durations, schedules):
-        asked = int(request.params["durationSeconds"])
+        asked = int(request.params["durationSeconds"])  # what spaces schedules: the duration scaled for the size
+        args, kwargs = record["call_args"]
         if record["duration_fn"] is not None:
-            args, kwargs = record["call_args"]
             expected = getattr(app_module, record["duration_fn"])(*args, **kwargs)
             assert float(expected) == record["value"], record
-        assert asked == int(record["value"]), (record, asked)
+        assert request.params.get("gpuSize") == record["size"] == kwargs.get("gpu_size", getattr(
+            args[0] if args else None, "gpu_size", None)), (record, request.params)  # the task got its own size
+        assert asked == zerogpu.scheduled_seconds(record["value"], record["size"]), (record, asked)
         assert (asked > PER_CALL_LIMIT_S) == (request.answer == "illegal-duration"), (record, request)
         call = calls.get(request.params.get("allowToken"))
         if call is not None:  # a new worker allows itself once; a reused one (an "idle" grant) does not
             assert call["released"] and (len(call["pids"]) == 1 or (call["idle"] and not call["pids"])), call
             assert call["seconds"] <= asked, call  # it held the GPU within what it asked for
             failed += bool(call["failed"])
-        out.append({"function": record["function"], "duration": asked, "answer": request.answer, "call": call})
+        kind = {SEGMENT: "segmentation", IMAGE_MASK: "segmentation", CAPTION: "caption",
+                GENERATE: "preview" if kwargs.get("preview") is not None else "generation"}.get(record["function"])
+        if kind is not None:  # training: the tests check the preset they trained with
+            assert record["size"] == SIZER.size(kind, kwargs.get("preset")), record
+        out.append({"function": record["function"], "duration": asked, "size": record["size"],
+                    "answer": request.answer, "call": call})
     assert failed <= failed_ok, out
     results = [r for r in records if r["event"] == "result"]
     assert all(r["on_gpu"] == 0 for r in results), results
@@ -224,6 +247,7 @@ def test_edit_flow_through_forked_workers(server, inputs, app_module):
     pids = [call["call"]["pids"][0] for call in calls]
     assert len(set(pids)) == len(pids)  # "not idle": each call, each chunk, in a new worker process
     assert len({call["duration"] for call in chunks}) == 1 and chunks[0]["duration"] > BUDGET_S  # + transfers
+    assert {call["size"] for call in chunks} == {SIZER.size("training", "full")} == {"xlarge"}  # 14B bf16: a card
     assert results and all(r["tensors"] == 0 for r in results)  # plain data crosses the boundary
     server.flow = {"client": c, "points": points, "lora": lora, "steps": steps}  # a chunked run, reused below
 
@@ -330,6 +354,26 @@ def test_background_training_driven_by_the_session(server, inputs, app_module):
     assert on_server  # one per session cache holding this key (the flow's session trained the same inputs)
     for path in on_server:
         assert_same_lora(path, server.reference_lora)
+
+
+def test_calls_take_the_size_their_plan_needs_and_models_load_once(server, inputs, app_module):
+    """Training with the zerogpu preset fits half a card (`large`), with full it needs a whole one (the flow);
+    segmentation and captions take `large`. The segmenter and the captioner were loaded once, at start-up:
+    the calls of every worker (a new process each) found them loaded."""
+    c = Client(server.url, verbose=False)
+    prepare(c, inputs)
+    _, points, _ = train(c, 2, preset="zerogpu")
+    assert points["step"] == [1, 2]
+    for _ in range(2):
+        original, edited, _ = c.predict(api_name="/caption")  # the original and the edited first frame
+        assert original and edited
+    calls = check_new_calls(server, app_module)
+    assert {(call["function"], call["size"]) for call in calls} == {(SEGMENT, "large"), (TRAIN, "large"),
+                                                                     (CAPTION, "large")}
+    assert SIZER.size("training", "zerogpu") == "large"
+    assert len([call for call in calls if call["function"] == CAPTION]) == 4  # in four worker processes
+    log = server.log_text()
+    assert log.count("loaded the segmenter") == 1 and log.count("loaded the captioner") == 1, log[-3000:]
 
 
 def test_no_worker_outlives_the_app(server):

@@ -1,7 +1,7 @@
 """The Space's configuration is what ZeroGPU supports, and the code runs on the Space's Python.
 
-ZeroGPU's documentation (stored copy, ../shared/REFERENCE.md) lists Python 3.10.13 and PyTorch 2.1-2.8.
-The README front matter names the Python; pre-requirements.txt (installed by Spaces before
+ZeroGPU's documentation lists the Python and PyTorch versions it supports (`maskedit.models.zerogpu`:
+SUPPORTED_PYTHON, SUPPORTED_TORCH, with their source). The README front matter names the Python; pre-requirements.txt (installed by Spaces before
 requirements.txt, and read by nothing else) pins torch; requirements.txt's wider local range must keep
 that pin. The tests pin `spaces` to the version the CPU shim was written for. These machines run the tests on Python 3.11 with torch 2.13 (CPU): the torch 2.8
 wheels for Python 3.10 are CUDA builds that cannot be installed here, so Python 3.10 is checked by
@@ -19,9 +19,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from maskedit.models.zerogpu import SUPPORTED_PYTHON, SUPPORTED_TORCH
+
 ROOT = Path(__file__).resolve().parent.parent
-SPACE_PYTHON = "3.10.13"
-ZEROGPU_TORCH = (Version("2.1.0"), Version("2.8.0"))  # the documented range, both ends included
+SPACE_PYTHON = "3.10.13"  # the front matter's (one of SUPPORTED_PYTHON; this machine has an interpreter of it)
 
 
 def front_matter() -> dict[str, str]:
@@ -51,12 +52,14 @@ def python_files() -> list[str]:
 
 def test_front_matter_and_space_pins_are_what_zerogpu_supports():
     meta = front_matter()
-    assert meta["python_version"] == SPACE_PYTHON
+    assert meta["python_version"] == SPACE_PYTHON and SPACE_PYTHON in SUPPORTED_PYTHON
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
     space = requirements("pre-requirements.txt")
     local = requirements("requirements.txt")
     torch_pin = Version(next(iter(space["torch"].specifier)).version)
-    assert ZEROGPU_TORCH[0] <= torch_pin <= ZEROGPU_TORCH[1]
+    assert str(torch_pin) in SUPPORTED_TORCH, (torch_pin, SUPPORTED_TORCH)
+    assert [Version(v) for v in SUPPORTED_TORCH] == sorted(Version(v) for v in SUPPORTED_TORCH)
+    assert Version(SUPPORTED_TORCH[0]) >= Version("2.8.0")  # since the Blackwell update (ahead-of-time compile too)
     for name, requirement in space.items():  # installing requirements.txt afterwards keeps every Space pin
         pinned = next(iter(requirement.specifier)).version
         assert len(requirement.specifier) == 1 and str(requirement.specifier).startswith("=="), requirement

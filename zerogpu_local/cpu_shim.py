@@ -4,6 +4,11 @@ Written for, and refused on anything but, `spaces` == SPACES_VERSION (it replace
 internals; requirements-test.txt pins it). Every stand-in is here and nowhere else, each with its reason:
 
 before `import spaces` (`install()`):
+  0. spaces.zero.config._read_gpu_information -- spaces picks its card (its emulated device, the duration factor
+     it applies to `large` calls, the automatic-xlarge threshold) from the "Model:" line of
+     /proc/driver/nvidia/gpus/*/information and falls back to its first, older entry without one. The
+     stand-in reports today's ZeroGPU card (`maskedit.models.zerogpu.SPACES_CARD_MODEL`), so spaces counts
+     durations as on a Space.
   1. torch.version.cuda = "12.4" -- CPU torch says None; spaces.zero.torch.static calls `.startswith` on it.
   2. torch._C._cuda_init -- absent from CPU torch; spaces.zero.torch.patching saves it at import to restore
      it in the worker. The stand-in raises, as a CUDA init on this machine must.
@@ -77,6 +82,7 @@ def install() -> None:
     import torch
     from torch.utils.weak import WeakTensorKeyDictionary
 
+    _report_card()  # 0
     if torch.version.cuda is None:
         torch.version.cuda = "12.4"  # 1
     if not hasattr(torch._C, "_cuda_init"):
@@ -98,6 +104,24 @@ def install() -> None:
 
     spaces.zero.decorator._GPU = _gpu
     _installed = True
+
+
+def _report_card() -> None:
+    """Stand-in 0: load spaces.zero.config (it imports nothing of spaces) ahead of the package, with the driver's
+    information file answered by today's ZeroGPU card; spaces' own import then finds it in sys.modules."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from maskedit.models.zerogpu import SPACES_CARD_MODEL
+
+    spec = importlib.util.find_spec("spaces")  # locates the package without importing it
+    path = Path(spec.origin).parent / "zero" / "config.py"
+    config_spec = importlib.util.spec_from_file_location("spaces.zero.config", path)
+    config = importlib.util.module_from_spec(config_spec)
+    config_spec.loader.exec_module(config)
+    config._read_gpu_information = lambda: f"Model: \t\t {SPACES_CARD_MODEL}\n"
+    sys.modules["spaces.zero.config"] = config
 
 
 def _init(nvidia_uuid: str) -> None:

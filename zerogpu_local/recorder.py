@@ -2,7 +2,8 @@
 the app's behaviour changes).
 
 In the main process, each time spaces evaluates a call's duration: {"event": "duration", "function": the GPU
-function's name, "duration_fn": the duration callable's name (None for a constant), "value": seconds,
+function's name, "size": the size it was decorated with, "duration_fn": the duration callable's name (None for a
+constant), "value": seconds asked,
 "args": a pickle file holding that call's (args, kwargs)} -- so a test can call the app's own duration
 function on the real arguments and compare with what the device API was asked for.
 In the worker, for each value a GPU function returns or yields: {"event": "result", "function", "pid",
@@ -32,7 +33,7 @@ def install(path: str | os.PathLike) -> None:
 
     @functools.wraps(inner)
     def _gpu(task, duration, size):
-        return inner(_recorded_task(task), _recorded_duration(task.__name__, duration), size)
+        return inner(_recorded_task(task), _recorded_duration(task.__name__, duration, size), size)
 
     spaces.zero.decorator._GPU = _gpu
 
@@ -57,13 +58,13 @@ def _write(record: dict) -> None:
         os.close(fd)
 
 
-def _recorded_duration(name: str, duration):
+def _recorded_duration(name: str, duration, size):
     def recorded(*args, **kwargs):
         value = duration(*args, **kwargs) if callable(duration) else duration
         _state["count"] += 1
         args_file = _state["path"].with_name(f"{_state['path'].stem}.{os.getpid()}.{_state['count']}.pkl")
         args_file.write_bytes(pickle.dumps((args, kwargs)))
-        _write({"event": "duration", "function": name,
+        _write({"event": "duration", "function": name, "size": size,
                 "duration_fn": duration.__name__ if callable(duration) else None,
                 "value": None if value is None else float(getattr(value, "total_seconds", lambda: value)()),
                 "args": str(args_file)})

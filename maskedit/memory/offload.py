@@ -82,7 +82,8 @@ class BlockStreamer:
     device: where it computes. blocks_to_swap: how many of its blocks (the last ones) live in CPU memory
     (clamped to the number of blocks). fp8: store the Linear weights of the blocks in float8.
     Every non-LoRA parameter of a managed block is frozen (requires_grad False).
-    pin_memory / use_stream: default to True on CUDA (pinned host stores, copies on a side stream).
+    pin_memory / use_stream: default to True on CUDA (pinned host stores, copies on a side stream), except where
+    the CUDA runtime must not be touched yet (`cuda_runtime_usable`: placed at a ZeroGPU Space's start-up).
     Everything else of the transformer is moved to `device`. `remove()` undoes it all (fp8 weights
     come back dequantised: fp8 is lossy).
     """
@@ -93,7 +94,7 @@ class BlockStreamer:
             raise MaskEditError(f"{type(transformer).__name__} has no `blocks`; block swapping needs a block list")
         self.transformer = transformer
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
+        cuda = self.device.type == "cuda" and cuda_runtime_usable()
         self.pin_memory = cuda if pin_memory is None else (pin_memory and cuda)
         self.use_stream = cuda if use_stream is None else (use_stream and cuda)
         self.blocks = list(transformer.blocks)
@@ -359,6 +360,14 @@ def lora_to_dtype(transformer, dtype: torch.dtype = torch.float32) -> None:
     for name, param in transformer.named_parameters():
         if is_lora_name(name) and param.dtype != dtype:
             param.data = param.data.to(dtype)
+
+
+def cuda_runtime_usable() -> bool:
+    """False in a ZeroGPU Space's main process (spaces sets SPACES_ZERO_GPU and emulates the device there until
+    a call's worker initialises a real one): streams and pinned memory, which need the CUDA runtime, wait."""
+    import os
+
+    return not os.environ.get("SPACES_ZERO_GPU") or torch.cuda.is_initialized()
 
 
 MEMORY_ATTRIBUTE = "_maskedit_memory"

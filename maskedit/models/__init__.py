@@ -12,11 +12,14 @@ come from `maskedit.models.loading` (the module `maskedit.models` was before the
 from __future__ import annotations
 
 import importlib
+import pkgutil
+
+_SUBMODULES = {module.name for module in pkgutil.iter_modules(__path__)}
 
 
 def __getattr__(name: str):
-    if name.startswith("__"):
-        raise AttributeError(name)
+    if name.startswith("__") or name in _SUBMODULES:  # `from maskedit.models import estimates` imports the
+        raise AttributeError(name)                   # module itself, without loading torch through `loading`
     loading = importlib.import_module(".loading", __name__)
     try:
         return getattr(loading, name)

@@ -6,7 +6,8 @@ at once and `--help` stays light).
     summary_line(model, "24gb", memory_gb=24)   # "needs ≈ 19.8 GB of GPU memory (planner estimate, …);
                                                  #  fits your 24 GB card"
     cheapest_fitting(model, memory_gb=24)        # "24gb", or None when no preset fits
-    step_seconds(model, "zerogpu", "training step", ZEROGPU_CARD)
+    step_seconds(entry, "training step", zerogpu.SIZES["large"].card)   # seconds of one step on a ZeroGPU call
+    call_peak_bytes(entry, "generation")         # what one generation call needs on the GPU
 
 The table holds one `planner.Plan.to_dict()` per model and preset, at the preset's frames and size on that
 model (`scripts/write_plans.py` writes it; `tests/test_estimates.py` proves it is not stale). Its figures are
@@ -17,10 +18,12 @@ are sold.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .cards import CARDS, Card
+from .zerogpu import CARD as ZEROGPU_CARD
 from ..defaults import DEFAULT_MODEL_ID, TINY
 
 PLANS_FILE = Path(__file__).with_name("plans.json")
@@ -31,21 +34,40 @@ PRESET_ORDER = ("full", "24gb", "zerogpu", "low-cost")
 """Quickest first: the order `cheapest_fitting` tries (as `planner.cheapest_fitting_preset`)."""
 ESTIMATE_NOTE = "planner estimate, not yet measured on a GPU"
 
-ZEROGPU_CARD = CARDS["h200"]
-"""The card behind ZeroGPU calls (REFERENCE.md: an H200; `large` is half of one, `xlarge` all of it)."""
-ZEROGPU_MEMORY_GB = {"large": 70.0, "xlarge": 141.0}
-"""GPU memory a ZeroGPU call of each size gets (REFERENCE.md), decimal GB."""
-ZEROGPU_COMPUTE_SHARE = {"large": 0.5, "xlarge": 1.0}
-"""Share of the card's throughput a call of each size gets: an assumption (half a card taken as half its
-compute), not a measurement."""
-ASSUMED_UTILISATION = 0.3
-"""Fraction of the card's dense bf16 peak a step reaches. An ASSUMPTION, not a measurement (no GPU has run
-MaskEdit yet): large-model training and inference typically reach 30-50% of peak; block streaming, fp8
-casts and small windows lower it, so the low end. Replace it with a measured ratio once a GPU run exists."""
-ZEROGPU_CALL_LIMIT_S = 300
-"""The most seconds one ZeroGPU call asks for. ZeroGPU documents no per-call maximum (REFERENCE.md: "a few
-minutes" in reports; spaces refuses a request above the visitor's quota as an illegal duration), and the
-project's ZeroGPU stand-in grants at most this; a render whose estimate is longer is refused before its call."""
+
+@dataclass(frozen=True)
+class Calibration:
+    """A published, measured step time of a setting the planner can dry-run: the utilisation it implies is
+    the planner's FLOPs for that step / (the measured seconds x the card's dense bf16 peak)."""
+
+    source: str
+    card: str  # a key of cards.CARDS
+    setting: str
+    seconds_per_step: float
+    num_frames: int
+    width: int
+    height: int
+    guidance_scale: float
+    planner_flops: int  # the planner's "denoising step" (CFG: two passes) at that setting (tests/test_estimates.py)
+
+    @property
+    def utilisation(self) -> float:
+        return self.planner_flops / (self.seconds_per_step * CARDS[self.card].bf16_tflops * 1e12)
+
+
+CALIBRATION = Calibration(
+    source="ModelTC/LightX2V README, \"Cross-Framework Performance Comparison (H100)\" (updated 2025-12-01), "
+           "row Diffusers: 9.77 s/it",
+    card="h100", setting="Wan2.1-I2V-14B-480P, 81 frames at 832x480, 40 steps with CFG, diffusers in bf16",
+    seconds_per_step=9.77, num_frames=81, width=832, height=480, guidance_scale=5.0,
+    planner_flops=3_381_109_793_751_040,
+)
+UTILISATION = round(CALIBRATION.utilisation, 2)
+"""Fraction of a card's dense bf16 peak a step reaches (0.35): the utilisation implied by the measured step
+time closest to how MaskEdit runs Wan — diffusers' own transformer, SDPA, bf16, one GPU — against the planner's
+FLOPs for that step (`CALIBRATION`; benchmarks/RESULTS.md compares every published figure found: other stacks
+reach 0.37-0.65 with fused or int8/fp8 attention). Measured on an H100 and for inference: taking it for
+training steps, fp8 storage and a Blackwell card is an assumption until a GPU run of ours measures them."""
 
 
 @lru_cache(maxsize=1)
@@ -162,10 +184,43 @@ def step_flops(entry: dict, phase: str, num_frames: int | None = None, width: in
     return flops * ratio
 
 
-def step_seconds(entry: dict, phase: str, card: Card = ZEROGPU_CARD, share: float = 1.0, **clip) -> float:
-    """Seconds of one step of `phase` on `share` of `card`: FLOPs / (dense bf16 peak × share ×
-    ASSUMED_UTILISATION). clip: num_frames / width / height of the clip when not the entry's."""
-    return step_flops(entry, phase, **clip) / (card.bf16_tflops * 1e12 * share * ASSUMED_UTILISATION)
+def step_seconds(entry: dict, phase: str, card: Card = ZEROGPU_CARD, **clip) -> float:
+    """Seconds of one step of `phase` on `card` (a ZeroGPU call size is a card: `zerogpu.SIZES[size].card`):
+    FLOPs / (its dense bf16 peak × UTILISATION). clip: num_frames / width / height when not the entry's."""
+    return step_flops(entry, phase, **clip) / flops_per_second(card)
+
+
+def flops_per_second(card: Card) -> float:
+    """The rate the estimates assume on `card`: its dense bf16 peak × UTILISATION."""
+    return card.bf16_tflops * 1e12 * UTILISATION
+
+
+# ----- what one GPU call holds
+
+CALL_PHASES = {
+    "training": ("encode prompts/images", "VAE encode", "training step"),
+    "generation": ("encode prompts/images", "VAE encode", "denoising step", "VAE decode"),
+}
+"""The planner's phases one call of each kind runs: a training chunk encodes its samples, then trains; a
+render (or a preview) encodes the prompt, image and condition, denoises and decodes."""
+
+
+def call_peak_bytes(entry: dict, kind: str, preview: bool = False) -> int:
+    """Peak GPU bytes of one call of `kind` ("training" | "generation") by `entry`'s plan: its largest phase.
+    A preview stacks a speed LoRA: its factors are added when the entry's preset stacks none."""
+    if kind not in CALL_PHASES:
+        raise ValueError(f"unknown call kind {kind!r}; one of {', '.join(CALL_PHASES)}")
+    phases = entry["phase_details"]
+    peak = max(phases[name]["peak_gpu_gib"] for name in CALL_PHASES[kind] if name in phases) * GIB
+    if preview and not entry["settings"].get("speed_lora"):
+        peak += entry["checks"].get("speed_lora_gpu_bytes", 0)
+    return int(peak)
+
+
+def resident_bytes(entry: dict) -> int:
+    """GPU bytes the entry's model holds once placed with its preset's memory settings, before any work (what
+    ZeroGPU moves to the GPU at the start of every call when the model was placed so at start-up)."""
+    return int(entry["checks"]["resident_gpu_bytes"])
 
 
 def short_name(model: str) -> str:

@@ -57,7 +57,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import flop_registry
 
-from .cards import ATTENTION_BACKENDS, CARDS, Card, get_card  # noqa: F401  (torch-free, for --help)
+from .cards import ATTENTION_BACKENDS, CARDS, Card  # noqa: F401  (torch-free, for --help)
+from .zerogpu import get_card  # noqa: F401  (any card, ZeroGPU's call sizes too)
 from ..errors import MaskEditError
 from .loading import DEFAULT_MODEL_ID, KNOWN_MODELS, TINY, ModelSpec, check_clip_size
 from .presets import PRESETS, Preset, get_preset
@@ -859,20 +860,29 @@ def _check_trained_transformer(trainer, preset: Preset, checks: dict) -> None:
         checks["host_store_bytes"] = checks.get("host_store_bytes", 0) + streamer.stats["host_bytes"]
 
 
-def _add_speed_lora_bytes(pipe, accounting, rank: int) -> int:
-    """A stacked speed LoRA's bf16 factors on the GPU (allocated from the shapes; the file is not read)."""
+def _speed_lora_numels(pipe, rank: int) -> list[int]:
+    """Elements of each rank-`rank` LoRA factor pair a speed LoRA puts on the transformers' targeted linears."""
     from ..method.lora import LORA_TARGET_MODULES
     import re
 
     pattern = re.compile(LORA_TARGET_MODULES)
-    tensors = []
+    numels = []
     for transformer in _transformers(pipe):
         for name, module in transformer.named_modules():
             base = getattr(module, "base_layer", module)
             if isinstance(base, torch.nn.Linear) and pattern.fullmatch(name):
-                tensors.append(torch.empty(rank * (base.in_features + base.out_features), dtype=torch.bfloat16,
-                                           device="meta"))
-    return tensors
+                numels.append(rank * (base.in_features + base.out_features))
+    return numels
+
+
+def _speed_lora_nbytes(pipe, rank: int) -> int:
+    """Bytes of a stacked speed LoRA's bf16 factors (from the shapes)."""
+    return sum(_speed_lora_numels(pipe, rank)) * torch.bfloat16.itemsize
+
+
+def _add_speed_lora_bytes(pipe, accounting, rank: int) -> list:
+    """A stacked speed LoRA's bf16 factors on the GPU (allocated from the shapes; the file is not read)."""
+    return [torch.empty(numel, dtype=torch.bfloat16, device="meta") for numel in _speed_lora_numels(pipe, rank)]
 
 
 def _transformers(pipe) -> list:
@@ -960,6 +970,8 @@ def estimate(preset: str | Preset = "full", num_frames: int | None = None, size:
 
             place_pipeline(pipe, "meta", settings.blocks_to_swap, settings.fp8, settings.offload_encoders)
             enable_vae_tiling(pipe, settings.vae_tiling)  # set at load time, for training's encodes too
+            checks["resident_gpu_bytes"] = accounting.live["gpu"]  # placed, before any work (ZeroGPU: every call)
+            checks["speed_lora_gpu_bytes"] = _speed_lora_nbytes(pipe, SPEED_LORA_RANK)  # a preview stacks one
             if train:
                 _run_training(pipe, accounting, settings, frames, region, stage2, checks, notes, generate)
             if generate:

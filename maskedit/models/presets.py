@@ -13,11 +13,16 @@ GPU measurements):
 - `low-cost`: 9-frame windows (stride 4) + 38 of 40 blocks swapped + fp8 base weights + checkpointed
   activations offloaded to CPU + the encoders in CPU memory while idle; target peak ≤ 8 GB (the paper measured
   7.6 GB for training; planner: 7.0 GB training step, 8.05 GB for the untiled condition VAE encode).
-- `offload_encoders` (24gb, low-cost): umT5, CLIP and the VAE stay in CPU memory and come to the GPU only while
-  they run (umT5 and CLIP one layer at a time; `offload.EncoderOffload`); results are bitwise the same. Off in
-  `full` (an 80 GB card holds them) and `zerogpu` (it fits its slice without; each call would copy them in).
+- `offload_encoders` (24gb, low-cost, zerogpu): umT5, CLIP and the VAE stay in CPU memory and come to the GPU
+  only while they run (umT5 and CLIP one layer at a time; `offload.EncoderOffload`); results are bitwise the
+  same. Off in `full` (an 80 GB card holds them).
 - `zerogpu`: 33 frames at 640x368, 9-frame windows, 60 steps, a step/CFG-distilled speed LoRA for
-  4-step generation at CFG 1; target: the whole edit within 3 GPU-minutes on an H100-class card.
+  4-step generation at CFG 1, fp8 base weights and the encoders in CPU memory while idle, so that every call
+  fits ZeroGPU's `large` size (half a card: `maskedit.models.zerogpu`) on Wan2.1-480P/720P and Wan2.2-A14B
+  with its margin (planner: ≈ 23 GB on Wan2.1, ≈ 36 GB on Wan2.2, whose two experts' bf16 weights alone would
+  not fit); `xlarge` would cost each call twice the quota. fp8 changes no FLOP count (the cast is
+  memory traffic), so the planner's time is the same with or without it; memory decides. Target: the whole
+  edit within a few GPU-minutes.
 
 Field names are part of the API (the app reads them): add fields, do not rename them.
 """
@@ -259,13 +264,16 @@ LOW_COST = Preset(
 
 ZEROGPU = Preset(
     name="zerogpu",
-    summary="a quick edit on a ZeroGPU slice: 33 frames at 640x368, 9-frame windows, 4-step distilled generation",
+    summary="a quick edit on ZeroGPU's `large` call size: 33 frames at 640x368, 9-frame windows, fp8 base weights, "
+            "encoders off the GPU while idle, 4-step distilled generation",
     num_frames=33,
     width=640,
     height=368,
     train_steps=60,
     window=9,
+    fp8=True,  # 14B base weights in float8 (half the bytes): Wan2.2's two experts fit a `large` call so
     gradient_checkpointing=True,
+    offload_encoders=True,  # umT5 (10.6 GiB), CLIP and the VAE on the GPU only while they run
     generation_steps=4,
     guidance_scale=1.0,
     flow_shift=5.0,

@@ -228,9 +228,13 @@ class SegmentationBackends:
         lines.append(f"offline fallback (colour clicks): {fallback}")
         return lines
 
+    def loaded(self) -> list:
+        """The segmenters loaded now (each once, also when one serves clicks and text)."""
+        return list({id(s): s for s in (self._clicks, self._text) if s is not None}.values())
+
     def release(self) -> None:
         """Free every loaded model (GPU memory included); the next call loads again."""
-        for segmenter in {id(s): s for s in (self._clicks, self._text) if s is not None}.values():
+        for segmenter in self.loaded():
             segmenter.release()
         self._clicks = self._text = None
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import MaskEditError
+from ..models.zerogpu import GPU_SIZES, asked_seconds
 from .progress import ChunkEnded, ChunkStarted, UserStopped
 
 DEFAULT_CHUNK_SECONDS = 110.0
 """Per-call GPU budget of one training chunk (ZeroGPU calls should stay under ~2 minutes)."""
 PARTIAL_FOLDER = "partial"
-GPU_SIZES = ("large", "xlarge")
 
 
 @dataclass
@@ -60,12 +60,18 @@ class ChunkRequest:
             raise MaskEditError(f"the GPU size must be one of {GPU_SIZES}, got {self.gpu_size!r}")
 
     @property
-    def duration_s(self) -> int:
-        """The GPU time to ask for: the budget plus model transfer and sample encoding, and at least one step
-        by the planner's figure (`studio.estimate.training_call_seconds`; MaskEditError if no call holds one)."""
+    def needed_s(self) -> int:
+        """The GPU time the call needs: the budget plus model transfer and sample encoding, and at least one
+        step by the planner's figure (`studio.estimate.training_call_seconds`; MaskEditError if no call holds
+        one). ZeroGPU schedules this much."""
         from .estimate import training_call_seconds
 
         return training_call_seconds(self.budget_s, self.step_s)
+
+    @property
+    def duration_s(self) -> int:
+        """The `duration` to ask of spaces for `needed_s` on this call's size (`zerogpu.asked_seconds`)."""
+        return asked_seconds(self.needed_s, self.gpu_size)
 
     def key(self) -> str:
         """The cache key of this run (`lora_cache.cache_key`)."""

@@ -37,7 +37,7 @@ from ..media.files import display_path, paths_shown_relative_to
 from ..limits import check, check_unique_frames, value_or_default
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
-from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
+from .estimate import CallSizer, Estimates, clip_of, training_step_seconds
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .objects import SegmentObjects
 from .previews import Previews
@@ -57,7 +57,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                  budget_s: float = DEFAULT_CHUNK_SECONDS, chunk_steps: int | None = None,
                  background_driver: str = "thread", cache_root: str | os.PathLike | None = None,
                  session_cache_bytes: int | None = None, allowed_roots: Callable[[], list] | None = None,
-                 transformers: Callable[[], dict] | None = None):
+                 transformers: Callable[[], dict] | None = None, sizer: CallSizer | None = None):
         if background_driver not in ("thread", "session"):
             raise MaskEditError(f"background_driver must be 'thread' or 'session', not {background_driver!r}")
         self.store = store
@@ -72,6 +72,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
             float(os.environ.get("MASKEDIT_SESSION_CACHE_GB") or DEFAULT_SESSION_CACHE_GB) * 1024 ** 3)
         self.extra_roots = allowed_roots or (lambda: [])
         self.transformers = transformers  # () -> uploads.base_transformers(pipe): uploads are checked against them
+        self.sizer = sizer or CallSizer(model_name)  # the ZeroGPU size of each GPU call, from its plan
         self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
         self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
 
@@ -288,6 +289,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         if self.is_tiny and (swap or fp8):
             notes.append("memory options (block swap, fp8) are for the 14B model and are off on the tiny model")
             swap, fp8 = 0, False
+        elif self.sizer.placement:
+            self.check_placement(chosen, swap, fp8)
         # None takes the preset's value; 0 is a value (refused for steps, not replaced by the preset's 100)
         rank = value_or_default("rank", inputs.rank, chosen.rank)
         config = chosen.train_config(
@@ -302,13 +305,31 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                          f"(every {config.window_stride} frames) of the {num_frames}-frame clip.")
         return config, notes
 
+    def check_placement(self, chosen, blocks_to_swap: int, fp8: bool) -> None:
+        """MaskEditError unless the memory settings match the placement the weights got once at start-up (on
+        ZeroGPU every call starts from it: `runtime.place_for_zerogpu`; other settings would need them placed
+        again, and fp8 weights cannot be made bf16 again)."""
+        placed = self.preset(self.sizer.placement)
+
+        def words(swap, low, encoders):
+            return (f"{swap} blocks swapped, fp8 base weights {'on' if low else 'off'}, encoders "
+                    f"{'in CPU memory while idle' if encoders else 'on the GPU'}")
+
+        wanted = (int(blocks_to_swap), bool(fp8), bool(chosen.offload_encoders))
+        if wanted != (placed.blocks_to_swap, placed.fp8, placed.offload_encoders):
+            raise MaskEditError(
+                f"this app placed the model's weights once at start-up for the {placed.name} preset "
+                f"({words(placed.blocks_to_swap, placed.fp8, placed.offload_encoders)}); the {chosen.name} preset "
+                f"with these settings ({words(*wanted)}) would need them placed again: choose the {placed.name} "
+                "preset and keep its memory settings")
+
     def chunk_request(self, st: SessionState, prepared_dir, inputs: TrainInputs, config, later: dict,
                       stop_file, resume: bool, later_captions: dict | None = None) -> ChunkRequest:
         cache = self.cache(st)
         return ChunkRequest(str(prepared_dir), str(cache.root), inputs.caption, config, inputs.trigger,
                             self.model_name, {int(k): str(v) for k, v in later.items()}, cache.max_bytes,
                             float(inputs.budget_s or self.budget_s), self.chunk_steps, str(stop_file), resume,
-                            gpu_size=self.gpu_size(config),
+                            gpu_size=self.sizer.size("training", inputs.preset),
                             later_captions={int(k): str(v) for k, v in (later_captions or {}).items()},
                             edit_caption=inputs.edit_caption, step_s=self._step_seconds(prepared_dir, inputs, config))
 
@@ -317,13 +338,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         if self.is_tiny:
             return None
         frames, width, height = clip_of(prepared_dir) or (None, None, None)
-        return training_step_seconds(self.model_name, inputs.preset or "full", self.gpu_size(config), frames, width,
-                                     height)
-
-    def gpu_size(self, config) -> str:
-        """The ZeroGPU size a training call needs: "xlarge" (a whole card) for the 14B model with every block
-        resident in bf16; "large" (half a card) for the tiny model and when blocks are swapped or stored in fp8."""
-        return zerogpu_size_for(config.blocks_to_swap, config.fp8, self.is_tiny)
+        return training_step_seconds(self.model_name, inputs.preset or "full", self.sizer.size("training", inputs.preset),
+                                     frames, width, height)
 
     def _run_chunks(self, request: ChunkRequest) -> Callable[[bool], Iterator]:
         def chunk(again: bool):

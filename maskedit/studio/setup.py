@@ -11,14 +11,9 @@ from ..workflow.lora_cache import default_cache_dir
 from ..workflow.session import SessionStore
 from .inputs import GpuCalls
 from .runs import DEFAULT_CHUNK_SECONDS
-from .runtime import Runtime
+from .runtime import Runtime, on_zero_gpu  # noqa: F401  (on_zero_gpu: the page asks here)
 from .service import Studio
 from .uploads import base_transformers
-
-
-def on_zero_gpu() -> bool:
-    """True inside a ZeroGPU Space (the spaces package sets SPACES_ZERO_GPU)."""
-    return bool(os.environ.get("SPACES_ZERO_GPU"))
 
 
 def has_gpu() -> bool:
@@ -63,4 +58,4 @@ def open_studio(runtime: Runtime, gpu: GpuCalls, *, work_dir=None, gpu_budget: f
                   chunk_steps=chunk_steps,
                   background_driver=background_driver or ("session" if on_zero_gpu() else "thread"),
                   cache_root=cache_root(lora_cache), allowed_roots=allowed_roots,
-                  transformers=lambda: base_transformers(runtime.pipe))
+                  transformers=lambda: base_transformers(runtime.pipe), sizer=runtime.sizer)

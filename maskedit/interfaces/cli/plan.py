@@ -3,6 +3,7 @@
     python -m maskedit plan --preset 24gb --gpu 4090
     python -m maskedit plan --preset full --frames 81 --size 1280x720 \
         --model Wan-AI/Wan2.1-I2V-14B-720P-Diffusers --gpu h100 --json
+    python -m maskedit plan --preset zerogpu --gpu zerogpu-large   # a ZeroGPU call: memory less its margin
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ SETTINGS = {
 
 def add_plan_parser(commands) -> None:
     """Register the `plan` command on an argparse sub-parser collection."""
-    from ...models.cards import ATTENTION_BACKENDS, CARDS
+    from ...models.cards import ATTENTION_BACKENDS
+    from ...models.zerogpu import card_names
 
     plan = commands.add_parser(
         "plan", help="estimate GPU memory, FLOPs and time of an edit before running it (no GPU needed)",
@@ -45,9 +47,12 @@ def add_plan_parser(commands) -> None:
     plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
     plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
     plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")
-    plan.add_argument("--gpu", choices=list(CARDS), default="h100", help="card for the time floor (default %(default)s)")
+    plan.add_argument("--gpu", choices=card_names(), default="h100",
+                      help="card for the time floor; zerogpu-large / zerogpu-xlarge: one ZeroGPU call of that size "
+                           "(default %(default)s)")
     plan.add_argument("--gpu-memory", type=float, metavar="GB",
-                      help="memory to fit in, decimal GB as cards are sold (default: the --gpu card's)")
+                      help="memory to fit in, decimal GB as cards are sold (default: the --gpu card's; a ZeroGPU "
+                           "size's less the margin its calls keep free)")
     plan.add_argument("--attention", choices=ATTENTION_BACKENDS, default="flash",
                       help="attention kernel to model (default %(default)s: what SDPA uses on a GPU in bf16)")
     plan.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -82,8 +87,10 @@ def cmd_plan(args) -> int:
     from ...models.planner import cheapest_fitting_preset, estimate, get_card
 
     size = parse_size(args.size)
+    from ...models import zerogpu
+
     card = get_card(args.gpu)
-    memory = args.gpu_memory if args.gpu_memory is not None else card.memory_gb
+    memory = args.gpu_memory if args.gpu_memory is not None else zerogpu.usable_gb(args.gpu, card.memory_gb)
     if memory <= 0:
         raise MaskEditError(f"--gpu-memory {memory:g} must be positive")
     overrides = {field: getattr(args, option) for option, field in SETTINGS.items() if getattr(args, option) is not None}
@@ -110,6 +117,9 @@ def cmd_plan(args) -> int:
     print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps): "
           f"at least {plan.time_floor_s(card):.0f} s on an {card.name} at its {card.bf16_tflops:g} TFLOPS bf16 peak")
     print(plan.summary(memory))
+    if args.gpu.startswith("zerogpu-"):
+        for line in zerogpu_lines(plan):
+            print(line)
     if not plan.fits(memory):
         if alternative is not None:
             print(f"the {alternative.preset.name} preset fits: {alternative.summary(memory)}")
@@ -118,3 +128,25 @@ def cmd_plan(args) -> int:
     for note in plan.notes:
         print(f"note: {note}")
     return 0
+
+
+def zerogpu_lines(plan) -> list[str]:
+    """What each ZeroGPU call of this plan needs: its peak, the size it takes (`zerogpu.size_for_peak`) and its
+    step's seconds there at the calibrated utilisation (`estimates.UTILISATION`)."""
+    from ...models import estimates, zerogpu
+
+    entry = estimates.table_entry(plan)
+    lines = [f"ZeroGPU ({zerogpu.SOURCE}); a call may plan {100 - zerogpu.MEMORY_MARGIN * 100:.0f}% of its memory:"]
+    for kind, phase, words in (("training", "training step", "training chunk"),
+                               ("generation", "denoising step", "render")):
+        if phase not in entry["phase_details"]:
+            continue
+        peak = estimates.call_peak_bytes(entry, kind)
+        size = zerogpu.size_for_peak(peak)
+        if size is None:
+            lines.append(f"  {words}: ≈ {peak / 1e9:.1f} GB: no ZeroGPU call holds it")
+            continue
+        seconds = estimates.step_seconds(entry, phase, zerogpu.SIZES[size].card)
+        lines.append(f"  {words}: ≈ {peak / 1e9:.1f} GB → {zerogpu.describe(size)}; one {phase} ≈ {seconds:.1f} s "
+                     f"at {estimates.UTILISATION:.0%} of its {zerogpu.SIZES[size].card.bf16_tflops:g} TFLOPS")
+    return lines
