@@ -15,7 +15,7 @@ tracker) run the same backbone and tracker step without the detector.
 Modelled, not run: the tracker's memory bank (per frame and object, its memory features and position encoding,
 64 x 72 x 72 each, and the 288x288 mask logits, bf16, held on the GPU for the clip); the masks MaskEdit keeps
 in host memory (bit-packed, objects x frames x H x W / 8 bytes); the CUDA context and allocator slack (not
-counted, as in the planner). Time: FLOPs / (the card's dense bf16 peak x `estimates.ASSUMED_UTILISATION`), an
+counted, as in the planner). Time: FLOPs / (the card's dense bf16 peak x `estimates.UTILISATION`), an
 assumption until a GPU run measures it; the floor (100% of peak) is given too. The detector's mask NMS and hole
 filling (a hub kernel MaskEdit does not fetch) are not run either way.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MaskEditError
 from .cards import Card, get_card
-from .estimates import ASSUMED_UTILISATION
+from .estimates import UTILISATION
 
 SAM3_MODEL = "facebook/sam3"
 PATCH = 14
@@ -67,7 +67,7 @@ class SegmentationEstimate:
     def clip_flops(self, text: bool = True) -> int:
         return self.num_frames * self.frame_flops(text) + (self.phases["text"].flops if text else 0)
 
-    def seconds(self, card: Card, text: bool = True, utilisation: float = ASSUMED_UTILISATION) -> float:
+    def seconds(self, card: Card, text: bool = True, utilisation: float = UTILISATION) -> float:
         """Seconds for the whole clip on `card` at `utilisation` of its dense bf16 peak (1.0: the floor)."""
         return self.clip_flops(text) / (card.bf16_tflops * 1e12 * utilisation)
 

@@ -137,8 +137,12 @@ class Runtime:
 
     @property
     def segmenter(self):
-        """The clicks segmenter (loaded on first use)."""
-        return self.segmentation.clicks()
+        """The clicks segmenter (loaded on first use; the log says when)."""
+        fresh = not self.segmentation.loaded()
+        segmenter = self.segmentation.clicks()
+        if fresh:
+            LOG.info("loaded the segmenter: %s", getattr(segmenter, "label", type(segmenter).__name__))
+        return segmenter
 
     def text_segmenter(self):
         """SAM 3 for text prompts, or MaskEditError naming what to install or download."""
