@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...workflow.session import parse_points
-from .components import EXCLUDE, INCLUDE
+from .components import EXCLUDE, INCLUDE, AsSentRadio, limit_slider
 
 
 def layout(page) -> SimpleNamespace:
@@ -20,13 +20,13 @@ def layout(page) -> SimpleNamespace:
                 first_frame = gr.Image(label="First frame (click)", interactive=False, type="numpy",
                                        elem_id="first-frame")
                 with gr.Row():
-                    mode = gr.Radio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds")
+                    mode = AsSentRadio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds")
                 with gr.Row():
                     undo_btn = gr.Button("Undo")
                     clear_btn = gr.Button("Clear")
                 points_box = gr.Textbox("[]", label="Points (JSON [[x, y, label], ...]; 1 = object)",
                                         elem_id="points")
-                margin = gr.Slider(0, 0.5, value=0.1, step=0.01, label="Box margin (fraction of the box)")
+                margin = limit_slider("margin", value=0.1, step=0.01, label="Box margin (fraction of the box)")
                 segment_btn = gr.Button("Propagate", variant="primary", elem_id="propagate-btn")
                 bg_toggle = gr.Checkbox(page.background, label="Train in the background as soon as the masks are "
                                         "confirmed (needs the caption of the original first frame)",
