@@ -242,7 +242,7 @@ def test_a_huge_image_is_refused_from_its_header(tmp_path, make, words):
 def prepared_folder(tmp_path, synthetic_clip):
     frames, _ = synthetic_clip
     video.write_video(tmp_path / "clip.mp4", frames, 8.0)
-    prepared = prepare.prepare_clip(tmp_path / "clip.mp4", box="10,10,40,40")
+    prepared = prepare.prepare_clip(tmp_path / "clip.mp4", box="10,10,40,40", width=64, height=64)
     return prepare.save_prepared(prepared, tmp_path / "prepared")
 
 

@@ -29,42 +29,34 @@ METHOD_CHOICES = [("mask-aware LoRA (the method)", "mask-lora"), ("baseline: no 
 LOSS_COLORS = {"raw": "#9aa0a6", "smoothed": "#d62728"}
 
 
-class AsSentNumber(gr.Number):
-    """A gr.Number whose value reaches the handler as sent: no minimum/maximum, no rounding (`precision` only
-    sets how the page shows it and the API's type); `maskedit.limits` checks it."""
-
-    is_template = True  # drawn by the frontend as the gr.Number it is
-
-    def preprocess(self, payload):
-        return payload
-
-
-class AsSentSlider(gr.Slider):
-    """A gr.Slider whose value reaches the handler as sent (its range only draws the slider; `limit_slider`)."""
-
-    is_template = True
+class _AsSent:
+    """A Gradio input whose value reaches the handler as the client sent it: preprocess skips Gradio's checks (a
+    Number's bounds and rounding, a Slider's range, a Dropdown's or Radio's choices); `maskedit.limits` checks the
+    value. The frontend draws it as the Gradio component it extends (the next class in its MRO)."""
 
     def preprocess(self, payload):
         return payload
 
+    def get_block_name(self) -> str:
+        return type(self).__mro__[2].__name__.lower()
 
-class AsSentDropdown(gr.Dropdown):
-    """A gr.Dropdown whose value reaches the handler as sent: a name not among its choices is refused by the
-    studio (naming the choices), not by Gradio."""
-
-    is_template = True
-
-    def preprocess(self, payload):
-        return payload
+    get_block_class = get_block_name
 
 
-class AsSentRadio(gr.Radio):
-    """A gr.Radio whose value reaches the handler as sent (see AsSentDropdown)."""
+class AsSentNumber(_AsSent, gr.Number):
+    """A gr.Number as sent: no minimum/maximum, no rounding (`precision` only sets how the page shows it)."""
 
-    is_template = True
 
-    def preprocess(self, payload):
-        return payload
+class AsSentSlider(_AsSent, gr.Slider):
+    """A gr.Slider as sent (its range only draws it: `limit_slider`)."""
+
+
+class AsSentDropdown(_AsSent, gr.Dropdown):
+    """A gr.Dropdown as sent: a name not among its choices is refused by the studio, naming the choices."""
+
+
+class AsSentRadio(_AsSent, gr.Radio):
+    """A gr.Radio as sent (see AsSentDropdown)."""
 
 
 AS_SENT = (AsSentNumber, AsSentSlider, AsSentDropdown, AsSentRadio)
