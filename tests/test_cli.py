@@ -304,7 +304,7 @@ def test_generate_bad_loras(capsys, tmp_path, trained, inputs):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(os.urandom(256))
     cases = [(not_safetensors, "not a .safetensors file"), (tmp_path / "none.safetensors", "no LoRA file"),
-             (tmp_path, "holds no lora.safetensors"), (random_keys, "does not fit this model"),
+             (tmp_path, "holds no lora.safetensors"), (random_keys, "is not a LoRA for this model"),
              (wrong_shapes, "does not fit this model"), (other_part, "no LoRA weights for this model"),
              (garbage, "is not a LoRA file or is damaged")]
     for lora, phrase in cases:

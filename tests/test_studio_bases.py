@@ -195,7 +195,8 @@ def test_a_refused_upload_says_what_to_upload_and_keeps_the_sessions_lora(tmp_pa
     empty = tmp_path / "empty_low_noise.safetensors"
     empty.write_bytes(b"")
     nan = tmp_path / "nan_low_noise.safetensors"
-    save_file({"blocks.0.attn1.to_q.lora_A.weight": torch.full((4, 32), float("nan"))}, str(nan))
+    save_file({"blocks.0.attn1.to_q.lora_A.weight": torch.full((4, 32), float("nan")),
+               "blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 4)}, str(nan))  # a pair: a LoRA but for its NaN
     unnamed = tmp_path / "edit.safetensors"
     unnamed.write_bytes(low.read_bytes())
     cases = [

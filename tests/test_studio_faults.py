@@ -184,3 +184,124 @@ def test_status_and_messages_show_paths_relative_to_the_session(studio, files):
     with pytest.raises(MaskEditError) as error:
         studio.set_edited_frame(st, files / "noise.png")
     assert str(files) not in str(error.value)
+
+
+# ----- issue 22: every input checked before the session changes; Cancel honoured in every wait
+
+
+def next_within(events, seconds: float):
+    """The generator's next item, or AssertionError when it gives none within `seconds` (a wait that cannot be
+    cancelled never yields)."""
+    import queue
+    import threading
+
+    box = queue.Queue()
+    threading.Thread(target=lambda: box.put(next(events, None)), daemon=True).start()
+    try:
+        return box.get(timeout=seconds)
+    except queue.Empty:
+        raise AssertionError(f"nothing came out within {seconds} s: the wait cannot be cancelled") from None
+
+
+def test_edit_checks_every_input_before_the_session_changes(studio, files, step_counter):
+    st = loaded(studio, files)
+    list(studio.train(st, TrainInputs("a box", steps=2, rank=4)))
+    before, lora, trained = session_files(st), st.lora, len(step_counter)
+    write_image(files / "small.png", np.zeros((32, 32, 3), np.uint8))
+    later = dict(later_files=[files / "edited.png"], later_indices="4")
+    base = dict(box="10,10,40,40", edited_first=files / "edited.png", train_caption="a box", prompt="p",
+                num_frames=9, size="64x64", train_steps=2)
+    for changes, words in [
+        (dict(later, later_captions='{"4": ' + "[" * 100_000 + "]" * 100_000 + "}"), "nested too deeply"),
+        (dict(later, later_captions='{"5": "a car"}'), "not among the edited later frames"),
+        (dict(box="10,10,400,40"), "leaves the 64x64 frame"),
+        (dict(box="", points_json="[[100, 10, 1]]"), "outside the 64x64 frame"),
+        (dict(later_files=[files / "edited.png"], later_indices="20"), "outside the prepared clip's frames 1..8"),
+        (dict(later_files=[files / "edited.png"], later_indices="2.5"), "whole number"),
+        (dict(edited_first=files / "small.png"), "is 32x32 but the clip is 64x64"),
+        (dict(edited_first=files / "noise.png"), "could not be read as an image"),
+        (dict(size="9" * 5000 + "x64"), "characters long"),
+        (dict(num_frames=True), "number of frames"),
+        (dict(preset="bogus"), "unknown preset"),
+        (dict(train_steps=10.5), "number of training steps"),
+        (dict(fit="yes"), "fit checkbox"),
+    ]:
+        with pytest.raises(MaskEditError, match=words):
+            studio.edit(st, files / "clip.mp4", **{**base, **changes})
+        assert session_files(st) == before and st.lora == lora, words  # clip, masks, edited frame, LoRA as they were
+    assert len(step_counter) == trained
+
+
+def test_closing_an_edit_stops_its_training_and_frees_the_gpu(studio, files, step_counter):
+    st = studio.session("edit")
+    events = studio.edit_events(st, files / "clip.mp4", box="10,10,40,40", edited_first=files / "edited.png",
+                                train_caption="a box", prompt="p", num_frames=9, size="64x64", train_steps=10_000)
+    for kind, view in events:
+        if kind == "train" and view.points["step"]:
+            break
+    events.close()  # what Gradio does to a cancelled /edit
+    stopped = len(step_counter)
+    assert studio.gpu_lock.acquire(blocking=False)
+    studio.gpu_lock.release()
+    time.sleep(1.0)
+    assert len(step_counter) == stopped < 50  # nothing runs on after the close
+
+
+def test_cancel_is_honoured_while_generate_waits_for_the_background_run(files, tiny_pipe):
+    from maskedit.workflow.generate import GenerationStopped
+
+    studio = make_studio(files / "sessions", tiny_pipe, files / "cache")
+    st = loaded(studio, files)
+    studio.background(st, True, TrainInputs("a box", steps=10_000, rank=4))  # trains for minutes
+    job = studio.jobs[st.folder]
+    try:
+        events = studio.generate_events(st, "a flipped box", GenerateSettings(steps=1))
+        assert next_within(events, 20)[0] == "waiting"
+        studio.stop_generation(st)  # the Generate tab's Cancel
+        started = time.perf_counter()
+        with pytest.raises(GenerationStopped, match="waited for the background training"):
+            for kind, _ in events:
+                assert kind == "waiting"
+        assert time.perf_counter() - started < 5
+        assert not list(Path(st.folder).rglob("edited.mp4")) and job.active  # nothing generated; training goes on
+        closed = studio.generate_events(st, "a flipped box", GenerateSettings(steps=1))
+        assert next_within(closed, 20)[0] == "waiting"
+        closed.close()  # a cancelled call closes its generator: the wait ends at once
+        assert job.active
+    finally:
+        job.cancel()
+        job.wait(60)
+
+
+def test_cancel_is_honoured_while_generate_waits_for_the_gpu(studio, files):
+    from maskedit.workflow.generate import GenerationStopped
+
+    st = loaded(studio, files)
+    studio.gpu_lock.acquire()  # another session's call holds the model
+    try:
+        events = studio.generate_events(st, "a flipped box", GenerateSettings(steps=1, method="no-lora"))
+        assert next_within(events, 20)[0] == "waiting"
+        studio.stop_generation(st)
+        with pytest.raises(GenerationStopped, match="waited for the GPU"):
+            list(events)
+    finally:
+        studio.gpu_lock.release()
+    assert not list(Path(st.folder).rglob("edited.mp4"))
+    result = studio.generate(st, "a flipped box", GenerateSettings(steps=1, method="no-lora"))  # a new call runs
+    assert Path(result.edited).is_file()
+
+
+def test_cancel_stops_a_running_generation_between_steps(studio, files):
+    from maskedit.workflow.generate import GenerationStopped
+
+    st = loaded(studio, files)
+    events = studio.generate_events(st, "a flipped box", GenerateSettings(steps=200, method="no-lora"))
+    for kind, _ in events:
+        if kind == "step":
+            break
+    studio.stop_generation(st)
+    steps = []
+    with pytest.raises(GenerationStopped):
+        for kind, value in events:
+            steps.append(value)
+    assert len(steps) < 10 and not list(Path(st.folder).rglob("edited.mp4"))

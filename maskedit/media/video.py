@@ -20,8 +20,11 @@ Frames are the stream's decoded frames as they are (no frames duplicated or drop
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +34,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskedit.errors import MaskEditError
 from maskedit.media.files import atomic_path, display_path
-from maskedit.limits import MAX_SOURCE_FRAMES, MAX_SOURCE_SECONDS, MAX_SOURCE_SIDE
+from maskedit.limits import (MAX_IMAGE_SIDE, MAX_SOURCE_FPS, MAX_SOURCE_FRAMES, MAX_SOURCE_SECONDS, MAX_SOURCE_SIDE,
+                             MIN_SOURCE_FPS)
 
 TEMPORAL_STRIDE = 4  # Wan VAE temporal compression: valid frame counts are 4k+1
 SIZE_MULTIPLE = 16  # width and height must be multiples of this
@@ -212,11 +216,38 @@ def _read_video_file(path: Path) -> Clip:
         raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
     if not frames:
         raise _not_a_video(path, "it holds no frames")
-    clip = Clip(np.stack(frames), float(meta.get("fps") or 0.0))
-    if clip.fps <= 0:
-        clip.fps = DEFAULT_FOLDER_FPS
-        clip.notes.append(f"frame rate unknown; assumed {DEFAULT_FOLDER_FPS:g} fps")
-    return clip
+    fps, notes = source_fps(path, meta.get("fps"), len(frames), meta.get("duration"))
+    return Clip(np.stack(frames), fps, notes)
+
+
+def source_fps(path: Path, stated, num_frames: int, duration) -> tuple[float, list[str]]:
+    """The frame rate a source is read at, and a note when it is not the container's: the container's own
+    rate when it is plausible (`limits.MIN_SOURCE_FPS`..`MAX_SOURCE_FPS`); else, when the container gives a
+    duration, its decodable frames over that duration (a container that says 0 or "1k" fps), if that is
+    plausible; else, with no timing at all, DEFAULT_FOLDER_FPS, said as an assumption. A source whose timing is
+    known but implausible (1,000 frames a second) is a MaskEditError saying how to re-encode it: reading it at
+    an assumed rate would stretch a 2 s clip to minutes."""
+    rate = float(stated) if isinstance(stated, (int, float)) and math.isfinite(stated) and stated > 0 else None
+    measured = num_frames / float(duration) if isinstance(duration, (int, float)) and duration > 0 else None
+
+    def plausible(value):
+        return value is not None and MIN_SOURCE_FPS <= value <= MAX_SOURCE_FPS
+
+    if plausible(rate):
+        return rate, []
+    said = f"{_format_fps(rate)} fps" if rate else "no usable frame rate"
+    if plausible(measured):
+        return measured, [f"the container says {said}; read at {_format_fps(measured)} fps, from its "
+                          f"{num_frames} frames in {duration:g} s"]
+    if rate is None and measured is None:
+        return DEFAULT_FOLDER_FPS, [f"frame rate unknown; assumed {DEFAULT_FOLDER_FPS:g} fps"]
+    timing = f"{said}" + (f" and {num_frames} frames in {duration:g} s ({_format_fps(measured)} fps)"
+                          if measured is not None else "")
+    raise MaskEditError(
+        f"{display_path(path)} has an implausible frame rate: its container says {timing}, outside "
+        f"{MIN_SOURCE_FPS:g}..{MAX_SOURCE_FPS:g} fps. Re-encode it at its real rate first, e.g. "
+        f"ffmpeg -i {path.name} -r 16 clip.mp4"
+    )
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -451,11 +482,9 @@ def probe_video(path: str | os.PathLike, folder_fps: float = DEFAULT_FOLDER_FPS)
     if not counted:
         raise _not_a_video(path, "it holds no frames")
     width, height = meta["size"]
-    info = SourceInfo(int(width), int(height), int(counted), float(meta.get("fps") or 0.0), meta.get("duration"))
-    _check_source_limits(path, info.width, info.height, num_frames=info.num_frames)
-    if info.fps <= 0:
-        info.fps = DEFAULT_FOLDER_FPS
-        info.notes.append(f"frame rate unknown; assumed {DEFAULT_FOLDER_FPS:g} fps")
+    _check_source_limits(path, int(width), int(height), num_frames=int(counted))
+    fps, notes = source_fps(path, meta.get("fps"), int(counted), meta.get("duration"))
+    info = SourceInfo(int(width), int(height), int(counted), fps, meta.get("duration"), notes)
     _note_damage(path, info)
     return info
 
@@ -509,10 +538,9 @@ def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: f
         if indices and indices[-1] >= len(files):
             raise MaskEditError(f"{display_path(path)} has {len(files)} frames; frame {indices[-1]} was asked for")
         return np.stack([convert(read_image(files[i])) for i in indices])
-    terms = "+".join(f"eq(n\\,{i})" for i in indices)
     out = []
     try:
-        _, frames = _decoded_frames(path, ["-vf", f"select={terms}", "-frames:v", str(len(indices))])
+        _, frames = _decoded_frames(path, ["-vf", f"select={select_expression(indices)}", "-frames:v", str(len(indices))])
         for frame in frames:
             out.append(convert(frame))
             if len(out) == len(indices):
@@ -521,25 +549,43 @@ def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: f
     except MaskEditError:
         raise
     except Exception as err:
-        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+        raise _decoding_failed(path, len(indices), err) from None
     if len(out) < len(indices):
         raise _not_a_video(path, f"it delivered {len(out)} of the {len(indices)} frames asked for; it is damaged")
     return np.stack(out)
 
 
+def select_expression(indices) -> str:
+    """ffmpeg's select filter expression that keeps frames `indices`: their eq(n,i) terms summed as a balanced
+    tree. A flat sum of more than about 100 terms is more than ffmpeg's expression parser nests, and it fails
+    with "Cannot allocate memory" (which imageio reports as "Could not load meta information"); the tree nests
+    log2(len(indices)) deep, so any number of frames can be selected."""
+    terms = [f"eq(n\\,{int(i)})" for i in indices]
+    while len(terms) > 1:
+        terms = [f"({terms[k]}+{terms[k + 1]})" if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+    return terms[0] if terms else "0"
+
+
 def _decode_kept(path: Path, plan: _ConformPlan, info: SourceInfo) -> np.ndarray | None:
     """The plan's frames, decoded by ffmpeg's select filter (it stops after the last), each resized as it
     arrives; None when ffmpeg delivers fewer than asked for."""
-    terms = "+".join(f"eq(n\\,{int(i)})" for i in plan.indices)
-    params = ["-vf", f"select={terms}", "-frames:v", str(len(plan.indices))]
+    params = ["-vf", f"select={select_expression(plan.indices)}", "-frames:v", str(len(plan.indices))]
     try:
         _, frames = _decoded_frames(path, params)
         out = _fit_each(frames, plan, info, path)
     except MaskEditError:
         raise
     except Exception as err:
-        raise _not_a_video(path, f"ffmpeg: {_first_line(err)}") from None
+        raise _decoding_failed(path, len(plan.indices), err) from None
     return out
+
+
+def _decoding_failed(path: Path, count: int, err: Exception) -> MaskEditError:
+    """A source that was read (probed) but whose kept frames ffmpeg then failed to deliver: said as such, not
+    as "not a video"."""
+    return MaskEditError(f"{display_path(path)} is a readable video, but ffmpeg failed while decoding the {count} "
+                         f"frames asked for (ffmpeg: {_first_line(err)}); ask for fewer frames, or re-encode the "
+                         "file (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) and try again")
 
 
 def _count_delivered(path: Path) -> int:
@@ -573,12 +619,14 @@ def _fit_each(frames, plan: _ConformPlan, info: SourceInfo, path: Path, files=No
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file as `read_image` returns it (EXIF rotation applied), from its header."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path, "frame") as image:
             width, height = image.size
             if image.getexif().get(0x0112) in (5, 6, 7, 8):
                 width, height = height, width
             return width, height
     except (UnidentifiedImageError, OSError, ValueError) as err:
+        if isinstance(err, MaskEditError):
+            raise
         raise MaskEditError(
             f"{display_path(path)} could not be read as an image ({_first_line(err)}); give a png, jpg, webp or "
             "bmp file"
@@ -638,19 +686,96 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
 # ----- single images
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file (png, jpg, webp, bmp, ...) as (H, W, 3) uint8 RGB, honouring EXIF rotation."""
+def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """Read an image file (png, jpg, webp, bmp, ...) as (H, W, 3) uint8 RGB, honouring EXIF rotation.
+
+    Bounded like videos: the size is read from the header (`check_image_header`) and an image larger than
+    `limits.MAX_IMAGE_SIDE` on a side (or a decompression bomb) is refused before any pixel is decoded. Every
+    mode is converted faithfully (`image_to_rgb`): 16-bit greyscale scaled to 8 bits, greyscale and palette
+    expanded, CMYK converted, an alpha channel dropped when every pixel is opaque; a partly transparent image is
+    refused (a video frame needs a colour at every pixel). `what` names the image in messages."""
     path = Path(path)
     if not path.is_file():
         raise MaskEditError(f"{path} does not exist or is not a file; give an image (png, jpg, webp, bmp)")
     try:
-        with Image.open(path) as image:
+        with _open_image(path, what) as image:
             image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB")).copy()
+            return image_to_rgb(image, f"{what} {display_path(path)}")
     except (UnidentifiedImageError, OSError, ValueError) as err:
+        if isinstance(err, MaskEditError):
+            raise
         raise MaskEditError(
             f"{path} could not be read as an image ({_first_line(err)}); give a png, jpg, webp or bmp file"
         ) from None
+
+
+def check_image_header(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image file from its header alone, no pixel decoded; MaskEditError when it is not
+    an image or is larger than `limits.MAX_IMAGE_SIDE` on a side (a 12000x12000 PNG of 140 KB is 430 MB of
+    pixels)."""
+    try:
+        with _open_image(Path(path), what) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        if isinstance(err, MaskEditError):
+            raise
+        raise MaskEditError(f"the {what} {display_path(path)} could not be read as an image ({_first_line(err)}); "
+                            "give a png, jpg, webp or bmp file") from None
+
+
+@contextmanager
+def _open_image(path: Path, what: str):
+    """PIL's lazy open (header only) with the size checked against the image limit before anything decodes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our message
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            raise _image_too_large(path, what, f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    with image:
+        width, height = image.size
+        if max(width, height) > MAX_IMAGE_SIDE:
+            raise _image_too_large(path, what, f"{width}x{height}")
+        yield image
+
+
+class ImageTooLarge(MaskEditError):
+    """An image beyond `limits.MAX_IMAGE_SIDE` (or a decompression bomb), refused from its header."""
+
+
+def _image_too_large(path: Path, what: str, size: str) -> MaskEditError:
+    return ImageTooLarge(f"the {what} {display_path(path)} is {size} pixels, larger than {MAX_IMAGE_SIDE} pixels "
+                         f"on a side; scale it down first (edited frames are used at the clip's size)")
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
+    """A PIL image of any mode as (H, W, 3) uint8 RGB, faithfully: 16-bit greyscale (I;16*, and I from a
+    16-bit PNG) scaled by 1/257 (PIL's own RGB conversion clips it, turning most of it white); palette and
+    greyscale expanded; CMYK and YCbCr converted by PIL; an alpha channel (RGBA, LA, a palette's transparent
+    colour) dropped when every pixel is opaque. Refused (MaskEditError): a partly transparent image, and modes
+    without a faithful 8-bit form (32-bit float, integers beyond 16 bits)."""
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 65535):
+            raise MaskEditError(f"the {what} holds integers beyond 16 bits (mode {mode}); save it as an 8- or "
+                                "16-bit PNG or a JPEG")
+        grey = np.round(values.astype(np.float32) / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        raise MaskEditError(f"the {what} is a 32-bit float image; save it as an 8- or 16-bit PNG or a JPEG")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"))
+        transparent = float((rgba[..., 3] < 255).mean())
+        if transparent > 0:
+            raise MaskEditError(f"the {what} is partly transparent ({max(transparent, 1e-4):.2%} of its pixels); a "
+                                "video frame needs a colour at every pixel: flatten it onto a background (export "
+                                "without transparency) and upload it again")
+        return np.ascontiguousarray(rgba[..., :3])
+    return np.asarray(image.convert("RGB")).copy()
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MaskEditError
+from ..limits import LIMITS, MAX_LORA_HEADER_BYTES, MAX_LORA_WEIGHT
 from ..media.files import display_path
 
 LORA_WEIGHT_NAME = "lora.safetensors"
@@ -161,31 +165,91 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0, adapter_name: s
     pipe.set_adapters([adapter_name], adapter_weights=[scale])
 
 
-def check_lora_file(path: str | os.PathLike) -> None:
-    """Raise MaskEditError unless `path` is a readable safetensors file of finite weights.
+LORA_WEIGHT_KEY = re.compile(r"\.lora(?:_(?P<kind>A|B|down|up)|\.(?P<old>up|down))(?:\.[\w-]+)?\.weight$")
+"""A LoRA weight's key: peft/diffusers `….lora_A[.adapter].weight` / `lora_B`, original Wan / ComfyUI / kohya
+`….lora_down.weight` / `lora_up`, older diffusers `….lora.down.weight` / `lora.up`."""
+LORA_OTHER_KEY = re.compile(r"\.(alpha|diff|diff_b|dora_scale)$")
+"""The other keys a LoRA file may hold: per-layer alphas, full-weight and bias differences (ComfyUI, musubi),
+DoRA magnitudes."""
+LORA_DTYPES = ("F16", "BF16", "F32", "F64")
+MAX_SHOWN_KEYS = 3
 
-    Tells a damaged or foreign file (0 bytes, cut short, not safetensors at all) and a LoRA of a diverged
-    run (NaN/inf weights, which would generate a black video) apart from one that merely does not fit the
-    model (`load_lora` reports that).
-    """
-    from safetensors import SafetensorError, safe_open
+
+def check_lora_file(path: str | os.PathLike) -> None:
+    """Raise MaskEditError unless `path` is a safetensors LoRA file: first from its header alone
+    (`check_lora_header`: names, dtypes, shapes, sizes; no tensor read), then its values in bounded chunks
+    (`media.tensor_files.value_chunks`): every weight finite and at most `limits.MAX_LORA_WEIGHT` in size, every
+    alpha within the LoRA alpha's range. Memory: the header plus one chunk, whatever the file's size.
+
+    Tells a damaged or foreign file (0 bytes, cut short, not safetensors, not a LoRA: a full checkpoint, int32
+    weights) and a LoRA of a diverged run (NaN/inf or huge weights, which would generate a black video) apart
+    from one that merely does not fit the model (`load_lora` and `workflow.lora_checks` report that)."""
+    from ..media.tensor_files import value_chunks
 
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                tensor = handle.get_tensor(key)
-                if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
-                    raise MaskEditError(
-                        f"{path.name} holds NaN or infinite weights ({key}): the run that made it diverged; "
-                        "train it again with a lower learning rate or LoRA alpha"
-                    )
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        size = path.stat().st_size if path.exists() else 0
-        why = "it is empty (0 bytes)" if size == 0 else f"{type(error).__name__}: {str(error)[:200]}"
-        raise MaskEditError(
-            f"{path.name} is not a LoRA file or is damaged ({why}); give the lora.safetensors that `train` wrote"
-        ) from None
+    header = check_lora_header(path)
+    for name, values in value_chunks(path, header):
+        if not np.isfinite(values).all():
+            raise MaskEditError(f"{path.name} holds NaN or infinite weights ({name}): the run that made it diverged; "
+                                "train it again with a lower learning rate or LoRA alpha")
+        if name.endswith(".alpha"):
+            alpha = LIMITS["alpha"]
+            if values.size and not (alpha.low <= float(np.abs(values).min()) and float(np.abs(values).max()) <= alpha.high):
+                raise MaskEditError(f"{path.name} holds the alpha {float(values.max()):g} ({name}), outside the LoRA "
+                                    f"alpha's range {alpha.low:g}..{alpha.high:g}; it is not a usable LoRA")
+            continue
+        largest = float(np.abs(values).max()) if values.size else 0.0
+        if largest > MAX_LORA_WEIGHT:
+            raise MaskEditError(f"{path.name} holds a weight of {largest:.3g} ({name}); a LoRA's weights are small "
+                                f"(at most {MAX_LORA_WEIGHT:g} here, trained ones well under 1), so this file would "
+                                "generate garbage: it is damaged or not a LoRA; train it again or use another file")
+
+
+def check_lora_header(path: str | os.PathLike):
+    """The file's safetensors header (`media.tensor_files.TensorHeader`), checked as a LoRA's without reading a
+    tensor: every key a LoRA name (`LORA_WEIGHT_KEY`, `LORA_OTHER_KEY`), float dtypes (`LORA_DTYPES`), 2-D
+    weights of rank at most the rank limit, scalar alphas, and at least one down/up pair. MaskEditError
+    naming the first keys that break a rule."""
+    from ..media.tensor_files import read_header
+
+    path = Path(path)
+    header = read_header(path, MAX_LORA_HEADER_BYTES)
+    tensors = header.tensors
+    if not tensors:
+        raise MaskEditError(f"{path.name} holds no weights")
+
+    def refuse(keys: list[str], why: str) -> MaskEditError:
+        shown = ", ".join(repr(k[:120]) for k in keys[:MAX_SHOWN_KEYS]) + (
+            f" and {len(keys) - MAX_SHOWN_KEYS} more" if len(keys) > MAX_SHOWN_KEYS else "")
+        return MaskEditError(f"{path.name} is not a LoRA for this model: {shown} {why}")
+
+    foreign = [k for k in tensors if not (LORA_WEIGHT_KEY.search(k) or LORA_OTHER_KEY.search(k))]
+    if foreign:
+        raise refuse(foreign, "has no LoRA name (LoRA files hold …lora_A / lora_B (or lora_down / lora_up) weights "
+                              "and alphas); is it a model checkpoint rather than a LoRA?")
+    wrong_type = [k for k, entry in tensors.items() if entry.dtype not in LORA_DTYPES]
+    if wrong_type:
+        raise refuse(wrong_type, f"holds {tensors[wrong_type[0]].dtype} values; a LoRA's weights are floating point "
+                                 f"({', '.join(LORA_DTYPES)})")
+    max_rank = int(LIMITS["rank"].high)
+    kinds = {}
+    for key, entry in tensors.items():
+        match = LORA_WEIGHT_KEY.search(key)
+        if match is None:
+            if key.endswith(".alpha") and entry.count != 1:
+                raise refuse([key], f"is an alpha of shape {list(entry.shape)}; an alpha is one number")
+            continue
+        kind = "down" if (match["kind"] or match["old"]) in ("A", "down") else "up"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        rank = entry.shape[0] if kind == "down" else (entry.shape[1] if len(entry.shape) > 1 else 0)
+        if len(entry.shape) != 2 or min(entry.shape) < 1:
+            raise refuse([key], f"is a weight of shape {list(entry.shape)}; a LoRA's weights are 2-D matrices")
+        if rank > max_rank:
+            raise refuse([key], f"has rank {rank}, more than the LoRA rank's limit of {max_rank}")
+    if not kinds.get("down") or not kinds.get("up"):
+        raise MaskEditError(f"{path.name} holds no pairs of LoRA weights (…lora_A and …lora_B, or lora_down and "
+                            "lora_up); is it an edit LoRA?")
+    return header
 
 
 def unload_lora(pipe, adapter_name: str = ADAPTER_NAME) -> None:

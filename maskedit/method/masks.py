@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from maskedit.errors import MaskEditError
+from maskedit.limits import check_text, parse_number_text, shown_value
 from maskedit.media.video import (
     IMAGE_EXTENSIONS, Clip, probe_video, read_frames_at, read_image, read_video, resize_frames,
     resolve_conform_settings, select_frame_indices, select_frames, write_video,
@@ -189,13 +190,14 @@ def box_region(height: int, width: int, box: Box, num_frames: int = 1) -> np.nda
 
 def parse_box(text: str) -> Box:
     """Parse "x0,y0,x1,y1" (pixels, x1/y1 exclusive) into a tuple of 4 ints."""
-    parts = [part.strip() for part in str(text).split(",")]
-    try:
-        x0, y0, x1, y1 = (int(part) for part in parts)
-    except ValueError:
+    text = check_text(text, "box", 200)
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 4:
         raise MaskEditError(
-            f"the box {text!r} is not four whole numbers; write it as x0,y0,x1,y1, e.g. 300,120,560,400"
-        ) from None
+            f"the box {shown_value(text)} is not four whole numbers; write it as x0,y0,x1,y1, e.g. 300,120,560,400"
+        )
+    x0, y0, x1, y1 = (int(parse_number_text(part, f"corner of the box {shown_value(text)}", integer=True,
+                                            example="x0,y0,x1,y1 = 300,120,560,400")) for part in parts)
     return x0, y0, x1, y1
 
 

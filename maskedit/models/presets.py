@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
 from ..errors import MaskEditError
-from ..limits import check_settings
+from ..limits import check_settings, shown_value
 
 NUM_BLOCKS_14B = 40
 """Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
@@ -294,10 +294,13 @@ DEFAULT_PRESET = "full"
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called `name` (`full`, `24gb`, `low-cost`, `zerogpu`); MaskEditError for others."""
-    key = (name or "").strip().lower().replace("_", "-")
+    """The preset called `name` (`full`, `24gb`, `low-cost`, `zerogpu`); MaskEditError for others (and for a
+    value that is not a name)."""
+    if not isinstance(name, str) or len(name) > 100:
+        raise MaskEditError(f"unknown preset {shown_value(name)}; choose one of {', '.join(PRESETS)}")
+    key = name.strip().lower().replace("_", "-")
     if key in ("lowcost", "low"):
         key = "low-cost"
     if key not in PRESETS:
-        raise MaskEditError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise MaskEditError(f"unknown preset {shown_value(name)}; choose one of {', '.join(PRESETS)}")
     return PRESETS[key]

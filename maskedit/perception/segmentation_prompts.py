@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import MaskEditError
+from ..limits import parse_number_text, shown_value
 
 INCLUDE, EXCLUDE = 1, 0  # point labels
 
@@ -58,20 +59,17 @@ def parse_point(text: str) -> tuple[float, float, int, int]:
             f"the point {text!r} is not X,Y[,LABEL[,OBJECT]]; write e.g. 320,200 (on the object), 320,200,1, "
             "or 40,30,0 for a point that is NOT the object"
         )
-    try:
-        x, y = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise MaskEditError(f"the point {text!r} needs numbers for X and Y, e.g. 320,200") from None
+    x = float(parse_number_text(parts[0], f"X of the point {shown_value(text)}", example="320,200"))
+    y = float(parse_number_text(parts[1], f"Y of the point {shown_value(text)}", example="320,200"))
     label, object_id = INCLUDE, 1
     if len(parts) >= 3:
         if parts[2] not in ("0", "1"):
-            raise MaskEditError(f"the label of the point {text!r} is {parts[2]!r}; use 1 (the object) or 0 (not the object)")
+            raise MaskEditError(f"the label of the point {shown_value(text)} is {shown_value(parts[2])}; use 1 (the "
+                                "object) or 0 (not the object)")
         label = int(parts[2])
     if len(parts) == 4:
-        try:
-            object_id = int(parts[3])
-        except ValueError:
-            raise MaskEditError(f"the object of the point {text!r} is {parts[3]!r}; give a whole number, e.g. 2") from None
+        object_id = int(parse_number_text(parts[3], f"object of the point {shown_value(text)}", integer=True,
+                                          example="320,200,1,2"))
     return x, y, label, object_id
 
 

@@ -12,6 +12,8 @@ from typing import Iterator
 from ..workflow import lora_cache, prepare, session
 from .background_job import BackgroundJob
 from ..errors import MaskEditError
+from ..limits import check_flag
+from ..workflow.generate import GenerationStopped
 from .inputs import TrainInputs, TrainView, checkpoint_losses, lora_files
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
 
@@ -41,8 +43,9 @@ class BackgroundTraining:
     def background(self, st: SessionState, enabled: bool, inputs: TrainInputs) -> str:
         """Make the session's background run match the current inputs: start it (masks confirmed and a caption
         given), keep it (same key), or cancel and replace it (frames, boxes, caption or settings changed).
-        Returns the status line."""
-        st.background = bool(enabled)
+        Returns the status line. Every input is checked before a run starts (`TrainInputs.cleaned`)."""
+        enabled = check_flag(enabled, "background-training checkbox")
+        st.background = enabled
         job = self.jobs.get(st.folder)
         if not enabled:
             if job is not None and job.active:
@@ -50,6 +53,7 @@ class BackgroundTraining:
                 return ("Background training is **off**: the run stops after its current step; its checkpoint is "
                         "kept (Train → Start continues it).")
             return "Background training is **off**: train in step 4."
+        inputs = inputs.cleaned()
         if not (self.sub(st, session.PREPARED_FOLDER) / prepare.PREPARED_JSON).is_file():
             return "Background training starts as soon as the masks are confirmed (step 2)."
         if not inputs.caption or not str(inputs.caption).strip():
@@ -161,15 +165,22 @@ class BackgroundTraining:
             if ended:
                 return
 
-    def wait_for_background(self, st: SessionState, use_checkpoint: bool, progress=None) -> None:
+    def wait_for_background(self, st: SessionState, use_checkpoint: bool, progress=None,
+                            stop_file=None) -> Iterator[tuple]:
         """Before generating: wait for the session's background run (or stop it and use its latest checkpoint),
-        then make its LoRA the session's LoRA. progress((step, total), desc) reports while waiting."""
+        then make its LoRA the session's LoRA. A generator: it yields ("waiting", text) about twice a second while
+        the run trains, so a caller that closes it (a cancelled call) stops waiting at once; the run itself goes
+        on. progress((step, total), desc) reports while waiting. stop_file: Cancel's file (`stop_generation`):
+        when it appears the wait ends with `GenerationStopped` and nothing is generated."""
         job = self.jobs.get(st.folder)
         if job is None or st.lora_source == UPLOADED:
             return
         if job.active and use_checkpoint:
             job.request_stop()
         while job.active:
+            if stop_file is not None and Path(stop_file).exists():
+                raise GenerationStopped("generation was cancelled while it waited for the background training; "
+                                          "nothing was generated (the training goes on)")
             ran = False
             if self.background_driver == "session":
                 for snap in job.drive_one():
@@ -181,6 +192,7 @@ class BackgroundTraining:
                 snap = job.snapshot()
                 if progress is not None and snap["total_steps"]:
                     progress((snap["step"], snap["total_steps"]), "waiting for the background training")
+            yield "waiting", "waiting for the background training"
         if job.status == "done":
             st.use_lora(job.lora, TRAINED, job.key)
         elif job.status == "stopped" and job.partial:

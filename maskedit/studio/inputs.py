@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 from ..method import training
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
-from ..limits import check, value_or_default
+from ..limits import check, check_choice, check_flag, check_settings, check_text, value_or_default
 from ..models.presets import GenerateSettings
 from .runs import ChunkRequest
 
@@ -55,20 +55,43 @@ class TrainInputs:
     edit_caption: str | None = None
 
     def cleaned(self) -> "TrainInputs":
-        """Captions and trigger stripped (an empty caption stays empty: it is made automatically)."""
-        caption = str(self.caption or "").strip()
-        edit_caption = str(self.edit_caption or "").strip() or None
-        trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
-        return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption)
+        """Every field parsed and held to its range (`maskedit.limits`) as a form or an API client sent it:
+        captions and trigger stripped text of bounded length (an empty caption stays empty: it is made
+        automatically), a known preset, numbers of the right kind within their ranges (True, 10.5 or "5" steps
+        are refused, never rounded; None keeps the preset's value), checkboxes true or false, the chunk budget
+        within 5..3600 s. MaskEditError naming the setting, its range and the value otherwise."""
+        from ..models.presets import get_preset
+
+        caption = check_text(self.caption, "caption of the ORIGINAL first frame")
+        edit_caption = check_text(self.edit_caption, "caption of the EDITED first frame") or None
+        trigger = DEFAULT_TRIGGER if self.trigger is None else check_text(self.trigger, "trigger")
+        preset = get_preset("full" if self.preset is None or self.preset == "" else self.preset).name
+        numbers = check_settings(train_steps=self.steps, learning_rate=self.learning_rate, rank=self.rank,
+                                 seed=0 if self.seed is None else self.seed,
+                                 blocks_to_swap=0 if self.blocks_to_swap is None else self.blocks_to_swap,
+                                 budget_s=self.budget_s)
+        return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption, preset=preset,
+                       steps=numbers.get("train_steps"), learning_rate=numbers.get("learning_rate"),
+                       rank=numbers.get("rank"), seed=numbers["seed"], blocks_to_swap=numbers["blocks_to_swap"],
+                       budget_s=numbers.get("budget_s"), fp8=check_flag(self.fp8, "fp8 checkbox"),
+                       gradient_checkpointing=check_flag(self.gradient_checkpointing,
+                                                         "gradient checkpointing checkbox"))
 
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
                       method=None, sampler=None, guidance_scale_2=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
-    MaskEditError naming the setting, never a ValueError or OverflowError from int(). guidance_scale_2 None or
-    "" (an empty form field): the same as guidance_scale."""
+    MaskEditError naming the setting, never a ValueError or OverflowError from int(); True or 10.5 steps are
+    refused, never rounded; the method and sampler are names from their lists. guidance_scale_2 None or ""
+    (an empty form field): the same as guidance_scale."""
+    from ..defaults import SAMPLERS
+    from ..models.presets import GENERATION_METHODS
+
     defaults = GenerateSettings()
+    method = defaults.method if method is None or method == "" else check_choice(method, GENERATION_METHODS,
+                                                                                   "method")
+    sampler = defaults.sampler if sampler is None or sampler == "" else check_choice(sampler, SAMPLERS, "sampler")
     given = guidance_scale_2 is not None and guidance_scale_2 != ""
     low_noise = float(check("guidance_scale_2", guidance_scale_2)) if given else None
     return GenerateSettings(
@@ -78,7 +101,7 @@ def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_sca
         flow_shift=float(value_or_default("flow_shift", flow_shift, defaults.flow_shift)),
         lora_scale=float(value_or_default("lora_scale", lora_scale, defaults.lora_scale)),
         seed=value_or_default("seed", seed, defaults.seed),
-        method=method or defaults.method, sampler=sampler or defaults.sampler)
+        method=method, sampler=sampler)
 
 
 @dataclass

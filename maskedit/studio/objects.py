@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MaskEditError
-from ..limits import MAX_OBJECTS, check, check_points_count, check_text_prompt
+from ..limits import (MAX_OBJECTS, check, check_flag, check_points_count, check_text, check_text_prompt, parse_json,
+                      shown_value)
 from ..workflow import prepare, session
 from .state import SessionState
 
@@ -179,8 +180,10 @@ class SegmentObjects:
         from ..method import masks
 
         margin = check("margin", DEFAULT_MARGIN if margin is None else margin, "box margin")
+        fit = check_flag(fit, "fit checkbox")
+        box = check_text(box, "box", 200)
         clip, source = session.load_clip(self.sub(st, session.CLIP_FOLDER))
-        has_box = bool(box and str(box).strip())
+        has_box = bool(box)
         if bool(mask_video) == has_box:
             raise MaskEditError("give either a mask video (white = edit) or a box x0,y0,x1,y1, not both or neither")
         self._check_room(st, 1)
@@ -192,11 +195,11 @@ class SegmentObjects:
             prepared = prepare.prepare_clip(
                 source["video"], mask_video=mask_path, num_frames=source["num_frames"],
                 width=source["conformed_width"], height=source["conformed_height"], start=source["start"],
-                margin=float(margin), fit=bool(fit))
+                margin=margin, fit=fit)
             tight = prepared.tight if prepared.tight is not None else prepared.region
             record.update(kind="mask", label="mask video", file=Path(upload).name)
         else:
-            parsed = masks.parse_box(str(box).strip())
+            parsed = masks.parse_box(box)
             tight = masks.box_region(clip.height, clip.width, parsed, clip.num_frames)
             record.update(kind="box", label="box", box=[int(v) for v in parsed])
         self._store(st, record, tight)
@@ -377,12 +380,14 @@ class SegmentObjects:
 
 
 def _object_number(value) -> int:
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) > 12):
+        raise MaskEditError(f"{shown_value(value)} is not an object number; give 1, 2, ...")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise MaskEditError(f"{value!r} is not an object number; give 1, 2, ...") from None
-    if not number.is_integer() or number < 1:
-        raise MaskEditError(f"{value!r} is not an object number; give 1, 2, ...")
+    except (TypeError, ValueError, OverflowError):
+        raise MaskEditError(f"{shown_value(value)} is not an object number; give 1, 2, ...") from None
+    if not number.is_integer() or not 1 <= number <= MAX_OBJECTS * 1000:
+        raise MaskEditError(f"{shown_value(value)} is not an object number; give 1, 2, ...")
     return int(number)
 
 
@@ -391,10 +396,9 @@ def _object_numbers(values) -> list[int]:
     if values is None or values == "":
         return []
     if isinstance(values, str):
-        try:
-            values = json.loads(values)
-        except json.JSONDecodeError:
-            values = [part for part in values.replace(",", " ").split()]
+        stripped = values.strip()
+        values = (parse_json(stripped, "object numbers", "[1, 3]", max_depth=1, max_chars=400)
+                  if stripped.startswith("[") else stripped.replace(",", " ").split())
     if isinstance(values, (int, float)):
         values = [values]
     if not isinstance(values, (list, tuple)) or len(values) > MAX_OBJECTS:

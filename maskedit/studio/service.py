@@ -21,11 +21,9 @@ import os
 import shutil
 import threading
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..workflow import lora_cache, prepare, session
 from ..workflow.train import stage2_captions
@@ -34,7 +32,8 @@ from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..method.experts import HIGH_NOISE
 from ..media.files import display_path, paths_shown_relative_to
-from ..limits import check, check_unique_frames, value_or_default
+from ..runtime import release_memory
+from ..limits import check, check_flag, check_text, check_unique_frames, value_or_default
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import CallSizer, Estimates, clip_of, training_step_seconds
@@ -44,6 +43,9 @@ from .previews import Previews
 from .progress import TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
+
+if TYPE_CHECKING:
+    from ..media.video import Clip, SourceInfo
 
 LOADING_FOLDER = "loading"  # a clip being loaded; it replaces the session's clip only once complete
 GALLERY_SIZE = 12  # the session's latest results kept in the gallery
@@ -131,14 +133,19 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         (`video.read_conformed`). The new clip is read and written in a staging folder first: a call that fails
         (a file that is not a video, a setting out of range) leaves the session's clip, masks, prepared files
         and LoRA as they were. Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
+        return self._commit_clip(st, self._stage_clip(st, video, num_frames, size, start_s))
+
+    def _stage_clip(self, st: SessionState, video, num_frames, size, start_s) -> "_StagedClip":
+        """The clip read and conformed into the staging folder; the session is not touched (see load_video)."""
         from ..media.video import probe_video, read_conformed, write_video
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
-        path = self.checked(st, video, "video")
-        count = None if num_frames is None or num_frames == 0 else check("num_frames", num_frames, "frames")
+        count = None if num_frames is None or (not isinstance(num_frames, bool) and num_frames == 0) else check(
+            "num_frames", num_frames, "frames")
         width_height = session.parse_size(size)
         start_s = check("start_s", 0.0 if start_s is None else start_s, "start time")
+        path = self.checked(st, video, "video")
         staging = self.sub(st, LOADING_FOLDER)
         shutil.rmtree(staging, ignore_errors=True)
         name = "video" + path.suffix.lower()
@@ -161,15 +168,19 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        # the new clip is complete: only now is the old one replaced
+        return _StagedClip(staging, conformed, info, source)
+
+    def _commit_clip(self, st: SessionState, staged: "_StagedClip"):
+        """Replace the session's clip by a staged one (its masks, prepared files and background run go)."""
         self.cancel_background(st, "a new clip was loaded")
         for folder in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
             shutil.rmtree(self.sub(st, folder), ignore_errors=True)
         for folder in (session.CLIP_FOLDER, session.SOURCE_FOLDER):
-            os.replace(staging / folder, self.sub(st, folder))
-        shutil.rmtree(staging, ignore_errors=True)
+            os.replace(staged.folder / folder, self.sub(st, folder))
+        shutil.rmtree(staged.folder, ignore_errors=True)
         preview = self.sub(st, session.CLIP_FOLDER) / "preview.mp4"
         st.points, st.labels, st.objects, st.click_target = [], [], [], None
+        conformed, info = staged.clip, staged.info
         changes = "; ".join(conformed.notes) or "nothing changed"
         notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
                  f"{conformed.fps:g} fps (source: {info.num_frames} frames, {info.width}x{info.height}, "
@@ -180,8 +191,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         """Frame `index` of the conformed clip as a PNG (to edit elsewhere); returns its path."""
         from ..media.video import write_image
 
+        k = check("frame_index", 0 if index is None else index, "frame")
         clip, _ = session.load_clip(self.sub(st, session.CLIP_FOLDER))
-        k = int(index or 0)
         if not 0 <= k < clip.num_frames:
             raise MaskEditError(f"frame {k} is outside the clip's frames 0..{clip.num_frames - 1}")
         target = self.sub(st, "frames") / f"frame_{k:03d}.png"
@@ -198,11 +209,15 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
         if not image:
             raise MaskEditError("no edited first frame given: upload the edited frame 0")
+        fit = check_flag(fit, "fit checkbox")
         prepared = prepare.load_prepared(self.prepared_dir(st))
         path = self.checked(st, image, "edited first frame")
-        with named_as_uploaded(path):
-            frame = prepare.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
-                                              "edited first frame")
+        try:
+            with named_as_uploaded(path):
+                frame = prepare.load_edited_frame(path, prepared.width, prepared.height, fit, prepared.source_size,
+                                                  "edited first frame")
+        finally:
+            release_memory()  # a 4096x4096 upload decodes to 50 MB: given back, not kept as the server's peak
         target = self.sub(st, session.EDITED_FOLDER) / "first.png"
         write_image(target, frame)
         st.edited = str(target)
@@ -215,19 +230,20 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
         if not image:
             raise MaskEditError("no edited later frame given: upload the edited frame K")
+        text = check_text(caption, "caption of the edited later frame")
         prepared = prepare.load_prepared(self.prepared_dir(st))
-        whole = isinstance(index, (int, np.integer)) or (isinstance(index, float) and index.is_integer())
-        k = prepare.parse_frame_index(str(int(index)) if whole else str(index if index is not None else ""),
-                                      prepared.num_frames)
+        k = prepare.parse_frame_index(index, prepared.num_frames)  # 2.5 is refused, never rounded to 2
         check_unique_frames([*map(int, st.later), k])  # one rule with the CLI: remove the later frames to replace one
         path = self.checked(st, image, f"edited frame {k}")
-        with named_as_uploaded(path):
-            frame = prepare.load_edited_frame(path, prepared.width, prepared.height, bool(fit), prepared.source_size,
-                                              f"edited frame {k}")
+        try:
+            with named_as_uploaded(path):
+                frame = prepare.load_edited_frame(path, prepared.width, prepared.height, check_flag(fit, "fit checkbox"),
+                                                  prepared.source_size, f"edited frame {k}")
+        finally:
+            release_memory()
         target = self.sub(st, session.EDITED_FOLDER) / f"frame_{k}.png"
         write_image(target, frame)
         st.later[str(k)] = str(target)
-        text = str(caption or "").strip()
         if text:
             st.later_captions[str(k)] = text
         else:
@@ -359,7 +375,9 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
     def train(self, st: SessionState, inputs: TrainInputs, resume: bool = False) -> Iterator[TrainView]:
         """Train the session's LoRA (or reuse the cached one, or follow the background run training the same
-        thing), in chunked GPU calls; yields a TrainView after each step and at the end."""
+        thing), in chunked GPU calls; yields a TrainView after each step and at the end. Every input is checked
+        (`TrainInputs.cleaned`) before anything else."""
+        inputs = inputs.cleaned()
         prepared_dir = self.prepared_dir(st)
         inputs, later_captions, caption_notes = self.training_captions(st, inputs)
         prepared = prepare.load_prepared(prepared_dir)
@@ -440,7 +458,10 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
         files = [f for f in (file if isinstance(file, (list, tuple)) else [file]) if f]
         paths = [self.checked(st, f, "LoRA file") for f in files]
-        chosen = check_lora_upload(paths, self.transformers() if self.transformers else None, self.two_experts)
+        try:
+            chosen = check_lora_upload(paths, self.transformers() if self.transformers else None, self.two_experts)
+        finally:
+            release_memory()
         path = install_lora_upload(chosen, self.sub(st, session.LORA_FOLDER))
         st.use_lora(str(path), UPLOADED, None)
         names = " and ".join(f"**{chosen[key].name}**" for key in chosen if key != "metadata")
@@ -507,34 +528,38 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         instead (use `preview()`)."""
         settings.validate()
         settings.check_base(self.two_experts)
+        prompt = check_text(prompt, "prompt")
+        if not prompt:
+            raise MaskEditError("the prompt is empty: describe the edited first frame")
+        fit, use_checkpoint = check_flag(fit, "fit checkbox"), check_flag(use_checkpoint, "checkpoint checkbox")
+        preset = get_preset(preset).name if preset else None
+        train_inputs = train_inputs.cleaned() if train_inputs is not None else None
         prepared_dir = self.prepared_dir(st)
         if edited_frame:
             self.set_edited_frame(st, edited_frame, fit)
         if not st.edited:
             raise MaskEditError("no edited first frame yet: upload it in step 3 (or pass edited_frame)")
-        if not prompt or not str(prompt).strip():
-            raise MaskEditError("the prompt is empty: describe the edited first frame")
         method = settings.method
         stop_file = Path(st.folder) / session.STOP_GENERATION
-        stop_file.unlink(missing_ok=True)
+        stop_file.unlink(missing_ok=True)  # from here on, Cancel (`stop_generation`) is honoured in every wait
         if method in NAIVE_LORA_METHODS:  # its own LoRA: neither the session's LoRA nor its background run is involved
             if train_inputs is None:
                 raise MaskEditError(f"the {method} baseline needs the naive LoRA's training settings (Train tab)")
             lora = self.naive_lora(st, train_inputs, stop_file, progress)
         else:
             if method != "no-lora":
-                self.wait_for_background(st, bool(use_checkpoint), progress)
+                yield from self.wait_for_background(st, use_checkpoint, progress, stop_file)
             lora = st.lora if method != "no-lora" else None
         if method == "mask-lora" and not lora:
             raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
                                 "or choose the no-LoRA baseline")
-        st.results += 1
-        out = self.sub(st, session.RESULTS_FOLDER) / str(st.results)
-        stop_file.unlink(missing_ok=True)
+        out = self.sub(st, session.RESULTS_FOLDER) / str(st.results + 1)
         try:
-            with self.gpu_lock:
-                for event in self.gpu.generate(str(prepared_dir), st.edited, str(prompt).strip(), str(out), settings,
-                                               lora_path=lora, stop_file=str(stop_file), preset=preset or None,
+            yield from self.wait_for_gpu(stop_file)
+            try:
+                st.results += 1
+                for event in self.gpu.generate(str(prepared_dir), st.edited, prompt, str(out), settings,
+                                               lora_path=lora, stop_file=str(stop_file), preset=preset,
                                                **({"preview": preview} if preview is not None else {})):
                     if event["kind"] == "warning":
                         yield "warning", event["message"]
@@ -543,50 +568,79 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                     elif event["kind"] == "done":
                         from .generation import format_report
 
-                        caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {str(prompt).strip()[:60]}"
+                        caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {prompt[:60]}"
                         st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
                         yield "result", GenerateResult(event["edited"], event["side_by_side"],
                                                        format_report(event["report"]), event["report"])
                         return
+            finally:
+                self.gpu_lock.release()
         finally:
             self.resume_background(st)
 
+    def wait_for_gpu(self, stop_file=None) -> Iterator[tuple]:
+        """Take the GPU lock (the model is shared by every session and the background runs). A generator: while
+        another call holds the lock it yields ("waiting", text) about twice a second, so a cancelled call that
+        closes it stops waiting at once without ever holding the lock; when `stop_file` (Cancel's) appears it
+        raises `GenerationStopped`. Returns holding the lock: the caller releases it."""
+        from ..workflow.generate import GenerationStopped
+
+        while not self.gpu_lock.acquire(timeout=0.5):
+            if stop_file is not None and Path(stop_file).exists():
+                raise GenerationStopped("generation was cancelled while it waited for the GPU; nothing was "
+                                        "generated")
+            yield "waiting", "waiting for the GPU (another call is using it)"
+
     def stop_generation(self, st: SessionState) -> None:
+        """Cancel the session's generation (Generate tab's Cancel): it stops after its current denoising step, or
+        at once while it waits for the background training or the GPU (`generate_events`)."""
         (Path(st.folder) / session.STOP_GENERATION).touch()
 
     def gallery(self, st: SessionState) -> list[tuple[str, str]]:
         return [(path, text) for path, text in st.gallery if Path(path).is_file()]
 
     # ----- everything in one call
-    def edit(self, st: SessionState, video, *, points_json: str = "", mask_video=None, box: str = "",
-             edited_first=None, later_files=(), later_indices: str = "", later_captions=None,
-             train_caption: str = "", prompt: str = "",
-             trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
-             margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
-             settings: GenerateSettings | None = None, fit: bool = False) -> tuple[GenerateResult, list]:
+    def edit(self, st: SessionState, video, **options) -> tuple[GenerateResult, list]:
+        """`edit_events` consumed: returns (the result, the LoRA files)."""
+        for kind, value in self.edit_events(st, video, **options):
+            if kind == "result":
+                return value
+        raise MaskEditError("the edit ended without a result")
+
+    def edit_events(self, st: SessionState, video, *, points_json: str = "", mask_video=None, box: str = "",
+                    edited_first=None, later_files=(), later_indices: str = "", later_captions=None,
+                    train_caption: str = "", prompt: str = "",
+                    trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
+                    margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
+                    settings: GenerateSettings | None = None, fit: bool = False) -> Iterator[tuple]:
         """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
         train_caption: of the ORIGINAL first frame; later_captions: {K: caption} of edited later frames, or their
         JSON; captions left out are made by the captioner or asked for (`training_captions`), never taken from
-        `prompt` (the EDITED first frame's, for generation). Returns (the result, the LoRA files).
-        Every setting is checked before any work starts."""
+        `prompt` (the EDITED first frame's, for generation).
+
+        Yields ("loaded", notes) once the clip, region and edited frames are in place, ("train", TrainView) per
+        training view, ("waiting", text) / ("step", (step, total)) while generating and finally ("result", (the
+        result, the LoRA files)). Every input is checked before the session changes: the settings, texts, JSON and
+        file choices on their own, then — against the new clip, read into a staging folder — the points and box
+        (inside the frame), the later frame numbers and the edited frames (readable, of a usable size); a refused
+        call leaves the session's clip, masks, edited frames and LoRA as they were. Closing the generator (a
+        cancelled call) stops the training or the denoising after its current step and frees the GPU."""
+        from ..method import masks
+        from ..perception.segmentation_prompts import prompts_by_object
+
         chosen = get_preset(preset or "full")
-        value_or_default("train_steps", train_steps, chosen.train_steps)
-        check("margin", 0.1 if margin is None else margin, "box margin")
-        indices = check_unique_frames(session.parse_later_frames(later_indices))
+        fit = check_flag(fit, "fit checkbox")
+        margin = check("margin", 0.1 if margin is None else margin, "box margin")
+        prompt = check_text(prompt, "prompt")
+        if not prompt:
+            raise MaskEditError("the prompt is empty: describe the edited first frame")
         if settings is not None:
             settings.validate()
             settings.check_base(self.two_experts)
-        if not str(prompt or "").strip():
-            raise MaskEditError("the prompt is empty: describe the edited first frame")
-        self.load_video(st, video, num_frames, size, start_s)
-        if points_json and str(points_json).strip() not in ("", "[]"):
-            if mask_video or (box and str(box).strip()):
-                raise MaskEditError("give points, a mask video or a box — only one of them")
-            self.segment(st, points_json, margin)
-        else:
-            self.use_mask(st, mask_video, box, margin, fit)
-        self.set_edited_frame(st, edited_first, fit)
-        st.later = {}
+        inputs = TrainInputs(train_caption, trigger, chosen.name, train_steps, chosen.learning_rate, chosen.rank,
+                             (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing,
+                             edit_caption=prompt).cleaned()
+        indices = check_unique_frames(session.parse_later_frames(later_indices))
         later_files = list(later_files or [])
         if len(indices) != len(later_files):
             raise MaskEditError(f"{len(later_files)} edited later frame(s) but {len(indices)} frame number(s); "
@@ -596,19 +650,70 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         if unknown:
             raise MaskEditError(f"captions were given for frame(s) {', '.join(map(str, unknown))}, which are not "
                                 "among the edited later frames; give each caption with its frame")
+        has_points = bool(points_json) and str(points_json).strip() not in ("", "[]")
+        has_box = bool(box and str(box).strip())
+        points, labels = session.parse_points(points_json) if has_points else (None, None)
+        parsed_box = masks.parse_box(box) if has_box else None
+        if has_points and (mask_video or has_box):
+            raise MaskEditError("give points, a mask video or a box — only one of them")
+        if not has_points and bool(mask_video) == has_box:
+            raise MaskEditError("give either a mask video (white = edit) or a box x0,y0,x1,y1, not both or neither")
+        if not edited_first:
+            raise MaskEditError("no edited first frame given: upload the edited frame 0")
+        if mask_video:
+            self.checked(st, mask_video, "mask video")
+        edited_paths = {0: self.checked(st, edited_first, "edited first frame"),
+                        **{k: self.checked(st, f, f"edited frame {k}") for f, k in zip(later_files, indices)}}
+        staged = self._stage_clip(st, video, num_frames, size, start_s)  # the session is not touched yet
+        try:
+            clip = staged.clip
+            if has_points:
+                prompts_by_object(points, labels, clip.height, clip.width)
+            if has_box:
+                masks.box_region(clip.height, clip.width, parsed_box)
+            for k in indices:
+                prepare.parse_frame_index(k, clip.num_frames)
+            for k, path in edited_paths.items():
+                with named_as_uploaded(path):
+                    prepare.load_edited_frame(path, clip.width, clip.height, fit,
+                                              (staged.info.width, staged.info.height),
+                                              "edited first frame" if k == 0 else f"edited frame {k}")
+        except BaseException:
+            shutil.rmtree(staged.folder, ignore_errors=True)
+            raise
+        _, notes, _ = self._commit_clip(st, staged)
+        if has_points:
+            self.segment(st, points_json, margin)
+        else:
+            self.use_mask(st, mask_video, box, margin, fit)
+        self.set_edited_frame(st, edited_first, fit)
+        st.later, st.later_captions = {}, {}
         for file, k in zip(later_files, indices):
             self.add_later_frame(st, file, k, fit, captions.get(k, ""))
-        inputs = TrainInputs(str(train_caption or "").strip(), trigger, chosen.name,
-                             train_steps, chosen.learning_rate, chosen.rank,
-                             (settings.seed if settings else 0), 0, False, chosen.gradient_checkpointing,
-                             edit_caption=str(prompt).strip())
+        yield "loaded", notes
         last = None
         for last in self.train(st, inputs, resume=True):
-            pass
+            yield "train", last
         if st.lora_source != TRAINED:
             raise MaskEditError("training was stopped before it finished; run /edit again to resume it")
-        result = self.generate(st, prompt, settings or chosen.generate_settings(), preset=preset)
-        return result, (last.files if last is not None else None) or []
+        files = (last.files if last is not None else None) or []
+        for kind, value in self.generate_events(st, prompt, settings or chosen.generate_settings(),
+                                                preset=chosen.name):
+            if kind == "result":
+                yield "result", (value, files)
+                return
+            yield kind, value
+        raise MaskEditError("generation ended without a result")
+
+
+@dataclass
+class _StagedClip:
+    """A clip read and conformed into a staging folder, not yet the session's (`Studio._stage_clip`)."""
+
+    folder: Path
+    clip: "Clip"
+    info: "SourceInfo"
+    source: dict
 
 
 class _CallCaptioner:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ..limits import check, parse_number_text
 from ..workflow.lora_cache import default_cache_dir
 from ..workflow.session import SessionStore
 from .inputs import GpuCalls
@@ -51,7 +52,9 @@ def open_studio(runtime: Runtime, gpu: GpuCalls, *, work_dir=None, gpu_budget: f
     MASKEDIT_GPU_BUDGET); background_driver: "thread", or "session" (the default on ZeroGPU); lora_cache:
     "shared" | "session" | a folder (`cache_root`); allowed_roots: folders besides a session's own from which
     files may be read (the upload folder, the examples)."""
-    budget = float(gpu_budget or os.environ.get("MASKEDIT_GPU_BUDGET") or DEFAULT_CHUNK_SECONDS)
+    budget = gpu_budget or os.environ.get("MASKEDIT_GPU_BUDGET") or DEFAULT_CHUNK_SECONDS
+    budget = check("budget_s", parse_number_text(budget, "GPU budget") if isinstance(budget, str) else budget,
+                   "--gpu-budget / MASKEDIT_GPU_BUDGET")
     store = SessionStore(work_dir)
     store.remove_stale()
     return Studio(store, gpu, model_name=runtime.model.name, is_tiny=runtime.model.is_tiny, budget_s=budget,

@@ -7,14 +7,14 @@ pair of per-expert files for a two-expert base (Wan2.2-A14B), checked in full be
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import MaskEditError
+from ..limits import parse_json
 from ..method.experts import EXPERTS, HIGH_NOISE, LOW_NOISE, PAIR_HELP, expert_of_file, expert_pair, expert_weight_name
-from ..method.lora import LORA_WEIGHT_NAME, METADATA_NAME, check_lora_file
+from ..method.lora import LORA_WEIGHT_NAME, METADATA_NAME, check_lora_file, check_lora_header
 from ..workflow.lora_checks import check_lora_fits
 
 EXPERT_LABELS = {HIGH_NOISE: "high-noise expert", LOW_NOISE: "low-noise expert"}
@@ -34,9 +34,10 @@ def base_transformers(pipe) -> dict:
 
 def check_lora_upload(paths, transformers: dict | None, two_experts: bool) -> dict[str, Path]:
     """{expert or SINGLE: weights file} of an upload (`paths`: the uploaded files, a lora.json among them
-    allowed), each file checked: .safetensors, readable with finite weights (`lora.check_lora_file`), not
-    empty, and its layers fitting its transformer (`lora_checks.check_lora_fits`; skipped when
-    `transformers` is None). A two-expert base takes the pair in either order, a one-transformer base one
+    allowed), each file checked: .safetensors, a LoRA from its header alone (`lora.check_lora_header`: LoRA
+    names, float dtypes, shapes, not empty) and its layers fitting its transformer (`lora_checks.check_lora_fits`;
+    skipped when `transformers` is None), then its values in bounded chunks (`lora.check_lora_file`: finite, of
+    a LoRA's magnitude). A two-expert base takes the pair in either order, a one-transformer base one
     file; anything else is a MaskEditError that says what to upload."""
     paths = [Path(p) for p in paths]
     if not paths:
@@ -62,10 +63,12 @@ def check_lora_upload(paths, transformers: dict | None, two_experts: bool) -> di
                                 "file (lora.safetensors); a pair of …high_noise… / …low_noise… files is for a "
                                 "two-expert base (Wan2.2-A14B)")
         chosen = {SINGLE: weights[0]}
-    for key, path in chosen.items():
-        check_weights(path)
+    for key, path in chosen.items():  # from the headers first: names, dtypes, shapes, sizes; no tensor read
+        check_lora_header(path)
         if transformers is not None:
             check_lora_fits(path, transformers[key], EXPERT_LABELS.get(key, SINGLE))
+    for path in chosen.values():  # then the values, in bounded chunks
+        check_lora_file(path)
     metadata = next((p for p in paths if p.name == METADATA_NAME), None)
     if metadata is not None:
         check_metadata(metadata)
@@ -73,21 +76,19 @@ def check_lora_upload(paths, transformers: dict | None, two_experts: bool) -> di
     return chosen
 
 
-def check_weights(path: Path) -> None:
-    """A readable safetensors file of finite weights holding at least one tensor."""
-    from safetensors import safe_open
-
-    check_lora_file(path)  # 0 bytes, cut short or NaN weights: said as such
-    with safe_open(str(path), "pt") as handle:
-        if not list(handle.keys()):
-            raise MaskEditError(f"{path.name} holds no weights")
+MAX_METADATA_BYTES = 1024 * 1024  # a lora.json MaskEdit writes is a few KB
 
 
 def check_metadata(path: Path) -> None:
+    """An uploaded lora.json: a JSON object of at most MAX_METADATA_BYTES, nested at most 8 deep."""
+    if Path(path).stat().st_size > MAX_METADATA_BYTES:
+        raise MaskEditError(f"{path.name} is larger than {MAX_METADATA_BYTES // 1024} KB; it is not the lora.json "
+                            "MaskEdit writes")
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise MaskEditError(f"{path.name} is not the lora.json MaskEdit writes ({str(error)[:120]})") from None
+        data = parse_json(Path(path).read_text(), path.name, '{"trigger": "p3rs0n", ...}', max_depth=8,
+                          max_chars=MAX_METADATA_BYTES)
+    except (OSError, UnicodeDecodeError, MaskEditError) as error:
+        raise MaskEditError(f"{path.name} is not the lora.json MaskEdit writes ({str(error)[:160]})") from None
     if not isinstance(data, dict):
         raise MaskEditError(f"{path.name} is not the lora.json MaskEdit writes (not a JSON object)")
 

@@ -195,7 +195,37 @@ def generate_edit(
         if has_lora and method == "no-lora":
             pipe.enable_lora()
     video = np.asarray(output.frames[0], dtype=np.float32)
+    check_generated(video, prepared.frames, method)
     return np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+
+
+SATURATED_SHARE = 0.95
+"""A generated video with more than this share of its values pure black or white (the clip: under half) is
+refused as saturated."""
+
+
+def check_generated(video: np.ndarray, source: np.ndarray, method: str = "mask-lora") -> None:
+    """Refuse a generated video that cannot be an edit, so that garbage is never reported as a result: values that
+    are NaN or infinite, one flat colour everywhere, or (nearly) all pure black / white where the clip is not.
+    video: float (F, H, W, 3), 0..1 as the pipeline returns it; source: the clip, uint8 (F, H, W, 3). The
+    MaskEditError names the likely cause: a LoRA whose weights or scale are far too large for the model (with
+    `method` "no-lora": the model itself)."""
+    cause = ("the model's weights are damaged or the settings are extreme (CFG, shift)" if method == "no-lora" else
+             "the LoRA's weights (or the LoRA scale) are far too large for this model, or the LoRA was trained on "
+             "another base; try the no-LoRA method to check the model, then a lower LoRA scale or another LoRA")
+    if not np.isfinite(video).all():
+        share = float((~np.isfinite(video)).mean())
+        raise MaskEditError(f"the generated video is not usable: {share:.0%} of its values are NaN or infinite, so it "
+                            f"was not written; likely cause: {cause}")
+    clipped = np.clip(video, 0.0, 1.0)
+    if float(clipped.max() - clipped.min()) < 1.0 / 255:
+        raise MaskEditError(f"the generated video is not usable: every pixel of every frame has the same value "
+                            f"({round(float(clipped.mean()) * 255)}), so it was not written; likely cause: {cause}")
+    saturated = float(((clipped <= 0.5 / 255) | (clipped >= 254.5 / 255)).mean())
+    source_saturated = float(((source <= 0) | (source >= 255)).mean())
+    if saturated > SATURATED_SHARE and source_saturated < 0.5:
+        raise MaskEditError(f"the generated video is not usable: {saturated:.0%} of its values are pure black or white "
+                            f"(the clip's: {source_saturated:.0%}), so it was not written; likely cause: {cause}")
 
 
 # ----- results

@@ -31,21 +31,22 @@ MAX_SHOWN = 3  # mismatching layers named in a message
 
 
 def lora_layers(path: str | os.PathLike) -> dict[str, dict[str, tuple[int, ...]]]:
-    """{diffusers module name: {"A" | "B": shape}} of the LoRA keys in a recognised format (shapes only:
-    no tensor is read). A (down) is (rank, in_features), B (up) is (out_features, rank)."""
-    from safetensors import safe_open
+    """{diffusers module name: {"A" | "B": shape}} of the LoRA keys in a recognised format, from the file's
+    safetensors header alone (`media.tensor_files.read_header`: bounded, no tensor read; a damaged header is a
+    MaskEditError). A (down) is (rank, in_features), B (up) is (out_features, rank)."""
+    from ..limits import MAX_LORA_HEADER_BYTES
+    from ..media.tensor_files import read_header
 
     layers: dict[str, dict[str, tuple[int, ...]]] = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
-            match = _KEY.match(key)
-            if match is None:
-                continue
-            module = _diffusers_name(match["module"])
-            if module is None:
-                continue
-            kind = "A" if match["kind"] in ("A", "down") else "B"
-            layers.setdefault(module, {})[kind] = tuple(handle.get_slice(key).get_shape())
+    for key, entry in read_header(path, MAX_LORA_HEADER_BYTES).tensors.items():
+        match = _KEY.match(key)
+        if match is None:
+            continue
+        module = _diffusers_name(match["module"])
+        if module is None:
+            continue
+        kind = "A" if match["kind"] in ("A", "down") else "B"
+        layers.setdefault(module, {})[kind] = entry.shape
     return layers
 
 
@@ -81,3 +82,26 @@ def _diffusers_name(module: str) -> str | None:
     if rest in _WAN_TO_DIFFUSERS:
         return f"{block}.{index}.{_WAN_TO_DIFFUSERS[rest]}"
     return module if rest.startswith(("attn1.", "attn2.", "ffn.")) else None
+
+
+def check_edit_lora_fits(pipe, lora) -> None:
+    """Before an edit LoRA is loaded (`experts.load_edit_lora`, what the CLI's --lora gives): each of its files
+    checked against the transformer it goes into, from the headers alone — a LoRA file (one-transformer base),
+    a folder of the two per-expert files or the list of the two (Wan2.2-A14B). A large file that cannot fit
+    costs its header, not its tensors. Pairings the loader refuses itself (a pair on one transformer) pass."""
+    from ..method.experts import EXPERTS, expert_module, expert_pair, expert_weight_name, has_expert_loras, is_two_expert
+    from ..method.lora import check_lora_header
+
+    if is_two_expert(pipe):
+        if isinstance(lora, (list, tuple)):
+            files = expert_pair(lora)
+        elif Path(lora).is_dir() and has_expert_loras(lora):
+            files = {expert: Path(lora) / expert_weight_name(expert) for expert in EXPERTS}
+        else:
+            return
+        for expert, path in files.items():
+            check_lora_header(path)
+            check_lora_fits(path, expert_module(pipe, expert), f"{expert.replace('_', '-')} expert")
+    elif not isinstance(lora, (list, tuple)) and Path(lora).is_file():
+        check_lora_header(lora)
+        check_lora_fits(lora, pipe.transformer)

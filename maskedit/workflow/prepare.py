@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MaskEditError
-from ..limits import check_settings
+from ..limits import check_settings, parse_number_text
 from ..media.files import save_npz, write_text
 from ..media.video import (Clip, check_frame_count, check_image_size, fit_image, read_conformed, read_image,
                            read_video, write_image, write_video)
@@ -219,7 +219,7 @@ def load_edited_frame(path: str | os.PathLike, width: int, height: int, fit: boo
     (width, height) before conforming) is resized and centre-cropped exactly like the clip's frames; any
     other size is refused, or fitted the same way when `fit`.
     """
-    image = read_image(path)
+    image = read_image(path, what)
     image_size = (image.shape[1], image.shape[0])
     if image_size != (width, height) and (fit or (source_size is not None and image_size == tuple(source_size))):
         return fit_image(image, width, height)
@@ -227,12 +227,10 @@ def load_edited_frame(path: str | os.PathLike, width: int, height: int, fit: boo
     return image
 
 
-def parse_frame_index(text: str, num_frames: int | None = None) -> int:
-    """A later frame's index K (1..num_frames-1 of the prepared clip) from text."""
-    try:
-        index = int(str(text).strip())
-    except ValueError:
-        raise MaskEditError(f"the frame number {text!r} is not a whole number; write K=PATH, e.g. 24=frame24.png") from None
+def parse_frame_index(text, num_frames: int | None = None) -> int:
+    """A later frame's index K (1..num_frames-1 of the prepared clip) from text or a number: a whole number
+    (2.5 is refused, never rounded; bounded like every number written as text, `limits.parse_number_text`)."""
+    index = int(parse_number_text(text, "edited later frame number", integer=True, example="24 (K=PATH: 24=frame24.png)"))
     if index == 0:
         raise MaskEditError("frame 0 is the edited first frame itself; edited later frames are numbered 1 and up")
     if index < 0 or (num_frames is not None and index >= num_frames):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MaskEditError
+from ..limits import (MAX_JSON_CHARS, check, check_points_count, check_text, parse_json, parse_number_text,
+                      shown_value)
 
 STALE_SECONDS = 24 * 3600
 STOP_TRAINING = "stop_training"
@@ -126,82 +129,97 @@ def check_path(path, allowed_roots, what: str = "file") -> Path:
 # ----- inputs given as text
 
 
+POINTS_EXAMPLE = "[[120, 80], [30, 20, 0]]"
+
+
 def parse_points(text, with_objects: bool = False):
     """Clicks as JSON: [[x, y], [x, y, label], [x, y, label, object], ...] or [{"x": .., "y": .., "label": 0|1,
     "object": k}, ...] (label 1 = the object, 0 = not the object; default 1), in pixels of the conformed first
     frame; `object` (a whole number >= 1) says which object a click belongs to (several objects; default: the
-    one being clicked). Returns (points float (N, 2), labels int (N,)), and with `with_objects` also the object
-    numbers int (N,), 0 where none was given."""
-    if isinstance(text, str):
-        if not text.strip():
-            raise MaskEditError('no points given: pass JSON like [[120, 80], [30, 20, 0]] (x, y, label 1/0)')
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise MaskEditError(f"the points are not valid JSON ({error.msg}); pass e.g. [[120, 80], [30, 20, 0]]") from None
-        except RecursionError:
-            raise MaskEditError("the points JSON is nested too deeply; pass a flat list, e.g. [[120, 80], [30, 20, 0]]") from None
-    else:
-        data = text
+    one being clicked). The JSON is bounded (`limits.parse_json`: size, depth, numbers) and holds at most
+    MAX_POINTS clicks; a label is exactly 0 or 1 (1.5 and True are refused). Returns (points float (N, 2),
+    labels int (N,)), and with `with_objects` also the object numbers int (N,), 0 where none was given."""
+    if isinstance(text, str) and not text.strip():
+        raise MaskEditError(f"no points given: pass JSON like {POINTS_EXAMPLE} (x, y, label 1/0)")
+    data = parse_json(text, "points JSON", POINTS_EXAMPLE)
     if isinstance(data, dict) and "points" in data:
         data = data["points"]
     if not isinstance(data, list) or not data:
-        raise MaskEditError('the points must be a non-empty JSON list, e.g. [[120, 80], [30, 20, 0]]')
+        raise MaskEditError(f"the points must be a non-empty JSON list, e.g. {POINTS_EXAMPLE}")
+    check_points_count(len(data))
     points, labels, objects = [], [], []
     for item in data:
         if isinstance(item, dict):
             item = [item.get("x"), item.get("y"), item.get("label", 1), *([item["object"]] if "object" in item else [])]
         if not isinstance(item, (list, tuple)) or len(item) not in (2, 3, 4):
-            raise MaskEditError(f"the point {item!r} is not [x, y], [x, y, label] or [x, y, label, object]")
-        try:
-            x, y = float(item[0]), float(item[1])
-            label = int(item[2]) if len(item) >= 3 else 1
-            number = float(item[3]) if len(item) == 4 else 0.0
-        except (TypeError, ValueError, OverflowError):
-            raise MaskEditError(f"the point {item!r} needs numbers: [x, y], [x, y, label] or [x, y, label, object]") from None
+            raise MaskEditError(f"the point {shown_value(item)} is not [x, y], [x, y, label] or [x, y, label, object]")
+        if not all(_is_number(v) and math.isfinite(v) for v in item):
+            raise MaskEditError(f"the point {shown_value(item)} needs finite numbers: [x, y], [x, y, label] or "
+                                "[x, y, label, object]")
+        label = item[2] if len(item) >= 3 else 1
         if label not in (0, 1):
-            raise MaskEditError(f"the label of the point {item!r} is {label}; use 1 (the object) or 0 (not the object)")
+            raise MaskEditError(f"the label of the point {shown_value(item)} is {label}; use 1 (the object) or 0 "
+                                "(not the object)")
+        number = float(item[3]) if len(item) == 4 else 0.0
         if len(item) == 4 and not (number.is_integer() and 1 <= number <= 10 ** 6):
-            raise MaskEditError(f"the object of the point {item!r} is {item[3]!r}; give an object number (1, 2, ...)")
-        points.append((x, y))
-        labels.append(label)
+            raise MaskEditError(f"the object of the point {shown_value(item)} is {shown_value(item[3])}; give an "
+                                "object number (1, 2, ...)")
+        points.append((float(item[0]), float(item[1])))
+        labels.append(int(label))
         objects.append(int(number))
     points, labels = np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     return (points, labels, np.asarray(objects, dtype=np.int64)) if with_objects else (points, labels)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def parse_size(text, default=None) -> tuple[int, int] | None:
-    """"832x480" (or "832x480 (landscape)") → (832, 480); "auto"/empty → default."""
+    """"832x480" (or "832x480 (landscape)") → (832, 480); "auto"/empty → default. Each side is a bounded whole
+    number within the width/height limits (`limits`)."""
     if text is None or str(text).strip().lower() in ("", "auto", "default"):
         return default
-    match = re.match(r"\s*(\d+)\s*[x×,]\s*(\d+)", str(text))
+    text = check_text(text, "size", 200)
+    match = re.match(r"\s*(\d+)\s*[x×,]\s*(\d+)", text)
     if not match:
-        raise MaskEditError(f"the size {text!r} is not WIDTHxHEIGHT, e.g. 832x480")
-    return int(match.group(1)), int(match.group(2))
+        raise MaskEditError(f"the size {shown_value(text)} is not WIDTHxHEIGHT, e.g. 832x480")
+    width = parse_number_text(match.group(1), "width of the size", integer=True, example="832x480")
+    height = parse_number_text(match.group(2), "height of the size", integer=True, example="832x480")
+    return check("width", width, "size"), check("height", height, "size")
 
 
 def parse_later_frames(text) -> list[int]:
-    """Frame indices of edited later frames as JSON ([16, 24]) or comma-separated text ("16, 24")."""
+    """Frame indices of edited later frames as JSON ([16, 24]) or comma-separated text ("16, 24"); each a
+    whole number (2.5 is refused, never rounded)."""
     if text is None or str(text).strip() in ("", "[]"):
         return []
-    try:
-        data = json.loads(text) if str(text).strip().startswith("[") else [v for v in str(text).split(",") if v.strip()]
-        return [int(v) for v in data]
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise MaskEditError(f"the later frame numbers {str(text)[:80]!r} must be whole numbers, e.g. [16] or 16, 24") from None
+    example = "[16] or 16, 24"
+    what = "later frame numbers"
+    if isinstance(text, str) and not text.strip().startswith("["):
+        text = check_text(text, what, MAX_JSON_CHARS)
+        return [parse_number_text(v, "later frame number", integer=True, example=example)
+                for v in text.split(",") if v.strip()]
+    data = parse_json(text, what, example)
+    if not isinstance(data, list):
+        raise MaskEditError(f"the {what} {shown_value(text)} must be whole numbers, e.g. {example}")
+    return [parse_number_text(v, "later frame number", integer=True, example=example) for v in data]
 
 
 def parse_later_captions(data) -> dict[int, str]:
-    """Captions of edited later frames {K: text}, from a dict or its JSON ({"16": "a blue car"}); empty texts
-    are left out (they are captioned automatically)."""
+    """Captions of edited later frames {K: text}, from a dict or its JSON ({"16": "a blue car"}), bounded like
+    every JSON field and text (`limits`); empty texts are left out (they are captioned automatically)."""
+    example = '{"16": "a blue car on a road"}'
     if data is None or (isinstance(data, str) and data.strip() in ("", "{}")):
         return {}
-    try:
-        data = json.loads(data) if isinstance(data, str) else data
-        captions = {int(k): str(v).strip() for k, v in dict(data).items()}
-    except (ValueError, TypeError):
-        raise MaskEditError(f"the later frames' captions {str(data)[:80]!r} must be a JSON object of frame number "
-                            'and caption, e.g. {"16": "a blue car on a road"}') from None
+    data = parse_json(data, "later frames' captions", example)
+    if not isinstance(data, dict):
+        raise MaskEditError(f"the later frames' captions {shown_value(data)} must be a JSON object of frame "
+                            f"number and caption, e.g. {example}")
+    captions = {}
+    for key, value in data.items():
+        index = parse_number_text(key, "frame number of a later frame's caption", integer=True, example=example)
+        captions[index] = check_text(value, f"caption of later frame {index}")
     return {k: v for k, v in captions.items() if v}
 
 

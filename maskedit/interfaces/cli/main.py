@@ -410,6 +410,9 @@ def cmd_generate(args) -> int:
             return 0
     loaded = _load_model(model, args)
     if lora_path is not None:
+        from ...workflow.lora_checks import check_edit_lora_fits
+
+        check_edit_lora_fits(loaded.pipe, lora_path)  # from the headers: a file that cannot fit is never read
         load_edit_lora(loaded.pipe, lora_path, args.lora_scale)
         print(f"LoRA: {' + '.join(map(str, lora_path)) if isinstance(lora_path, list) else lora_path}")
     if seeds is None:
@@ -594,6 +597,7 @@ _LIMITED_OPTIONS = {
     "height": "height", "seed": "seed", "start": "start", "margin": "margin", "min_area": "min_area",
     "lora_scale": "lora_scale", "speed_lora_weight": "speed_lora_weight", "window": "window",
     "window_stride": "window_stride", "stage2_epochs": "stage2_epochs", "guidance_scale_2": "guidance_scale_2",
+    "blocks_to_swap": "blocks_to_swap",
 }
 
 

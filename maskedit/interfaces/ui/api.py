@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...defaults import DEFAULT_TRIGGER
+from ...errors import MaskEditError
 from ...models.presets import GenerateSettings, get_preset
 from ...studio.inputs import generate_settings
-from .components import image_input
+from .components import AsSentNumber, image_input
 
 
 def layout(page) -> SimpleNamespace:
@@ -38,13 +39,20 @@ def wire(page, w) -> None:
         st = page.sess(st, request)
         settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
                                      sampler=sampler_name, guidance_scale_2=cfg2_value)
-        result, files = studio.edit(
-            st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
-            later_files=later_files, later_indices=later_indices, later_captions=later_captions,
-            train_caption=train_caption, prompt=prompt_text,
-            trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
-            preset=preset_name, train_steps=train_steps, settings=settings, fit=fit)
-        return result.edited, result.side_by_side, files, result.report_markdown, result.report, st
+        # a generator: a cancelled call closes it at its next yield (a training or denoising step), which stops
+        # the work and frees the GPU for the next client
+        for kind, value in studio.edit_events(
+                st, video, points_json=points_json, mask_video=mask_video, box=box, edited_first=edited_first,
+                later_files=later_files, later_indices=later_indices, later_captions=later_captions,
+                train_caption=train_caption, prompt=prompt_text,
+                trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
+                preset=preset_name, train_steps=train_steps, settings=settings, fit=fit):
+            if kind == "result":
+                result, files = value
+                yield result.edited, result.side_by_side, files, result.report_markdown, result.report, st
+                return
+            yield (gr.skip(),) * 6
+        raise MaskEditError("the edit ended without a result")
 
     defaults = GenerateSettings()
     edit_btn = gr.Button(visible=False)
@@ -52,18 +60,18 @@ def wire(page, w) -> None:
                             w.api_edited, w.api_later, w.api_later_idx,
                             gr.Textbox(visible=False, label="train caption"), gr.Textbox(visible=False, label="prompt"),
                             gr.Textbox(DEFAULT_TRIGGER, visible=False, label="trigger"),
-                            gr.Number(17, visible=False, precision=0, label="num frames"),
+                            AsSentNumber(17, visible=False, precision=0, label="num frames"),
                             gr.Textbox("auto", visible=False, label="size"),
-                            gr.Number(0, visible=False, label="start s"),
-                            gr.Number(0.1, visible=False, label="margin"),
+                            AsSentNumber(0, visible=False, label="start s"),
+                            AsSentNumber(0.1, visible=False, label="margin"),
                             gr.Textbox("full", visible=False, label="preset"),
-                            gr.Number(get_preset("full").train_steps, visible=False, precision=0, label="train steps"),
-                            gr.Number(defaults.steps, visible=False, precision=0, label="generation steps"),
-                            gr.Number(defaults.guidance_scale, visible=False, label="guidance scale"),
-                            gr.Number(defaults.flow_shift, visible=False, label="flow shift"),
-                            gr.Number(defaults.seed, visible=False, precision=0, label="seed"),
-                            gr.Number(defaults.lora_scale, visible=False, label="lora scale"), w.api_bool,
+                            AsSentNumber(get_preset("full").train_steps, visible=False, precision=0, label="train steps"),
+                            AsSentNumber(defaults.steps, visible=False, precision=0, label="generation steps"),
+                            AsSentNumber(defaults.guidance_scale, visible=False, label="guidance scale"),
+                            AsSentNumber(defaults.flow_shift, visible=False, label="flow shift"),
+                            AsSentNumber(defaults.seed, visible=False, precision=0, label="seed"),
+                            AsSentNumber(defaults.lora_scale, visible=False, label="lora scale"), w.api_bool,
                             w.api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"),
-                            gr.Number(None, visible=False, label="guidance scale 2"), state],
+                            AsSentNumber(None, visible=False, label="guidance scale 2"), state],
                    [w.api_edit_video, w.api_edit_sbs, w.api_lora, w.api_edit_report, w.api_edit_json, state],
                    api_name="edit", **page.gpu)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...defaults import DEFAULT_TRIGGER
-from .components import image_input, loss_plot
+from .components import AsSentNumber, image_input, loss_plot
 
 
 def layout(page) -> SimpleNamespace:
@@ -16,7 +16,7 @@ def layout(page) -> SimpleNamespace:
         with gr.Row():
             with gr.Column():
                 gr.Markdown("**Get a frame to edit** in any image editor (frame 0 for the edited first frame).")
-                frame_index = gr.Number(0, label="Frame", minimum=0, precision=0)
+                frame_index = AsSentNumber(0, label="Frame", precision=0)
                 frame_btn = gr.Button("Get frame")
                 frame_file = gr.File(label="Frame (PNG)", interactive=False)
             with gr.Column():
@@ -33,7 +33,7 @@ def layout(page) -> SimpleNamespace:
         with gr.Accordion("Edited later frames (optional, stage 2)", open=False):
             with gr.Row():
                 later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"])
-                later_index = gr.Number(16, label="K (frame index)", precision=0)
+                later_index = AsSentNumber(16, label="K (frame index)", precision=0)
             later_caption = gr.Textbox("", label="Caption of edited frame K (stage 2 trains it under its own "
                                        "caption; empty: captioned automatically)", elem_id="later-caption")
             later_btn = gr.Button("Add later frame")

@@ -10,7 +10,7 @@ import gradio as gr
 from ...defaults import SAMPLERS
 from ...errors import MaskEditError
 from ...studio.inputs import TrainInputs, generate_settings
-from .components import METHOD_CHOICES, image_input
+from .components import METHOD_CHOICES, AsSentDropdown, AsSentNumber, AsSentRadio, image_input, limit_slider
 
 
 def layout(page) -> SimpleNamespace:
@@ -18,16 +18,16 @@ def layout(page) -> SimpleNamespace:
     with gr.Tab("5 · Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
-                method = gr.Radio(METHOD_CHOICES, value="mask-lora", label="Method")
-                gen_steps = gr.Number(4 if page.tiny else preset0.generation_steps, label="Steps", precision=0)
-                cfg = gr.Number(preset0.guidance_scale, label="Guidance (CFG)")
-                shift = gr.Number(preset0.flow_shift, label="Flow shift")
-                sampler = gr.Dropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
+                method = AsSentRadio(METHOD_CHOICES, value="mask-lora", label="Method")
+                gen_steps = AsSentNumber(4 if page.tiny else preset0.generation_steps, label="Steps", precision=0)
+                cfg = AsSentNumber(preset0.guidance_scale, label="Guidance (CFG)")
+                shift = AsSentNumber(preset0.flow_shift, label="Flow shift")
+                sampler = AsSentDropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
                                       label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
-                seed_gen = gr.Number(0, label="Seed", precision=0)
-                scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
+                seed_gen = AsSentNumber(0, label="Seed", precision=0)
+                scale = limit_slider("lora_scale", value=1.0, step=0.05, label="LoRA scale")
                 with gr.Accordion("Advanced", open=False):
-                    cfg2 = gr.Number(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as CFG)",
+                    cfg2 = AsSentNumber(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as CFG)",
                                      visible=page.two_experts, elem_id="cfg2")
                     speed_lora_in = gr.Textbox(
                         "", label="Speed LoRA for the preview (file path or owner/repo/file.safetensors; "
@@ -81,13 +81,14 @@ def wire(page, w) -> None:
                                    fp8, ckpt, budget_s, edit_caption=prompt_text)
         # a generator: a cancelled call closes it between steps, which stops the denoising (studio.generation)
         for kind, value in studio.generate_events(
-                st, prompt_text, settings, edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
+                st, prompt_text, settings, edited_frame=edited_file, fit=fit, use_checkpoint=use_checkpoint,
                 preset=preset_name, train_inputs=train_inputs,
                 progress=lambda done, desc: progress(done, desc=desc, unit="steps")):
             if kind == "warning":
                 gr.Warning(value)
-            elif kind == "step":
-                progress(value, desc="denoising", unit="steps")
+            elif kind in ("step", "waiting"):  # a yield per step and per wait: a cancelled call stops at the next
+                if kind == "step":
+                    progress(value, desc="denoising", unit="steps")
                 yield (gr.skip(),) * 5
             elif kind == "result":
                 yield value.edited, value.side_by_side, value.report_markdown, value.report, st
@@ -96,12 +97,13 @@ def wire(page, w) -> None:
 
     # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
     # itself is guarded by the studio's lock)
-    w.gen_btn.click(h_generate, [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift, w.seed_gen, w.scale,
+    generate_event = w.gen_btn.click(h_generate, [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift, w.seed_gen, w.scale,
                                  w.fit_edited, w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in,
                                  w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in, w.budget_in, w.sampler, w.cfg2,
                                  state],
                     results, api_name="generate", concurrency_id="generate",
-                    concurrency_limit=1).then(h_gallery, [state], [w.gallery], api_visibility="private")
+                    concurrency_limit=1)
+    generate_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
 
     @page.guard
     def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
@@ -109,15 +111,16 @@ def wire(page, w) -> None:
         st = page.sess(st, request)
         settings = generate_settings(seed=seed, lora_scale=lora_scale, method=method_name or "mask-lora")
         result = studio.preview(st, prompt_text, settings, speed_lora=speed_lora, preset=preset_name,
-                                edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
+                                edited_frame=edited_file, fit=fit, use_checkpoint=use_checkpoint,
                                 progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
                                 warn=gr.Warning)
         return result.edited, result.side_by_side, result.report_markdown, result.report, st
 
-    w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale, w.fit_edited, w.use_ckpt,
+    preview_event = w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale, w.fit_edited, w.use_ckpt,
                                     w.preset, w.speed_lora_in, state],
                         results, api_name="preview", concurrency_id="generate",
-                        concurrency_limit=1).then(h_gallery, [state], [w.gallery], api_visibility="private")
+                        concurrency_limit=1)
+    preview_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
 
     @page.guard
     def h_cancel(st, request: gr.Request):
@@ -125,4 +128,8 @@ def wire(page, w) -> None:
         studio.stop_generation(st)
         return st
 
-    w.cancel_btn.click(h_cancel, [state], [state], api_visibility="private")
+    # Cancel ends a queued call at once and closes a running one at its next yield (a denoising step, or about
+    # twice a second while it waits for the background training or the GPU); the stop file also stops the
+    # worker between steps and is honoured by every wait (`Studio.generate_events`)
+    w.cancel_btn.click(h_cancel, [state], [state], api_visibility="private",
+                       cancels=[generate_event, preview_event])

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...workflow.session import parse_points
-from .components import EXCLUDE, INCLUDE
+from .components import EXCLUDE, INCLUDE, AsSentRadio, limit_slider
 
 OBJECT_COLUMNS = ["object", "colour", "made from", "score", "area on frame 0 (px)", "frames", "kept"]
 
@@ -30,7 +30,7 @@ def layout(page) -> SimpleNamespace:
                                          elem_id="segment-text")
                     find_btn = gr.Button("Find", scale=1, elem_id="find-btn")
                 with gr.Row():
-                    mode = gr.Radio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds")
+                    mode = AsSentRadio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds")
                     target = gr.Dropdown([("a new object", "new")], value="new", label="Clicks go to",
                                          allow_custom_value=True, elem_id="click-target")
                 with gr.Row():
@@ -38,7 +38,7 @@ def layout(page) -> SimpleNamespace:
                     clear_btn = gr.Button("Clear")
                 points_box = gr.Textbox("[]", label="Points (JSON [[x, y, label], ...]; 1 = object)",
                                         elem_id="points")
-                margin = gr.Slider(0, 0.5, value=0.1, step=0.01, label="Box margin (fraction of the box)")
+                margin = limit_slider("margin", value=0.1, step=0.01, label="Box margin (fraction of the box)")
                 segment_btn = gr.Button("Propagate", variant="primary", elem_id="propagate-btn")
                 bg_toggle = gr.Checkbox(page.background, label="Train in the background as soon as the masks are "
                                         "confirmed (needs the caption of the original first frame)",

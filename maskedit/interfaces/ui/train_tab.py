@@ -9,7 +9,7 @@ import gradio as gr
 
 from ...models.presets import PRESETS
 from ...studio.inputs import TrainInputs
-from .components import loss_frame, loss_plot
+from .components import AsSentDropdown, AsSentNumber, limit_slider, loss_frame, loss_plot
 
 
 def layout(page) -> SimpleNamespace:
@@ -17,20 +17,20 @@ def layout(page) -> SimpleNamespace:
     with gr.Tab("4 · Train", id="train"):
         with gr.Row():
             with gr.Column(scale=1):
-                preset = gr.Dropdown(list(PRESETS), value=page.default_preset, label="Preset")
+                preset = AsSentDropdown(list(PRESETS), value=page.default_preset, label="Preset")
                 preset_estimate = gr.Markdown(page.studio.estimate_line(page.default_preset), elem_id="train-estimate")
                 preset_text = gr.Code(preset0.describe(), label="Exact settings", language=None)
                 with gr.Accordion("Advanced", open=False):
-                    steps_in = gr.Number(10 if tiny else preset0.train_steps, label="Steps", precision=0,
+                    steps_in = AsSentNumber(10 if tiny else preset0.train_steps, label="Steps", precision=0,
                                          elem_id="train-steps")
-                    lr_in = gr.Number(preset0.learning_rate, label="Learning rate")
-                    rank_in = gr.Number(preset0.rank, label="LoRA rank", precision=0)
-                    seed_in = gr.Number(0, label="Seed", precision=0)
-                    swap_in = gr.Slider(0, 39, value=preset0.blocks_to_swap, step=1,
-                                        label="Blocks swapped to CPU (of 40)")
+                    lr_in = AsSentNumber(preset0.learning_rate, label="Learning rate")
+                    rank_in = AsSentNumber(preset0.rank, label="LoRA rank", precision=0)
+                    seed_in = AsSentNumber(0, label="Seed", precision=0)
+                    swap_in = limit_slider("blocks_to_swap", value=preset0.blocks_to_swap,
+                                           label="Blocks swapped to CPU (of 40)")
                     fp8_in = gr.Checkbox(preset0.fp8, label="fp8 base weights")
                     ckpt_in = gr.Checkbox(preset0.gradient_checkpointing, label="Gradient checkpointing")
-                    budget_in = gr.Number(page.studio.budget_s, label="Seconds per GPU call (chunk budget)", minimum=5)
+                    budget_in = AsSentNumber(page.studio.budget_s, label="Seconds per GPU call (chunk budget)")
                 with gr.Row():
                     train_btn = gr.Button("Start", variant="primary", elem_id="train-btn")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")

@@ -8,6 +8,7 @@ import gradio as gr
 
 from ...models.presets import SIZE_CHOICES
 from ...studio.runtime import size_choices
+from .components import AsSentDropdown, AsSentNumber
 
 EXAMPLE_FRAMES = (5, 9, 17, 33, 49, 81)
 
@@ -18,12 +19,12 @@ def layout(page) -> SimpleNamespace:
             with gr.Column():
                 video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                 with gr.Row():
-                    frames_in = gr.Number(17 if page.tiny else 49, precision=0, step=4,
+                    frames_in = AsSentNumber(17 if page.tiny else 49, precision=0, step=4,
                                           label="Frames (4k+1; 0 = all, up to 81)")
-                    size_in = gr.Dropdown(size_choices(page.runtime.model, SIZE_CHOICES),
+                    size_in = AsSentDropdown(size_choices(page.runtime.model, SIZE_CHOICES),
                                           value="320x192 (small)" if page.tiny else "auto", label="Size (WxH)",
                                           allow_custom_value=True)
-                    start_in = gr.Number(0, label="Start time (s)")
+                    start_in = AsSentNumber(0, label="Start time (s)")
                 load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
             with gr.Column():
                 preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
