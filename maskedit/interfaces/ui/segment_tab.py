@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...workflow.session import parse_points
-from .components import EXCLUDE, INCLUDE, AsSentRadio, limit_slider
+from .components import EXCLUDE, INCLUDE, AsSentDropdown, AsSentNumber, AsSentRadio, limit_slider
 
 OBJECT_COLUMNS = ["object", "colour", "made from", "score", "area on frame 0 (px)", "frames", "kept"]
 
@@ -31,8 +31,8 @@ def layout(page) -> SimpleNamespace:
                     find_btn = gr.Button("Find", scale=1, elem_id="find-btn")
                 with gr.Row():
                     mode = AsSentRadio([INCLUDE, EXCLUDE], value=INCLUDE, label="Click adds")
-                    target = gr.Dropdown([("a new object", "new")], value="new", label="Clicks go to",
-                                         allow_custom_value=True, elem_id="click-target")
+                    target = AsSentDropdown([("a new object", "new")], value="new", label="Clicks go to",
+                                            allow_custom_value=True, elem_id="click-target")
                 with gr.Row():
                     undo_btn = gr.Button("Undo")
                     clear_btn = gr.Button("Clear")
@@ -64,7 +64,7 @@ def layout(page) -> SimpleNamespace:
             api_instances = gr.JSON(label="instances found")
             api_objects = gr.JSON(label="objects")
             api_object_ids = gr.Textbox(label="object ids")
-            api_object_id = gr.Number(label="object id", precision=0)
+            api_object_id = AsSentNumber(label="object id", precision=0)
     return SimpleNamespace(first_frame=first_frame, mode=mode, undo_btn=undo_btn, clear_btn=clear_btn,
                            points_box=points_box, margin=margin, segment_btn=segment_btn, bg_toggle=bg_toggle,
                            overlay_video=overlay_video, boxes_video=boxes_video, segment_notes=segment_notes,
