@@ -185,10 +185,15 @@ def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_
     denoising step, with or without CFG as `settings.guidance_scale` says, plus the encodes and the VAE decode,
     scaled to the clip) at the assumed utilisation of the call's share of the card. A model the table lacks
     (the tiny model) asks TINY_SECONDS_PER_STEP per step as before. Raises MaskEditError, before the call, when
-    the render cannot fit one call (`estimates.ZEROGPU_CALL_LIMIT_S`): a render is one call, not chunked."""
-    steps = int(settings.steps)
-    model = table_model(model_name)
+    the render cannot fit one call (`estimates.ZEROGPU_CALL_LIMIT_S`): a render is one call, not chunked.
+    A step cache counts only the steps it runs in full (`step_cache.full_share`)."""
+    from ..models.step_cache import full_share, resolution_key
+
     clip = clip_of(prepared_dir)
+    share, _ = full_share(getattr(settings, "step_cache", "off"), int(settings.steps),
+                          getattr(settings, "step_cache_threshold", None), resolution_key(*clip[1:]) if clip else "480p")
+    steps = int(settings.steps) * share  # the steps whose evaluations run in full
+    model = table_model(model_name)
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
     if entry is None:
         return int(min(estimates.ZEROGPU_CALL_LIMIT_S, GENERATION_CALL_OVERHEAD_S + steps * TINY_SECONDS_PER_STEP))
@@ -200,7 +205,7 @@ def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_
                 if phase in entry["phase_details"]) / rate
     seconds = GENERATION_CALL_OVERHEAD_S + fixed + steps * per_step
     if seconds > estimates.ZEROGPU_CALL_LIMIT_S:
-        fitting = int((estimates.ZEROGPU_CALL_LIMIT_S - GENERATION_CALL_OVERHEAD_S - fixed) // per_step)
+        fitting = int((estimates.ZEROGPU_CALL_LIMIT_S - GENERATION_CALL_OVERHEAD_S - fixed) // (per_step * share))
         advice = f"use at most {fitting} steps, or " if fitting >= 1 else "use "
         raise MaskEditError(
             f"this render needs ≈ {seconds:.0f} s of GPU (planner estimate), more than one ZeroGPU call allows "
