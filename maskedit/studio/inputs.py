@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..method import training
+from ..method.conditioning import clean_trigger
 from ..defaults import DEFAULT_TRIGGER
 from ..errors import MaskEditError
 from ..limits import check, value_or_default
@@ -35,8 +36,9 @@ class GpuCalls:
 class TrainInputs:
     """The Train tab's values: the caption of the ORIGINAL first frame ("" = captioned automatically when
     training starts, `Studio.training_captions`), the trigger, the preset and what the user changed of it
-    (None: the preset's), the seed, the seconds per GPU call (None: the app's) and the caption of the EDITED
-    first frame when known (recorded in lora.json; never trained on)."""
+    (None: the preset's), the seed, the seconds per GPU call (None: the app's), the caption of the EDITED
+    first frame when known (recorded in lora.json; never trained on) and the timestep sampler (None: the
+    preset's: uniform, or shifted on a two-expert base)."""
 
     caption: str
     trigger: str = DEFAULT_TRIGGER
@@ -50,26 +52,34 @@ class TrainInputs:
     gradient_checkpointing: bool = False
     budget_s: float | None = None
     edit_caption: str | None = None
+    timestep_sampler: str | None = None  # training's noise levels (None: the preset's; defaults.TIMESTEP_SAMPLERS)
 
     def cleaned(self) -> "TrainInputs":
         """Captions and trigger stripped (an empty caption stays empty: it is made automatically)."""
         caption = str(self.caption or "").strip()
         edit_caption = str(self.edit_caption or "").strip() or None
-        trigger = DEFAULT_TRIGGER if self.trigger is None else str(self.trigger).strip()
+        trigger = DEFAULT_TRIGGER if self.trigger is None else clean_trigger(self.trigger)
         return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption)
 
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
-                      method=None, sampler=None, guidance_scale_2=None) -> GenerateSettings:
+                      method=None, sampler=None, guidance_scale_2=None, negative_prompt=None, step_cache=None,
+                      step_cache_threshold=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
-    MaskEditError naming the setting, never a ValueError or OverflowError from int(). guidance_scale_2 None or
-    "" (an empty form field): the same as guidance_scale."""
+    MaskEditError naming the setting, never a ValueError or OverflowError from int(). guidance_scale_2 and
+    step_cache_threshold None or "" (an empty form field): the same as guidance_scale / the cache's default.
+    negative_prompt: "reference", "wan" or the text itself (None or "": the method's, "reference")."""
     defaults = GenerateSettings()
-    given = guidance_scale_2 is not None and guidance_scale_2 != ""
-    low_noise = float(check("guidance_scale_2", guidance_scale_2)) if given else None
+
+    def optional(name, value):
+        return float(check(name, value)) if value is not None and value != "" else None
+
     return GenerateSettings(
-        guidance_scale_2=low_noise,
+        guidance_scale_2=optional("guidance_scale_2", guidance_scale_2),
+        step_cache_threshold=optional("step_cache_threshold", step_cache_threshold),
+        negative_prompt=str(negative_prompt).strip() if negative_prompt else defaults.negative_prompt,
+        step_cache=step_cache or defaults.step_cache,
         steps=value_or_default("generation_steps", steps, defaults.steps),
         guidance_scale=float(value_or_default("guidance_scale", guidance_scale, defaults.guidance_scale)),
         flow_shift=float(value_or_default("flow_shift", flow_shift, defaults.flow_shift)),
