@@ -154,7 +154,8 @@ def main(argv=None) -> int:
         with contextlib.nullcontext() if product else other_cache(pipe, kind, threshold, args.steps):
             frames = generate.generate_edit(pipe, prepared, edit.edited_first_frame, edit.edited_caption,
                                             steps=args.steps, method="no-lora", seed=0, info=info,
-                                            step_cache=kind if product else "off", step_cache_threshold=threshold)
+                                            step_cache=kind if product else "off",
+                                            step_cache_threshold=threshold if product else None)
         return frames, info, time.perf_counter() - started
 
     pipe._self_ratios = calibrate(pipe, run, args.steps)

@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 
 from maskedit.media import metrics
-from maskedit.media.video import Clip, write_image
+from maskedit.media.video import write_image
 from maskedit.method.clip_features import clip_image_features, has_image_encoder
 from maskedit.models.presets import GenerateSettings
 from maskedit.workflow import generate, prepare
-from maskedit.workflow.prepare import PreparedClip
-
-from conftest import make_synthetic_clip
 
 
 @pytest.fixture(scope="module")
-def clip():
-    frames, region = make_synthetic_clip()
-    edited = frames[0].copy()
-    edited[region[0]] = (30, 60, 240)
-    return PreparedClip(Clip(frames, 8.0), region), edited
+def clip(prepared_edit):
+    return prepared_edit
 
 
 def test_the_arithmetic_is_cosine_similarity_over_frames_after_the_first():
@@ -87,7 +81,7 @@ def test_the_report_shows_both_measures_for_every_method_side_by_side(tiny_pipe,
     assert f"| input similarity (each frame vs its source frame, frames 1..) | {report['input_similarity']:.4f} |" \
         in text
     assert "paper's figures (Table 1) come from its own CLIP" in text and "negative prompt wan" in text
-    assert "side by side" in text and f"| 1 | no-lora | " in text and f"{reports[0]['clip_score']:.4f}" in text
+    assert "side by side" in text and "| 1 | no-lora | " in text and f"{reports[0]['clip_score']:.4f}" in text
     unavailable = format_report(dict(report, clip_score=None, input_similarity=None,
                                      clip_note=generate.CLIP_UNAVAILABLE))
     assert "| CLIP score (each frame vs the edited first frame, frames 1..) | unavailable" in unavailable

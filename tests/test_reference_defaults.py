@@ -10,27 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from maskedit.defaults import (NEGATIVE_PROMPTS, REFERENCE_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT, negative_prompt_name,
+from maskedit.defaults import (REFERENCE_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT, negative_prompt_name,
                                negative_prompt_text)
 from maskedit.errors import MaskEditError
 from maskedit.interfaces.cli import main as cli
-from maskedit.media.video import Clip
 from maskedit.method.conditioning import compose_prompt
 from maskedit.method.training import TrainConfig
 from maskedit.models.bases import TINY_WAN22_BASE, WAN21_480P, WAN22_A14B, adapt_preset
 from maskedit.models.presets import PRESETS, GenerateSettings, get_preset
 from maskedit.workflow import generate, train
-from maskedit.workflow.prepare import PreparedClip
-
-from conftest import make_synthetic_clip
 
 
 @pytest.fixture(scope="module")
-def clip():
-    frames, region = make_synthetic_clip()
-    edited = frames[0].copy()
-    edited[region[0]] = (30, 60, 240)
-    return PreparedClip(Clip(frames, 8.0), region), edited
+def clip(prepared_edit):
+    return prepared_edit
 
 
 def negative_prompts_seen(pipe) -> list:

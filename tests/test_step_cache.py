@@ -7,26 +7,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from maskedit.errors import MaskEditError
-from maskedit.media.video import Clip
 from maskedit.models import step_cache
 from maskedit.models.presets import GenerateSettings, get_preset
 from maskedit.workflow import generate
-from maskedit.workflow.prepare import PreparedClip
-
-from conftest import make_synthetic_clip
 
 STEPS = 10
 
 
 @pytest.fixture(scope="module")
-def clip():
-    frames, region = make_synthetic_clip()
-    edited = frames[0].copy()
-    edited[region[0]] = (30, 60, 240)
-    return PreparedClip(Clip(frames, 8.0), region), edited
+def clip(prepared_edit):
+    return prepared_edit
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +108,9 @@ def test_bad_settings_and_two_expert_bases_are_refused_before_any_work(clip):
         generate.generate_edit(two, prepared, edited, "a box", steps=2, method="no-lora", step_cache="magcache")
     hook.remove()
     assert calls == []
+    info = {}  # off: both experts' evaluations are counted (4 steps at shift 5: 2 high-noise, 2 low-noise)
+    generate.generate_edit(two, prepared, edited, "a box", steps=4, method="no-lora", info=info)
+    assert info["evaluations"] == info["full_evaluations"] == 8 and info["step_cache"] == "off"
     with pytest.raises(MaskEditError, match="step cache 'fast' is unknown"):
         GenerateSettings(step_cache="fast")
     with pytest.raises(MaskEditError, match=r"step cache threshold \(step_cache_threshold\)"):

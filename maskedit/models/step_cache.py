@@ -337,8 +337,11 @@ def step_cache(pipe, kind: str = DEFAULT_STEP_CACHE, steps: int = 30, threshold:
     def count_full(module, args, output):
         stats.full += 1
 
-    handles = [transformer.condition_embedder.register_forward_hook(count_call),
-               _last_layer(transformer.blocks[-1]).register_forward_hook(count_full)]
+    handles = []
+    for model in (transformer, getattr(pipe, "transformer_2", None)):  # a two-expert pipe: both experts count
+        if model is not None:
+            handles += [model.condition_embedder.register_forward_hook(count_call),
+                        _last_layer(model.blocks[-1]).register_forward_hook(count_full)]
     try:
         manager = None
         if kind == "magcache":
