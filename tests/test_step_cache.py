@@ -152,6 +152,11 @@ def test_the_planner_counts_only_the_evaluations_that_run(tmp_path):
     cached = Plan("m", get_preset("full").with_overrides(step_cache="magcache"), 49, 832, 480, "flash", phases)
     assert plain.time_floor_s(card) == pytest.approx(100 * 2 + 30 + 3)
     assert cached.denoising_steps_run() == 13 and cached.time_floor_s(card) == pytest.approx(100 * 2 + 13 + 3)
+    # the ratios are the checkpoint's: a 720P model counts with MagCache's 720P ones
+    assert step_cache.model_key("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers") == "720p" == step_cache.model_key("/m/720P")
+    assert step_cache.model_key(DEFAULT_MODEL_ID) == step_cache.model_key(None) == "480p"
+    on_720p = Plan("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", cached.preset, 49, 1280, 720, "flash", phases)
+    assert on_720p.denoising_steps_run() == sum(step_cache.magcache_schedule(30, key="720p"))
     teacache = Plan("m", get_preset("full").with_overrides(step_cache="teacache"), 49, 832, 480, "flash", phases)
     assert teacache.denoising_steps_run() == pytest.approx(30 * step_cache.TEACACHE_ASSUMED_FULL_SHARE)
     # the ZeroGPU duration of a render counts them too

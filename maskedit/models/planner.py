@@ -147,11 +147,10 @@ class Plan:
     def denoising_steps_run(self, generation_steps: int | None = None) -> float:
         """Denoising steps whose transformer evaluations run in full: all of them without a step cache, fewer with
         the preset's (`step_cache.full_share`: exact for MagCache, assumed for TeaCache)."""
-        from .step_cache import full_share, resolution_key
+        from .step_cache import full_share, model_key
 
         steps = self.preset.generation_steps if generation_steps is None else generation_steps
-        share, _ = full_share(self.preset.step_cache, steps, self.preset.step_cache_threshold,
-                              resolution_key(self.width, self.height))
+        share, _ = full_share(self.preset.step_cache, steps, self.preset.step_cache_threshold, model_key(self.model))
         return steps * share
 
     def to_dict(self, card: Card | None = None, memory_gb: float | None = None) -> dict:

@@ -119,9 +119,10 @@ def check_step_cache(kind: str, two_experts: bool = False) -> None:
             "TeaCache's coefficients are fitted to Wan2.1-I2V; set the step cache to off")
 
 
-def resolution_key(width: int, height: int) -> str:
-    """"720p" for clips of 720P area or more, else "480p": which published ratios / coefficients apply."""
-    return "720p" if int(width) * int(height) >= 1280 * 720 else "480p"
+def model_key(model_name: str | None) -> str:
+    """"720p" for a Wan2.1-I2V-14B-720P checkpoint (by its name or folder), else "480p": which published ratios /
+    coefficients apply (they are fitted per checkpoint)."""
+    return "720p" if "720p" in str(model_name or "").lower() else "480p"
 
 
 def resized_ratios(ratios, steps: int) -> list[float]:
@@ -327,7 +328,7 @@ def step_cache(pipe, kind: str = DEFAULT_STEP_CACHE, steps: int = 30, threshold:
     check_step_cache(kind, is_two_expert(pipe))
     transformer = pipe.transformer
     threshold = None if kind == "off" else float(default_threshold(kind) if threshold is None else threshold)
-    key = key or ("720p" if "720p" in str(getattr(pipe, "name_or_path", "")).lower() else "480p")
+    key = key or model_key(getattr(pipe, "name_or_path", ""))
     stats = StepCacheStats(kind, threshold)
     remove_step_cache(transformer)  # one left by an earlier caller must not act on this generation
 

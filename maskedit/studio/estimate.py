@@ -187,11 +187,11 @@ def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_
     (the tiny model) asks TINY_SECONDS_PER_STEP per step as before. Raises MaskEditError, before the call, when
     the render cannot fit one call (`estimates.ZEROGPU_CALL_LIMIT_S`): a render is one call, not chunked.
     A step cache counts only the steps it runs in full (`step_cache.full_share`)."""
-    from ..models.step_cache import full_share, resolution_key
+    from ..models.step_cache import full_share, model_key
 
     clip = clip_of(prepared_dir)
     share, _ = full_share(getattr(settings, "step_cache", "off"), int(settings.steps),
-                          getattr(settings, "step_cache_threshold", None), resolution_key(*clip[1:]) if clip else "480p")
+                          getattr(settings, "step_cache_threshold", None), model_key(model_name))
     steps = int(settings.steps) * share  # the steps whose evaluations run in full
     model = table_model(model_name)
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
