@@ -110,7 +110,7 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
                                      ["edited first frame is not an image"]),
     "0-byte LoRA": ("/use_lora", lambda i: (i / "empty.safetensors",), ["not a LoRA file or is damaged", "0 bytes"]),
 }
-FULL_ARITY = {"/train": 11, "/generate": 23, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
+FULL_ARITY = {"/train": 12, "/generate": 26, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
 
 
 def call(c: Client, url: str, api: str, args) -> str:
