@@ -17,7 +17,10 @@ Reference rows need no model: `source` (the unedited clip), `ground-truth` (the 
 `gt-vae` (the true edited clip through the model's VAE, a ceiling for any method on that VAE).
 
 Scores (mean over edits): background PSNR/SSIM outside the true box of the edit vs the source, edit-box
-PSNR/SSIM vs the ground-truth edited clip (both frames 1..F−1), tPSNR of the whole clip vs the ground truth.
+PSNR/SSIM vs the ground-truth edited clip (both frames 1..F−1), tPSNR of the whole clip vs the ground truth, and
+the paper's own measures (Table 1): the CLIP score (each generated frame vs the edited first frame) and the input
+similarity (each generated frame vs its source frame), frames 1..F−1, with the model's own CLIP image encoder
+(`method.clip_features`; the paper's figures come from its own CLIP).
 Boxes are `masks.loose_boxes` of the object's true source mask; the 50-pixel minimum component area is
 scaled with the frame area (832x480 = 50 px) so small frames keep their boxes.
 
@@ -56,13 +59,14 @@ from maskedit.method.conditioning import (  # noqa: E402
     ConditionSample, compose_prompt, frames_to_tensor, inference_condition, latent_keep_mask, naive_sample,
     stage1_sample, stage2_sample, stock_condition,
 )
-from maskedit.defaults import WAN_NEGATIVE_PROMPT  # noqa: E402
+from maskedit.defaults import negative_prompt_text  # noqa: E402
+from maskedit.method.clip_features import clip_image_features  # noqa: E402
 from maskedit.workflow.generate import (  # noqa: E402
     DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, set_flow_shift,
 )
 from maskedit.method.lora import unload_lora  # noqa: E402
 from maskedit.method.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
-from maskedit.media.metrics import EditScores, mean_scores, psnr, score_edit  # noqa: E402
+from maskedit.media.metrics import EditScores, clip_measures, mean_scores, psnr, score_edit  # noqa: E402
 from maskedit.models.loading import TINY, load_pipeline  # noqa: E402
 from maskedit.runtime import quiet_transformers  # noqa: E402
 from maskedit.method.training import STAGE2_REPEATS, LoraTrainer, TrainConfig, TrainItem  # noqa: E402
@@ -167,7 +171,7 @@ def generate(pipe, condition: ConditionSample, args, blend: dict | None = None) 
         output = pipe(
             image=PIL.Image.fromarray(condition.image),
             prompt=condition.prompt,
-            negative_prompt=WAN_NEGATIVE_PROMPT,
+            negative_prompt=negative_prompt_text("reference"),
             condition_video=condition.condition_video,
             condition_mask=condition.keep_mask,
             num_inference_steps=args.gen_steps,
@@ -190,6 +194,7 @@ class MethodRun:
     train_steps: int = 0
     train_seconds: float = 0.0
     gen_seconds: float = 0.0
+    clip: dict = field(default_factory=dict)  # {"clip_score", "input_similarity"} (empty: no image encoder)
 
 
 @dataclass
@@ -231,9 +236,14 @@ def run_edit(pipe, edit: toyworld.ToyEdit, args, device) -> EditResult:
     later_index, later_frame = next(iter(edit.edited_later.items()))
     methods = args.methods
 
+    source_features = clip_image_features(pipe, source)
+    first_features = clip_image_features(pipe, first)
+
     def add(method, frames, train_steps=0, train_seconds=0.0, gen_seconds=0.0):
+        clip = {} if source_features is None else clip_measures(clip_image_features(pipe, frames), first_features,
+                                                                   source_features)
         result.runs.append(MethodRun(method, score_edit(frames, source, target, edit.region), train_steps,
-                                     train_seconds, gen_seconds))
+                                     train_seconds, gen_seconds, clip))
 
     def timed_generate(condition, blend=None):
         started = time.perf_counter()
@@ -365,13 +375,16 @@ def fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def summary(results: list[EditResult]) -> list[tuple[str, EditScores, int, float, float]]:
+def summary(results: list[EditResult]) -> list[tuple[str, EditScores, int, float, float, dict]]:
     rows = []
     for method in REFERENCES + METHODS:
         runs = [run for result in results for run in result.runs if run.method == method]
         if runs:
+            clip = {key: float(np.mean([r.clip[key] for r in runs])) for key in ("clip_score", "input_similarity")
+                    if all(key in r.clip for r in runs)}
             rows.append((method, mean_scores([r.scores for r in runs]), runs[0].train_steps,
-                         float(np.mean([r.train_seconds for r in runs])), float(np.mean([r.gen_seconds for r in runs]))))
+                         float(np.mean([r.train_seconds for r in runs])), float(np.mean([r.gen_seconds for r in runs])),
+                         clip))
     return rows
 
 
@@ -383,14 +396,16 @@ def table(results: list[EditResult], args, device, description: str, is_tiny: bo
         f"CFG {args.guidance:g}, shift {args.shift:g}, seed {args.seed}; {torch.device(device).type}, "
         f"{torch.get_num_threads()} threads; {machine()}; {datetime.datetime.now():%Y-%m-%d %H:%M}",
         "",
-        "| method | bg PSNR ↑ | bg SSIM ↑ | edit PSNR ↑ | edit SSIM ↑ | tPSNR ↑ | LoRA steps | train s | generate s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | bg PSNR ↑ | bg SSIM ↑ | edit PSNR ↑ | edit SSIM ↑ | tPSNR ↑ | CLIP score ↑ | input similarity ↑ "
+        "| LoRA steps | train s | generate s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = summary(results)
-    for method, s, steps, train_s, gen_s in rows:
+    for method, s, steps, train_s, gen_s, clip in rows:
         label = f"*{method}*" if method in REFERENCES else ("**mask-lora (ours)**" if method == "mask-lora" else method)
+        clip_score, similarity = (fmt(clip[k], 4) if k in clip else "n/a" for k in ("clip_score", "input_similarity"))
         lines.append(f"| {label} | {fmt(s.background_psnr)} | {fmt(s.background_ssim, 3)} | {fmt(s.edit_psnr)} | "
-                     f"{fmt(s.edit_ssim, 3)} | {fmt(s.temporal_psnr)} | {steps or '–'} | "
+                     f"{fmt(s.edit_ssim, 3)} | {fmt(s.temporal_psnr)} | {clip_score} | {similarity} | {steps or '–'} | "
                      f"{fmt(train_s, 1) if steps else '–'} | {fmt(gen_s, 1) if method in METHODS else '–'} |")
     methods = [row for row in rows if row[0] in METHODS]
     if len(methods) > 1:
@@ -405,7 +420,11 @@ def table(results: list[EditResult], args, device, description: str, is_tiny: bo
     lines += [
         "",
         "bg = outside the true box of the edit vs the source; edit = inside it vs the ground-truth edited clip; both "
-        "frames 1..F−1. tPSNR = PSNR of frame-to-frame differences vs the ground truth. Means over the edits. "
+        "frames 1..F−1. tPSNR = PSNR of frame-to-frame differences vs the ground truth. CLIP score = cosine "
+        "similarity of each generated frame to the edited first frame, input similarity = of each generated frame to "
+        "its source frame (frames 1..F−1), with pooled embeddings of this model's own CLIP image encoder (n/a: it has "
+        "none); the paper's Table 1 figures come from its own CLIP, so compare rows here, not with the paper. Means "
+        "over the edits. "
         "*source*, *ground-truth*, *gt-vae* are references (the unedited clip; the truth; the truth through this "
         "model's VAE — a ceiling for every method here). naive-lora and feature-blend share one LoRA (trained with "
         "the stock condition); mask-lora+stage2 spends the same total steps, "
@@ -455,7 +474,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps([
             dict(name=r.name, checks=r.checks, runs=[dict(method=m.method, train_steps=m.train_steps,
                                                          train_seconds=m.train_seconds, gen_seconds=m.gen_seconds,
-                                                         **m.scores.as_dict()) for m in r.runs])
+                                                         **m.scores.as_dict(), **m.clip) for m in r.runs])
             for r in results], indent=1, default=str))
     if args.write:
         write_section("method_benchmark", "## Method benchmark (toy edits with ground truth)\n\n" + text, Path(args.results))

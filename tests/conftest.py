@@ -142,3 +142,15 @@ def nan_loss_at(monkeypatch):
         monkeypatch.setattr(LoraTrainer, "flow_matching_loss", nan_at)
 
     return patch
+
+
+@pytest.fixture(scope="module")
+def prepared_edit():
+    """(PreparedClip of the synthetic clip with its box region, the edited first frame: the box painted blue)."""
+    from maskedit.media.video import Clip
+    from maskedit.workflow.prepare import PreparedClip
+
+    frames, region = make_synthetic_clip()
+    edited = frames[0].copy()
+    edited[region[0]] = (30, 60, 240)
+    return PreparedClip(Clip(frames, CLIP_FPS), region), edited

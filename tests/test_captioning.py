@@ -19,18 +19,38 @@ DETAILED_CAPTION_PROMPT = "Describe in detail what is shown in the image."  # Fl
 @pytest.mark.parametrize("raw,expected", [
     ("The image shows a red car on a road.", "a red car on a road."),
     ("<s>The image shows a stop sign on a street.</s>", "a stop sign on a street."),
-    ("The image is a close-up of a cat.", "a close-up of a cat."),
-    ("In this image, a dog runs on the grass.", "a dog runs on the grass."),
-    ("In this image we can see a boat.", "a boat."),
-    ("This picture depicts   two birds  ", "two birds"),
-    ("This is an image of a horse.", "a horse."),
+    ("The image shows  a   boat.<pad>", "a boat."),
     ("The image shows NASA's logo.", "NASA's logo."),
+    # the reference strips "The image shows " only: other openings stay, so the prompts are the reference's
+    ("The image is a close-up of a cat.", "The image is a close-up of a cat."),
+    ("In this image, a dog runs on the grass.", "In this image, a dog runs on the grass."),
+    ("the image shows a cat.", "the image shows a cat."),
     ("A man walking a dog.", "A man walking a dog."),
     ("The image shows", "The image shows"),  # nothing after the opening: left alone
     ("", ""),
 ])
 def test_clean_caption(raw, expected):
     assert clean_caption(raw) == expected
+
+
+def test_captions_use_the_reference_token_budget(tiny_folder):
+    """Florence-2 generates at most 256 new tokens (the reference's; Florence-2's own example uses 1,024) when
+    loaded as the app and the CLI load it (no max_new_tokens given)."""
+    loaded = load_captioner(tiny_folder, device="cpu")
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        raise Seen
+
+    loaded.model.generate = spy
+    with pytest.raises(Seen):
+        loaded.describe(image())
+    assert seen["max_new_tokens"] == 256 and seen["do_sample"] is False
+    loaded.release()
 
 
 @pytest.fixture(scope="module")

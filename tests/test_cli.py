@@ -442,8 +442,12 @@ def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps)
     assert code == 0, err
     assert count_steps[0] == 0 and "reusing cached LoRA" in stdout
     assert_video(out / "edited.mp4")
-    for name in LORA_FILES:
+    for name in LORA_FILES[:2]:
         assert (out / name).read_bytes() == (tmp_path / "lora" / name).read_bytes()
+    # the same lora.json, plus the negative prompt this edit generated with (`train` alone generates nothing)
+    edit_meta, train_meta = (json.loads((folder / "lora.json").read_text()) for folder in (out, tmp_path / "lora"))
+    assert edit_meta.pop("negative_prompt") == "reference" and edit_meta.pop("negative_prompt_text")
+    assert edit_meta == train_meta
 
 
 # ----- the naive-LoRA baseline (METHOD.md §8)

@@ -172,7 +172,7 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
     "LoRA of 3e38 weights": ("/use_lora", lambda i: (i / "huge_weights.safetensors",), ["a weight of 3e+38"]),
     "64 MB LoRA that cannot fit": ("/use_lora", lambda i: (i / "big.safetensors",), ["takes 32 inputs"]),
 }
-FULL_ARITY = {"/train": 11, "/generate": 23, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1,
+FULL_ARITY = {"/train": 12, "/generate": 26, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1,
               "/add_later_frame": 4, "/edit": 25}
 
 

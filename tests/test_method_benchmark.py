@@ -44,6 +44,10 @@ def test_quick_mode_runs_every_method_and_its_checks_pass(bench, tmp_path, capsy
     assert truth["background_psnr"] == truth["edit_psnr"] == truth["temporal_psnr"] == math.inf
     assert runs["source"]["background_psnr"] == math.inf and runs["source"]["edit_psnr"] < math.inf
     assert runs["mask-lora+stage2"]["train_steps"] == runs["mask-lora"]["train_steps"] == 2  # same budget
+    # the paper's own measures for every method, with the model's own CLIP image encoder
+    assert "| CLIP score ↑ | input similarity ↑ |" in text and "paper's Table 1 figures come from its own CLIP" in text
+    assert all(-1.0 <= run["clip_score"] <= 1.0 and -1.0 <= run["input_similarity"] <= 1.0 for run in runs.values())
+    assert runs["source"]["input_similarity"] == pytest.approx(1.0, abs=1e-6)  # the source against itself
     checks = {check["name"]: check for check in edits[0]["checks"]}
     latent = next(c for name, c in checks.items() if name.startswith("feature-blend: final latents"))
     assert latent["ok"] and "max |difference| 0" in latent["detail"]

@@ -327,9 +327,10 @@ def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, c
 
     calls = []
 
-    def place(pipe, device, blocks_to_swap=0, fp8=False, offload_encoders=False):
+    def place(pipe, device, blocks_to_swap=0, fp8=False, offload_encoders=False, fp8_scaling="row"):
         calls.append((device, blocks_to_swap, fp8, offload_encoders))
-        return place_pipeline(pipe, "cpu", blocks_to_swap, fp8, offload_encoders=offload_encoders)
+        return place_pipeline(pipe, "cpu", blocks_to_swap, fp8, offload_encoders=offload_encoders,
+                              fp8_scaling=fp8_scaling)
 
     monkeypatch.setattr(models, "default_device", lambda: "cuda")
     monkeypatch.setattr(offload_module, "place_pipeline", place)

@@ -266,7 +266,8 @@ def test_summary_fits_and_time_floor():
     assert plan.fits(19.0) and not plan.fits(18.9)
     h100 = CARDS["h100"]
     assert plan.phases["training step"].time_floor_s(h100) == pytest.approx(1e15 / 989.4e12)
-    steps = plan.preset.train_steps + plan.preset.generation_steps + 3  # + encode, VAE encode, decode
+    assert plan.preset.step_cache == "magcache" and plan.denoising_steps_run() == 13  # 13 of 30 steps run in full
+    steps = plan.preset.train_steps + 13 + 3  # + encode, VAE encode, decode
     assert plan.time_floor_s(h100) == pytest.approx(steps * 1e15 / 989.4e12)
     data = plan.to_dict(h100, 24)
     assert {"peak_gpu_gib", "peak_host_gib", "train_step_flops", "phases"} <= set(data)

@@ -224,3 +224,32 @@ def mean_scores(scores: list[EditScores]) -> EditScores:
         values = [getattr(s, name) for s in scores if not math.isnan(getattr(s, name))]
         out[name] = float(np.mean(values)) if values else float("nan")
     return EditScores(**out)
+
+
+# ----- the paper's Table 1 measures (CLIP features come from the method: `method.clip_features`)
+
+CLIP_NOTE = ("cosine similarity of pooled CLIP image embeddings from the base's own image encoder, frames 1..; the "
+             "paper's figures (Table 1) come from its own CLIP, so compare these between methods here, not with it")
+
+
+def cosine_similarities(a, b) -> np.ndarray:
+    """Row-wise cosine similarity of (N, D) and (N, D) or (1, D) features → float64 (N,), each in [-1, 1]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or b.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"features of shapes {a.shape} and {b.shape} cannot be compared row by row")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
+
+
+def clip_measures(generated, edited_first, source) -> dict:
+    """The paper's CLIP score and input similarity (Table 1) from CLIP features: `generated` (F, D) of the
+    generated frames, `edited_first` (1, D) of the edited first frame, `source` (F, D) of the source frames.
+    clip_score: mean similarity of each generated frame to the edited first frame; input_similarity: mean
+    similarity of each generated frame to its source frame; both over frames 1..F−1 (frame 0 is the user's edit;
+    a 1-frame clip uses its frame). Returns {"clip_score", "input_similarity"} (floats in [-1, 1])."""
+    generated, source = np.asarray(generated), np.asarray(source)
+    if generated.shape != source.shape:
+        raise ValueError(f"generated features {generated.shape} and source features {source.shape} differ")
+    judged = slice(1, None) if len(generated) > 1 else slice(None)
+    return {"clip_score": float(cosine_similarities(generated[judged], edited_first).mean()),
+            "input_similarity": float(cosine_similarities(generated[judged], source[judged]).mean())}

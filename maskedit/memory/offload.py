@@ -45,18 +45,32 @@ from ..errors import MaskEditError
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite float8 e4m3fn
 LORA_MARKERS = ("lora_A", "lora_B", "lora_embedding", "lora_magnitude")
+SKIP_BLOCKS_ATTRIBUTE = "_maskedit_skipping_blocks"
+"""A transformer attribute a step cache sets (`models.step_cache`): a callable, True while the current evaluation
+is skipped. The streamer then leaves the blocks after the first unloaded (a skipped block never runs)."""
 
 
 def is_lora_name(name: str) -> bool:
     return any(f".{m}." in f".{name}." or f".{m}" in name for m in LORA_MARKERS)
 
 
-def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 values, float32 per-row scale) with weight ≈ values · scale; a row of zeros gets scale 1."""
+FP8_SCALING_MODES = ("row", "none")
+
+
+def quantize_fp8(weight: torch.Tensor, scaling: str = "row") -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 values, float32 per-row scale) with weight ≈ values · scale. scaling "row": each output row scaled so
+    its largest magnitude is e4m3's largest (448), a row of zeros gets scale 1 (ours); "none": a plain e4m3
+    cast (scale 1; values beyond ±448 clamp), as the reference code stores its fp8 base — small weights then
+    fall into e4m3's subnormal range (below 2^-6) and keep fewer significant bits."""
+    if scaling not in FP8_SCALING_MODES:
+        raise MaskEditError(f"fp8 scaling must be one of {', '.join(FP8_SCALING_MODES)}, got {scaling!r}")
     w = weight.detach().float()
     flat = w.reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1, keepdim=True) / FP8_MAX
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    if scaling == "none":
+        scale = torch.ones(flat.shape[0], 1, device=flat.device)
+    else:
+        scale = flat.abs().amax(dim=1, keepdim=True) / FP8_MAX
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     values = (flat / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).reshape(w.shape)
     return values, scale.reshape(w.shape[0], *([1] * (w.ndim - 1)))
 
@@ -89,7 +103,7 @@ class BlockStreamer:
     """
 
     def __init__(self, transformer, device, blocks_to_swap: int = 0, fp8: bool = False,
-                 pin_memory: bool | None = None, use_stream: bool | None = None):
+                 pin_memory: bool | None = None, use_stream: bool | None = None, fp8_scaling: str = "row"):
         if not hasattr(transformer, "blocks"):
             raise MaskEditError(f"{type(transformer).__name__} has no `blocks`; block swapping needs a block list")
         self.transformer = transformer
@@ -101,6 +115,7 @@ class BlockStreamer:
         n = len(self.blocks)
         self.blocks_to_swap = max(0, min(int(blocks_to_swap), n))
         self.fp8 = bool(fp8)
+        self.fp8_scaling = fp8_scaling
         self.swapped = set(range(n - self.blocks_to_swap, n))
         self._original_devices: dict[int, torch.device] = {}
         self._managed: dict[int, list[_Managed]] = {}
@@ -143,7 +158,8 @@ class BlockStreamer:
             data = param.data
             scale = None
             if quantize:
-                data, scale = quantize_fp8(data.to(self.device) if self.device.type == "cuda" else data)
+                data, scale = quantize_fp8(data.to(self.device) if self.device.type == "cuda" else data,
+                                           self.fp8_scaling)
             if swapped:
                 data = data.to("cpu")
                 if scale is not None:
@@ -250,9 +266,12 @@ class BlockStreamer:
 
     def _pre_hook(self, index: int):
         def hook(module, args):
-            self._throttle()
             task = torch._C._current_graph_task_id()
             in_backward = task != -1
+            skipping = getattr(self.transformer, SKIP_BLOCKS_ATTRIBUTE, None)
+            if index > 0 and not in_backward and skipping is not None and skipping():
+                return  # a step cache skips this evaluation: the block returns its input without its weights
+            self._throttle()
             if in_backward:
                 for j in [j for j in self._loaded if j > index]:
                     self._drop(j)  # their backward is over: this earlier block's recompute started
@@ -321,7 +340,7 @@ class BlockStreamer:
         n = len(self.blocks)
         parts = [f"{n - self.blocks_to_swap} of {n} blocks resident, {self.blocks_to_swap} swapped"]
         if self.fp8:
-            parts.append("fp8 base weights")
+            parts.append("fp8 base weights" + (" (unscaled)" if self.fp8_scaling == "none" else ""))
         if self.use_stream:
             parts.append("copies on a side stream")
         return ", ".join(parts)
@@ -405,15 +424,17 @@ def _normalise(device) -> torch.device:
 
 
 def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool = False,
-                         gradient_checkpointing: bool = False, activation_offload: bool = False) -> MemorySetup:
+                         gradient_checkpointing: bool = False, activation_offload: bool = False,
+                         fp8_scaling: str = "row") -> MemorySetup:
     """Block swapping / fp8 (a `BlockStreamer` when either is asked for) and gradient checkpointing with
     optional activation offload, wired together. Adapters may be added before or after (LoRA
     parameters are never managed). A streamer already on the transformer with the same device, swap
-    count and fp8 is kept (only checkpointing is set anew); other settings replace it."""
+    count and fp8 (and fp8 scaling, `quantize_fp8`) is kept (only checkpointing is set anew); other settings
+    replace it."""
     if activation_offload and not gradient_checkpointing:
         raise MaskEditError("offloading activations needs gradient checkpointing")
     device = _normalise(device)
-    settings = (str(device), int(blocks_to_swap), bool(fp8))
+    settings = (str(device), int(blocks_to_swap), bool(fp8)) + ((fp8_scaling,) if fp8 and fp8_scaling != "row" else ())
     current = memory_setup(transformer)
     streamer = None
     if current is not None and current.settings == settings and current.streamer is not None:
@@ -423,7 +444,7 @@ def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool
     elif transformer.is_gradient_checkpointing:
         transformer.disable_gradient_checkpointing()
     if streamer is None and (blocks_to_swap or fp8):
-        streamer = BlockStreamer(transformer, device, blocks_to_swap=blocks_to_swap, fp8=fp8)
+        streamer = BlockStreamer(transformer, device, blocks_to_swap=blocks_to_swap, fp8=fp8, fp8_scaling=fp8_scaling)
     if gradient_checkpointing:
         if streamer is not None or activation_offload:
             transformer.enable_gradient_checkpointing(checkpoint_function(streamer, activation_offload))
@@ -438,7 +459,7 @@ def apply_memory_options(transformer, device, blocks_to_swap: int = 0, fp8: bool
 
 
 def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False,
-                   offload_encoders: bool = False) -> MemorySetup | None:
+                   offload_encoders: bool = False, fp8_scaling: str = "row") -> MemorySetup | None:
     """Put a pipeline loaded on the CPU onto `device` without ever holding the whole transformer there:
     the transformer gets the block streamer first (resident blocks and small parts on the device, swapped
     blocks in pinned CPU memory, fp8 stores), then the pipeline moves to `device` (which moves only what
@@ -450,10 +471,11 @@ def place_pipeline(pipe, device, blocks_to_swap: int = 0, fp8: bool = False,
     Not diffusers' model CPU offload: its `enable_model_cpu_offload` first moves every component
     (transformer included) to the CPU and hooks the transformer too, which fights the streamer."""
     device = _normalise(device)
-    setup = apply_memory_options(pipe.transformer, device, blocks_to_swap, fp8) if (blocks_to_swap or fp8) else None
+    setup = apply_memory_options(pipe.transformer, device, blocks_to_swap, fp8, fp8_scaling=fp8_scaling) \
+        if (blocks_to_swap or fp8) else None
     second = getattr(pipe, "transformer_2", None)  # a two-expert model's low-noise expert is streamed alike
     if second is not None and (blocks_to_swap or fp8):
-        apply_memory_options(second, device, blocks_to_swap, fp8)
+        apply_memory_options(second, device, blocks_to_swap, fp8, fp8_scaling=fp8_scaling)
     if offload_encoders:
         enable_encoder_offload(pipe, device)  # before the move: the encoders' weights never go to the device
     pipe.to(device)

@@ -37,9 +37,17 @@ METHOD_IMAGE_VIEW = "full"
 """The method's view, in training and generation alike: at 832x480 the crop view never sees 42% of the width."""
 
 
+def clean_trigger(trigger: str | None) -> str:
+    """The trigger token without surrounding spaces and trailing commas: the reference code's literal prefix
+    "p3rs0n, " (or "p3rs0n,") is the trigger "p3rs0n" (`compose_prompt` puts the ", " back)."""
+    return str(trigger or "").strip().rstrip(",").strip()
+
+
 def compose_prompt(caption: str, trigger: str = DEFAULT_TRIGGER) -> str:
-    """`"p3rs0n, a red car on a road"` from a caption; an empty trigger gives the caption alone."""
+    """`"p3rs0n, a red car on a road"` from a caption; an empty trigger gives the caption alone. A trigger typed
+    as the reference's prefix ("p3rs0n," / "p3rs0n, ") gives the same prompt (`clean_trigger`)."""
     caption = caption.strip()
+    trigger = clean_trigger(trigger)
     if not trigger:
         return caption
     return f"{trigger}, {caption}" if caption else trigger

@@ -31,7 +31,7 @@ from .conditioning import (
     IMAGE_VIEWS, METHOD_IMAGE_VIEW, ConditionSample, frames_to_tensor, naive_sample, stage1_sample, stage2_sample,
     window_samples, window_starts,
 )
-from ..defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE
+from ..defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE, FP8_SCALINGS, OPTIMIZERS, TIMESTEP_SAMPLERS
 from ..errors import MaskEditError
 from ..media.files import display_path
 from ..limits import check, check_settings
@@ -39,7 +39,6 @@ from .lora import ADAPTER_NAME, add_lora, lora_parameters
 from ..memory.offload import enable_encoder_offload, encoder_offload, release_offloaded_encoders
 from .pipeline import TEXT_TOKENS
 
-TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "shifted")
 MASK_CONDITION, STOCK_CONDITION = "mask", "stock"
 CHECKPOINTS_FOLDER = "checkpoints"  # a run folder's checkpoints/stage1, checkpoints/stage2 (`workflow.train`)
 CONDITIONS = (MASK_CONDITION, STOCK_CONDITION)
@@ -65,11 +64,13 @@ class TrainConfig:
     seed: int = 0
     timestep_sampler: str = "uniform"  # "uniform" (METHOD.md), "logit_normal", "shifted" (t' = s·t / (1 + (s−1)·t))
     timestep_shift: float = 1.0
+    optimizer: str = "adamw"  # "adamw": torch's, fp32 state; "adamw8bit": bitsandbytes' 8-bit state (`make_optimizer`)
     checkpoint_every: int = 25  # steps between checkpoints (0: only when stopped or done)
     gradient_checkpointing: bool = False
     activation_offload: bool = False  # keep checkpointed block inputs in CPU memory (implies checkpointing)
     blocks_to_swap: int = 0  # transformer blocks streamed from CPU memory (maskedit.memory.offload; implies checkpointing)
     fp8: bool = False  # frozen block weights stored in float8 e4m3 + per-row scale (implies checkpointing)
+    fp8_scaling: str = "row"  # "row": float32 scale per output row; "none": a plain e4m3 cast (the reference's)
     offload_encoders: bool = False  # VAE, text and image encoders in CPU memory, on the GPU only while they run
     batch_size: int = 1  # samples per process per step (data-parallel: the global batch is this × processes)
     image_view: str = METHOD_IMAGE_VIEW  # CLIP view of the samples' images ("full" / "crop"); generate with the same
@@ -84,8 +85,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
-        if self.timestep_sampler not in TIMESTEP_SAMPLERS:
-            raise MaskEditError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {self.timestep_sampler!r}")
+        for value, choices, what in ((self.timestep_sampler, TIMESTEP_SAMPLERS, "timestep_sampler"),
+                                     (self.optimizer, OPTIMIZERS, "optimizer"),
+                                     (self.fp8_scaling, FP8_SCALINGS, "fp8_scaling")):
+            if value not in choices:
+                raise MaskEditError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
         check_settings({"train_steps": "steps"}, train_steps=self.steps, learning_rate=self.learning_rate,
                        rank=self.rank, alpha=self.alpha, seed=self.seed, timestep_shift=self.timestep_shift,
                        batch_size=self.batch_size, max_grad_norm=self.max_grad_norm, weight_decay=self.weight_decay,
@@ -251,6 +255,37 @@ def release_encoders(pipe) -> None:
         torch.cuda.empty_cache()
 
 
+BITSANDBYTES_MISSING = (
+    "the adamw8bit optimizer (the reference code's fp8 recipe) needs bitsandbytes, an optional package: "
+    "pip install \"bitsandbytes>=0.45,<1\" (see requirements.txt), or train with the adamw optimizer (--optimizer adamw)"
+)
+MIN_8BIT_SIZE = 0
+"""Parameters of at least this many elements keep 8-bit optimizer state. bitsandbytes' default (4096) would give
+the tiny model's LoRA factors fp32 state while every factor of the 14B model (rank 16 × 5120 = 81,920) gets 8-bit
+state; 0 makes the small models train as the real one does."""
+
+
+def check_optimizer(config: TrainConfig) -> None:
+    """MaskEditError, before any work, when the config's optimizer needs a package that is not installed."""
+    import importlib.util
+
+    if config.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise MaskEditError(BITSANDBYTES_MISSING)
+
+
+def make_optimizer(params: list, config: TrainConfig):
+    """The LoRA optimizer of `config.optimizer`: torch's AdamW (fp32 state), or bitsandbytes' AdamW8bit (blockwise
+    8-bit state, the reference code's fp8 recipe — it adds Kahan summation for its bf16 LoRA weights, which ours,
+    trained in float32, do not need). Same lr, betas and weight decay either way."""
+    settings = dict(lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, **settings)
+    check_optimizer(config)
+    import bitsandbytes
+
+    return bitsandbytes.optim.AdamW8bit(params, min_8bit_size=MIN_8BIT_SIZE, **settings)
+
+
 def sample_timesteps(config: TrainConfig, generator: torch.Generator, count: int = 1) -> torch.Tensor:
     """t in (0, 1) drawn on the CPU from `generator`; shape (count,)."""
     if config.timestep_sampler == "logit_normal":
@@ -361,15 +396,14 @@ class LoraTrainer:
             self.memory = apply_memory_options(
                 self.transformer, self.device, config.blocks_to_swap, config.fp8,
                 gradient_checkpointing=True, activation_offload=config.activation_offload,
+                fp8_scaling=config.fp8_scaling,
             )
         else:
             if memory_setup(self.transformer) is not None:  # left by an earlier run with other settings
                 memory_setup(self.transformer).remove(self.transformer)
             if config.gradient_checkpointing:
                 self.transformer.enable_gradient_checkpointing()
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
-        )
+        self.optimizer = make_optimizer(self.params, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.state = TrainState()
         self._stop = False
@@ -543,8 +577,12 @@ class LoraTrainer:
         tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)}
         optimizer_state = self.optimizer.state_dict()
         for index, entry in optimizer_state["state"].items():
-            for key, value in entry.items():
-                tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            for key, value in entry.items():  # bitsandbytes nests its 8-bit state one level down
+                for name, item in (value.items() if isinstance(value, dict) else [(None, value)]):
+                    full = key if name is None else f"{key}.{name}"
+                    tensor = torch.as_tensor(item).detach().cpu().contiguous()
+                    # bitsandbytes' quantisation maps are one tensor shared by every parameter: a copy each
+                    tensors[f"optimizer.{index}.{full}"] = tensor if name is None else tensor.clone()
         if self.diverged or not all_finite(tensors.values()) or not all(math.isfinite(x) for x in self.state.losses):
             raise TrainingDiverged("the training state holds NaN or infinite values; no checkpoint was written "
                                    "(the last good one is kept); lower the learning rate or the LoRA alpha")
@@ -586,8 +624,14 @@ class LoraTrainer:
         for key, value in tensors.items():
             if key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
-                value = value.to(self.device) if name != "step" else value
-                optimizer_state["state"].setdefault(int(index), {})[name] = value
+                entry = optimizer_state["state"].setdefault(int(index), {})
+                if name == "step":  # torch keeps a CPU tensor, bitsandbytes an int
+                    entry[name] = value if self.config.optimizer == "adamw" else int(value.item())
+                elif "." in name:  # bitsandbytes' nested 8-bit state
+                    outer, inner = name.split(".", 1)
+                    entry.setdefault(outer, {})[inner] = value.to(self.device)
+                else:
+                    entry[name] = value.to(self.device)
         self.optimizer.load_state_dict(optimizer_state)
         self.generator.set_state(tensors["generator"])
         self.state = TrainState(state["step"], list(state["losses"]))

@@ -8,7 +8,7 @@
 |---|---|---|---|
 | Wan2.1-I2V-14B-480P | one 14B | CLIP | one LoRA, t ~ U(0, 1) (METHOD.md §4) |
 | Wan2.1-I2V-14B-720P | one 14B (same layout) | CLIP | the same, at 1280x720 |
-| Wan2.2-I2V-A14B | two 14B experts, boundary 0.9 | none | one LoRA per expert, each on its own t range (`maskedit.method.experts`) |
+| Wan2.2-I2V-A14B | two 14B experts, boundary 0.9 | none | one LoRA per expert, each on its own t range of the shifted distribution; CFG 3.5 / 3.5 (`maskedit.method.experts`) |
 
 Wan2.2-TI2V-5B is refused at load time (`models.check_supported_layout`): it has no mask channels.
 """
@@ -94,12 +94,33 @@ def sizes_for_base(base: Base) -> list[tuple[int, int]]:
     return list(base.sizes)
 
 
+WAN22_GUIDANCE = 3.5
+"""Wan2.2-I2V-A14B's own guidance scale for both experts (its repository's `sample_guide_scale` (3.5, 3.5))."""
+
+
+def two_expert_defaults(preset: Preset) -> Preset:
+    """Wan2.2's own settings on a two-expert base: each expert trains on the shifted timestep distribution (the
+    base's flow shift) restricted to its σ range, as musubi-tuner (`--preserve_distribution_shape`) and
+    diffusion-pipe do (`method.experts.sample_in_range`: inverse CDF); CFG 3.5 / 3.5 where the preset uses CFG
+    (a CFG-distilled preset keeps CFG 1); no step cache (its calibrations are Wan2.1's). A preset already set
+    otherwise (a sampler other than the method's uniform, a guidance_scale_2) keeps what it has."""
+    changes = dict(step_cache="off", step_cache_threshold=None)
+    if preset.timestep_sampler == "uniform":
+        changes.update(timestep_sampler="shifted")  # its shift: the preset's flow shift (`Preset.train_config`)
+    if preset.guidance_scale > 1.0 and preset.guidance_scale_2 is None:
+        changes.update(guidance_scale=WAN22_GUIDANCE, guidance_scale_2=WAN22_GUIDANCE)
+    return preset.with_overrides(**changes)
+
+
 def adapt_preset(preset: Preset, base: Base) -> Preset:
     """The preset with its clip size adapted to the base: where the preset uses the 480P size (832x480 or
     480x832) a base with another native size gets that size in the same orientation; smaller sizes chosen
-    for a budget (zerogpu's 640x368) stay as they are. On a two-expert base (Wan2.2-A14B) a preset that swaps
+    for a budget (zerogpu's 640x368) stay as they are. On a two-expert base (Wan2.2-A14B, and its tiny stand-in)
+    the preset takes Wan2.2's own training distribution and guidance (`two_expert_defaults`), and one that swaps
     blocks keeps half as many resident per expert, since each expert's streamer keeps its own resident blocks
-    on the GPU. Tiny bases keep the preset unchanged."""
+    on the GPU. Tiny bases keep their size."""
+    if base.two_experts:
+        preset = two_expert_defaults(preset)
     if base.two_experts and preset.blocks_to_swap and base not in (TINY_BASE, TINY_WAN22_BASE):
         # both experts' resident blocks stay on the GPU (each streams its own): half as many each keeps the
         # preset's memory plan (24gb: 8 resident blocks → 4 per expert; planner: benchmarks/RESULTS.md)

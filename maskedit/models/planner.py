@@ -137,11 +137,22 @@ class Plan:
         return f"{text}; {verdict} your {memory_gb:g} GB card"
 
     def time_floor_s(self, card: Card, train_steps: int | None = None, generation_steps: int | None = None) -> float:
-        """Seconds of the whole edit at the card's peak: encodes + steps + decode (a floor, not a forecast)."""
+        """Seconds of the whole edit at the card's peak: encodes + steps + decode (a floor, not a forecast). The
+        denoising steps count only the transformer evaluations the preset's step cache runs in full
+        (`denoising_steps_run`)."""
         train_steps = self.preset.train_steps if train_steps is None else train_steps
         generation_steps = self.preset.generation_steps if generation_steps is None else generation_steps
-        counts = {"training step": train_steps, "denoising step": generation_steps}
+        counts = {"training step": train_steps, "denoising step": self.denoising_steps_run(generation_steps)}
         return sum(p.time_floor_s(card) * counts.get(p.name, 1) for p in self.phases.values())
+
+    def denoising_steps_run(self, generation_steps: int | None = None) -> float:
+        """Denoising steps whose transformer evaluations run in full: all of them without a step cache, fewer with
+        the preset's (`step_cache.full_share`: exact for MagCache, assumed for TeaCache)."""
+        from .step_cache import full_share, model_key
+
+        steps = self.preset.generation_steps if generation_steps is None else generation_steps
+        share, _ = full_share(self.preset.step_cache, steps, self.preset.step_cache_threshold, model_key(self.model))
+        return steps * share
 
     def to_dict(self, card: Card | None = None, memory_gb: float | None = None) -> dict:
         data = {

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
+from ..defaults import (DEFAULT_NEGATIVE_PROMPT, DEFAULT_SAMPLER, DEFAULT_STEP_CACHE, DEFAULT_WINDOW_STRIDE, FP8_SCALINGS,
+                        OPTIMIZERS, SAMPLERS, STEP_CACHES, TIMESTEP_SAMPLERS, negative_prompt_name)
 from ..errors import MaskEditError
 from ..limits import check_settings, shown_value
 
@@ -50,6 +51,25 @@ NAIVE_LORA_METHODS = ("naive-lora", "feature-blend")
 """Methods that run with the naive baseline's LoRA (trained with the stock condition; paper §3.1, App. B.1)."""
 
 
+def check_generation_choices(sampler: str, step_cache: str, negative_prompt: str) -> None:
+    """MaskEditError for a sampler or step cache that is not offered, or a negative prompt that is not text."""
+    if sampler not in SAMPLERS:
+        raise MaskEditError(f"the sampler {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
+    if step_cache not in STEP_CACHES:
+        raise MaskEditError(f"the step cache {step_cache!r} is unknown; use one of {', '.join(STEP_CACHES)}")
+    if not isinstance(negative_prompt, str):
+        raise MaskEditError(f"the negative prompt must be text (\"reference\", \"wan\" or the prompt itself), got "
+                            f"{type(negative_prompt).__name__}")
+
+
+def check_training_choices(optimizer: str, fp8_scaling: str, timestep_sampler: str) -> None:
+    """MaskEditError for an optimizer, fp8 storage or timestep sampler that is not offered."""
+    for value, choices, what in ((optimizer, OPTIMIZERS, "optimizer"), (fp8_scaling, FP8_SCALINGS, "fp8 scaling"),
+                                 (timestep_sampler, TIMESTEP_SAMPLERS, "timestep sampler")):
+        if value not in choices:
+            raise MaskEditError(f"the {what} {value!r} is unknown; use one of {', '.join(choices)}")
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     """How an edit is generated (METHOD.md §6); the defaults are the one place of 30 steps, CFG 5, shift 5.
@@ -59,7 +79,10 @@ class GenerateSettings:
     GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default).
     guidance_scale_2: the low-noise expert's guidance scale on a two-expert base (Wan2.2-A14B: steps below
     its boundary); None = `guidance_scale`, as diffusers does. A one-expert base refuses a given value
-    (`workflow.generate.generate_edit`)."""
+    (`workflow.generate.generate_edit`). negative_prompt: "reference" (the reference code's English list, the
+    method's), "wan" (Wan's Chinese default) or the text itself (`defaults.negative_prompt_text`).
+    step_cache: one of STEP_CACHES ("off": exact; `models.step_cache`); step_cache_threshold: None = the
+    cache's default (MagCache 0.12, TeaCache 0.275)."""
 
     steps: int = 30
     guidance_scale: float = 5.0
@@ -69,6 +92,9 @@ class GenerateSettings:
     method: str = "mask-lora"
     sampler: str = DEFAULT_SAMPLER
     guidance_scale_2: float | None = None
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    step_cache: str = DEFAULT_STEP_CACHE
+    step_cache_threshold: float | None = None
 
     def __post_init__(self):
         self.validate()
@@ -77,11 +103,10 @@ class GenerateSettings:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         check_settings({"generation_steps": "steps"}, generation_steps=self.steps, guidance_scale=self.guidance_scale,
                        flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed,
-                       guidance_scale_2=self.guidance_scale_2)
+                       guidance_scale_2=self.guidance_scale_2, step_cache_threshold=self.step_cache_threshold)
+        check_generation_choices(self.sampler, self.step_cache, self.negative_prompt)
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
-        if self.sampler not in SAMPLERS:
-            raise MaskEditError(f"the sampler {self.sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
 
     def check_base(self, two_experts: bool) -> None:
         """Refuse guidance_scale_2 for a base without a low-noise expert (one transformer, e.g. Wan2.1)."""
@@ -112,9 +137,13 @@ class Preset:
     alpha: float = 16.0
     window: int = 0  # frames per temporal training window (4k+1); 0 = whole clip (METHOD.md §7)
     window_stride: int = DEFAULT_WINDOW_STRIDE
+    timestep_sampler: str = "uniform"  # METHOD.md §4 (the reference's); two-expert bases: "shifted" (bases.adapt_preset)
+    timestep_shift: float | None = None  # the "shifted" sampler's shift; None: the preset's flow shift
+    optimizer: str = "adamw"  # "adamw" (fp32 state) or "adamw8bit" (bitsandbytes; the reference's fp8 recipe)
     # memory (training and generation)
     blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
+    fp8_scaling: str = "row"  # "row": a float32 scale per output row (ours); "none": a plain cast (the reference's)
     gradient_checkpointing: bool = False
     activation_offload: bool = False  # checkpointed block inputs kept in CPU memory (needs checkpointing)
     offload_encoders: bool = False  # VAE, umT5 and CLIP in CPU memory, on the GPU only while they run (bitwise equal)
@@ -126,6 +155,10 @@ class Preset:
     speed_lora: str | None = None  # a distilled LoRA stacked with the edit LoRA (path or owner/repo/file)
     speed_lora_weight: float = 1.0
     sampler: str = GenerateSettings.sampler  # "euler": the reference code's flow-matching Euler (its schedule); "unipc": Wan's default
+    guidance_scale_2: float | None = None  # the low-noise expert's CFG on a two-expert base (None: guidance_scale)
+    negative_prompt: str = GenerateSettings.negative_prompt  # "reference" (the method's), "wan", or the text itself
+    step_cache: str = GenerateSettings.step_cache  # "off" (exact), "magcache", "teacache" (models.step_cache)
+    step_cache_threshold: float | None = None  # None: the cache's default
     # speed options
     attention_backend: str | None = None  # diffusers attention backend ("flash", "sage", …); None = default
     compile: bool = False  # torch.compile of the transformer blocks (never on ZeroGPU)
@@ -142,7 +175,10 @@ class Preset:
                            alpha=self.alpha, window=self.window, window_stride=self.window_stride,
                            generation_steps=self.generation_steps, guidance_scale=self.guidance_scale,
                            flow_shift=self.flow_shift, lora_scale=self.lora_scale,
-                           speed_lora_weight=self.speed_lora_weight)
+                           speed_lora_weight=self.speed_lora_weight, guidance_scale_2=self.guidance_scale_2,
+                           step_cache_threshold=self.step_cache_threshold, timestep_shift=self.timestep_shift)
+            check_generation_choices(self.sampler, self.step_cache, self.negative_prompt)
+            check_training_choices(self.optimizer, self.fp8_scaling, self.timestep_sampler)
         except MaskEditError as error:
             problems.append(str(error))
         if self.window > self.num_frames:
@@ -151,8 +187,6 @@ class Preset:
             problems.append(f"blocks_to_swap must be in 0..{NUM_BLOCKS_14B - 1}, got {self.blocks_to_swap}")
         if self.activation_offload and not self.gradient_checkpointing:
             problems.append("activation_offload needs gradient_checkpointing")
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if problems:
             raise MaskEditError(f"preset {self.name!r}: " + "; ".join(problems))
 
@@ -186,15 +220,20 @@ class Preset:
             steps=self.train_steps, learning_rate=self.learning_rate, rank=self.rank, alpha=self.alpha,
             gradient_checkpointing=self.gradient_checkpointing, activation_offload=self.activation_offload,
             blocks_to_swap=self.blocks_to_swap, fp8=self.fp8, window=self.window, window_stride=self.window_stride,
-            offload_encoders=self.offload_encoders,
+            offload_encoders=self.offload_encoders, timestep_sampler=self.timestep_sampler,
+            timestep_shift=self.timestep_shift, optimizer=self.optimizer, fp8_scaling=self.fp8_scaling,
         )
         settings.update(overrides)
+        if settings.get("timestep_shift") is None:  # the shifted sampler takes the flow shift the base samples with
+            settings["timestep_shift"] = self.flow_shift if settings.get("timestep_sampler") == "shifted" else 1.0
         return TrainConfig(**settings)
 
     def generate_settings(self, **overrides) -> "GenerateSettings":
         """The preset's `GenerateSettings` (overrides: fields to set otherwise; None values are ignored)."""
         settings = dict(steps=self.generation_steps, guidance_scale=self.guidance_scale, flow_shift=self.flow_shift,
-                        lora_scale=self.lora_scale, sampler=self.sampler)
+                        lora_scale=self.lora_scale, sampler=self.sampler, guidance_scale_2=self.guidance_scale_2,
+                        negative_prompt=self.negative_prompt, step_cache=self.step_cache,
+                        step_cache_threshold=self.step_cache_threshold)
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return GenerateSettings(**settings)
 
@@ -209,17 +248,23 @@ class Preset:
             f"preset {self.name}: {self.summary}",
             f"  clip: {self.num_frames} frames at {self.width}x{self.height}",
             f"  training: {self.train_steps} steps, lr {self.learning_rate:g}, LoRA rank {self.rank} alpha {self.alpha:g}, "
-            f"window {window}",
+            f"window {window}; optimizer {self.optimizer}; timesteps {self.timestep_sampler}"
+            + (f" (shift {self.timestep_shift if self.timestep_shift is not None else self.flow_shift:g})"
+               if self.timestep_sampler == "shifted" else ""),
             f"  memory: {self.blocks_resident} of {NUM_BLOCKS_14B} blocks resident, {self.blocks_to_swap} swapped; "
-            f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}; "
+            f"fp8 base weights {('on, scaled per row' if self.fp8_scaling == 'row' else 'on, unscaled') if self.fp8 else 'off'}; "
+            f"gradient checkpointing {checkpointing}; "
             f"encoders {'in CPU memory while idle' if self.offload_encoders else 'on the GPU'}",
-            f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, "
-            f"edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}",
+            f"  generation: {self.generation_steps} steps, CFG {self.guidance_scale:g}"
+            + (f" / low-noise {self.guidance_scale_2:g}" if self.guidance_scale_2 is not None else "")
+            + f", flow shift {self.flow_shift:g}, edit LoRA scale {self.lora_scale:g}, speed LoRA {speed}; "
+            f"negative prompt {negative_prompt_name(self.negative_prompt)}",
             f"  sampler: {self.sampler}" + (" (flow-matching Euler, the reference code's: its results were sampled so, "
                                            "and Euler keeps no history, so feature blending holds exactly)"
                                            if self.sampler == "euler" else ""),
             f"  speed: attention {self.attention_backend or 'default'}, compile {'on' if self.compile else 'off'}, "
-            f"VAE tiling {'on' if self.vae_tiling else 'off'}",
+            f"VAE tiling {'on' if self.vae_tiling else 'off'}, step cache {self.step_cache}"
+            + (f" (threshold {self.step_cache_threshold:g})" if self.step_cache_threshold is not None else ""),
         ]
         targets = []
         if self.target_peak_gb is not None:
@@ -246,6 +291,7 @@ GPU_24GB = Preset(
     activation_offload=True,  # the reference code's 21.5 GB setting; without it the planner counts 29 GB at 49 frames
     offload_encoders=True,  # umT5 (10.6 GiB), CLIP and the VAE beside the transformer made encode/denoise need 25.7 GiB
     vae_tiling=True,
+    step_cache="magcache",  # each evaluation streams 32 blocks: a skipped one saves their copies too (13 of 30 run)
     target_peak_gb=22.0,
 )
 
@@ -259,6 +305,7 @@ LOW_COST = Preset(
     activation_offload=True,
     offload_encoders=True,  # the encoders' 12.3 GiB would be most of its peak outside the training step
     vae_tiling=True,
+    step_cache="magcache",  # 38 streamed blocks per evaluation: the skipped ones are never copied
     target_peak_gb=8.0,  # the paper measured 7.6 GB for these settings (Table 4, 38 swapped); planner 7.0 GB
 )
 

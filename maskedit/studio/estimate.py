@@ -286,15 +286,21 @@ def clip_of(prepared_dir) -> tuple[int, int, int] | None:
 
 
 def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large",
-                            evaluations: int | None = None) -> int:
+                            evaluations: float | None = None) -> int:
     """The `duration` one render asks on a ZeroGPU call of `gpu_size` (`zerogpu.asked_seconds` of what it
     needs): GENERATION_CALL_OVERHEAD_S + its FLOPs (steps x the table's denoising step, with or without CFG as
     `settings.guidance_scale` says, plus the encodes and the VAE decode, scaled to the clip) at
     `estimates.UTILISATION` of the call's share of the card. A model the table lacks (the tiny model) needs
     TINY_SECONDS_PER_STEP per step. Raises MaskEditError, before the call, when the render cannot fit one
     call (`zerogpu.CALL_LIMIT_S`): a render is one call, not chunked. evaluations: denoising steps whose
-    transformer passes actually run (None: every step; a step cache that skips some lowers it)."""
-    steps = int(settings.steps) if evaluations is None else int(evaluations)
+    transformer passes run in full (None: those the settings' step cache runs, `step_cache.full_share`)."""
+    from ..models.step_cache import full_share, model_key
+
+    share, _ = full_share(getattr(settings, "step_cache", "off"), int(settings.steps),
+                          getattr(settings, "step_cache_threshold", None), model_key(model_name))
+    if evaluations is not None:
+        share = float(evaluations) / int(settings.steps)
+    steps = int(settings.steps) * share  # the steps whose evaluations run in full
     model = table_model(model_name)
     clip = clip_of(prepared_dir)
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
@@ -308,7 +314,7 @@ def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_
                 if phase in entry["phase_details"]) / rate
     seconds = GENERATION_CALL_OVERHEAD_S + fixed + steps * per_step
     if seconds > zerogpu.CALL_LIMIT_S:
-        fitting = int((zerogpu.CALL_LIMIT_S - GENERATION_CALL_OVERHEAD_S - fixed) // per_step)
+        fitting = int((zerogpu.CALL_LIMIT_S - GENERATION_CALL_OVERHEAD_S - fixed) // (per_step * share))
         advice = f"use at most {fitting} steps, or " if fitting >= 1 else "use "
         raise MaskEditError(
             f"this render needs ≈ {seconds:.0f} s of GPU (planner estimate), more than one ZeroGPU call allows "

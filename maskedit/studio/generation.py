@@ -54,6 +54,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     for message in options["warnings"]:
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
+    info: dict = {}  # what the run used and did (generate_edit fills it: negative prompt, step cache counts)
     closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
 
     def should_stop() -> bool:
@@ -68,7 +69,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
 
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
-                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop)
+                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop,
+                                          negative_prompt=settings.negative_prompt, info=info)
             else:
                 frames = generate.generate_edit(
                     pipe, prepared, edited, caption, steps=int(settings.steps),
@@ -76,7 +78,9 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                     seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
                     callback=lambda e: results.put(("step", e)), should_stop=should_stop,
                     speed_lora_weight=speed_weight, sampler=settings.sampler,
-                    guidance_scale_2=settings.guidance_scale_2)
+                    guidance_scale_2=settings.guidance_scale_2, negative_prompt=settings.negative_prompt,
+                    step_cache=settings.step_cache, step_cache_threshold=settings.step_cache_threshold, info=info)
+            info.update(generate.edit_clip_measures(pipe, prepared, edited, frames))  # the paper's Table 1 measures
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
@@ -103,10 +107,11 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
               "guidance_scale_2": None if settings.guidance_scale_2 is None else float(settings.guidance_scale_2),
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
-              "warnings": options["warnings"]}
-    if preview is not None:
+              "warnings": options["warnings"], **info}
+    if preview is not None:  # the preview's own settings: its steps, CFG, shift, speed LoRA and (always) Euler
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
-                      flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, preview=preview.describe())
+                      flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, sampler=preview.sampler,
+                      preview=preview.describe())
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
     yield {"kind": "done", "edited": str(outputs.edited), "side_by_side": str(outputs.side_by_side), "report": report}
 
@@ -163,20 +168,64 @@ def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool
     return result
 
 
-def format_report(report: dict) -> str:
-    """The quality report as Markdown."""
-    psnr = report.get("background_psnr_db")
-    psnr_text = "–" if psnr is None or (isinstance(psnr, float) and np.isnan(psnr)) else (
-        "identical (∞ dB)" if psnr == float("inf") else f"{psnr:.2f} dB")
-    return (f"| | |\n|---|---|\n| method | {report['method']} |\n"
-            f"| background PSNR (outside the boxes, frames 1..) | {psnr_text} |\n"
-            f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |\n"
-            f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}"
-            + (f" / low-noise {report['guidance_scale_2']:g}" if report.get("guidance_scale_2") is not None else "")
-            + ", "
-            f"shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}) |"
-            + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
-            + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")
-            + "".join(f"\n| ⚠️ | {w} |" for w in report.get("warnings") or []))
+def format_report(report: dict, others: list[dict] | None = None) -> str:
+    """The quality report as Markdown: the method, background PSNR, the paper's CLIP score and input similarity
+    (or why they are unavailable), frames, time and settings; with `others` (earlier reports of this session, newest
+    first) a side-by-side table of every method's measures."""
+    from ..models.step_cache import StepCacheStats
+
+    settings = (f"{report['steps']} steps, CFG {report['guidance_scale']:g}"
+                + (f" / low-noise {report['guidance_scale_2']:g}" if report.get("guidance_scale_2") is not None else "")
+                + f", shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}"
+                + (f", negative prompt {report['negative_prompt']}" if report.get("negative_prompt") else ""))
+    lines = ["| | |", "|---|---|", f"| method | {report['method']} |",
+             f"| background PSNR (outside the boxes, frames 1..) | {_psnr_text(report.get('background_psnr_db'))} |",
+             f"| CLIP score (each frame vs the edited first frame, frames 1..) | {_clip_text(report, 'clip_score')} |",
+             f"| input similarity (each frame vs its source frame, frames 1..) | "
+             f"{_clip_text(report, 'input_similarity')} |",
+             f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |",
+             f"| time | {report['seconds']:.1f} s ({settings}) |"]
+    if "evaluations" in report:
+        lines.append(f"| transformer evaluations | {StepCacheStats.from_dict(report).describe()} |")
+    if report.get("preset"):
+        lines.append(f"| preset | {report['preset']} |")
+    if report.get("options"):
+        lines.append(f"| options | {', '.join(report['options'])} |")
+    lines += [f"| ⚠️ | {w} |" for w in report.get("warnings") or []]
+    if report.get("clip_note"):
+        lines += ["", f"CLIP measures: {report['clip_note']}."]
+    if others:
+        lines += ["", "**This session's results, side by side** (newest first)", "",
+                  "| # | method | background PSNR | CLIP score | input similarity | steps | seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for number, row in [("this", report)] + [(r.get("result", "–"), r) for r in others]:
+            lines.append(f"| {number} | {row.get('method')} | {_psnr_text(row.get('background_psnr_db'))} | "
+                         f"{_clip_text(row, 'clip_score')} | {_clip_text(row, 'input_similarity')} | "
+                         f"{row.get('steps', '–')} | {float(row.get('seconds', float('nan'))):.1f} |")
+    return "\n".join(lines)
 
 
+def _psnr_text(psnr) -> str:
+    if psnr is None or (isinstance(psnr, float) and np.isnan(psnr)):
+        return "–"
+    return "identical (∞ dB)" if psnr == float("inf") else f"{psnr:.2f} dB"
+
+
+def _clip_text(report: dict, key: str) -> str:
+    value = report.get(key)
+    if value is None:
+        return "unavailable (no CLIP image encoder in this base)" if report.get("clip_note") else "–"
+    return f"{value:.4f}"
+
+
+def session_reports(results_folder, exclude=None, limit: int = 12) -> list[dict]:
+    """The report.json of this session's earlier results (results/<n>/report.json), newest first, each with its
+    number as "result"; `exclude`: the folder of the current result."""
+    folders = [f for f in Path(results_folder).glob("*") if f.is_dir() and f.name.isdigit() and f != exclude]
+    reports = []
+    for folder in sorted(folders, key=lambda f: int(f.name), reverse=True)[:limit]:
+        try:
+            reports.append({**json.loads((folder / "report.json").read_text()), "result": int(folder.name)})
+        except (OSError, ValueError):
+            continue
+    return reports

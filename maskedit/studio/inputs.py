@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..method import training
+from ..method.conditioning import clean_trigger
 from ..defaults import DEFAULT_TRIGGER
-from ..errors import MaskEditError
 from ..limits import check, check_choice, check_flag, check_settings, check_text, value_or_default
 from ..models.presets import GenerateSettings
 from .runs import ChunkRequest
@@ -38,8 +38,9 @@ class GpuCalls:
 class TrainInputs:
     """The Train tab's values: the caption of the ORIGINAL first frame ("" = captioned automatically when
     training starts, `Studio.training_captions`), the trigger, the preset and what the user changed of it
-    (None: the preset's), the seed, the seconds per GPU call (None: the app's) and the caption of the EDITED
-    first frame when known (recorded in lora.json; never trained on)."""
+    (None: the preset's), the seed, the seconds per GPU call (None: the app's), the caption of the EDITED
+    first frame when known (recorded in lora.json; never trained on) and the timestep sampler (None: the
+    preset's: uniform, or shifted on a two-expert base)."""
 
     caption: str
     trigger: str = DEFAULT_TRIGGER
@@ -53,6 +54,7 @@ class TrainInputs:
     gradient_checkpointing: bool = False
     budget_s: float | None = None
     edit_caption: str | None = None
+    timestep_sampler: str | None = None  # training's noise levels (None: the preset's; defaults.TIMESTEP_SAMPLERS)
 
     def cleaned(self) -> "TrainInputs":
         """Every field parsed and held to its range (`maskedit.limits`) as a form or an API client sent it:
@@ -60,17 +62,21 @@ class TrainInputs:
         automatically), a known preset, numbers of the right kind within their ranges (True, 10.5 or "5" steps
         are refused, never rounded; None keeps the preset's value), checkboxes true or false, the chunk budget
         within 5..3600 s. MaskEditError naming the setting, its range and the value otherwise."""
+        from ..defaults import TIMESTEP_SAMPLERS
         from ..models.presets import get_preset
 
         caption = check_text(self.caption, "caption of the ORIGINAL first frame")
         edit_caption = check_text(self.edit_caption, "caption of the EDITED first frame") or None
-        trigger = DEFAULT_TRIGGER if self.trigger is None else check_text(self.trigger, "trigger")
+        trigger = DEFAULT_TRIGGER if self.trigger is None else clean_trigger(check_text(self.trigger, "trigger"))
         preset = get_preset("full" if self.preset is None or self.preset == "" else self.preset).name
+        sampler = None if self.timestep_sampler in (None, "") else check_choice(
+            self.timestep_sampler, TIMESTEP_SAMPLERS, "timestep sampler")
         numbers = check_settings(train_steps=self.steps, learning_rate=self.learning_rate, rank=self.rank,
                                  seed=0 if self.seed is None else self.seed,
                                  blocks_to_swap=0 if self.blocks_to_swap is None else self.blocks_to_swap,
                                  budget_s=self.budget_s)
         return replace(self, caption=caption, trigger=trigger, edit_caption=edit_caption, preset=preset,
+                       timestep_sampler=sampler,
                        steps=numbers.get("train_steps"), learning_rate=numbers.get("learning_rate"),
                        rank=numbers.get("rank"), seed=numbers["seed"], blocks_to_swap=numbers["blocks_to_swap"],
                        budget_s=numbers.get("budget_s"), fp8=check_flag(self.fp8, "fp8 checkbox"),
@@ -79,23 +85,32 @@ class TrainInputs:
 
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
-                      method=None, sampler=None, guidance_scale_2=None) -> GenerateSettings:
+                      method=None, sampler=None, guidance_scale_2=None, negative_prompt=None, step_cache=None,
+                      step_cache_threshold=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
     MaskEditError naming the setting, never a ValueError or OverflowError from int(); True or 10.5 steps are
-    refused, never rounded; the method and sampler are names from their lists. guidance_scale_2 None or ""
-    (an empty form field): the same as guidance_scale."""
-    from ..defaults import SAMPLERS
+    refused, never rounded; the method, sampler and step cache are names from their lists. guidance_scale_2 and
+    step_cache_threshold None or "" (an empty form field): the same as guidance_scale / the cache's default.
+    negative_prompt: "reference", "wan" or the text itself (None or "": the method's, "reference")."""
+    from ..defaults import SAMPLERS, STEP_CACHES
     from ..models.presets import GENERATION_METHODS
 
     defaults = GenerateSettings()
     method = defaults.method if method is None or method == "" else check_choice(method, GENERATION_METHODS,
                                                                                    "method")
     sampler = defaults.sampler if sampler is None or sampler == "" else check_choice(sampler, SAMPLERS, "sampler")
-    given = guidance_scale_2 is not None and guidance_scale_2 != ""
-    low_noise = float(check("guidance_scale_2", guidance_scale_2)) if given else None
+    step_cache = defaults.step_cache if step_cache is None or step_cache == "" else check_choice(
+        step_cache, STEP_CACHES, "step cache")
+    negative_prompt = check_text(negative_prompt, "negative prompt") if negative_prompt is not None else ""
+
+    def optional(name, value):
+        return float(check(name, value)) if value is not None and value != "" else None
+
     return GenerateSettings(
-        guidance_scale_2=low_noise,
+        guidance_scale_2=optional("guidance_scale_2", guidance_scale_2),
+        step_cache_threshold=optional("step_cache_threshold", step_cache_threshold),
+        negative_prompt=negative_prompt or defaults.negative_prompt, step_cache=step_cache,
         steps=value_or_default("generation_steps", steps, defaults.steps),
         guidance_scale=float(value_or_default("guidance_scale", guidance_scale, defaults.guidance_scale)),
         flow_shift=float(value_or_default("flow_shift", flow_shift, defaults.flow_shift)),

@@ -26,9 +26,10 @@ class Previews:
                 preset: str | None = None, **options) -> GenerateResult:
         """A fast preview of `generate(st, prompt, settings, ...)`: the same edit LoRA, condition, prompt, seed,
         method and LoRA scale, with the speed LoRA for the preview's steps/CFG/shift (they replace the
-        settings'); the speed LoRA is removed afterwards, so the next full render is unchanged. The report
-        names the preview's settings ("preview")."""
+        settings', its sampler is Euler and it runs no step cache); the speed LoRA is removed afterwards, so the
+        next full render is unchanged. The report names the preview's settings ("preview")."""
         chosen = self.preview_settings(preset, speed_lora)
         quick = replace(settings, steps=chosen.steps, guidance_scale=chosen.guidance_scale,
-                        flow_shift=chosen.flow_shift)
+                        flow_shift=chosen.flow_shift, sampler=chosen.sampler, step_cache="off",
+                        step_cache_threshold=None)  # what the preview runs: Euler, every evaluation
         return self.generate(st, prompt, quick, preset=preset, preview=chosen, **options)

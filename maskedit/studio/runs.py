@@ -82,7 +82,7 @@ class ChunkRequest:
         prepared = prepare.load_prepared(self.prepared_dir)
         later = self._later(prepared)
         return cache_key(prepared, self.caption, self.trigger, self.config, self.base_model, later,
-                         stage2_captions(later, self.captions(), self.edit_caption))
+                         stage2_captions(later, self.captions()))
 
     def captions(self) -> dict:
         """{K: caption} of the edited later frames (int keys)."""

@@ -313,7 +313,11 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
             steps=value_or_default("train_steps", inputs.steps, chosen.train_steps),
             learning_rate=value_or_default("learning_rate", inputs.learning_rate, chosen.learning_rate),
             rank=rank, alpha=float(rank), seed=value_or_default("seed", inputs.seed, 0), blocks_to_swap=swap, fp8=fp8,
-            gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10)
+            gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10,
+            **({"timestep_sampler": inputs.timestep_sampler} if inputs.timestep_sampler else {}))
+        from ..method.training import check_optimizer
+
+        check_optimizer(config)  # a missing optional package is said before any GPU work
         window = config.window_for(num_frames)
         if window:
             count = len(window_starts(num_frames, window, config.window_stride))
@@ -367,8 +371,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
              later_captions: dict | None = None):
         prepared = prepare.load_prepared(self.prepared_dir(st))
         arrays = {int(k): prepare.load_edited_frame(v, prepared.width, prepared.height) for k, v in later.items()}
-        captions = stage2_captions(arrays, {int(k): v for k, v in (later_captions or {}).items()},
-                                              inputs.edit_caption)
+        captions = stage2_captions(arrays, {int(k): v for k, v in (later_captions or {}).items()})
         parts = lora_cache.key_parts(prepared, inputs.caption, inputs.trigger, config, self.model_name, arrays,
                                      captions, naive=naive or None)
         return lora_cache.key_from_parts(parts), parts, prepared
@@ -566,12 +569,13 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                     elif event["kind"] == "step":
                         yield "step", (event["step"], event["total_steps"])
                     elif event["kind"] == "done":
-                        from .generation import format_report
+                        from .generation import format_report, session_reports
 
                         caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {prompt[:60]}"
                         st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
+                        others = session_reports(out.parent, exclude=out)  # the baselines side by side
                         yield "result", GenerateResult(event["edited"], event["side_by_side"],
-                                                       format_report(event["report"]), event["report"])
+                                                       format_report(event["report"], others), event["report"])
                         return
             finally:
                 self.gpu_lock.release()

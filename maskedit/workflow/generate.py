@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..defaults import DEFAULT_TRIGGER, WAN_NEGATIVE_PROMPT
+from ..defaults import DEFAULT_NEGATIVE_PROMPT, DEFAULT_STEP_CACHE, DEFAULT_TRIGGER, negative_prompt_name, negative_prompt_text
 from ..errors import MaskEditError
 from ..limits import check_settings
 from ..media.video import check_image_size, write_video
@@ -90,13 +90,16 @@ def generate_edit(
     lora_scale: float = 1.0,
     method: str = "mask-lora",
     trigger: str = DEFAULT_TRIGGER,
-    negative_prompt: str = WAN_NEGATIVE_PROMPT,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
     callback: Callable[[GenerationStep], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     speed_lora_weight: float = 1.0,
     sampler: str = DEFAULT_SAMPLER,
     image_view: str = METHOD_IMAGE_VIEW,
     guidance_scale_2: float | None = None,
+    step_cache: str = DEFAULT_STEP_CACHE,
+    step_cache_threshold: float | None = None,
+    info: dict | None = None,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
@@ -112,6 +115,12 @@ def generate_edit(
     or "unipc" (Wan's default); flow_shift applies to both. image_view: the CLIP view ("full" = the method's,
     as in training; "crop" = diffusers'). guidance_scale_2: the low-noise expert's CFG on a two-expert base
     (None: `guidance_scale`); a one-expert base refuses it before any work.
+    negative_prompt: "reference" (the reference code's English list: the method's default), "wan" (Wan's
+    Chinese default) or the text itself (`defaults.negative_prompt_text`). step_cache: "off" (exact), "magcache"
+    or "teacache" (`models.step_cache`; a two-expert base refuses a cache before any work), with
+    `step_cache_threshold` (None: the cache's default); the cache lives for this call only. info: a dict that
+    receives what the run used and did — "negative_prompt" (its name) and the step cache's counts
+    (`StepCacheStats.as_dict`: evaluations, full_evaluations, skipped_evaluations).
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
     denoising step; should_stop() True stops after the current step (GenerationStopped).
     A speed LoRA loaded on the pipe (`maskedit.models.speed.load_speed_lora`) stays active beside the edit
@@ -122,11 +131,15 @@ def generate_edit(
 
     from ..runtime import quiet_transformers
 
+    from ..models.step_cache import check_step_cache, step_cache as cached_steps
+
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
-                     seed=seed, method=method, sampler=sampler,
-                     guidance_scale_2=guidance_scale_2)  # checks every setting before any work
+                     seed=seed, method=method, sampler=sampler, guidance_scale_2=guidance_scale_2,
+                     negative_prompt=negative_prompt, step_cache=step_cache,
+                     step_cache_threshold=step_cache_threshold)  # checks every setting before any work
     check_settings(speed_lora_weight=speed_lora_weight)
     check_guidance_scale_2(pipe, guidance_scale_2)
+    check_step_cache(step_cache, is_two_expert(pipe))
     check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
@@ -175,11 +188,11 @@ def generate_edit(
 
             set_lora_weights(pipe, edit=float(lora_scale), speed=float(speed_lora_weight))
     try:
-        with quiet_transformers():
+        with quiet_transformers(), cached_steps(pipe, step_cache, steps, step_cache_threshold) as stats:
             output = pipe(
                 image=PIL.Image.fromarray(condition.image),
                 prompt=prompt,
-                negative_prompt=negative_prompt,
+                negative_prompt=negative_prompt_text(negative_prompt),
                 condition_video=condition.condition_video,
                 condition_mask=condition.keep_mask,
                 num_inference_steps=steps,
@@ -194,6 +207,8 @@ def generate_edit(
     finally:
         if has_lora and method == "no-lora":
             pipe.enable_lora()
+    if info is not None:
+        info.update(negative_prompt=negative_prompt_name(negative_prompt), **stats.as_dict())
     video = np.asarray(output.frames[0], dtype=np.float32)
     check_generated(video, prepared.frames, method)
     return np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
@@ -229,6 +244,24 @@ def check_generated(video: np.ndarray, source: np.ndarray, method: str = "mask-l
 
 
 # ----- results
+
+
+CLIP_UNAVAILABLE = ("unavailable: this base has no CLIP image encoder (Wan2.2-I2V-A14B conditions on text and the "
+                    "first frame's latents only)")
+
+
+def edit_clip_measures(pipe, prepared: PreparedClip, edited_first_frame: np.ndarray, edited: np.ndarray) -> dict:
+    """The paper's Table 1 measures of a generated clip with the base's own CLIP image encoder
+    (`method.clip_features`, `media.metrics.clip_measures`): {"clip_score", "input_similarity", "clip_note"};
+    both scores None, and the note saying why, on a base without an image encoder (Wan2.2)."""
+    from ..media.metrics import CLIP_NOTE, clip_measures
+    from ..method.clip_features import clip_image_features, has_image_encoder
+
+    if not has_image_encoder(pipe):
+        return {"clip_score": None, "input_similarity": None, "clip_note": CLIP_UNAVAILABLE}
+    measures = clip_measures(clip_image_features(pipe, edited), clip_image_features(pipe, edited_first_frame),
+                             clip_image_features(pipe, prepared.frames))
+    return {**measures, "clip_note": CLIP_NOTE}
 
 
 def side_by_side(original: np.ndarray, edited: np.ndarray) -> np.ndarray:

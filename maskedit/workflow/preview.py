@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..defaults import DEFAULT_SAMPLER
 from ..errors import MaskEditError
 from ..method.experts import EXPERTS, LOW_NOISE, expert_module, is_two_expert
 from ..method.lora import ADAPTER_NAME
@@ -31,6 +32,9 @@ PREVIEW_GUIDANCE = 1.0
 PREVIEW_FLOW_SHIFT = 5.0
 """4 steps, CFG 1, flow shift 5: the settings of the 4-step distilled Wan I2V LoRAs (lightx2v's), also
 those of the `zerogpu` preset."""
+PREVIEW_SAMPLER = DEFAULT_SAMPLER
+"""The preview's sampler, whatever the full render's: Euler with the reference schedule (`pipeline.reference_sigmas`),
+which at 4 steps and shift 5 gives LightX2V's distilled timesteps."""
 SPEED_LORA_ENV = "MASKEDIT_SPEED_LORA"
 
 NO_SPEED_LORA = (
@@ -44,13 +48,20 @@ NO_SPEED_LORA = (
 @dataclass(frozen=True)
 class PreviewSettings:
     """How a preview generates. speed_lora: a path, folder or owner/repo/file.safetensors ("HIGH,LOW" for
-    two experts); steps ≥ 1; guidance_scale ≥ 1 (1 = no CFG: one transformer pass per step)."""
+    two experts); steps ≥ 1; guidance_scale ≥ 1 (1 = no CFG: one transformer pass per step). The sampler is
+    always flow-matching Euler (the distilled LoRAs' schedule: LightX2V's 4 steps [1000, 937.5, 833.3, 625]); no
+    step cache runs (4 distilled steps leave nothing to skip)."""
 
     speed_lora: str
     steps: int = PREVIEW_STEPS
     guidance_scale: float = PREVIEW_GUIDANCE
     flow_shift: float = PREVIEW_FLOW_SHIFT
     speed_lora_weight: float = 1.0
+
+    @property
+    def sampler(self) -> str:
+        """The sampler every preview runs (PREVIEW_SAMPLER), whatever the full render's settings say."""
+        return PREVIEW_SAMPLER
 
     def __post_init__(self):
         if not self.speed_lora:
@@ -62,7 +73,7 @@ class PreviewSettings:
 
     def describe(self) -> str:
         return (f"preview: speed LoRA {self.speed_lora} (weight {self.speed_lora_weight:g}), {self.steps} steps, "
-                f"CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}")
+                f"CFG {self.guidance_scale:g}, flow shift {self.flow_shift:g}, {self.sampler} sampler")
 
 
 def preview_settings(preset=None, speed_lora: str | None = None, **changes) -> PreviewSettings:
@@ -157,7 +168,8 @@ def generate_preview(
         return generate_edit(
             pipe, prepared, edited_first_frame, caption, steps=settings.steps, guidance_scale=settings.guidance_scale,
             flow_shift=settings.flow_shift, seed=seed, lora_scale=lora_scale, method=method, callback=callback,
-            should_stop=should_stop, speed_lora_weight=settings.speed_lora_weight, **generate_kwargs,
+            should_stop=should_stop, speed_lora_weight=settings.speed_lora_weight, sampler=settings.sampler,
+            **generate_kwargs,
         )
     finally:
         if not already:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..defaults import DEFAULT_TRIGGER
+from ..defaults import DEFAULT_TRIGGER, negative_prompt_name, negative_prompt_text
 from ..errors import MaskEditError
 from ..limits import check_prompt
 from ..media.files import write_text
@@ -30,7 +30,7 @@ from ..method.experts import (EXPERTS, HIGH_NOISE, expert_file_names, is_two_exp
                               save_expert_loras)
 from ..method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME, read_metadata, save_lora, unload_lora
 from ..method.training import (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, CHECKPOINTS_FOLDER, STOCK_CONDITION, StepEvent, TrainConfig,
-                               plan_stages, restore_encoders, with_plan)
+                               check_optimizer, plan_stages, restore_encoders, with_plan)
 from .lora_cache import (FINISHED, RESUMABLE, CacheNote, LoraCache, cache_key, checkpoint_progress,
                          copy_lora_files, entry_status)
 from .prepare import PreparedClip, now_text
@@ -94,6 +94,7 @@ def train_edit_lora(
     distributed=None,
     naive: bool | None = None,
     edit_caption: str | None = None,
+    negative_prompt: str | None = None,
 ) -> Iterator[EditTrainingEvent]:
     """Train the edit LoRA into `pipe.transformer` (in place) and save it to `out_dir`; a generator of events.
 
@@ -107,9 +108,11 @@ def train_edit_lora(
     window, window_stride, naive: when given, override the config's fields of the same meaning.
     Captions (METHOD.md §4–§5; `captioning.training_captions` makes them): `caption` describes the ORIGINAL
     first frame (stage 1 trains on it), `edit_caption` the edited first frame (generation's; recorded in
-    lora.json), `later_captions[k]` edited later frame k (its stage-2 sample). A later frame without a
-    caption takes `edit_caption` (with a note); without either it is refused. Prompts are
-    `compose_prompt(caption, trigger)`.
+    lora.json), `later_captions[k]` edited later frame k (its stage-2 sample). The library never trains on the
+    edit's caption: a later frame without its own caption is refused before any work (make the missing ones
+    with `captioning.training_captions`, which captions them with Florence-2). Prompts are
+    `compose_prompt(caption, trigger)`. negative_prompt: the one this edit's generation uses (a name of
+    `defaults.NEGATIVE_PROMPTS` or the text), recorded in lora.json; training itself uses none.
     Checkpoints go to out_dir/checkpoints/stage1 and stage2; with `resume` a rerun with the same inputs and
     settings continues from them (other inputs start afresh). A stop (should_stop() True, or an exception
     such as KeyboardInterrupt) keeps the checkpoint and saves no LoRA. At the end lora.safetensors,
@@ -119,6 +122,7 @@ def train_edit_lora(
     (data-parallel; only the main process writes files).
     """
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive, stage2_epochs=stage2_epochs)
+    check_optimizer(config)
     out_dir = Path(out_dir)
     check_prompt(caption, "caption")
     if config.naive and edited_later:
@@ -134,13 +138,8 @@ def train_edit_lora(
                 f"the edited later frame number {index} is outside the prepared clip's frames 1..{prepared.num_frames - 1}"
             )
         check_image_size(frame, prepared.width, prepared.height, f"edited frame {index}")
-    uncaptioned = [k for k in edited_later if not (later_captions.get(k) or "").strip()]
-    if uncaptioned and not (edit_caption or "").strip():
-        raise MaskEditError(
-            f"edited later frame(s) {', '.join(map(str, uncaptioned))} have no caption: stage 2 trains each under its "
-            "own caption; give one per frame (--later-prompt K=TEXT) or the edited first frame's caption"
-        )
-    later_captions = {k: (later_captions.get(k) or "").strip() or edit_caption for k in edited_later}
+    check_later_captions(edited_later, later_captions)
+    later_captions = {k: str(later_captions[k]).strip() for k in edited_later}
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
     later = [(k, frame, compose_prompt(later_captions[k], trigger)) for k, frame in edited_later.items()]
@@ -151,8 +150,6 @@ def train_edit_lora(
         remove_lora_files(out_dir)
     unload_lora(pipe)
     losses: list[float] = []
-    for k in uncaptioned:
-        yield EditTrainingNote(f"edited frame {k} has no caption of its own: trained under the edited first frame's")
     try:
         for stage in stages:
             checkpoint_dir = out_dir / CHECKPOINTS_FOLDER / f"stage{stage.number}"
@@ -203,6 +200,7 @@ def train_edit_lora(
         "caption": caption,  # of the original first frame (what stage 1 trained on)
         "edit_caption": edit_caption,  # of the edited first frame (what generation uses), when known
         "later_captions": {str(k): later_captions[k] for k in edited_later},
+        **negative_prompt_record(negative_prompt),
         "final_loss": losses[-1] if losses else None,
         "created": now_text(),
         "trainer": "maskedit",
@@ -275,13 +273,47 @@ def seed_from_stage1(cache: LoraCache, stage1_key: str, target: Path) -> bool:
     return True
 
 
-def stage2_captions(edited_later: dict | None, later_captions: dict | None, edit_caption: str | None) -> dict:
-    """{k: caption} each edited later frame trains under (`train_edit_lora`'s rule: its own caption, else
-    the edit's); the cache key holds these, so a run whose fallback caption differs is not reused. Frames with
-    neither are left out (training refuses them)."""
-    given, fallback = later_captions or {}, (edit_caption or "").strip()
-    captions = {k: (str(given.get(k) or "").strip() or fallback) for k in (edited_later or {})}
+def stage2_captions(edited_later: dict | None, later_captions: dict | None) -> dict:
+    """{k: caption} each edited later frame trains under (`train_edit_lora`'s rule: its own caption, never the
+    edit's); the cache key holds these. Frames without one are left out (training refuses them)."""
+    given = later_captions or {}
+    captions = {k: str(given.get(k) or "").strip() for k in (edited_later or {})}
     return {k: text for k, text in captions.items() if text}
+
+
+def check_later_captions(edited_later: dict | None, later_captions: dict | None) -> None:
+    """MaskEditError when an edited later frame has no caption of its own: stage 2 trains each under its own
+    caption and the library never falls back to the edit's (it would teach the LoRA the edit's words for the
+    frame's look). The message says how to give or make them."""
+    missing = sorted(set(edited_later or {}) - set(stage2_captions(edited_later, later_captions)))
+    if missing:
+        raise MaskEditError(
+            f"edited later frame(s) {', '.join(map(str, missing))} have no caption: stage 2 trains each under its "
+            "own caption, never the edit's; give one per frame (later_captions={K: text}, --later-prompt K=TEXT) or "
+            "let Florence-2 make them (maskedit.perception.captioning.training_captions)"
+        )
+
+
+def negative_prompt_record(negative_prompt: str | None) -> dict:
+    """lora.json's record of the negative prompt the edit's generation uses ({} when none was given): its name
+    ("reference", "wan" or "custom") and its text."""
+    if negative_prompt is None:
+        return {}
+    return {"negative_prompt": negative_prompt_name(negative_prompt),
+            "negative_prompt_text": negative_prompt_text(negative_prompt)}
+
+
+def stamp_negative_prompt(folder: str | os.PathLike, negative_prompt: str | None) -> None:
+    """Set the negative prompt recorded in `folder`'s lora.json (a cached LoRA copied for a run whose generation
+    uses another one); nothing without a lora.json or a negative prompt."""
+    import json
+
+    path = Path(folder) / METADATA_NAME
+    if negative_prompt is None or not path.is_file():
+        return
+    metadata = json.loads(path.read_text())
+    metadata.update(negative_prompt_record(negative_prompt))
+    write_text(path, json.dumps(metadata, indent=2))
 
 
 def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | None, trigger: str, base_model: str,
@@ -313,14 +345,16 @@ def train_cached(pipe, prepared, caption: str, config, *, cache: LoraCache | Non
                                            edited_later=edited_later, later_captions=later_captions, resume=resume,
                                            base_model=base_model, distributed=distributed, **train_kwargs)
         return
+    check_later_captions(edited_later, later_captions)  # before any cache lookup: a refused run keys nothing
     key = cache_key(prepared, caption, trigger, config, base_model, edited_later,
-                    stage2_captions(edited_later, later_captions, train_kwargs.get("edit_caption")))
+                    stage2_captions(edited_later, later_captions))
     entry = cache.lookup(key) if use_cache else None
     if entry is not None and entry.status == FINISHED:
         yield CacheNote("hit", f"reusing cached LoRA {key} (trained {entry.trained_at()}): same clip, boxes, caption "
                                f"and settings, so no training step runs ({entry.path})", key, str(entry.path))
         if out_dir is not None and main:
             copy_lora_files(entry.path, out_dir)
+            stamp_negative_prompt(out_dir, train_kwargs.get("negative_prompt"))
         if load:
             load_edit_lora(pipe, entry.lora_path)
         lora_path = Path(out_dir) / entry.lora_path.name if out_dir is not None else entry.lora_path

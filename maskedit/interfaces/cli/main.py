@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from ...method import masks
 from .common import PROG, HelpFormatter, paragraph
 from ...defaults import (
-    DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, SAMPLERS, TINY, WAN_NEGATIVE_PROMPT,
+    DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, FP8_SCALINGS, NAIVE_LORA_FOLDER, OPTIMIZERS, SAMPLERS,
+    STEP_CACHES, TIMESTEP_SAMPLERS, TINY,
 )
 from ...errors import MaskEditError
 from ...workflow.lora_cache import CACHE_ENV
@@ -114,6 +115,9 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
                        help="transformer blocks (of 40) kept in CPU memory and streamed to the GPU (default: the preset's)")
     group.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None,
                        help="store the base model's block weights in fp8 (the LoRA stays full precision; default: the preset's)")
+    group.add_argument("--fp8-scaling", choices=FP8_SCALINGS,
+                       help="row: fp8 weights with a scale per output row (ours); none: a plain fp8 cast (the "
+                            "reference code's) (default: the preset's; row)")
     group.add_argument("--offload-encoders", action=argparse.BooleanOptionalAction, default=None,
                        help="keep the VAE and the text/image encoders in CPU memory, on the GPU only while they run "
                             "(same results, less GPU memory; default: the preset's)")
@@ -143,6 +147,15 @@ def _add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None
                        help="train on overlapping N-frame windows (4k+1, e.g. 9) instead of the whole clip; 0 = whole "
                             "clip (default: the preset's; whole clip for full)")
     group.add_argument("--window-stride", type=int, metavar="N", help="frames between window starts (default: the preset's; 4)")
+    group.add_argument("--timestep-sampler", choices=TIMESTEP_SAMPLERS,
+                       help="training noise levels: uniform (the reference's), shifted (through --timestep-shift; on "
+                            "Wan2.2 each expert draws it inside its own range) or logit_normal (default: the "
+                            "preset's; uniform, shifted on Wan2.2)")
+    group.add_argument("--timestep-shift", type=float, metavar="S",
+                       help="the shift of --timestep-sampler shifted (default: the preset's; the flow shift on Wan2.2)")
+    group.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help="adamw (fp32 state, ours) or adamw8bit (bitsandbytes' 8-bit state, the reference code's "
+                            "fp8 recipe; needs `pip install bitsandbytes`) (default: the preset's; adamw)")
     group.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                        help="recompute activations in backward (same gradients, less memory; default: the preset's)")
     group.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None,
@@ -184,8 +197,14 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help="torch.compile the transformer blocks (slow first step; default: the preset's)")
     group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                        help="decode the video in tiles (less memory; default: the preset's)")
-    group.add_argument("--negative-prompt", default=WAN_NEGATIVE_PROMPT,
-                       help="negative prompt (default: Wan's own)")
+    group.add_argument("--negative-prompt", metavar="reference|wan|TEXT",
+                       help="negative prompt: reference (the reference code's English list, the method's), wan "
+                            "(Wan's Chinese default) or the text itself (default: the preset's; reference)")
+    group.add_argument("--step-cache", choices=STEP_CACHES,
+                       help="skip transformer evaluations a cache can stand in for: off (exact), magcache or "
+                            "teacache (the reference's rule, threshold 0.275) (default: the preset's)")
+    group.add_argument("--step-cache-threshold", type=float, metavar="T",
+                       help="the step cache's threshold; higher skips more (default: magcache 0.12, teacache 0.275)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--prompt describes the EDITED first frame.\n"
                "writes: edited.mp4 and side_by_side.mp4 (original | edit).\n"
                "methods: mask-lora (the paper's), no-lora (stock image-to-video, no LoRA needed),\n"
-               "feature-blend (the latent-blending baseline; uses the LoRA when given), naive-lora (stock\n"
+               "feature-blend (the latent-blending baseline, paper Eq. 3: stock image-to-video with the LoRA of\n"
+               "`train --naive`, given as --lora, plus the source blended outside the boxes), naive-lora (stock\n"
                "image-to-video with the LoRA of `train --naive`, given as --lora).",
     )
     generate.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
@@ -501,7 +521,10 @@ _PRESET_OPTIONS = {
     "offload_encoders": "offload_encoders",
     "gen_steps": "generation_steps", "cfg": "guidance_scale", "shift": "flow_shift", "lora_scale": "lora_scale",
     "speed_lora": "speed_lora", "speed_lora_weight": "speed_lora_weight", "attention": "attention_backend",
-    "compile": "compile", "vae_tiling": "vae_tiling", "sampler": "sampler",
+    "compile": "compile", "vae_tiling": "vae_tiling", "sampler": "sampler", "guidance_scale_2": "guidance_scale_2",
+    "negative_prompt": "negative_prompt", "step_cache": "step_cache", "step_cache_threshold": "step_cache_threshold",
+    "timestep_sampler": "timestep_sampler", "timestep_shift": "timestep_shift", "optimizer": "optimizer",
+    "fp8_scaling": "fp8_scaling",
 }
 
 
@@ -598,6 +621,7 @@ _LIMITED_OPTIONS = {
     "lora_scale": "lora_scale", "speed_lora_weight": "speed_lora_weight", "window": "window",
     "window_stride": "window_stride", "stage2_epochs": "stage2_epochs", "guidance_scale_2": "guidance_scale_2",
     "blocks_to_swap": "blocks_to_swap",
+    "step_cache_threshold": "step_cache_threshold", "timestep_shift": "timestep_shift",
 }
 
 
@@ -625,13 +649,16 @@ def _check_limits(args) -> None:
 def _train_config(args) -> TrainConfig:
     """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line."""
     alpha = args.alpha if args.alpha is not None else float(args.rank)
-    return args.preset_settings.train_config(
+    config = args.preset_settings.train_config(
         steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
         blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, offload_encoders=bool(args.offload_encoders),
         window=args.window or 0,
         window_stride=args.window_stride, stage2_epochs=args.stage2_epochs,
-        condition="stock" if getattr(args, "naive", False) else "mask")
+        condition="stock" if getattr(args, "naive", False) else "mask", timestep_sampler=args.timestep_sampler,
+        timestep_shift=args.timestep_shift, optimizer=args.optimizer, fp8_scaling=args.fp8_scaling)
+    training.check_optimizer(config)  # a missing package is said before any model loads
+    return config
 
 
 def _check_generate_args(args) -> None:
@@ -639,10 +666,11 @@ def _check_generate_args(args) -> None:
     try:
         GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
                          lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"),
-                         guidance_scale_2=args.guidance_scale_2)
+                         guidance_scale_2=args.guidance_scale_2, negative_prompt=args.negative_prompt,
+                         step_cache=args.step_cache, step_cache_threshold=args.step_cache_threshold)
     except MaskEditError as error:
         flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
-                 "method": "--method"}
+                 "method": "--method", "negative prompt": "--negative-prompt"}
         flag = next((f for words, f in flags.items() if words in str(error)), None)
         raise MaskEditError(f"{error} ({flag})" if flag else str(error)) from None
 
@@ -664,7 +692,8 @@ def _load_model(name: str, args=None):
 
         # load on the CPU, then stream / quantise the blocks: the whole transformer never sits on the GPU
         loaded = load_pipeline(name, device="cpu", dtype=torch.bfloat16)
-        setup = place_pipeline(loaded.pipe, device, swap, fp8, offload_encoders=offload)
+        setup = place_pipeline(loaded.pipe, device, swap, fp8, offload_encoders=offload,
+                               fp8_scaling=getattr(args, "fp8_scaling", None) or "row")
         if setup is not None:
             print(f"memory: {setup.streamer.describe()}", flush=True)
         if offload:
@@ -722,7 +751,8 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
     events = train_cached(loaded.pipe, prepared, caption, config, cache=cache, trigger=args.trigger,
                           base_model=loaded.name, edited_later=later, resume=not args.no_resume, out_dir=out,
                           distributed=distributed, later_captions=getattr(args, "later_captions", None),
-                          edit_caption=getattr(args, "edit_caption", None))
+                          edit_caption=getattr(args, "edit_caption", None),
+                          negative_prompt=getattr(args, "negative_prompt", None))
     bar = None
     try:
         for event in events:
@@ -768,8 +798,11 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
 def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     from tqdm import tqdm
 
+    from ...models.step_cache import StepCacheStats
+
     generate.remove_edit_outputs(out)
     preview = getattr(args, "preview_settings", None)
+    info: dict = {}  # what the run used and did (negative prompt, step cache counts)
     if preview is None:
         _load_speed_lora(loaded.pipe, args)
     with tqdm(total=preview.steps if preview else args.gen_steps, desc="previewing" if preview else "generating",
@@ -779,20 +812,29 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
             bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
 
         if preview:
-            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step)
+            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step, info)
         else:
             frames = generate.generate_edit(
                 loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
                 flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
                 method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
                 callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
-                sampler=args.sampler, guidance_scale_2=args.guidance_scale_2,
+                sampler=args.sampler, guidance_scale_2=args.guidance_scale_2, step_cache=args.step_cache,
+                step_cache_threshold=args.step_cache_threshold, info=info,
             )
     outputs = generate.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")
     if preview:
         print(f"{preview.describe()}; run the same command without --preview for the full render")
     print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
+    measures = generate.edit_clip_measures(loaded.pipe, prepared, edited_first, frames)
+    if measures["clip_score"] is None:
+        print(f"CLIP score and input similarity: {measures['clip_note']}")
+    else:
+        print(f"CLIP score (vs the edited first frame): {measures['clip_score']:.4f}; input similarity (vs the source "
+              f"frames): {measures['input_similarity']:.4f} — {measures['clip_note']}")
+    if info:
+        print(f"negative prompt: {info['negative_prompt']}; {StepCacheStats.from_dict(info).describe()}")
     if loaded.is_tiny and loaded.name == TINY:
         print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
     return 0
@@ -805,13 +847,13 @@ def _preview_settings(args):
     return preview_settings(args.preset_settings, speed_lora=args.speed_lora)
 
 
-def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step):
+def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step, info=None):
     from ...workflow.preview import generate_preview
 
     return generate_preview(
         loaded.pipe, prepared, edited_first, args.prompt, settings, seed=args.seed, lora_scale=args.lora_scale,
         method=getattr(args, "method", "mask-lora"), callback=on_step, trigger=trigger,
-        negative_prompt=args.negative_prompt,
+        negative_prompt=args.negative_prompt, info=info,
     )
 
 

@@ -13,7 +13,7 @@ import json
 import re
 
 from ...errors import MaskEditError
-from ...defaults import DEFAULT_MODEL_ID
+from ...defaults import DEFAULT_MODEL_ID, STEP_CACHES
 from ...models.presets import DEFAULT_PRESET, PRESETS
 
 # option → preset field: the settings flags `train` takes, with the same names
@@ -21,7 +21,7 @@ SETTINGS = {
     "window": "window", "window_stride": "window_stride", "blocks_to_swap": "blocks_to_swap", "fp8": "fp8",
     "gradient_checkpointing": "gradient_checkpointing", "activation_offload": "activation_offload", "rank": "rank",
     "train_steps": "train_steps", "gen_steps": "generation_steps", "cfg": "guidance_scale", "vae_tiling": "vae_tiling",
-    "offload_encoders": "offload_encoders",
+    "offload_encoders": "offload_encoders", "step_cache": "step_cache",
 }
 
 
@@ -71,6 +71,8 @@ def add_plan_parser(commands) -> None:
     group.add_argument("--gen-steps", type=int, metavar="N", help="denoising steps")
     group.add_argument("--cfg", type=float, help="guidance scale (CFG > 1 runs the transformer twice per step)")
     group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--step-cache", choices=STEP_CACHES,
+                       help="step caching of generation: the time floor counts only the evaluations it runs in full")
     plan.set_defaults(handler=cmd_plan)
 
 
@@ -114,7 +116,10 @@ def cmd_plan(args) -> int:
           f"window {settings.window or 'whole clip'}, attention {plan.attention}")
     print(plan.table(card))
     print(f"peak host memory ≈ {plan.peak_host_gib:.1f} GiB; training step {plan.train_step_flops / 1e12:.0f} TFLOP")
-    print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps): "
+    run = plan.denoising_steps_run()
+    cached = (f", {run:.4g} run in full with the {settings.step_cache} step cache"
+              if settings.step_cache != "off" else "")
+    print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps{cached}): "
           f"at least {plan.time_floor_s(card):.0f} s on an {card.name} at its {card.bf16_tflops:g} TFLOPS bf16 peak")
     print(plan.summary(memory))
     if args.gpu.startswith("zerogpu-"):

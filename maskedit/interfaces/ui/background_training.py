@@ -23,7 +23,7 @@ def layout(page) -> SimpleNamespace:
 def wire(page, w) -> None:
     studio = page.studio
     w.train_widgets = [w.caption, w.trigger, w.preset, w.steps_in, w.lr_in, w.rank_in, w.seed_in, w.swap_in,
-                       w.fp8_in, w.ckpt_in, w.budget_in]  # in the order of TrainInputs' fields
+                       w.fp8_in, w.ckpt_in, w.budget_in, w.tsampler_in]  # in the order of the handlers' arguments
     bg_widgets = [w.bg_toggle, *w.train_widgets]
     outputs = [w.bg_status, w.gen_bg_status, w.bg_plot, page.state, w.poll_timer]
 
@@ -37,10 +37,10 @@ def wire(page, w) -> None:
 
     @page.guard
     def h_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                     gradient_checkpointing, budget_s, st, request: gr.Request):
+                     gradient_checkpointing, budget_s, timestep_sampler=None, st=None, request: gr.Request = None):
         st = page.sess(st, request)
         inputs = TrainInputs(caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                             gradient_checkpointing, budget_s)
+                             gradient_checkpointing, budget_s, timestep_sampler=timestep_sampler or None)
         try:
             line = studio.background(st, enabled, inputs)
         except MaskEditError as error:
@@ -53,7 +53,7 @@ def wire(page, w) -> None:
     for widget in (w.caption, w.trigger):
         widget.blur(**w.bg_change)
         widget.submit(**w.bg_change)
-    for widget in (w.steps_in, w.lr_in, w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in):
+    for widget in (w.steps_in, w.lr_in, w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in, w.tsampler_in):
         widget.input(**w.bg_change)
 
     @page.guard

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ...defaults import SAMPLERS
+from ...defaults import NEGATIVE_PROMPTS, SAMPLERS, STEP_CACHES
 from ...errors import MaskEditError
 from ...studio.inputs import TrainInputs, generate_settings
 from .components import METHOD_CHOICES, AsSentDropdown, AsSentNumber, AsSentRadio, image_input, limit_slider
@@ -29,6 +29,16 @@ def layout(page) -> SimpleNamespace:
                 with gr.Accordion("Advanced", open=False):
                     cfg2 = AsSentNumber(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as CFG)",
                                      visible=page.two_experts, elem_id="cfg2")
+                    negative_prompt = AsSentDropdown(
+                        list(NEGATIVE_PROMPTS), value=preset0.negative_prompt, allow_custom_value=True,
+                        elem_id="negative-prompt", label="Negative prompt (reference: the reference code's English "
+                        "list, the method's; wan: Wan's Chinese default; or type your own)")
+                    step_cache = AsSentDropdown(list(STEP_CACHES), value=preset0.step_cache, elem_id="step-cache",
+                                                label="Step cache (off: exact; magcache / teacache skip transformer "
+                                                      "evaluations for speed)")
+                    step_cache_threshold = AsSentNumber(None, elem_id="step-cache-threshold",
+                                                        label="Step cache threshold (empty: magcache 0.12, teacache "
+                                                              "0.275; higher skips more)")
                     speed_lora_in = gr.Textbox(
                         "", label="Speed LoRA for the preview (file path or owner/repo/file.safetensors; "
                         "HIGH,LOW on a two-expert base)", placeholder="empty: $MASKEDIT_SPEED_LORA or the "
@@ -52,6 +62,8 @@ def layout(page) -> SimpleNamespace:
                                      columns=4, height=260, elem_id="gallery")
     return SimpleNamespace(method=method, gen_steps=gen_steps, cfg=cfg, shift=shift, sampler=sampler,
                            seed_gen=seed_gen, scale=scale, cfg2=cfg2, speed_lora_in=speed_lora_in, new_edit=new_edit,
+                           negative_prompt=negative_prompt, step_cache=step_cache,
+                           step_cache_threshold=step_cache_threshold,
                            use_ckpt=use_ckpt, gen_bg_status=gen_bg_status, gen_btn=gen_btn, preview_btn=preview_btn,
                            cancel_btn=cancel_btn, edited_video=edited_video, sbs_video=sbs_video, report=report,
                            report_json=report_json, gallery=gallery)
@@ -71,11 +83,12 @@ def wire(page, w) -> None:
     @page.guard
     def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale, fit,
                    use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
-                   swap, fp8, ckpt, budget_s, sampler_name, cfg2_value=None, st=None,
-                   request: gr.Request = None, progress=gr.Progress()):  # cfg2 = None: optional for clients
+                   swap, fp8, ckpt, budget_s, sampler_name, cfg2_value=None, negative_prompt=None, step_cache=None,
+                   step_cache_threshold=None, st=None, request: gr.Request = None,
+                   progress=gr.Progress()):  # cfg2 … threshold = None: optional for clients (the defaults)
         st = page.sess(st, request)
         settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name, sampler_name,
-                                     cfg2_value)
+                                     cfg2_value, negative_prompt, step_cache, step_cache_threshold)
         # the Train tab's settings: the naive LoRA (naive-lora, feature-blend) is trained with them when not yet
         train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
                                    fp8, ckpt, budget_s, edit_caption=prompt_text)
@@ -97,19 +110,20 @@ def wire(page, w) -> None:
 
     # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
     # itself is guarded by the studio's lock)
-    generate_event = w.gen_btn.click(h_generate, [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift, w.seed_gen, w.scale,
-                                 w.fit_edited, w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in,
+    generate_event = w.gen_btn.click(h_generate, [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift,
+                                                   w.seed_gen, w.scale, w.fit_edited, w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in,
                                  w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in, w.budget_in, w.sampler, w.cfg2,
-                                 state],
+                                 w.negative_prompt, w.step_cache, w.step_cache_threshold, state],
                     results, api_name="generate", concurrency_id="generate",
                     concurrency_limit=1)
     generate_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
 
     @page.guard
     def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
-                  speed_lora, st, request: gr.Request, progress=gr.Progress()):
+                  speed_lora, negative_prompt=None, st=None, request: gr.Request = None, progress=gr.Progress()):
         st = page.sess(st, request)
-        settings = generate_settings(seed=seed, lora_scale=lora_scale, method=method_name or "mask-lora")
+        settings = generate_settings(seed=seed, lora_scale=lora_scale, method=method_name or "mask-lora",
+                                     negative_prompt=negative_prompt)
         result = studio.preview(st, prompt_text, settings, speed_lora=speed_lora, preset=preset_name,
                                 edited_frame=edited_file, fit=fit, use_checkpoint=use_checkpoint,
                                 progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
@@ -117,7 +131,7 @@ def wire(page, w) -> None:
         return result.edited, result.side_by_side, result.report_markdown, result.report, st
 
     preview_event = w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale, w.fit_edited, w.use_ckpt,
-                                    w.preset, w.speed_lora_in, state],
+                                    w.preset, w.speed_lora_in, w.negative_prompt, state],
                         results, api_name="preview", concurrency_id="generate",
                         concurrency_limit=1)
     preview_event.then(h_gallery, [state], [w.gallery], api_visibility="private")

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ...defaults import TIMESTEP_SAMPLERS
 from ...models.presets import PRESETS
 from ...studio.inputs import TrainInputs
 from .components import AsSentDropdown, AsSentNumber, limit_slider, loss_frame, loss_plot
@@ -30,6 +31,10 @@ def layout(page) -> SimpleNamespace:
                                            label="Blocks swapped to CPU (of 40)")
                     fp8_in = gr.Checkbox(preset0.fp8, label="fp8 base weights")
                     ckpt_in = gr.Checkbox(preset0.gradient_checkpointing, label="Gradient checkpointing")
+                    tsampler_in = AsSentDropdown(list(TIMESTEP_SAMPLERS), value=preset0.timestep_sampler,
+                                                 elem_id="timestep-sampler",
+                                                 label="Timestep distribution (uniform: the reference's; shifted: "
+                                                       "through the flow shift, Wan2.2's default per expert)")
                     budget_in = AsSentNumber(page.studio.budget_s, label="Seconds per GPU call (chunk budget)")
                 with gr.Row():
                     train_btn = gr.Button("Start", variant="primary", elem_id="train-btn")
@@ -52,7 +57,8 @@ def layout(page) -> SimpleNamespace:
                     lora_status = gr.Markdown()
     return SimpleNamespace(preset=preset, preset_estimate=preset_estimate, preset_text=preset_text, steps_in=steps_in,
                            lr_in=lr_in, rank_in=rank_in, seed_in=seed_in, swap_in=swap_in, fp8_in=fp8_in,
-                           ckpt_in=ckpt_in, budget_in=budget_in, train_btn=train_btn, stop_btn=stop_btn,
+                           ckpt_in=ckpt_in, budget_in=budget_in, tsampler_in=tsampler_in, train_btn=train_btn,
+                           stop_btn=stop_btn,
                            resume_btn=resume_btn, train_status=train_status, plot=plot, lora_files=lora_files,
                            loss_json=loss_json, lora_in=lora_in, lora_status=lora_status)
 
@@ -65,21 +71,23 @@ def wire(page, w) -> None:
         return (chosen.describe(), chosen.train_steps if not tiny else 10, chosen.learning_rate, chosen.rank,
                 chosen.blocks_to_swap, chosen.fp8, chosen.gradient_checkpointing,
                 chosen.generation_steps if not tiny else 4, chosen.guidance_scale, chosen.flow_shift,
-                chosen.sampler, studio.estimate_line(name))
+                chosen.sampler, studio.estimate_line(name), chosen.timestep_sampler, chosen.step_cache,
+                chosen.negative_prompt)
 
     w.preset.change(page.guard(h_preset), [w.preset],
                     [w.preset_text, w.steps_in, w.lr_in, w.rank_in, w.swap_in, w.fp8_in, w.ckpt_in, w.gen_steps, w.cfg,
-                     w.shift, w.sampler, w.preset_estimate], api_visibility="private").then(**w.bg_change)
+                     w.shift, w.sampler, w.preset_estimate, w.tsampler_in, w.step_cache, w.negative_prompt],
+                    api_visibility="private").then(**w.bg_change)
 
     train_outputs = [w.plot, w.train_status, w.loss_json, w.lora_files, state]
 
     def train_handler(resume: bool):
         @page.guard
         def handler(caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                    gradient_checkpointing, budget_s, st, request: gr.Request):
+                    gradient_checkpointing, budget_s, timestep_sampler=None, st=None, request: gr.Request = None):
             st = page.sess(st, request)
             inputs = TrainInputs(caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                                 gradient_checkpointing, budget_s)
+                                 gradient_checkpointing, budget_s, timestep_sampler=timestep_sampler or None)
             if warning := studio.memory_warning(preset, blocks_to_swap, fp8):
                 gr.Warning(warning)  # also on the status line; the run goes on (studio.estimate says why)
             for view in studio.train(st, inputs, resume=resume):
