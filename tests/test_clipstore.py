@@ -72,3 +72,16 @@ def test_video_writer_streams_frames_and_refuses_bad_ones(tmp_path, long_file):
     assert not (tmp_path / "w.mp4").exists() and not (tmp_path / "x.mp4").exists()
     picked = video.read_frames_at(long_file, range(0, 300, 1))
     assert picked.shape[0] == 300
+
+
+def test_array_digest_of_a_long_array_is_fed_in_chunks_and_unchanged(monkeypatch, tmp_path):
+    import hashlib
+
+    from maskedit.media import hashing
+
+    array = np.random.default_rng(0).integers(0, 255, (37, 6, 5, 3), dtype=np.uint8)
+    reference = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    reference.update(array.tobytes())
+    monkeypatch.setattr(hashing, "DIGEST_CHUNK_BYTES", 500)
+    assert hashing.array_digest(array) == reference.hexdigest()
+    assert hashing.array_digest(clipstore.copy_array(array, tmp_path / "a.npy")) == reference.hexdigest()
