@@ -31,15 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES  # noqa: F401  (one definition, torch-free)
 from ..errors import MaskEditError
 from ..limits import check
 from .conditioning import ConditionSample, inference_condition, stage1_sample, stock_condition
 from .masks import keep_mask_from_region
 
-DEFAULT_WINDOW_FRAMES = 81
-"""Frames of one window of the base (Wan2.1/2.2 I2V are trained on 81 frames at 16 fps)."""
-DEFAULT_HANDOVER_FRAMES = 1
-"""Hand-over frames (O): with 1 the condition of every window is exactly the trained one (frame 0 kept, rest boxed)."""
 TEMPORAL_STRIDE = 4  # Wan's VAE: 4k+1 frames; a hand-over of 1+4m frames keeps every window 4k+1
 
 

@@ -156,6 +156,18 @@ def prepare_clip(
     return PreparedClip(clip, region, tight, notes, source)
 
 
+def all_frames(video_path, start: int = 0) -> int:
+    """Every frame of a video from `start` on, as a clip length: the largest 4k+1 (at most 3 frames dropped at the
+    end; at most `limits.MAX_CLIP_FRAMES`)."""
+    from ..limits import MAX_CLIP_FRAMES
+    from ..media.video import MIN_FRAMES, largest_valid_frame_count
+
+    available = probe_video(video_path).num_frames - int(start)
+    if available < MIN_FRAMES:
+        raise MaskEditError(f"the clip has {available} frame(s) from frame {start} on; at least {MIN_FRAMES} are needed")
+    return min(largest_valid_frame_count(available), MAX_CLIP_FRAMES)
+
+
 def conform_settings(video_path, num_frames=None, width=None, height=None, frame_mode: str = "uniform",
                      start: int = 0) -> tuple[int, int, int]:
     """(frames, width, height) a clip is conformed to (`video.resolve_conform_settings` on the source's header and
