@@ -59,7 +59,8 @@ def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings,
     at the assumed utilisation, plus overheads; MaskEditError before the call if no call can hold it."""
     from maskedit.studio.estimate import generation_call_seconds
 
-    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings)
+    return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings,
+                                   window_frames=options.get("window_frames"))  # a long clip: one window per call
 
 
 @spaces.GPU(duration=_generation_duration)

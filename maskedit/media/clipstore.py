@@ -80,6 +80,23 @@ def mapped_file(array) -> Path | None:
     return Path(name) if isinstance(array, np.memmap) and name else None
 
 
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` becomes the file `source`: a hard link where the file system allows (the arrays here are written once
+    and replaced by renaming, never changed in place, so a link cannot see a later change), else a copy. The
+    signature of `shutil.copy2`, so it serves as `shutil.copytree(copy_function=...)`."""
+    import shutil
+
+    target = Path(target)
+    temp = target.with_name(f".{target.name}.link")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        shutil.copy2(source, target)
+
+
 def chunks(num_frames: int, size: int = CHUNK_FRAMES) -> Iterator[slice]:
     """Slices of at most `size` frames covering 0..num_frames-1 in order."""
     for start in range(0, num_frames, size):

@@ -89,7 +89,7 @@ class LazyItems(Sequence):
         if index >= len(self.specs):
             return self.extra[index - len(self.specs)]
         spec = self.specs[index]
-        frames = np.asarray(self.frames[spec.start:spec.start + spec.length])
+        frames = np.array(self.frames[spec.start:spec.start + spec.length])  # one window, copied out of the map
         if self.naive:
             sample = naive_sample(frames, self.prompt)
         else:

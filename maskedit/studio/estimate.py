@@ -180,15 +180,20 @@ def clip_of(prepared_dir) -> tuple[int, int, int] | None:
         return None
 
 
-def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large") -> int:
+def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large",
+                            window_frames: int | None = None) -> int:
     """The ZeroGPU duration of one render: GENERATION_CALL_OVERHEAD_S + its FLOPs (steps x the table's
     denoising step, with or without CFG as `settings.guidance_scale` says, plus the encodes and the VAE decode,
     scaled to the clip) at the assumed utilisation of the call's share of the card. A model the table lacks
     (the tiny model) asks TINY_SECONDS_PER_STEP per step as before. Raises MaskEditError, before the call, when
-    the render cannot fit one call (`estimates.ZEROGPU_CALL_LIMIT_S`): a render is one call, not chunked."""
+    the render cannot fit one call (`estimates.ZEROGPU_CALL_LIMIT_S`): a render is one call, not chunked.
+    window_frames: a clip longer than this is rendered one window per call (`workflow.long_clip`): a call is one
+    window's."""
     steps = int(settings.steps)
     model = table_model(model_name)
     clip = clip_of(prepared_dir)
+    if clip and window_frames and clip[0] > window_frames:
+        clip = (int(window_frames), *clip[1:])
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
     if entry is None:
         return int(min(estimates.ZEROGPU_CALL_LIMIT_S, GENERATION_CALL_OVERHEAD_S + steps * TINY_SECONDS_PER_STEP))

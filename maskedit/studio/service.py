@@ -29,7 +29,7 @@ import numpy as np
 from ..workflow import lora_cache, prepare, session
 from ..workflow.train import stage2_captions
 from .background_job import BackgroundJob
-from ..defaults import DEFAULT_TRIGGER
+from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES
 from ..errors import MaskEditError
 from ..method.experts import HIGH_NOISE
 from ..media.files import display_path, paths_shown_relative_to
@@ -37,6 +37,7 @@ from ..limits import check, check_points_count, check_unique_frames, value_or_de
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
+from .long_generation import LongGeneration, window_settings
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .previews import Previews
 from .progress import TrainProgress
@@ -48,7 +49,7 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-class Studio(Previews, BackgroundTraining, Estimates):
+class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
@@ -122,18 +123,26 @@ class Studio(Previews, BackgroundTraining, Estimates):
 
     # ----- 1. video
     def load_video(self, st: SessionState, video, num_frames: int | None = None, size: str | None = None,
-                   start_s: float = 0.0):
-        """Read and conform a clip. num_frames: 4k+1, or 0/None for all (up to 81). size: "WxH" or "auto".
-        start_s: seconds into the source (`limits`: 0..600). Only the kept frames are decoded
-        (`video.read_conformed`). The new clip is read and written in a staging folder first: a call that fails
-        (a file that is not a video, a setting out of range) leaves the session's clip, masks, prepared files
-        and LoRA as they were. Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
+                   start_s: float = 0.0, window_frames: int | None = None, handover_frames: int | None = None):
+        """Read and conform a clip. num_frames: 4k+1, or 0/None for all of it from the start time (a clip longer
+        than one window is edited window by window, METHOD.md §7b). size: "WxH" or "auto". start_s: seconds into
+        the source (`limits`: 0..600). window_frames / handover_frames: the windows of a long clip (None: 81 and 1),
+        kept with the clip for training and generation. Only the kept frames are decoded (`video.read_conformed`;
+        a long clip straight into a memory-mapped file, never whole in memory). The new clip is read and written in
+        a staging folder first: a call that fails (a file that is not a video, a setting out of range) leaves the
+        session's clip, masks, prepared files and LoRA as they were. Returns (preview mp4 path, Markdown notes,
+        first frame uint8 (H, W, 3))."""
+        from ..media import clipstore
         from ..media.video import probe_video, read_conformed, write_video
+        from ..method.windows import check_window_settings, plan_windows
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
         path = self.checked(st, video, "video")
         count = None if num_frames is None or num_frames == 0 else check("num_frames", num_frames, "frames")
+        window_frames, handover_frames = check_window_settings(
+            DEFAULT_WINDOW_FRAMES if window_frames in (None, "") else window_frames,
+            DEFAULT_HANDOVER_FRAMES if handover_frames in (None, "") else handover_frames)
         width_height = session.parse_size(size)
         start_s = check("start_s", 0.0 if start_s is None else start_s, "start time")
         staging = self.sub(st, LOADING_FOLDER)
@@ -144,12 +153,16 @@ class Studio(Previews, BackgroundTraining, Estimates):
             with paths_shown_relative_to(staging):
                 info = probe_video(staged_source)
                 start = int(round(start_s * info.fps))
+                if count is None:
+                    count = prepare.all_frames(staged_source, start)
+                into = staging / session.CLIP_FOLDER / clipstore.FRAMES_FILE if clipstore.is_lazy(count) else None
                 conformed, info = read_conformed(staged_source, count, *(width_height or (None, None)),
-                                                 mode="uniform", start=start)
+                                                 mode="uniform", start=start, into=into)
             source = {"video": str(self.sub(st, session.SOURCE_FOLDER) / name), "width": info.width,
                       "height": info.height, "frames": info.num_frames, "fps": info.fps, "frame_mode": "uniform",
                       "start": start, "num_frames": conformed.num_frames, "conformed_width": conformed.width,
-                      "conformed_height": conformed.height}
+                      "conformed_height": conformed.height, "window_frames": window_frames,
+                      "handover_frames": handover_frames}
             session.save_clip(staging / session.CLIP_FOLDER, conformed, source)
             write_video(staging / session.CLIP_FOLDER / "preview.mp4", conformed.frames, conformed.fps)
         except MaskEditError as error:  # named as the user uploaded it, not as the session stores it
@@ -171,7 +184,12 @@ class Studio(Previews, BackgroundTraining, Estimates):
         notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
                  f"{conformed.fps:g} fps (source: {info.num_frames} frames, {info.width}x{info.height}, "
                  f"{info.fps:g} fps).  \n**Changed:** {changes}.")
-        return str(preview), notes, conformed.frames[0]
+        windows = plan_windows(conformed.num_frames, window_frames, handover_frames)
+        if len(windows) > 1:
+            notes += (f"  \n**Long clip:** {len(windows)} windows of up to {window_frames} frames sharing "
+                      f"{handover_frames} frame(s): training draws windows from the whole clip, and generation runs "
+                      "window after window (one GPU call each; Cancel keeps the finished windows).")
+        return str(preview), notes, np.array(conformed.frames[0])
 
     def frame(self, st: SessionState, index: int) -> str:
         """Frame `index` of the conformed clip as a PNG (to edit elsewhere); returns its path."""
@@ -247,6 +265,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
                  fit: bool = False) -> tuple[str, str, str]:
         """The edit region from a mask video (white = edit) or a box "x0,y0,x1,y1" (pixels of the conformed
         clip), exactly one of them. Returns (overlay mp4, boxes mp4, Markdown notes)."""
+        from ..media import clipstore
         from ..method import masks
         from ..perception.segmentation import overlay_frames
         from ..media.video import write_video
@@ -262,16 +281,21 @@ class Studio(Previews, BackgroundTraining, Estimates):
         prepared = prepare.prepare_clip(
             source["video"], mask_video=mask_path, box=str(box).strip() if has_box else None,
             num_frames=source["num_frames"], width=source["conformed_width"], height=source["conformed_height"],
-            start=source["start"], margin=float(margin), fit=bool(fit))
+            start=source["start"], margin=float(margin), fit=bool(fit),
+            store=self.sub(st, session.PREPARED_FOLDER))
+        prepared.source.update({k: source[k] for k in ("window_frames", "handover_frames") if k in source})
         prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
         out = self.sub(st, session.SEGMENT_FOLDER)
         shutil.rmtree(out, ignore_errors=True)
-        boxes = masks.find_loose_boxes(prepared.region, 0.0, 0)
-        tight = prepared.tight if prepared.tight is not None else prepared.region
-        write_video(out / "overlay.mp4", overlay_frames(prepared.frames, tight, boxes), prepared.fps)
+        if clipstore.is_lazy(prepared.num_frames):  # a chunk of frames at a time (`long_generation`)
+            self.write_long_overlay(out / "overlay.mp4", prepared)
+        else:
+            boxes = masks.find_loose_boxes(prepared.region, 0.0, 0)
+            tight = prepared.tight if prepared.tight is not None else prepared.region
+            write_video(out / "overlay.mp4", overlay_frames(prepared.frames, tight, boxes), prepared.fps)
         masks.write_mask_video(out / "boxes.mp4", prepared.region, prepared.fps)
         text = (f"**Region from the {'mask video' if mask_path else 'box'}**; boxes cover "
-                f"{prepared.region[1:].mean():.0%} of the frames.")
+                f"{clipstore.mean_over_frames(prepared.region, 1):.0%} of the frames.")
         return str(out / "overlay.mp4"), str(out / "boxes.mp4"), text
 
     # ----- 3. edited frames and captions
@@ -362,11 +386,15 @@ class Studio(Previews, BackgroundTraining, Estimates):
         return replace(inputs, caption=made.caption), made.later, made.notes
 
     # ----- 4. train
-    def train_config(self, inputs: TrainInputs, num_frames: int):
+    def train_config(self, inputs: TrainInputs, num_frames: int, windows: tuple[int, int] | None = None):
         """(TrainConfig, notes) of the Train tab's values: the preset's settings (windows included) with what
-        the user changed; memory options are off on the tiny model."""
+        the user changed; memory options are off on the tiny model. windows: the clip's (window frames, hand-over
+        frames) (`long_generation.window_settings`; None: 81 and 1). A clip longer than one window trains the
+        preset's steps per window when the steps are left out (`windows.long_clip_steps`)."""
         from ..method.conditioning import window_starts
+        from ..method.windows import long_clip_steps, plan_windows
 
+        window_frames, handover_frames = windows or (DEFAULT_WINDOW_FRAMES, DEFAULT_HANDOVER_FRAMES)
         chosen = self.preset(inputs.preset or "full")
         notes = []
         swap, fp8 = int(inputs.blocks_to_swap or 0), bool(inputs.fp8)
@@ -375,13 +403,21 @@ class Studio(Previews, BackgroundTraining, Estimates):
             swap, fp8 = 0, False
         # None takes the preset's value; 0 is a value (refused for steps, not replaced by the preset's 100)
         rank = value_or_default("rank", inputs.rank, chosen.rank)
+        long_windows = len(plan_windows(num_frames, window_frames, 1))
+        default_steps = long_clip_steps(chosen.train_steps, long_windows)
+        if long_windows > 1:
+            notes.append(f"Long clip: {long_windows} windows of up to {window_frames} frames; training draws them from "
+                         f"the whole clip (one per step)" + ("" if inputs.steps is not None else
+                                                             f", {default_steps} steps ({chosen.train_steps} per window)")
+                         + ".")
         config = chosen.train_config(
-            steps=value_or_default("train_steps", inputs.steps, chosen.train_steps),
+            window_frames=window_frames, handover_frames=handover_frames,
+            steps=value_or_default("train_steps", inputs.steps, default_steps),
             learning_rate=value_or_default("learning_rate", inputs.learning_rate, chosen.learning_rate),
             rank=rank, alpha=float(rank), seed=value_or_default("seed", inputs.seed, 0), blocks_to_swap=swap, fp8=fp8,
             gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10)
         window = config.window_for(num_frames)
-        if window:
+        if window and long_windows == 1:
             count = len(window_starts(num_frames, window, config.window_stride))
             notes.append(f"Preset {chosen.name}: training on {count} overlapping {window}-frame windows "
                          f"(every {config.window_stride} frames) of the {num_frames}-frame clip.")
@@ -432,7 +468,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         prepared_dir = self.prepared_dir(st)
         inputs, later_captions, caption_notes = self.training_captions(st, inputs)
         prepared = prepare.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames)
+        config, notes = self.train_config(inputs, prepared.num_frames, window_settings(prepared.source))
         notes = caption_notes + notes
         warning = self.memory_warning(inputs.preset or "full", config.blocks_to_swap, config.fp8)
         notes += [warning] if warning else []
@@ -523,7 +559,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
         prepared_dir = self.prepared_dir(st)
         inputs, _, _ = self.training_captions(st, inputs, later={})  # the clip alone: the original's caption
         prepared = prepare.load_prepared(prepared_dir)
-        config, _ = self.train_config(inputs, prepared.num_frames)
+        config, _ = self.train_config(inputs, prepared.num_frames, window_settings(prepared.source))
         config = replace(config, condition="stock")
         key, _, _ = self._key(st, inputs, config, {})
         entry = self.cache(st).lookup(key)
@@ -597,9 +633,22 @@ class Studio(Previews, BackgroundTraining, Estimates):
         if method == "mask-lora" and not lora:
             raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
                                 "or choose the no-LoRA baseline")
+        stop_file.unlink(missing_ok=True)
+        prepared_info = prepare.load_prepared_info(prepared_dir)
+        windows = window_settings(prepared_info.get("source", {}))
+        if int(prepared_info["frames"]) > windows[0]:  # longer than one window: one GPU call per window
+            if preview is not None:
+                raise MaskEditError("the preview renders one window and this clip is longer: Generate it (window by "
+                                    "window), or load a part of it (frames and start time) to preview")
+            try:
+                yield from self.long_generate_events(st, prepared_dir, str(prompt).strip(), settings, lora=lora,
+                                                     stop_file=stop_file, preset=preset, windows=windows,
+                                                     num_frames=int(prepared_info["frames"]))
+            finally:
+                self.resume_background(st)
+            return
         st.results += 1
         out = self.sub(st, session.RESULTS_FOLDER) / str(st.results)
-        stop_file.unlink(missing_ok=True)
         try:
             with self.gpu_lock:
                 for event in self.gpu.generate(str(prepared_dir), st.edited, str(prompt).strip(), str(out), settings,
@@ -613,12 +662,17 @@ class Studio(Previews, BackgroundTraining, Estimates):
                         from .generation import format_report
 
                         caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {str(prompt).strip()[:60]}"
-                        st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
+                        self.remember_result(st, event["edited"], caption)
                         yield "result", GenerateResult(event["edited"], event["side_by_side"],
                                                        format_report(event["report"]), event["report"])
                         return
         finally:
             self.resume_background(st)
+
+    @staticmethod
+    def remember_result(st: SessionState, edited: str, caption: str) -> None:
+        """Put a finished edit at the front of the session's gallery (the latest GALLERY_SIZE are kept)."""
+        st.gallery = ([[edited, caption]] + list(st.gallery))[:GALLERY_SIZE]
 
     def stop_generation(self, st: SessionState) -> None:
         (Path(st.folder) / session.STOP_GENERATION).touch()
@@ -632,7 +686,8 @@ class Studio(Previews, BackgroundTraining, Estimates):
              train_caption: str = "", prompt: str = "",
              trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
              margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
-             settings: GenerateSettings | None = None, fit: bool = False) -> tuple[GenerateResult, list]:
+             settings: GenerateSettings | None = None, fit: bool = False, window_frames: int | None = None,
+             handover_frames: int | None = None) -> tuple[GenerateResult, list]:
         """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
         train_caption: of the ORIGINAL first frame; later_captions: {K: caption} of edited later frames, or their
         JSON; captions left out are made by the captioner or asked for (`training_captions`), never taken from
@@ -647,7 +702,7 @@ class Studio(Previews, BackgroundTraining, Estimates):
             settings.check_base(self.two_experts)
         if not str(prompt or "").strip():
             raise MaskEditError("the prompt is empty: describe the edited first frame")
-        self.load_video(st, video, num_frames, size, start_s)
+        self.load_video(st, video, num_frames, size, start_s, window_frames, handover_frames)
         if points_json and str(points_json).strip() not in ("", "[]"):
             if mask_video or (box and str(box).strip()):
                 raise MaskEditError("give points, a mask video or a box — only one of them")

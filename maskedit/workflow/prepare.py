@@ -284,6 +284,15 @@ def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_fram
     return folder
 
 
+def load_prepared_info(folder: str | os.PathLike) -> dict:
+    """prepared.json of a prepared folder (frames, size, fps, notes, source) without reading any array."""
+    path = Path(folder) / PREPARED_JSON
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise MaskEditError(f"{path} is missing or damaged ({error}); prepare the clip again") from None
+
+
 def load_prepared(folder: str | os.PathLike) -> PreparedClip:
     """Read a folder written by `save_prepared` (the lossless .npz files when present, else the mp4s)."""
     folder = Path(folder)
@@ -362,14 +371,8 @@ def _store_array(array: np.ndarray, path: Path) -> None:
     if source is not None and source.resolve() == path.resolve():
         return
     if source is not None and array.shape == np.load(source, mmap_mode="r").shape:
-        temp = path.with_name(f".{path.stem}.link.npy")
-        temp.unlink(missing_ok=True)
-        try:
-            os.link(source, temp)
-            os.replace(temp, path)
-            return
-        except OSError:
-            temp.unlink(missing_ok=True)
+        clipstore.link_or_copy(source, path)
+        return
     clipstore.copy_array(array, path)
 
 
