@@ -18,6 +18,9 @@ GPU measurements):
   `full` (an 80 GB card holds them) and `zerogpu` (it fits its slice without; each call would copy them in).
 - `zerogpu`: 33 frames at 640x368, 9-frame windows, 60 steps, a step/CFG-distilled speed LoRA for
   4-step generation at CFG 1; target: the whole edit within 3 GPU-minutes on an H100-class card.
+- `window_frames`: a clip longer than this is edited window by window (METHOD.md §7b): 81 (the base's length) for
+  `full`, 49 where an 81-frame window would not fit the preset's memory target (`24gb`, `low-cost`), 33 for
+  `zerogpu` (one window per GPU call).
 
 Field names are part of the API (the app reads them): add fields, do not rename them.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
+from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_FRAMES, DEFAULT_WINDOW_STRIDE, SAMPLERS
 from ..errors import MaskEditError
 from ..limits import check_settings
 
@@ -107,6 +110,8 @@ class Preset:
     alpha: float = 16.0
     window: int = 0  # frames per temporal training window (4k+1); 0 = whole clip (METHOD.md §7)
     window_stride: int = DEFAULT_WINDOW_STRIDE
+    # clips longer than one window (METHOD.md §7b): frames of one window, the base's length unless memory says less
+    window_frames: int = DEFAULT_WINDOW_FRAMES
     # memory (training and generation)
     blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
@@ -137,7 +142,7 @@ class Preset:
                            alpha=self.alpha, window=self.window, window_stride=self.window_stride,
                            generation_steps=self.generation_steps, guidance_scale=self.guidance_scale,
                            flow_shift=self.flow_shift, lora_scale=self.lora_scale,
-                           speed_lora_weight=self.speed_lora_weight)
+                           speed_lora_weight=self.speed_lora_weight, window_frames=self.window_frames)
         except MaskEditError as error:
             problems.append(str(error))
         if self.window > self.num_frames:
@@ -205,6 +210,8 @@ class Preset:
             f"  clip: {self.num_frames} frames at {self.width}x{self.height}",
             f"  training: {self.train_steps} steps, lr {self.learning_rate:g}, LoRA rank {self.rank} alpha {self.alpha:g}, "
             f"window {window}",
+            f"  longer clips: windows of {self.window_frames} frames, trained across the clip ({self.train_steps} steps "
+            "per window) and generated one after another",
             f"  memory: {self.blocks_resident} of {NUM_BLOCKS_14B} blocks resident, {self.blocks_to_swap} swapped; "
             f"fp8 base weights {'on' if self.fp8 else 'off'}; gradient checkpointing {checkpointing}; "
             f"encoders {'in CPU memory while idle' if self.offload_encoders else 'on the GPU'}",
@@ -242,6 +249,7 @@ GPU_24GB = Preset(
     offload_encoders=True,  # umT5 (10.6 GiB), CLIP and the VAE beside the transformer made encode/denoise need 25.7 GiB
     vae_tiling=True,
     target_peak_gb=22.0,
+    window_frames=49,  # an 81-frame window's training step needs ≈ 28 GB here (planner); 49 frames fit 24 GB
 )
 
 LOW_COST = Preset(
@@ -255,6 +263,7 @@ LOW_COST = Preset(
     offload_encoders=True,  # the encoders' 12.3 GiB would be most of its peak outside the training step
     vae_tiling=True,
     target_peak_gb=8.0,  # the paper measured 7.6 GB for these settings (Table 4, 38 swapped); planner 7.0 GB
+    window_frames=49,  # the untiled condition encode of a longer window would pass the 8 GB target
 )
 
 ZEROGPU = Preset(
@@ -273,6 +282,7 @@ ZEROGPU = Preset(
     speed_lora_weight=1.0,
     compile=False,  # not supported on ZeroGPU
     gpu_seconds=180,
+    window_frames=33,  # one window per GPU call, the size this preset's call is planned for
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (FULL, GPU_24GB, LOW_COST, ZEROGPU)}

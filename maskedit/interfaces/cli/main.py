@@ -115,9 +115,10 @@ def _frames_option(text: str):
 
 def _add_window_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("clips longer than one window (METHOD.md §7b)")
-    group.add_argument("--window-frames", type=int, default=DEFAULT_WINDOW_FRAMES, metavar="W",
+    group.add_argument("--window-frames", type=int, metavar="W",
                        help="frames of one window (4k+1); a longer clip is trained on windows across the whole clip "
-                            "and generated window after window (default %(default)s, the base's length)")
+                            f"and generated window after window (default: the preset's; {DEFAULT_WINDOW_FRAMES}, the "
+                            "base's length, for full)")
     group.add_argument("--handover-frames", type=int, default=DEFAULT_HANDOVER_FRAMES, metavar="O",
                        help="generated frames each window hands to the next, kept whole (1+4m; default %(default)s). "
                             "More than 1 needs a LoRA trained with the same option (training then also keeps "
@@ -532,7 +533,7 @@ _PRESET_OPTIONS = {
     "offload_encoders": "offload_encoders",
     "gen_steps": "generation_steps", "cfg": "guidance_scale", "shift": "flow_shift", "lora_scale": "lora_scale",
     "speed_lora": "speed_lora", "speed_lora_weight": "speed_lora_weight", "attention": "attention_backend",
-    "compile": "compile", "vae_tiling": "vae_tiling", "sampler": "sampler",
+    "compile": "compile", "vae_tiling": "vae_tiling", "sampler": "sampler", "window_frames": "window_frames",
 }
 
 
@@ -681,10 +682,11 @@ def _check_limits(args) -> None:
     for dest in ("prompt", "train_prompt"):
         if getattr(args, dest, None) is not None:
             check_prompt(getattr(args, dest), f"--{dest.replace('_', '-')} text")
-    if getattr(args, "window_frames", None) is not None:
+    if getattr(args, "handover_frames", None) is not None:
         from ...method.windows import check_window_settings
 
-        check_window_settings(args.window_frames, args.handover_frames)
+        check_window_settings(DEFAULT_WINDOW_FRAMES if args.window_frames is None else args.window_frames,
+                              args.handover_frames)
     for seed in _seeds(args.seeds) if getattr(args, "seeds", None) else ():
         check("seed", seed, "--seeds")
     if getattr(args, "point", None):  # `segment --point`, repeated
@@ -693,7 +695,7 @@ def _check_limits(args) -> None:
     check_unique_frames([int(key) if key.lstrip("-").isdigit() else key for key in keys], "--edited-later frame")
 
 
-def _train_config(args, num_frames: int) -> TrainConfig:
+def _train_config(args, num_frames: int | None = None) -> TrainConfig:
     """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line. A
     clip longer than one window trains `windows.long_clip_steps` steps unless --steps is given (the preset's steps
     per window)."""
@@ -701,11 +703,13 @@ def _train_config(args, num_frames: int) -> TrainConfig:
 
     alpha = args.alpha if args.alpha is not None else float(args.rank)
     steps = args.train_steps
-    if not getattr(args, "steps_given", True) and num_frames > args.window_frames:
-        steps = long_clip_steps(steps, len(plan_windows(num_frames, args.window_frames, 1)))
+    window_frames = getattr(args, "window_frames", None) or DEFAULT_WINDOW_FRAMES
+    handover_frames = getattr(args, "handover_frames", None) or DEFAULT_HANDOVER_FRAMES
+    if not getattr(args, "steps_given", True) and num_frames is not None and num_frames > window_frames:
+        steps = long_clip_steps(steps, len(plan_windows(num_frames, window_frames, 1)))
         print(f"training: {steps} steps ({args.train_steps} per window of the clip; --steps sets them)", flush=True)
     return args.preset_settings.train_config(
-        window_frames=args.window_frames, handover_frames=args.handover_frames,
+        window_frames=window_frames, handover_frames=handover_frames,
         steps=steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
         blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, offload_encoders=bool(args.offload_encoders),
