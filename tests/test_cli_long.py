@@ -6,19 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from maskedit.interfaces.cli import main as cli
 from maskedit.media import video
 from maskedit.method.pipeline import MaskEditPipeline
 
 from conftest import make_synthetic_clip
+from test_cli import run
 
 FPS = 12.0
-
-
-def run(capsys, *args):
-    code = cli.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,21 @@ class KnownTarget:
         return np.broadcast_to(values[:, None, None, None], condition.condition_video.shape).copy()
 
 
-@pytest.mark.parametrize("handover", [1, 5])
-def test_every_windows_kept_frames_land_where_they_should(tmp_path, monkeypatch, handover):
-    prepared = _prepared(29)
+EDITED = np.full((32, 32, 3), 250, np.uint8)
+
+
+@pytest.fixture
+def known_target(monkeypatch) -> KnownTarget:
+    """The denoiser of `long_clip` replaced by a `KnownTarget` (and its setting checks skipped: no model)."""
     fake = KnownTarget()
     monkeypatch.setattr(long_clip, "render_condition", fake)
     monkeypatch.setattr(long_clip, "check_generation", lambda *a, **k: None)
-    edited = np.full((32, 32, 3), 250, np.uint8)
+    return fake
+
+
+@pytest.mark.parametrize("handover", [1, 5])
+def test_every_windows_kept_frames_land_where_they_should(tmp_path, known_target, handover):
+    prepared, fake, edited = _prepared(29), known_target, EDITED
     events = list(long_clip.generate_long_edit(None, prepared, edited, "a box", tmp_path, window_frames=9,
                                                handover_frames=handover, trained_handover=handover))
     windows = plan_windows(29, 9, handover)
@@ -79,12 +87,8 @@ def test_every_windows_kept_frames_land_where_they_should(tmp_path, monkeypatch,
     assert [e.window for e in events if isinstance(e, long_clip.WindowDone)] == list(range(len(windows)))
 
 
-def test_a_stopped_run_keeps_its_windows_and_continues_from_the_next(tmp_path, monkeypatch):
-    prepared = _prepared(25)
-    fake = KnownTarget()
-    monkeypatch.setattr(long_clip, "render_condition", fake)
-    monkeypatch.setattr(long_clip, "check_generation", lambda *a, **k: None)
-    edited = np.full((32, 32, 3), 250, np.uint8)
+def test_a_stopped_run_keeps_its_windows_and_continues_from_the_next(tmp_path, known_target, monkeypatch):
+    prepared, fake, edited = _prepared(25), known_target, EDITED
     first = list(long_clip.generate_long_edit(None, prepared, edited, "a box", tmp_path, window_frames=9,
                                               max_windows=1))
     assert [type(e).__name__ for e in first] == ["WindowDone"] and (tmp_path / long_clip.PREVIEW_VIDEO).is_file()

@@ -32,6 +32,7 @@ def test_a_long_clip_costs_one_windows_peak_and_every_windows_time(monkeypatch):
     pixels = 961 * 832 * 480
     assert plan.disk_bytes == pixels * 7 + plan.encoded_bytes
     assert plan.encoded_bytes == 12 * (36 * 21 * 60 * 104 * 4 + 257 * 1280 * 4) + 512 * 4096 * 4
+    assert long_plan.estimate_long("low-cost", 961).training_samples == (239, 9)  # its 9-frame windows, stride 4
     assert "12 windows of up to 81 frames" in plan.table(card) and plan.to_dict(card)["windows"] == 12
     small = long_plan.estimate_long("24gb", 961, train_steps=50)
     assert small.window_frames == 49 and small.windows == 20 and small.train_steps == 50  # the preset's window

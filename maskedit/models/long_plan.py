@@ -64,14 +64,28 @@ class LongPlan:
         return pixels * 3 + pixels + self.encoded_bytes + pixels * 3
 
     @property
+    def training_samples(self) -> tuple[int, int]:
+        """(stage-1 samples, frames each) of the clip (`long_training.long_window_specs`): every generation window,
+        or the preset's short training windows across the clip; with a hand-over > 1 each once more, prefixed."""
+        from ..method.long_training import long_window_specs
+        from ..method.training import TrainConfig
+
+        preset = self.window.preset
+        specs = long_window_specs(self.num_frames, TrainConfig(
+            window=preset.window, window_stride=preset.window_stride, window_frames=self.window_frames,
+            handover_frames=self.handover_frames))
+        return len(specs), max(spec.length for spec in specs)
+
+    @property
     def encoded_bytes(self) -> int:
-        """The encoded training windows (float32): latents and condition per window, CLIP tokens per window when
-        the base has an image encoder, the prompt's embeddings once (512 tokens)."""
-        latent_frames = (self.window_frames - 1) // 4 + 1
+        """The encoded training samples (float32): latents and condition per sample, CLIP tokens per sample, the
+        prompt's embeddings once (512 tokens)."""
+        count, frames = self.training_samples
+        latent_frames = (frames - 1) // 4 + 1
         area = (self.window.width // 8) * (self.window.height // 8)
-        per_window = (LATENT_CHANNELS + CONDITION_CHANNELS) * latent_frames * area * FLOAT32
-        per_window += CLIP_TOKENS * 1280 * FLOAT32
-        return self.windows * per_window + 512 * 4096 * FLOAT32
+        per_sample = (LATENT_CHANNELS + CONDITION_CHANNELS) * latent_frames * area * FLOAT32
+        per_sample += CLIP_TOKENS * 1280 * FLOAT32
+        return count * per_sample + 512 * 4096 * FLOAT32
 
     def window_seconds(self, card: Card) -> float:
         """The floor of one window: its training encodes and its generation (every phase but training steps)."""
@@ -93,7 +107,7 @@ class LongPlan:
                  f"training: {self.train_steps} steps, at least {self.train_steps * self._step_s(card):.0f} s",
                  f"whole clip: at least {self.time_floor_s(card):.0f} s ({self.time_floor_s(card) / 3600:.2f} h) on an "
                  f"{card.name}; disk ≈ {self.disk_bytes / GB:.1f} GB (frames {self.num_frames * self._frame_bytes() / GB:.1f} GB, "
-                 f"encoded windows {self.encoded_bytes / GB:.1f} GB, generated frames "
+                 f"{self.training_samples[0]} encoded training samples {self.encoded_bytes / GB:.1f} GB, generated frames "
                  f"{self.num_frames * self._frame_bytes() / GB:.1f} GB)"]
         return "\n".join(lines)
 
@@ -110,7 +124,7 @@ class LongPlan:
                 "last_window_frames": self.last_window_frames, "train_steps": self.train_steps,
                 "generation_steps": self.generation_steps, "peak_gpu_gib": round(self.peak_gpu_gib, 3),
                 "peak_host_gib": round(self.peak_host_gib, 3), "disk_gb": round(self.disk_bytes / GB, 3),
-                "encoded_gb": round(self.encoded_bytes / GB, 3)}
+                "encoded_gb": round(self.encoded_bytes / GB, 3), "training_samples": self.training_samples[0]}
         if card is not None:
             data.update(gpu=card.name, window_time_floor_s=round(self.window_seconds(card), 1),
                         time_floor_s=round(self.time_floor_s(card), 1))

@@ -438,6 +438,8 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
         if self.is_tiny:
             return None
         frames, width, height = clip_of(prepared_dir) or (None, None, None)
+        if frames is not None and config.is_long(frames):  # a long clip trains one window per step
+            frames = config.window_frames
         return training_step_seconds(self.model_name, inputs.preset or "full", self.gpu_size(config), frames, width,
                                      height)
 

@@ -218,7 +218,8 @@ def generate_long_edit(
 ) -> Iterator[LongEditEvent]:
     """Generate a clip longer than one window into `out_dir`, window after window; a generator of events.
 
-    The settings are `generate.generate_edit`'s (all checked before any work), plus window_frames (W, 4k+1) and
+    The settings are `generate.generate_edit`'s (all checked before any work; window j is seeded `seed + j`, window 0
+    as a one-window edit), plus window_frames (W, 4k+1) and
     handover_frames (O, 1+4m; O > 1 needs `trained_handover` >= O, `check_handover`). resume: continue after the
     windows already finished in out_dir for the same inputs (`run_fingerprint`); False starts afresh.
     max_windows: generate at most this many windows in this call (the app: one window per GPU call), then return
@@ -255,9 +256,9 @@ def generate_long_edit(
             if callback is not None:
                 callback(WindowStep(index, len(windows), event.step, event.total_steps, event.seconds))
 
-        try:
+        try:  # window j starts from seed + j: windows of the same shape never share their noise
             decoded = render_condition(pipe, condition, callback=on_step, should_stop=should_stop, blend=blend,
-                                       **settings)
+                                       **{**settings, "seed": seed + window.index})
         except GenerationStopped:
             kept = f"windows 1..{window.index} of {len(windows)} are kept" if window.index else "no window was finished"
             raise GenerationStopped(f"generation was stopped in window {window.index + 1} of {len(windows)}; {kept}; "
