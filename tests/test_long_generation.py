@@ -168,3 +168,53 @@ def test_one_window_is_todays_path_bit_for_bit_and_a_long_clip_runs_on_the_tiny_
 def _write(path, frames):
     video.write_video(path, frames, 12.0)
     return path
+
+
+def test_memory_stays_bounded_by_a_window_as_the_clip_grows(tmp_path, monkeypatch):
+    """numpy's peak allocation (tracemalloc) while a clip is prepared, its training windows built and the clip generated
+    window by window and assembled is the same for 401 and 2001 frames (25 MB of frames), a few windows' worth (the
+    run keys hash at most `hashing.DIGEST_CHUNK_BYTES` at once: 64 MB, set to 1 MB here to see it at this size)."""
+    import tracemalloc
+
+    from maskedit.media import hashing
+    from maskedit.method.long_training import plan_long_stages
+    from maskedit.method.training import TrainConfig
+    from maskedit.workflow import prepare
+
+    monkeypatch.setattr(hashing, "DIGEST_CHUNK_BYTES", 2**20)
+    monkeypatch.setattr(long_clip, "check_generation", lambda *a, **k: None)
+    monkeypatch.setattr(long_clip, "render_condition",  # a stand-in denoiser that keeps nothing
+                        lambda pipe, condition, **settings: condition.condition_video.copy())
+
+    frames, _ = make_synthetic_clip(9, 64, 64, box=16, step=4)
+    with video.video_writer(tmp_path / "long.mp4", 64, 64, 16.0) as send:
+        for index in range(2001):
+            send(frames[index % 9])
+    edited = np.full((64, 64, 3), 250, np.uint8)
+
+    def peaks(num_frames: int) -> list[float]:
+        tracemalloc.reset_peak()
+        prepared = prepare.prepare_clip(tmp_path / "long.mp4", box="8,8,40,40", num_frames=num_frames, width=64,
+                                        height=64, store=tmp_path / str(num_frames))
+        prepare.save_prepared(prepared, tmp_path / str(num_frames))
+        found = [tracemalloc.get_traced_memory()[1]]
+        tracemalloc.reset_peak()
+        items = plan_long_stages(prepared.frames, prepared.region, "p", TrainConfig(), "tiny")[0].items
+        assert all(items[i].sample.num_frames == 81 for i in (0, len(items) - 1))
+        found.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.reset_peak()
+        events = list(long_clip.generate_long_edit(None, prepared, edited, "a box", tmp_path / f"out{num_frames}",
+                                                   resume=False))
+        found.append(tracemalloc.get_traced_memory()[1])
+        assert video.probe_video(events[-1].outputs.edited).num_frames == num_frames
+        return found
+
+    peaks(401)  # once untraced: what importing and starting ffmpeg cost the first time is not the clip's
+    tracemalloc.start()
+    try:
+        short, long = peaks(401), peaks(2001)
+    finally:
+        tracemalloc.stop()
+    window_bytes = 81 * 64 * 64 * 3
+    assert all(b < a + 2 * window_bytes for a, b in zip(short, long)), (short, long)
+    assert max(long) < 2001 * 64 * 64 * 3 / 2, long

@@ -47,7 +47,7 @@ WINDOWS_FOLDER = "windows"
 STATE_JSON = "windows.json"
 SEAMS_JSON = "seams.json"
 PREVIEW_VIDEO = "so_far.mp4"
-PREVIEW_WINDOWS = 4
+PREVIEW_WINDOWS = 2
 """The preview of the video so far shows at most this many of the latest windows (its cost stays one window's)."""
 
 
