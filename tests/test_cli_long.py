@@ -59,3 +59,31 @@ def test_edit_of_a_clip_three_windows_long_at_832x480(wide_clip, tmp_path, capsy
     assert lora["windows"] == 3 and lora["window_frames"] == 5 and lora["frames"] == 13
     seams = json.loads((out / "seams.json").read_text())
     assert seams["seam_frames"] == [5, 9] and len(seams["background_psnr"]) == 3
+
+
+def test_long_clip_options_are_checked_before_any_model_loads(wide_clip, tmp_path, capsys, monkeypatch):
+    """A hand-over the LoRA never learnt, and windows that are not 4k+1, are refused before the model loads; `train`
+    of a long clip without --steps takes the preset's steps per window."""
+    from maskedit.interfaces.cli import main as cli
+    from maskedit.method.lora import METADATA_NAME
+
+    prepared, lora = tmp_path / "prepared", tmp_path / "lora"
+    assert run(capsys, "prepare", "--video", wide_clip / "clip.mp4", "--box", "4,4,40,40", "--width", 64,
+               "--height", 64, "--frames", 13, "--out", prepared)[0] == 0
+    lora.mkdir()
+    (lora / "lora.safetensors").write_bytes(b"")
+    (lora / METADATA_NAME).write_text(json.dumps({"trainer": "maskedit", "base_model": "tiny"}))
+    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("the model must not load"))
+    code, _, err = run(capsys, "generate", "--prepared", prepared, "--edited-frame", wide_clip / "edited.png", "--fit",
+                       "--prompt", "a blue box", "--lora", lora, "--window-frames", 9, "--handover-frames", 5,
+                       "--out", tmp_path / "out")
+    assert code == 2 and "trained without kept prefixes; train with --handover-frames 5" in err
+    code, _, err = run(capsys, "edit", "--model", "tiny", "--video", wide_clip / "clip.mp4", "--box", "1,1,9,9",
+                       "--edited-frame", wide_clip / "edited.png", "--prompt", "x", "--window-frames", 7,
+                       "--out", tmp_path / "e")
+    assert code == 2 and "frames per generation window (--window-frames) is 7" in err
+    args = cli.build_parser().parse_args(["train", "--prepared", str(prepared), "--out", str(lora),
+                                          "--window-frames", "5"])
+    cli._apply_preset(args)
+    assert cli._train_config(args, 13).steps == 300 and args.window_frames == 5
+    assert "100 per window" in capsys.readouterr().out

@@ -91,12 +91,14 @@ class LongGeneration:
         inside windows ends it with a MaskEditError saying Resume continues."""
         from ..method.lora import read_metadata
         from ..method.windows import plan_windows
+        from ..workflow.long_clip import check_handover
 
         window_frames, handover_frames = windows
         planned = plan_windows(num_frames, window_frames, handover_frames)
         metadata = read_metadata(lora) if lora else {}
         trained = int(metadata["handover_frames"]) if "handover_frames" in metadata else \
             (1 if metadata.get("trainer") == "maskedit" else None)
+        check_handover(handover_frames, settings.method, trained)  # before any GPU call
         out = self.long_results_folder(st)
         total = len(planned) * int(settings.steps)
         timings: list[float] = []

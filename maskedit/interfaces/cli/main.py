@@ -431,6 +431,10 @@ def cmd_generate(args) -> int:
     print(_describe(prepared, args))
     _check_window_size(args, model, prepared)
     args.trained_handover = _trained_handover(metadata)
+    if prepared.num_frames > args.window_frames:  # a hand-over the LoRA never learnt: refused before the model loads
+        from ...workflow.long_clip import check_handover
+
+        check_handover(args.handover_frames, args.method, args.trained_handover)
     seeds = _seeds(args.seeds) if args.seeds else None
     if seeds is not None:
         from ...memory.distributed import process_share, use_local_device
