@@ -8,8 +8,8 @@ MASKEDIT_MAX_UPLOAD, MASKEDIT_LORA_CACHE (`python app.py --help` lists them with
 
 This file holds the `@spaces.GPU` wrappers and `main()`; the page (one module per tab, each button one call to
 `maskedit.studio.service.Studio`, gradio-free and tested without a server) lives in `maskedit/interfaces/ui/`. Named API endpoints (gradio_client):
-/load_video, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train, /resume_training,
-/stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
+/load_video, /set_windows, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train,
+/resume_training, /stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
 """
 
 import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch initialises CUDA)

@@ -1,6 +1,6 @@
-"""A clip longer than one window through the Gradio app (gradio_client, the tiny model): /load_video with all frames
-and the windows, training on windows, /generate window by window with the windows done and the video so far shown
-as it goes, and /edit with the window settings (METHOD.md §7b)."""
+"""A clip longer than one window through the Gradio app (gradio_client, the tiny model): /set_windows, /load_video with
+all frames, training on windows, /generate window by window with the windows done and the video so far shown
+as it goes, and /edit with the session's windows (/set_windows) (METHOD.md §7b)."""
 
 import pytest
 
@@ -32,8 +32,8 @@ def server(tmp_path_factory):
 
 def test_a_long_clip_through_the_api_window_by_window(server, long_inputs):
     c = client(server)
-    preview, notes, *_ = c.predict(handle_file(str(long_inputs / "clip.mp4")), 0, "32x32", 0, 41, 1,
-                                   api_name="/load_video")
+    assert "Windows of 41 frames" in c.predict(41, 1, api_name="/set_windows")
+    preview, notes, *_ = c.predict(handle_file(str(long_inputs / "clip.mp4")), 0, "32x32", 0, api_name="/load_video")
     assert probe_video(preview).num_frames == FRAMES and "3 windows of up to 41 frames" in notes
     c.predict(None, "4,4,20,20", 0.1, False, api_name="/use_mask")
     c.predict(handle_file(str(long_inputs / "edited.png")), False, api_name="/set_edited_frame")
@@ -48,10 +48,11 @@ def test_a_long_clip_through_the_api_window_by_window(server, long_inputs):
     assert any("Window 1 of 3 done" in text for text in shown)  # the windows done and the estimate, as it goes
     assert any(o[0] for o in job.outputs()[:-1])                # the video so far, before the end
 
+    c.predict(25, 1, api_name="/set_windows")  # the session's windows: /edit uses them too
     edited, _, _, _, info = c.predict(
         video=handle_file(str(long_inputs / "clip.mp4")), points_json="", mask_video=None, box="4,4,20,20",
         edited_first=handle_file(str(long_inputs / "edited.png")), later_files=[], later_indices="",
         train_caption="a box", prompt_text="a flipped box", trigger_text="p3rs0n", num_frames=49, size="32x32",
         start_s=0, margin_value=0.1, preset_name="full", train_steps=1, gen_steps_value=1, cfg_value=1.0,
-        shift_value=5.0, seed=0, lora_scale=1.0, fit=False, window_frames=25, handover_frames=1, api_name="/edit")
+        shift_value=5.0, seed=0, lora_scale=1.0, fit=False, api_name="/edit")
     assert probe_video(edited).num_frames == 49 and info["windows"] == 2

@@ -41,8 +41,12 @@ def test_a_long_clip_loads_mapped_trains_on_windows_and_generates_one_call_per_w
     st = studio.session("long")
     _, notes, first = studio.load_video(st, files / "clip.mp4", 0, "32x32", window_frames=41)
     assert "101 frames" in notes and "3 windows of up to 41 frames" in notes and first.shape == (32, 32, 3)
-    clip, source = session.load_clip(studio.sub(st, session.CLIP_FOLDER))
-    assert clipstore.is_mapped(clip.frames) and source["window_frames"] == 41
+    clip, _ = session.load_clip(studio.sub(st, session.CLIP_FOLDER))
+    assert clipstore.is_mapped(clip.frames) and studio.windows(st) == (41, 1)
+    assert studio.set_windows(st, 81) == "Windows of 81 frames, 1 hand-over frame(s): the 101-frame clip is 2 windows."
+    with pytest.raises(MaskEditError, match="4k\\+1"):
+        studio.set_windows(st, 40)
+    studio.set_windows(st, 41)
     studio.use_mask(st, box="4,4,20,20")
     prepared_dir = studio.prepared_dir(st)
     assert (prepared_dir / clipstore.FRAMES_FILE).is_file() and not (prepared_dir / "clip.npz").exists()

@@ -14,7 +14,6 @@ from ..workflow import lora_cache, prepare, session
 from .background_job import BackgroundJob
 from ..errors import MaskEditError
 from .inputs import TrainInputs, TrainView, checkpoint_losses, lora_files
-from .long_generation import window_settings
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
 
 
@@ -61,7 +60,7 @@ class BackgroundTraining:
         inputs, later_captions, _ = self.training_captions(st, inputs)  # later frames without one: captioned now
         prepared_dir = self.prepared_dir(st)
         prepared = prepare.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames, window_settings(prepared.source))
+        config, notes = self.train_config(inputs, prepared.num_frames, self.windows(st))
         key, parts, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         if job is not None and job.key == key and job.status in ("queued", "training", "done"):
             return self.background_text(job.snapshot())

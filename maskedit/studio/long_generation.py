@@ -15,19 +15,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES
 from ..errors import MaskEditError
 from ..workflow import session
 from .inputs import GenerateResult
 from .state import SessionState
 
 LONG_RUN_FILE = "long_run.json"  # in the session folder: the results folder of the latest long generation
-
-
-def window_settings(source: dict) -> tuple[int, int]:
-    """(window frames, hand-over frames) a clip was loaded with (its prepared.json / clip.json "source")."""
-    return (int(source.get("window_frames", DEFAULT_WINDOW_FRAMES)),
-            int(source.get("handover_frames", DEFAULT_HANDOVER_FRAMES)))
 
 
 @dataclass
@@ -53,6 +46,29 @@ class WindowProgress:
 
 class LongGeneration:
     """The Studio's long-clip methods."""
+
+    @staticmethod
+    def windows(st: SessionState) -> tuple[int, int]:
+        """(window frames, hand-over frames) of the session (`set_windows`; 81 and 1 until set)."""
+        return int(st.window_frames), int(st.handover_frames)
+
+    def set_windows(self, st: SessionState, window_frames=None, handover_frames=None) -> str:
+        """The session's windows for clips longer than one window (None: keep the current); checked
+        (`windows.check_window_settings`). Returns a line saying what they make of the loaded clip."""
+        from ..method.windows import check_window_settings, plan_windows
+
+        window, handover = self.windows(st)
+        window, handover = check_window_settings(window if window_frames in (None, "") else window_frames,
+                                                 handover if handover_frames in (None, "") else handover_frames)
+        st.window_frames, st.handover_frames = window, handover
+        try:
+            frames = int(json.loads((self.sub(st, session.CLIP_FOLDER) / "clip.json").read_text())
+                         ["source"]["num_frames"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"Windows of {window} frames, {handover} hand-over frame(s)."
+        count = len(plan_windows(frames, window, handover))
+        return (f"Windows of {window} frames, {handover} hand-over frame(s): the {frames}-frame clip is "
+                + ("one window." if count == 1 else f"{count} windows."))
 
     @staticmethod
     def write_long_overlay(path: Path, prepared) -> None:

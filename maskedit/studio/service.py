@@ -37,7 +37,7 @@ from ..limits import check, check_points_count, check_unique_frames, value_or_de
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import Estimates, clip_of, training_step_seconds, zerogpu_size_for
-from .long_generation import LongGeneration, window_settings
+from .long_generation import LongGeneration
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .previews import Previews
 from .progress import TrainProgress
@@ -126,23 +126,23 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
                    start_s: float = 0.0, window_frames: int | None = None, handover_frames: int | None = None):
         """Read and conform a clip. num_frames: 4k+1, or 0/None for all of it from the start time (a clip longer
         than one window is edited window by window, METHOD.md §7b). size: "WxH" or "auto". start_s: seconds into
-        the source (`limits`: 0..600). window_frames / handover_frames: the windows of a long clip (None: 81 and 1),
-        kept with the clip for training and generation. Only the kept frames are decoded (`video.read_conformed`;
+        the source (`limits`: 0..600). window_frames / handover_frames: the windows of a long clip (None: the
+        session's, `set_windows`). Only the kept frames are decoded (`video.read_conformed`;
         a long clip straight into a memory-mapped file, never whole in memory). The new clip is read and written in
         a staging folder first: a call that fails (a file that is not a video, a setting out of range) leaves the
         session's clip, masks, prepared files and LoRA as they were. Returns (preview mp4 path, Markdown notes,
         first frame uint8 (H, W, 3))."""
         from ..media import clipstore
         from ..media.video import probe_video, read_conformed, write_video
-        from ..method.windows import check_window_settings, plan_windows
+        from ..method.windows import plan_windows
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
         path = self.checked(st, video, "video")
         count = None if num_frames is None or num_frames == 0 else check("num_frames", num_frames, "frames")
-        window_frames, handover_frames = check_window_settings(
-            DEFAULT_WINDOW_FRAMES if window_frames in (None, "") else window_frames,
-            DEFAULT_HANDOVER_FRAMES if handover_frames in (None, "") else handover_frames)
+        if window_frames is not None or handover_frames is not None:
+            self.set_windows(st, window_frames, handover_frames)
+        window_frames, handover_frames = self.windows(st)
         width_height = session.parse_size(size)
         start_s = check("start_s", 0.0 if start_s is None else start_s, "start time")
         staging = self.sub(st, LOADING_FOLDER)
@@ -161,8 +161,7 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
             source = {"video": str(self.sub(st, session.SOURCE_FOLDER) / name), "width": info.width,
                       "height": info.height, "frames": info.num_frames, "fps": info.fps, "frame_mode": "uniform",
                       "start": start, "num_frames": conformed.num_frames, "conformed_width": conformed.width,
-                      "conformed_height": conformed.height, "window_frames": window_frames,
-                      "handover_frames": handover_frames}
+                      "conformed_height": conformed.height}
             session.save_clip(staging / session.CLIP_FOLDER, conformed, source)
             write_video(staging / session.CLIP_FOLDER / "preview.mp4", conformed.frames, conformed.fps)
         except MaskEditError as error:  # named as the user uploaded it, not as the session stores it
@@ -283,7 +282,6 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
             num_frames=source["num_frames"], width=source["conformed_width"], height=source["conformed_height"],
             start=source["start"], margin=float(margin), fit=bool(fit),
             store=self.sub(st, session.PREPARED_FOLDER))
-        prepared.source.update({k: source[k] for k in ("window_frames", "handover_frames") if k in source})
         prepare.save_prepared(prepared, self.sub(st, session.PREPARED_FOLDER))
         out = self.sub(st, session.SEGMENT_FOLDER)
         shutil.rmtree(out, ignore_errors=True)
@@ -470,7 +468,7 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
         prepared_dir = self.prepared_dir(st)
         inputs, later_captions, caption_notes = self.training_captions(st, inputs)
         prepared = prepare.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames, window_settings(prepared.source))
+        config, notes = self.train_config(inputs, prepared.num_frames, self.windows(st))
         notes = caption_notes + notes
         warning = self.memory_warning(inputs.preset or "full", config.blocks_to_swap, config.fp8)
         notes += [warning] if warning else []
@@ -561,7 +559,7 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
         prepared_dir = self.prepared_dir(st)
         inputs, _, _ = self.training_captions(st, inputs, later={})  # the clip alone: the original's caption
         prepared = prepare.load_prepared(prepared_dir)
-        config, _ = self.train_config(inputs, prepared.num_frames, window_settings(prepared.source))
+        config, _ = self.train_config(inputs, prepared.num_frames, self.windows(st))
         config = replace(config, condition="stock")
         key, _, _ = self._key(st, inputs, config, {})
         entry = self.cache(st).lookup(key)
@@ -637,7 +635,7 @@ class Studio(Previews, BackgroundTraining, Estimates, LongGeneration):
                                 "or choose the no-LoRA baseline")
         stop_file.unlink(missing_ok=True)
         prepared_info = prepare.load_prepared_info(prepared_dir)
-        windows = window_settings(prepared_info.get("source", {}))
+        windows = self.windows(st)
         if int(prepared_info["frames"]) > windows[0]:  # longer than one window: one GPU call per window
             if preview is not None:
                 raise MaskEditError("the preview renders one window and this clip is longer: Generate it (window by "

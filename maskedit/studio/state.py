@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES
+
 TRAINED, PARTIAL, UPLOADED = "trained", "partial", "uploaded"  # where the session's LoRA came from
 
 
@@ -19,7 +21,8 @@ class SessionState:
     (TRAINED, PARTIAL, UPLOADED) and its cache key. background: the background-training toggle.
     results / gallery: the count of generations and the latest [video path, caption] pairs. naive_lora:
     the naive baseline's LoRA (never used by the mask-aware method). later_captions: {"K": caption} the user
-    typed for edited later frames (the missing ones are captioned when training starts)."""
+    typed for edited later frames (the missing ones are captioned when training starts). window_frames /
+    handover_frames: the windows of a clip longer than one window (`Studio.set_windows`)."""
 
     folder: str
     points: list = field(default_factory=list)
@@ -35,6 +38,8 @@ class SessionState:
     gallery: list = field(default_factory=list)
     naive_lora: str | None = None
     later_captions: dict = field(default_factory=dict)
+    window_frames: int = DEFAULT_WINDOW_FRAMES  # a clip longer than this is edited window by window (METHOD.md §7b)
+    handover_frames: int = DEFAULT_HANDOVER_FRAMES  # generated frames each window hands to the next
 
     def use_lora(self, path: str | None, source: str | None, key: str | None) -> None:
         """Make `path` the LoRA Generate uses (None: none)."""

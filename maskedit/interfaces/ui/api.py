@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ...defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES
+from ...defaults import DEFAULT_TRIGGER
 from ...models.presets import GenerateSettings, get_preset
 from ...studio.inputs import generate_settings
 from .components import image_input
@@ -34,8 +34,7 @@ def wire(page, w) -> None:
     def h_edit(video, points_json, mask_video, box, edited_first, later_files, later_indices, train_caption,
                prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
                gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name,
-               cfg2_value=None, window_frames=None, handover_frames=None, st=None,
-               request: gr.Request = None):  # cfg2 and the windows: optional for clients
+               cfg2_value=None, st=None, request: gr.Request = None):  # cfg2 = None: optional for clients
         st = page.sess(st, request)
         settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
                                      sampler=sampler_name, guidance_scale_2=cfg2_value)
@@ -44,8 +43,7 @@ def wire(page, w) -> None:
             later_files=later_files, later_indices=later_indices, later_captions=later_captions,
             train_caption=train_caption, prompt=prompt_text,
             trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
-            preset=preset_name, train_steps=train_steps, settings=settings, fit=fit, window_frames=window_frames,
-            handover_frames=handover_frames)
+            preset=preset_name, train_steps=train_steps, settings=settings, fit=fit)
         return result.edited, result.side_by_side, files, result.report_markdown, result.report, st
 
     defaults = GenerateSettings()
@@ -66,9 +64,6 @@ def wire(page, w) -> None:
                             gr.Number(defaults.seed, visible=False, precision=0, label="seed"),
                             gr.Number(defaults.lora_scale, visible=False, label="lora scale"), w.api_bool,
                             w.api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"),
-                            gr.Number(None, visible=False, label="guidance scale 2"),
-                            gr.Number(DEFAULT_WINDOW_FRAMES, visible=False, precision=0, label="window frames"),
-                            gr.Number(DEFAULT_HANDOVER_FRAMES, visible=False, precision=0, label="handover frames"),
-                            state],
+                            gr.Number(None, visible=False, label="guidance scale 2"), state],
                    [w.api_edit_video, w.api_edit_sbs, w.api_lora, w.api_edit_report, w.api_edit_json, state],
                    api_name="edit", **page.gpu)

@@ -45,13 +45,21 @@ def layout(page) -> SimpleNamespace:
 
 def wire(page, w) -> None:
     @page.guard
-    def h_load(video, num_frames, size, start_s, window_frames, handover_frames, st, request: gr.Request):
+    def h_load(video, num_frames, size, start_s, st, request: gr.Request):
         st = page.sess(st, request)
-        preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s, window_frames,
-                                                            handover_frames)
+        preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s)
         return preview_path, notes, frame, "[]", None, None, "", st
 
-    w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, w.window_in, w.handover_in,
-                              page.state],
+    @page.guard
+    def h_windows(window_frames, handover_frames, st, request: gr.Request):
+        st = page.sess(st, request)
+        return page.studio.set_windows(st, window_frames, handover_frames), st
+
+    # clips longer than one window: the session's windows (/set_windows: window_frames, handover_frames)
+    windows = [w.window_in, w.handover_in, page.state]
+    w.window_in.change(h_windows, windows, [w.clip_notes, page.state], api_name="set_windows")
+    w.handover_in.change(h_windows, windows, [w.clip_notes, page.state], api_visibility="private")
+
+    w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, page.state],
                      [w.preview, w.clip_notes, w.first_frame, w.points_box, w.overlay_video, w.boxes_video,
                       w.segment_notes, page.state], api_name="load_video", **page.gpu)
