@@ -10,8 +10,8 @@ model's ZeroGPU calls: the ZeroGPU tests).
 
 This file holds the `@spaces.GPU` wrappers and `main()`; the page (one module per tab, each button one call to
 `maskedit.studio.service.Studio`, gradio-free and tested without a server) lives in `maskedit/interfaces/ui/`. Named API endpoints (gradio_client):
-/load_video, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train, /resume_training,
-/stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
+/load_video, /set_windows, /segment, /use_mask, /set_edited_frame, /add_later_frame, /caption, /train,
+/resume_training, /stop_training, /use_lora, /generate, /edit, /set_background, /training_status, /gallery.
 """
 
 import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch initialises CUDA)
@@ -59,7 +59,7 @@ def _generation_duration(prepared_dir, edited_frame, caption, out_dir, settings,
     from maskedit.studio.estimate import generation_call_seconds
 
     return generation_call_seconds(RUNTIME.model.name if RUNTIME is not None else None, prepared_dir, settings,
-                                   gpu_size)
+                                   gpu_size, window_frames=options.get("window_frames"))  # a long clip: a window a call
 
 
 def gpu_generate(prepared_dir, edited_frame, caption, out_dir, settings, gpu_size="large", **options):

@@ -31,6 +31,8 @@ _EXPORTS = {
     "PreparedClip": "workflow.prepare", "prepare_clip": "workflow.prepare", "save_prepared": "workflow.prepare",
     "load_prepared": "workflow.prepare", "load_edited_frame": "workflow.prepare", "train_edit_lora": "workflow.train",
     "train_cached": "workflow.train", "generate_edit": "workflow.generate", "write_edit_outputs": "workflow.generate",
+    # clips of any length (METHOD.md §7b)
+    "generate_clip": "workflow.long_clip", "generate_long_edit": "workflow.long_clip", "plan_windows": "method.windows",
     # LoRA files and presets
     "save_lora": "method.lora", "load_lora": "method.lora", "read_metadata": "method.lora",
     "Preset": "models.presets", "get_preset": "models.presets", "PRESETS": "models.presets",

@@ -9,6 +9,11 @@ DEFAULT_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 """The real model loaded by default with a CUDA GPU."""
 DEFAULT_WINDOW_STRIDE = 4
 """Frames between the starts of temporal training windows (METHOD.md §7) unless set otherwise."""
+DEFAULT_WINDOW_FRAMES = 81
+"""Frames of one window of the base (Wan2.1/2.2 I2V are trained on 81 frames at 16 fps): a longer clip is trained on
+windows across it and generated window after window (METHOD.md §7b)."""
+DEFAULT_HANDOVER_FRAMES = 1
+"""Generated frames a window hands to the next (kept whole): with 1 every window's condition is the trained one."""
 DEFAULT_STAGE2_EPOCHS = 10
 """Stage-2 epochs (METHOD.md §5) unless set otherwise."""
 DEFAULT_CAPTION_MODEL = "florence-community/Florence-2-large"

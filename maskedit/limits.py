@@ -30,7 +30,7 @@ from typing import Iterable
 from .errors import MaskEditError
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds; JSON and int64 hold up to this
-MAX_FRAMES = 161  # 4k+1; Wan2.1 is trained on 81, Wan2.2 on 121
+MAX_FRAMES = 161  # 4k+1, one window of the model; Wan2.1 is trained on 81, Wan2.2 on 121
 MAX_SIDE = 1920  # conformed width or height (Wan 720P is 1280x720)
 
 MAX_SOURCE_SECONDS = 600.0
@@ -40,6 +40,9 @@ MAX_SOURCE_SIDE = 4096
 """Largest source width or height (4K DCI is 4096x2160)."""
 MAX_SOURCE_FRAMES = 36_000
 """Most frames (or image files in a folder) a source may hold: 10 minutes at 60 fps."""
+MAX_CLIP_FRAMES = (MAX_SOURCE_FRAMES - 1) // 4 * 4 + 1
+"""Most frames of a conformed clip (4k+1, from the source limit): a clip longer than one window (`window_frames`)
+is edited window by window (METHOD.md §7b)."""
 MAX_POINTS = 256
 """Most clicks (positive and negative, all objects together) in one segmentation request."""
 MAX_OBJECTS = 16
@@ -103,7 +106,10 @@ LIMITS: dict[str, Limit] = {limit.name: limit for limit in (
     Limit("flow_shift", "flow shift", 0.01, 100.0, False, option="--shift"),
     Limit("timestep_shift", "training timestep shift", 0.01, 100.0, False, option="--timestep-shift"),
     Limit("step_cache_threshold", "step cache threshold", 0.001, 1.0, False, option="--step-cache-threshold"),
-    Limit("num_frames", "number of frames", 5, MAX_FRAMES, True, "4k+1", option="--frames"),
+    Limit("num_frames", "number of frames", 5, MAX_CLIP_FRAMES, True, "4k+1", option="--frames"),
+    Limit("window_frames", "frames per generation window", 5, MAX_FRAMES, True, "4k+1", option="--window-frames"),
+    Limit("handover_frames", "hand-over frames between windows", 1, MAX_FRAMES - 4, True, "4k+1",
+          option="--handover-frames"),
     Limit("width", "width", 16, MAX_SIDE, True, "multiple of 16", option="--width"),
     Limit("height", "height", 16, MAX_SIDE, True, "multiple of 16", option="--height"),
     Limit("seed", "seed", 0, MAX_SEED, True, option="--seed"),

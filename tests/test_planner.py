@@ -292,7 +292,7 @@ def test_cheapest_preset_and_the_cuda_warning(monkeypatch):
 @pytest.mark.parametrize("kwargs, phrase", [
     (dict(model="tiny"), "the tiny model needs no plan"),
     (dict(model="someone/else"), "no built-in config"),
-    (dict(num_frames=4101, size=(64, 64)), r"num_frames\) is 4101; .* at most 161"),  # limits.py, before the rope check
+    (dict(num_frames=40001, size=(64, 64)), r"num_frames\) is 40001; .* at most 35997"),  # limits.py, before the rope check
     (dict(num_frames=50), r"num_frames\) is 50; it must be a whole number \(4k\+1\)"),
     (dict(attention="sage"), "attention must be one of"),
 ])

@@ -503,24 +503,29 @@ def _note_damage(path: Path, info: SourceInfo) -> None:
 
 def read_conformed(path: str | os.PathLike, num_frames: int | None = None, width: int | None = None,
                    height: int | None = None, mode: str = "uniform", start: int = 0,
-                   folder_fps: float = DEFAULT_FOLDER_FPS) -> tuple[Clip, SourceInfo]:
+                   folder_fps: float = DEFAULT_FOLDER_FPS, into: str | os.PathLike | None = None,
+                   ) -> tuple[Clip, SourceInfo]:
     """`conform_clip(read_video(path), num_frames, width, height, mode, start)`, equal bit for bit, decoding
     only the kept frames and resizing each as it is decoded. Returns (conformed clip, source info); the
-    clip's notes include the source's warnings. Memory: the conformed clip plus about one source frame."""
+    clip's notes include the source's warnings. Memory: the conformed clip plus about one source frame.
+
+    into: a .npy path: the frames are written there as they are decoded (`clipstore.array_writer`) and the clip's
+    frames are its read-only memory map, so memory is about one source frame whatever the clip's length (long
+    clips, METHOD.md §7b)."""
     info = probe_video(path, folder_fps)
     plan = _conform_plan(info, num_frames, width, height, mode, start)
     path = Path(path)
     if path.is_dir():
         files = _frame_files(path)
-        frames = _fit_each((read_image(files[i]) for i in plan.indices), plan, info, path, files)
+        frames = _fit_each((read_image(files[i]) for i in plan.indices), plan, info, path, into, files)
     else:
-        frames = _decode_kept(path, plan, info)
+        frames = _decode_kept(path, plan, info, into)
         if frames is None:  # fewer frames decode through the selection than the count promised: count them
             info.num_frames = _count_delivered(path)
             info.notes = [n for n in info.notes if not n.startswith("warning:")]
             _note_damage(path, info)
             plan = _conform_plan(info, num_frames, width, height, mode, start)
-            frames = _decode_kept(path, plan, info)
+            frames = _decode_kept(path, plan, info, into)
             if frames is None:
                 raise _not_a_video(path, "its frames could not all be decoded; the file is damaged")
     return Clip(frames, plan.fps, info.notes + plan.notes), info
@@ -530,6 +535,11 @@ def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: f
     """Frames `indices` (increasing) of a video file or frame folder, each passed through `convert` (e.g. to a
     bool mask) as it is decoded, stacked: (len(indices), ...). Only those frames are decoded (memory: the
     result plus one source frame). Raises MaskEditError when the source has fewer frames."""
+    return np.stack(list(iter_frames_at(path, indices, convert)))
+
+
+def iter_frames_at(path: str | os.PathLike, indices, convert=None):
+    """`read_frames_at`'s frames one at a time (a generator): memory is one source frame, whatever the count."""
     path = _check_source_path(path)
     indices = [int(i) for i in indices]
     convert = convert or (lambda frame: frame)
@@ -537,22 +547,24 @@ def read_frames_at(path: str | os.PathLike, indices, convert=None, folder_fps: f
         files = _frame_files(path)
         if indices and indices[-1] >= len(files):
             raise MaskEditError(f"{display_path(path)} has {len(files)} frames; frame {indices[-1]} was asked for")
-        return np.stack([convert(read_image(files[i])) for i in indices])
-    out = []
+        for i in indices:
+            yield convert(read_image(files[i]))
+        return
+    delivered = 0
     try:
-        _, frames = _decoded_frames(path, ["-vf", f"select={select_expression(indices)}", "-frames:v", str(len(indices))])
-        for frame in frames:
-            out.append(convert(frame))
-            if len(out) == len(indices):
-                break
-        frames.close()
+        frames = _kept_stream(path, indices)
+        try:
+            for frame in frames:
+                delivered += 1
+                yield convert(frame)
+        finally:
+            frames.close()
     except MaskEditError:
         raise
     except Exception as err:
         raise _decoding_failed(path, len(indices), err) from None
-    if len(out) < len(indices):
-        raise _not_a_video(path, f"it delivered {len(out)} of the {len(indices)} frames asked for; it is damaged")
-    return np.stack(out)
+    if delivered < len(indices):
+        raise _not_a_video(path, f"it delivered {delivered} of the {len(indices)} frames asked for; it is damaged")
 
 
 def select_expression(indices) -> str:
@@ -566,13 +578,61 @@ def select_expression(indices) -> str:
     return terms[0] if terms else "0"
 
 
-def _decode_kept(path: Path, plan: _ConformPlan, info: SourceInfo) -> np.ndarray | None:
-    """The plan's frames, decoded by ffmpeg's select filter (it stops after the last), each resized as it
-    arrives; None when ffmpeg delivers fewer than asked for."""
-    params = ["-vf", f"select={select_expression(plan.indices)}", "-frames:v", str(len(plan.indices))]
+SELECT_TERMS_MAX = 64
+"""Most frame indices spelled out in ffmpeg's select filter (its expression parser gives up near 100 terms);
+longer selections use a range or are picked here."""
+
+
+class _KeptStream:
+    """Frames `indices` (increasing) of a video file, in order, stopping after the last; close() ends ffmpeg.
+
+    A short selection goes to ffmpeg's select filter term by term; a consecutive one as a range; a long, gapped
+    one (a long clip's uniform selection) is picked from every decoded frame here (ffmpeg evaluates the select
+    expression once per frame, so thousands of terms would cost more than the decode)."""
+
+    def __init__(self, path: Path, indices):
+        self.indices = [int(i) for i in indices]
+        first, last = (self.indices[0], self.indices[-1]) if self.indices else (0, -1)
+        self.pick = None
+        if len(self.indices) <= SELECT_TERMS_MAX:
+            terms = select_expression(self.indices)
+        elif last - first + 1 == len(self.indices):
+            terms = f"between(n\\,{first}\\,{last})"
+        else:
+            terms, self.pick = f"between(n\\,{first}\\,{last})", set(self.indices)
+        params = ["-vf", f"select={terms}"] + ([] if self.pick else ["-frames:v", str(len(self.indices))])
+        _, self.frames = _decoded_frames(path, params)
+        self.first = first
+
+    def __iter__(self):
+        count = 0
+        position = self.first
+        try:
+            for frame in self.frames:
+                keep = self.pick is None or position in self.pick
+                position += 1
+                if keep:
+                    yield frame
+                    count += 1
+                    if count == len(self.indices):
+                        break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.frames.close()
+
+
+def _kept_stream(path: Path, indices) -> _KeptStream:
+    return _KeptStream(path, indices)
+
+
+def _decode_kept(path: Path, plan: _ConformPlan, info: SourceInfo, into=None) -> np.ndarray | None:
+    """The plan's frames, decoded by ffmpeg (`_KeptStream`: it stops after the last), each resized as it arrives;
+    None when ffmpeg delivers fewer than asked for."""
     try:
-        _, frames = _decoded_frames(path, params)
-        out = _fit_each(frames, plan, info, path)
+        frames = _kept_stream(path, plan.indices)
+        out = _fit_each(frames, plan, info, path, into)
     except MaskEditError:
         raise
     except Exception as err:
@@ -596,8 +656,29 @@ def _count_delivered(path: Path) -> int:
         frames.close()
 
 
-def _fit_each(frames, plan: _ConformPlan, info: SourceInfo, path: Path, files=None) -> np.ndarray | None:
-    out = np.empty((len(plan.indices), plan.height, plan.width, 3), np.uint8)
+def _fit_each(frames, plan: _ConformPlan, info: SourceInfo, path: Path, into=None, files=None) -> np.ndarray | None:
+    """The plan's frames, each resized as it arrives, in memory or (`into`: a .npy path) in a memory-mapped file;
+    None when fewer frames arrive than the plan keeps."""
+    shape = (len(plan.indices), plan.height, plan.width, 3)
+    if into is None:
+        out = np.empty(shape, np.uint8)
+        count = _fill(out, frames, plan, info, path, files)
+        return out if count == len(out) else None
+    from .clipstore import array_writer, open_array
+
+    class _Short(Exception):
+        pass
+
+    try:
+        with array_writer(into, shape, np.uint8) as out:
+            if _fill(out, frames, plan, info, path, files) != len(out):
+                raise _Short
+    except _Short:
+        return None
+    return open_array(into)
+
+
+def _fill(out: np.ndarray, frames, plan: _ConformPlan, info: SourceInfo, path: Path, files=None) -> int:
     count = 0
     for frame in frames:
         if frame.shape[:2] != (info.height, info.width):
@@ -613,7 +694,7 @@ def _fit_each(frames, plan: _ConformPlan, info: SourceInfo, path: Path, files=No
             break
     if hasattr(frames, "close"):
         frames.close()
-    return out if count == len(out) else None
+    return count
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -644,16 +725,27 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
     """Write (F, H, W, 3) uint8 RGB frames as a browser-playable H.264 mp4 (yuv420p, faststart).
 
     Width and height must be even (yuv420p). The file appears only when complete: frames go to a
-    temporary file in the same folder, renamed on success. Parent folders are created.
+    temporary file in the same folder, renamed on success. Parent folders are created. A memory-mapped
+    array is written frame by frame (never whole in memory).
     """
-    path = Path(path)
-    frames = np.asarray(frames)
+    frames = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1 or frames.dtype != np.uint8:
         raise MaskEditError(
             f"cannot write a video from an array of shape {frames.shape} and dtype {frames.dtype}; "
             "expected uint8 frames of shape (F, H, W, 3)"
         )
     _, height, width, _ = frames.shape
+    with video_writer(path, width, height, fps) as send:
+        for frame in frames:
+            send(frame)
+
+
+@contextmanager
+def video_writer(path: str | os.PathLike, width: int, height: int, fps: float):
+    """Write an H.264 mp4 (as `write_video`) frame by frame: yields `send(frame)` taking (height, width, 3) uint8
+    RGB frames (or (n, height, width, 3) blocks). The file appears only when the block ends without an exception
+    and at least one frame was sent; memory is one frame whatever the video's length."""
+    path = Path(path)
     if width % 2 or height % 2:
         raise MaskEditError(
             f"cannot write a {width}x{height} video: H.264 (yuv420p) needs an even width and height; "
@@ -665,6 +757,21 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
         raise MaskEditError(
             f"cannot write {path.name}: videos are written as H.264, give a name ending in .mp4"
         )
+    sent, body = [0], [False]
+
+    def send(frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        block = frames[None] if frames.ndim == 3 else frames
+        if block.ndim != 4 or block.shape[1:] != (height, width, 3) or block.dtype != np.uint8:
+            raise MaskEditError(f"cannot write frames of shape {frames.shape} {frames.dtype} to a {width}x{height} "
+                                "video; expected uint8 (H, W, 3) frames")
+        for frame in block:
+            try:
+                writer.send(np.ascontiguousarray(frame))
+            except Exception as err:
+                raise MaskEditError(f"could not write the video {path} (ffmpeg: {_first_line(err)})") from None
+            sent[0] += 1
+
     try:
         with atomic_path(path) as temp_name:
             writer = imageio_ffmpeg.write_frames(
@@ -675,11 +782,18 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
             )
             writer.send(None)
             try:
-                for frame in frames:
-                    writer.send(np.ascontiguousarray(frame))
+                body[0] = True
+                yield send
+                body[0] = False
             finally:
                 writer.close()
+            if not sent[0]:
+                raise MaskEditError(f"no frame was written to {path.name}")
+    except MaskEditError:
+        raise
     except Exception as err:
+        if body[0]:  # the caller's own error (between frames): not ffmpeg's
+            raise
         raise MaskEditError(f"could not write the video {path} (ffmpeg: {_first_line(err)})") from None
 
 

@@ -36,7 +36,8 @@ import torch
 from ..errors import MaskEditError
 from .lora import ADAPTER_NAME, LORA_WEIGHT_NAME, METADATA_NAME, lora_state_dict, to_comfyui_keys
 from .training import (
-    EncodedSample, LoraTrainer, StepEvent, TrainConfig, TrainItem, TrainState, encode_samples, release_encoders,
+    EncodedSample, LoraTrainer, StepEvent, TrainConfig, TrainItem, TrainState, as_samples, encode_samples,
+    release_encoders,
 )
 
 HIGH_NOISE = "high_noise"
@@ -169,7 +170,7 @@ class TwoExpertTrainer:
         if encoded is None:
             encoded = encode_samples(pipe, items, self.device)
             release_encoders(pipe)
-        self.samples = list(encoded)
+        self.samples = as_samples(encoded)
         counts = {HIGH_NOISE: (config.steps + 1) // 2, LOW_NOISE: config.steps // 2}
         self.trainers: dict[str, ExpertTrainer] = {}
         for offset, expert in enumerate(EXPERTS):
@@ -282,11 +283,13 @@ class TwoExpertTrainer:
         return any(resumed)
 
 
-def make_trainer(pipe, items, config: TrainConfig, checkpoint_dir=None, device=None, distributed=None):
-    """The trainer for this pipeline: `TwoExpertTrainer` for a two-expert base, else `LoraTrainer`."""
+def make_trainer(pipe, items, config: TrainConfig, checkpoint_dir=None, device=None, distributed=None, encoded=None):
+    """The trainer for this pipeline: `TwoExpertTrainer` for a two-expert base, else `LoraTrainer` (encoded: samples
+    encoded beforehand instead of `items`, e.g. a long clip's `long_training.EncodedStore`)."""
     if is_two_expert(pipe):
-        return TwoExpertTrainer(pipe, items, config, checkpoint_dir, device=device, distributed=distributed)
-    return LoraTrainer(pipe, items, config, checkpoint_dir, device=device, distributed=distributed)
+        return TwoExpertTrainer(pipe, items, config, checkpoint_dir, device=device, distributed=distributed,
+                                encoded=encoded)
+    return LoraTrainer(pipe, items, config, checkpoint_dir, device=device, distributed=distributed, encoded=encoded)
 
 
 # ----- LoRA files, one per expert

@@ -26,7 +26,7 @@ from maskedit.errors import MaskEditError
 from maskedit.limits import check_text, parse_number_text, shown_value
 from maskedit.media.video import (
     IMAGE_EXTENSIONS, Clip, probe_video, read_frames_at, read_image, read_video, resize_frames,
-    resolve_conform_settings, select_frame_indices, select_frames, write_video,
+    resolve_conform_settings, select_frame_indices, select_frames, video_writer, write_video,
 )
 
 MASK_THRESHOLD = 128  # luminance at or above this is "edit"
@@ -228,25 +228,36 @@ def read_mask_for_clip(path: str | os.PathLike, source, num_frames: int, mode: s
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return read_mask_video(path)
+    return read_frames_at(path, mask_frame_indices(path, source, num_frames, mode, start), region_from_mask_pixels)
+
+
+def mask_frame_indices(path: str | os.PathLike, source, num_frames: int, mode: str = "uniform",
+                       start: int = 0) -> range | np.ndarray:
+    """The frames of a mask video that the conformed clip keeps (`read_mask_for_clip`'s rule): the clip's selection
+    when the mask has the source's frame count, all of them when it has the conformed count (or one frame)."""
     count = probe_video(path).num_frames
     if count == source.num_frames and count != num_frames:
-        indices = select_frame_indices(source.num_frames, num_frames, mode, start)
-    elif count in (num_frames, 1):
-        indices = range(count)
-    else:
-        raise MaskEditError(
-            f"the mask has {count} frames but the clip has {source.num_frames} ({num_frames} after conforming); "
-            "give a mask made from this clip"
-        )
-    return read_frames_at(path, indices, region_from_mask_pixels)
+        return select_frame_indices(source.num_frames, num_frames, mode, start)
+    if count in (num_frames, 1):
+        return range(count)
+    raise MaskEditError(
+        f"the mask has {count} frames but the clip has {source.num_frames} ({num_frames} after conforming); "
+        "give a mask made from this clip"
+    )
 
 
 def write_mask_video(path: str | os.PathLike, region: np.ndarray, fps: float) -> None:
-    """Write a bool (F, H, W) region as an H.264 mp4, white = edit, black = keep."""
+    """Write a bool (F, H, W) region as an H.264 mp4, white = edit, black = keep (frame by frame: a memory-mapped
+    region of a long clip is never whole in memory)."""
     region = np.asarray(region, dtype=bool)
     if region.ndim != 3:
         raise MaskEditError(f"expected a mask of shape (F, H, W), got {region.shape}")
-    write_video(path, mask_pixels_from_region(region), fps)
+    if region.shape[0] <= 1:
+        write_video(path, mask_pixels_from_region(region), fps)
+        return
+    with video_writer(path, region.shape[2], region.shape[1], fps) as send:
+        for frame in region:
+            send(mask_pixels_from_region(frame))
 
 
 # ----- checking and conforming
@@ -310,7 +321,7 @@ def conform_region(region: np.ndarray, source: Clip, num_frames: int | None = No
         raise MaskEditError(f"expected a mask of shape (F, H, W), got {region.shape}")
     num_frames, width, height = resolve_conform_settings(
         source.num_frames, source.height, source.width, num_frames, width, height, start)
-    frames, mask_height, mask_width = region.shape
+    frames = region.shape[0]
     if frames == source.num_frames:
         region, _ = select_frames(region, num_frames, mode, start)
     elif frames == 1:
@@ -320,6 +331,13 @@ def conform_region(region: np.ndarray, source: Clip, num_frames: int | None = No
             f"the mask has {frames} frames but the clip has {source.num_frames} ({num_frames} after conforming); "
             "give a mask made from this clip"
         )
+    return conform_region_size(region, source, width, height)
+
+
+def conform_region_size(region: np.ndarray, source, width: int, height: int) -> np.ndarray:
+    """The geometry part of `conform_region`: a bool region (F, H, W) or one frame (H, W) of the source's aspect
+    ratio (or already width x height) resized and centre-cropped to width x height like the clip's frames."""
+    mask_height, mask_width = region.shape[-2:]
     if (mask_height, mask_width) != (height, width):
         same_aspect = abs(mask_width * source.height - mask_height * source.width) <= max(mask_height, source.height)
         if not same_aspect:

@@ -32,6 +32,7 @@ from .conditioning import (
     window_samples, window_starts,
 )
 from ..defaults import DEFAULT_STAGE2_EPOCHS, DEFAULT_WINDOW_STRIDE, FP8_SCALINGS, OPTIMIZERS, TIMESTEP_SAMPLERS
+from .windows import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES, check_window_settings
 from ..errors import MaskEditError
 from ..media.files import display_path
 from ..limits import check, check_settings
@@ -79,6 +80,9 @@ class TrainConfig:
     window_stride: int = DEFAULT_WINDOW_STRIDE  # frames between window starts
     condition: str = "mask"  # "mask" (the method) or "stock" (the naive-LoRA baseline, METHOD.md §8)
     stage2_epochs: int = DEFAULT_STAGE2_EPOCHS  # when edited later frames are given (METHOD.md §5)
+    # clips longer than one window (METHOD.md §7b, `long_training`)
+    window_frames: int = DEFAULT_WINDOW_FRAMES  # frames of one generation window; a longer clip trains on windows
+    handover_frames: int = DEFAULT_HANDOVER_FRAMES  # O > 1 also trains samples with a kept prefix of 1+4m frames
 
     def __post_init__(self):
         self.validate()
@@ -94,6 +98,7 @@ class TrainConfig:
                        rank=self.rank, alpha=self.alpha, seed=self.seed, timestep_shift=self.timestep_shift,
                        batch_size=self.batch_size, max_grad_norm=self.max_grad_norm, weight_decay=self.weight_decay,
                        window=self.window, window_stride=self.window_stride, stage2_epochs=self.stage2_epochs)
+        check_window_settings(self.window_frames, self.handover_frames)
         for beta in self.betas:
             check("beta", beta, "betas")
         if self.blocks_to_swap < 0:
@@ -107,6 +112,10 @@ class TrainConfig:
     def naive(self) -> bool:
         """True for the naive-LoRA baseline (stock I2V condition, METHOD.md §8)."""
         return self.condition == STOCK_CONDITION
+
+    def is_long(self, num_frames: int) -> bool:
+        """True when a clip of `num_frames` frames is longer than one window (`long_training` trains it)."""
+        return num_frames > self.window_frames
 
     def window_for(self, num_frames: int) -> int:
         """The window used on a clip of `num_frames` frames: 0 (whole clip) when none is set or it is not
@@ -221,21 +230,40 @@ def encode_samples(pipe, items: list[TrainItem], device=None, image_view: str = 
     comes from `pipe.condition_latents` and the image tokens from `pipe.encode_image(view=image_view)`, the
     very code generation uses."""
     device = device or pipe._execution_device
-    encoded = []
-    for item in items:
-        sample = item.sample
-        if sample.target_video is None:
-            raise MaskEditError("a training sample needs a target video")
-        latents = pipe.encode_video_latents(frames_to_tensor(sample.target_video), device)
-        condition = pipe.condition_latents(sample.condition_video, sample.keep_mask, device)
+    return [encode_sample(pipe, item, device, image_view) for item in items]
+
+
+@torch.no_grad()
+def encode_sample(pipe, item: TrainItem, device, image_view: str = METHOD_IMAGE_VIEW,
+                  prompt_embeds: torch.Tensor | None = None) -> EncodedSample:
+    """One item as the transformer sees it (`encode_samples`' code; prompt_embeds: the prompt's, when already
+    encoded)."""
+    sample = item.sample
+    if sample.target_video is None:
+        raise MaskEditError("a training sample needs a target video")
+    latents = pipe.encode_video_latents(frames_to_tensor(sample.target_video), device)
+    condition = pipe.condition_latents(sample.condition_video, sample.keep_mask, device)
+    if prompt_embeds is None:
         prompt_embeds, _ = pipe.encode_prompt(
             sample.prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_TOKENS, device=device
         )
-        image_embeds = None
-        if pipe.transformer.config.image_dim is not None:
-            image_embeds = pipe.encode_image(PIL.Image.fromarray(sample.image), device, view=image_view)
-        encoded.append(EncodedSample(latents, condition, prompt_embeds, image_embeds, item.repeats, item.slot))
-    return encoded
+    image_embeds = None
+    if pipe.transformer.config.image_dim is not None:
+        image_embeds = pipe.encode_image(PIL.Image.fromarray(sample.image), device, view=image_view)
+    return EncodedSample(latents, condition, prompt_embeds, image_embeds, item.repeats, item.slot)
+
+
+def sample_schedule(samples) -> tuple[list[int], list[str | None]]:
+    """(repeats, slots) of a trainer's samples: a list of `EncodedSample`, or a lazy sequence with `schedule()`
+    (`long_training.EncodedStore`) whose samples are not read for it."""
+    if hasattr(samples, "schedule"):
+        return samples.schedule()
+    return [s.repeats for s in samples], [s.slot for s in samples]
+
+
+def as_samples(encoded) -> Sequence:
+    """A trainer's samples: a lazy sequence (with `schedule()`) as it is, anything else as a list."""
+    return encoded if hasattr(encoded, "schedule") else list(encoded)
 
 
 def release_encoders(pipe) -> None:
@@ -374,8 +402,8 @@ class LoraTrainer:
         self.device = torch.device(device) if device else pipe._execution_device
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.transformer = pipe.transformer
-        if encoded is not None:  # already encoded (benchmarks; only `pipe.transformer` is used then)
-            self.samples = list(encoded)
+        if encoded is not None:  # already encoded (benchmarks, long clips; only `pipe.transformer` is used then)
+            self.samples = as_samples(encoded)
         else:
             if config.offload_encoders:
                 enable_encoder_offload(pipe, self.device)
@@ -406,6 +434,7 @@ class LoraTrainer:
         self.optimizer = make_optimizer(self.params, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.state = TrainState()
+        self.schedule = sample_schedule(self.samples)  # (repeats, slots): read once, never by loading samples
         self._stop = False
         self._mid_step = False  # a step was abandoned half done (a second Ctrl-C): its state is not saved
         self.diverged = False  # a step went non-finite: no checkpoint is written from this trainer any more
@@ -413,7 +442,8 @@ class LoraTrainer:
     # -- the schedule ---------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> list[int]:
         """Sample indices of one epoch (`epoch_order` of the samples' repeats and slots)."""
-        return epoch_order([s.repeats for s in self.samples], epoch, self.config.seed, [s.slot for s in self.samples])
+        repeats, slots = self.schedule
+        return epoch_order(repeats, epoch, self.config.seed, slots)
 
     def sample_for_step(self, step: int) -> EncodedSample:
         """The sample of position `step` of the schedule (with a global batch G, step s uses positions
@@ -640,7 +670,7 @@ class LoraTrainer:
 
 # ----- the stage plan (METHOD.md §4–§5, §7, §8)
 
-PLAN_FIELDS = ("window", "window_stride", "condition", "stage2_epochs")
+PLAN_FIELDS = ("window", "window_stride", "condition", "stage2_epochs", "window_frames", "handover_frames")
 """TrainConfig fields that choose the samples; keys and fingerprints hold them as their own parts."""
 
 

@@ -23,6 +23,9 @@ GPU measurements):
   not fit); `xlarge` would cost each call twice the quota. fp8 changes no FLOP count (the cast is
   memory traffic), so the planner's time is the same with or without it; memory decides. Target: the whole
   edit within a few GPU-minutes.
+- `window_frames`: a clip longer than this is edited window by window (METHOD.md §7b): 81 (the base's length) for
+  `full`, 49 where an 81-frame window would not fit the preset's memory target (`24gb`, `low-cost`), 33 for
+  `zerogpu` (one window per GPU call).
 
 Field names are part of the API (the app reads them): add fields, do not rename them.
 """
@@ -31,8 +34,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..defaults import (DEFAULT_NEGATIVE_PROMPT, DEFAULT_SAMPLER, DEFAULT_STEP_CACHE, DEFAULT_WINDOW_STRIDE, FP8_SCALINGS,
-                        OPTIMIZERS, SAMPLERS, STEP_CACHES, TIMESTEP_SAMPLERS, negative_prompt_name)
+from ..defaults import (DEFAULT_NEGATIVE_PROMPT, DEFAULT_SAMPLER, DEFAULT_STEP_CACHE, DEFAULT_WINDOW_FRAMES,
+                        DEFAULT_WINDOW_STRIDE, FP8_SCALINGS, OPTIMIZERS, SAMPLERS, STEP_CACHES, TIMESTEP_SAMPLERS,
+                        negative_prompt_name)
 from ..errors import MaskEditError
 from ..limits import check_settings, shown_value
 
@@ -140,6 +144,8 @@ class Preset:
     timestep_sampler: str = "uniform"  # METHOD.md §4 (the reference's); two-expert bases: "shifted" (bases.adapt_preset)
     timestep_shift: float | None = None  # the "shifted" sampler's shift; None: the preset's flow shift
     optimizer: str = "adamw"  # "adamw" (fp32 state) or "adamw8bit" (bitsandbytes; the reference's fp8 recipe)
+    # clips longer than one window (METHOD.md §7b): frames of one window, the base's length unless memory says less
+    window_frames: int = DEFAULT_WINDOW_FRAMES
     # memory (training and generation)
     blocks_to_swap: int = 0  # of the 40 transformer blocks, streamed from pinned CPU memory
     fp8: bool = False  # frozen base weights stored in float8 (e4m3), computed in bf16; LoRA stays bf16/fp32
@@ -176,7 +182,8 @@ class Preset:
                            generation_steps=self.generation_steps, guidance_scale=self.guidance_scale,
                            flow_shift=self.flow_shift, lora_scale=self.lora_scale,
                            speed_lora_weight=self.speed_lora_weight, guidance_scale_2=self.guidance_scale_2,
-                           step_cache_threshold=self.step_cache_threshold, timestep_shift=self.timestep_shift)
+                           step_cache_threshold=self.step_cache_threshold, timestep_shift=self.timestep_shift,
+                           window_frames=self.window_frames)
             check_generation_choices(self.sampler, self.step_cache, self.negative_prompt)
             check_training_choices(self.optimizer, self.fp8_scaling, self.timestep_sampler)
         except MaskEditError as error:
@@ -251,6 +258,8 @@ class Preset:
             f"window {window}; optimizer {self.optimizer}; timesteps {self.timestep_sampler}"
             + (f" (shift {self.timestep_shift if self.timestep_shift is not None else self.flow_shift:g})"
                if self.timestep_sampler == "shifted" else ""),
+            f"  longer clips: windows of {self.window_frames} frames, trained across the clip ({self.train_steps} steps "
+            "per window) and generated one after another",
             f"  memory: {self.blocks_resident} of {NUM_BLOCKS_14B} blocks resident, {self.blocks_to_swap} swapped; "
             f"fp8 base weights {('on, scaled per row' if self.fp8_scaling == 'row' else 'on, unscaled') if self.fp8 else 'off'}; "
             f"gradient checkpointing {checkpointing}; "
@@ -293,6 +302,7 @@ GPU_24GB = Preset(
     vae_tiling=True,
     step_cache="magcache",  # each evaluation streams 32 blocks: a skipped one saves their copies too (13 of 30 run)
     target_peak_gb=22.0,
+    window_frames=49,  # an 81-frame window's training step needs ≈ 28 GB here (planner); 49 frames fit 24 GB
 )
 
 LOW_COST = Preset(
@@ -307,6 +317,7 @@ LOW_COST = Preset(
     vae_tiling=True,
     step_cache="magcache",  # 38 streamed blocks per evaluation: the skipped ones are never copied
     target_peak_gb=8.0,  # the paper measured 7.6 GB for these settings (Table 4, 38 swapped); planner 7.0 GB
+    window_frames=49,  # the untiled condition encode of a longer window would pass the 8 GB target
 )
 
 ZEROGPU = Preset(
@@ -328,6 +339,7 @@ ZEROGPU = Preset(
     speed_lora_weight=1.0,
     compile=False,  # not supported on ZeroGPU
     gpu_seconds=180,
+    window_frames=33,  # one window per GPU call, the size this preset's call is planned for
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (FULL, GPU_24GB, LOW_COST, ZEROGPU)}

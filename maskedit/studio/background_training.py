@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from ..media.clipstore import link_or_copy
 from ..workflow import lora_cache, prepare, session
 from .background_job import BackgroundJob
 from ..errors import MaskEditError
@@ -63,7 +64,7 @@ class BackgroundTraining:
         inputs, later_captions, _ = self.training_captions(st, inputs)  # later frames without one: captioned now
         prepared_dir = self.prepared_dir(st)
         prepared = prepare.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames)
+        config, notes = self.train_config(inputs, prepared.num_frames, self.windows(st))
         key, parts, _ = self._key(st, inputs, config, st.later, later_captions=later_captions)
         if job is not None and job.key == key and job.status in ("queued", "training", "done"):
             return self.background_text(job.snapshot())
@@ -94,7 +95,7 @@ class BackgroundTraining:
         # the run reads its own copy of the inputs: a later segmentation may rewrite prepared/ meanwhile
         inputs_dir = self.sub(st, "runs") / key
         shutil.rmtree(inputs_dir, ignore_errors=True)
-        shutil.copytree(prepared_dir, inputs_dir)
+        shutil.copytree(prepared_dir, inputs_dir, copy_function=link_or_copy)  # a long clip's arrays: linked
         later = {k: str(session.copy_into(inputs_dir, v, f"frame_{k}.png")) for k, v in st.later.items()}
         request = self.chunk_request(st, inputs_dir, inputs, config, later, stop_file, True, later_captions)
         job = BackgroundJob(key, self._run_chunks(request), stop_file, resume=True, parts=parts,

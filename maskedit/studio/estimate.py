@@ -286,14 +286,16 @@ def clip_of(prepared_dir) -> tuple[int, int, int] | None:
 
 
 def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_size: str = "large",
-                            evaluations: float | None = None) -> int:
+                            evaluations: float | None = None, window_frames: int | None = None) -> int:
     """The `duration` one render asks on a ZeroGPU call of `gpu_size` (`zerogpu.asked_seconds` of what it
     needs): GENERATION_CALL_OVERHEAD_S + its FLOPs (steps x the table's denoising step, with or without CFG as
     `settings.guidance_scale` says, plus the encodes and the VAE decode, scaled to the clip) at
     `estimates.UTILISATION` of the call's share of the card. A model the table lacks (the tiny model) needs
     TINY_SECONDS_PER_STEP per step. Raises MaskEditError, before the call, when the render cannot fit one
     call (`zerogpu.CALL_LIMIT_S`): a render is one call, not chunked. evaluations: denoising steps whose
-    transformer passes run in full (None: those the settings' step cache runs, `step_cache.full_share`)."""
+    transformer passes run in full (None: those the settings' step cache runs, `step_cache.full_share`).
+    window_frames: a clip longer than this is rendered one window per call (`workflow.long_clip`): a call is one
+    window's."""
     from ..models.step_cache import full_share, model_key
 
     share, _ = full_share(getattr(settings, "step_cache", "off"), int(settings.steps),
@@ -303,6 +305,8 @@ def generation_call_seconds(model_name: str | None, prepared_dir, settings, gpu_
     steps = int(settings.steps) * share  # the steps whose evaluations run in full
     model = table_model(model_name)
     clip = clip_of(prepared_dir)
+    if clip and window_frames and clip[0] > window_frames:
+        clip = (int(window_frames), *clip[1:])
     entry = _generation_entry(model, float(settings.guidance_scale) > 1.0, clip) if model else None
     if entry is None:
         needed = min(zerogpu.CALL_LIMIT_S, GENERATION_CALL_OVERHEAD_S + steps * TINY_SECONDS_PER_STEP)

@@ -20,7 +20,9 @@ WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running
 
 
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
-                   lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None) -> Iterator[dict]:
+                   lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None,
+                   window_frames: int | None = None, handover_frames: int | None = None,
+                   trained_handover: int | None = None, max_windows: int | None = None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
     cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
@@ -30,7 +32,12 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     with the edit LoRA), attention backend and VAE tiling (`apply_preset_options`); None: none of them.
     preview: a `preview.PreviewSettings` — a fast preview (`preview.generate_preview`: its speed LoRA stacked
     on the edit LoRA for its steps/CFG/shift, removed afterwards) instead of the full render; the preset's
-    own speed LoRA is not used then."""
+    own speed LoRA is not used then.
+    window_frames / handover_frames: a clip longer than one window is generated window by window
+    (`workflow.long_clip`): at most `max_windows` windows in this call (the app: one per GPU call), continuing after
+    the windows already in out_dir for the same inputs; it yields {"kind": "step", "window", ...} per denoising step,
+    {"kind": "window", "window", "windows", "preview", "seconds"} per window and "done" (with the seams in the
+    report) once the last window is assembled. trained_handover: the hand-over the LoRA was trained for."""
     from ..workflow import generate, prepare
     from ..method.conditioning import DEFAULT_TRIGGER
     from ..method.experts import is_two_expert, load_edit_lora, unload_expert_loras
@@ -54,54 +61,50 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     for message in options["warnings"]:
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
+    stop_requested = (lambda: Path(stop_file).exists()) if stop_file is not None else (lambda: False)
     info: dict = {}  # what the run used and did (generate_edit fills it: negative prompt, step cache counts)
-    closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
-
-    def should_stop() -> bool:
-        return closed.is_set() or (stop_file is not None and Path(stop_file).exists())
-
-    results: queue.Queue = queue.Queue()
-
-    def work():
-        try:
+    generation = dict(steps=int(settings.steps), guidance_scale=float(settings.guidance_scale),
+                      flow_shift=float(settings.flow_shift), seed=int(settings.seed), lora_scale=float(lora_scale),
+                      method=method, trigger=trigger, speed_lora_weight=speed_weight, sampler=settings.sampler,
+                      guidance_scale_2=settings.guidance_scale_2, negative_prompt=settings.negative_prompt,
+                      step_cache=settings.step_cache, step_cache_threshold=settings.step_cache_threshold)
+    if window_frames is not None and prepared.num_frames > window_frames:
+        if preview is not None:
+            raise MaskEditError("the preview renders one window; this clip is longer: generate it (window by window)")
+        long_done = None
+        for event in run_long_windows(pipe, prepared, edited, caption, out_dir, generation, stop_requested,
+                                      window_frames, handover_frames, trained_handover, max_windows,
+                                      lora_id=str(lora_path)):
+            if event["kind"] != "done":
+                yield event
+            else:
+                long_done = event
+        if long_done is None:
+            return
+        outputs = long_done["outputs"]
+    else:
+        def work(report, should_stop):
             if preview is not None:
                 from ..workflow.preview import generate_preview
 
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
-                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop,
+                                          callback=report, should_stop=should_stop,
                                           negative_prompt=settings.negative_prompt, info=info)
             else:
-                frames = generate.generate_edit(
-                    pipe, prepared, edited, caption, steps=int(settings.steps),
-                    guidance_scale=float(settings.guidance_scale), flow_shift=float(settings.flow_shift),
-                    seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
-                    callback=lambda e: results.put(("step", e)), should_stop=should_stop,
-                    speed_lora_weight=speed_weight, sampler=settings.sampler,
-                    guidance_scale_2=settings.guidance_scale_2, negative_prompt=settings.negative_prompt,
-                    step_cache=settings.step_cache, step_cache_threshold=settings.step_cache_threshold, info=info)
+                frames = generate.generate_edit(pipe, prepared, edited, caption, callback=report,
+                                                should_stop=should_stop, info=info, **generation)
             info.update(generate.edit_clip_measures(pipe, prepared, edited, frames))  # the paper's Table 1 measures
-            results.put(("frames", frames))
-        except BaseException as error:  # re-raised in the caller's thread
-            results.put(("error", error))
+            return frames
 
-    thread = threading.Thread(target=work, daemon=True, name=WORKER_NAME)
-    thread.start()
-    try:
-        while True:
-            kind, value = results.get()
+        frames = None
+        for kind, value in in_worker(work, stop_requested):
             if kind == "step":
                 yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
-            elif kind == "error":
-                raise value
             else:
                 frames = value
-                break
-    finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
-        closed.set()
-        thread.join()
-    outputs = generate.write_edit_outputs(out_dir, prepared, frames)
-    report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
+        outputs = generate.write_edit_outputs(out_dir, prepared, frames)
+    report = {"method": method, "frames": int(prepared.num_frames), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
               "guidance_scale_2": None if settings.guidance_scale_2 is None else float(settings.guidance_scale_2),
@@ -112,8 +115,70 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
                       flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, sampler=preview.sampler,
                       preview=preview.describe())
+    if hasattr(outputs, "seams"):  # a long clip: its windows and seams (`media.seams`)
+        report.update(windows=outputs.windows, window_frames=window_frames, handover_frames=handover_frames,
+                      seams=outputs.seams.to_dict(), seam_lines=outputs.seams.lines())
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
     yield {"kind": "done", "edited": str(outputs.edited), "side_by_side": str(outputs.side_by_side), "report": report}
+
+
+def run_long_windows(pipe, prepared, edited, caption: str, out_dir, generation: dict, stop_requested,
+                     window_frames: int, handover_frames: int | None, trained_handover: int | None,
+                     max_windows: int | None, lora_id: str | None = None) -> Iterator[dict]:
+    """`workflow.long_clip.generate_long_edit` in the worker thread (`in_worker`), its events as dicts: "step" (with
+    "window"), "window" after each window, "done" with the `LongEditOutputs` once the last one is assembled."""
+    from ..defaults import DEFAULT_HANDOVER_FRAMES
+    from ..workflow.long_clip import LongEditDone, WindowDone, WindowStep, generate_long_edit
+
+    def work(report, should_stop):
+        for event in generate_long_edit(pipe, prepared, edited, caption, out_dir, window_frames=window_frames,
+                                        handover_frames=handover_frames or DEFAULT_HANDOVER_FRAMES,
+                                        trained_handover=trained_handover, callback=report, should_stop=should_stop,
+                                        max_windows=max_windows, lora_id=lora_id, **generation):
+            report(event)
+
+    for _, value in in_worker(work, stop_requested):
+        if isinstance(value, WindowStep):
+            yield {"kind": "step", "window": value.window, "windows": value.windows, "step": value.step,
+                   "total_steps": value.total_steps, "seconds": value.seconds}
+        elif isinstance(value, WindowDone):
+            yield {"kind": "window", "window": value.window, "windows": value.windows, "preview": value.preview,
+                   "seconds": value.seconds, "frames_done": value.frames_done, "frames_total": value.frames_total}
+        elif isinstance(value, LongEditDone):
+            yield {"kind": "done", "outputs": value.outputs}
+
+
+def in_worker(work, stop_requested) -> Iterator[tuple]:
+    """Run `work(report, should_stop)` in a worker thread (the denoising), yielding ("step", event) for every
+    `report(event)` it makes and finally ("result", what it returned); its exception is raised here. Closing this
+    generator (a cancelled caller) makes should_stop() True, so the worker stops after its current step, and waits
+    for it: the pipe is then free for the next call."""
+    closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
+
+    def should_stop() -> bool:
+        return closed.is_set() or stop_requested()
+
+    results: queue.Queue = queue.Queue()
+
+    def run():
+        try:
+            results.put(("result", work(lambda event: results.put(("step", event)), should_stop)))
+        except BaseException as error:  # re-raised in the caller's thread
+            results.put(("error", error))
+
+    thread = threading.Thread(target=run, daemon=True, name=WORKER_NAME)
+    thread.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind == "result":
+                return
+    finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
+        closed.set()
+        thread.join()
 
 
 def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool = True) -> dict:
@@ -191,6 +256,10 @@ def format_report(report: dict, others: list[dict] | None = None) -> str:
         lines.append(f"| preset | {report['preset']} |")
     if report.get("options"):
         lines.append(f"| options | {', '.join(report['options'])} |")
+    if report.get("windows"):
+        lines.append(f"| windows | {report['windows']} of up to {report['window_frames']} frames, "
+                     f"{report['handover_frames']} hand-over frame(s) |")
+    lines += [f"| seams | {line} |" for line in report.get("seam_lines") or []]
     lines += [f"| ⚠️ | {w} |" for w in report.get("warnings") or []]
     if report.get("clip_note"):
         lines += ["", f"CLIP measures: {report['clip_note']}."]

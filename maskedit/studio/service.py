@@ -25,10 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+import numpy as np
+
 from ..workflow import lora_cache, prepare, session
 from ..workflow.train import stage2_captions
 from .background_job import BackgroundJob
-from ..defaults import DEFAULT_TRIGGER
+from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES
 from ..errors import MaskEditError
 from ..method.experts import HIGH_NOISE
 from ..media.files import display_path, paths_shown_relative_to
@@ -37,6 +39,7 @@ from ..limits import check, check_flag, check_text, check_unique_frames, value_o
 from ..models.presets import NAIVE_LORA_METHODS, GenerateSettings, get_preset
 from .background_training import BackgroundTraining
 from .estimate import CallSizer, Estimates, clip_of, training_step_seconds
+from .long_generation import LongGeneration
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .objects import SegmentObjects
 from .previews import Previews
@@ -52,7 +55,7 @@ GALLERY_SIZE = 12  # the session's latest results kept in the gallery
 DEFAULT_SESSION_CACHE_GB = 4.0  # LoRA cache of one session (per-session caches), least recently used evicted first
 
 
-class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
+class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGeneration):
     """The sessions of one app: work folders, GPU calls, budgets, background jobs and the LoRA cache."""
 
     def __init__(self, store: session.SessionStore, gpu: GpuCalls, *, model_name: str, is_tiny: bool,
@@ -127,22 +130,32 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
     # ----- 1. video
     def load_video(self, st: SessionState, video, num_frames: int | None = None, size: str | None = None,
-                   start_s: float = 0.0):
-        """Read and conform a clip. num_frames: 4k+1, or 0/None for all (up to 81). size: "WxH" or "auto".
-        start_s: seconds into the source (`limits`: 0..600). Only the kept frames are decoded
-        (`video.read_conformed`). The new clip is read and written in a staging folder first: a call that fails
-        (a file that is not a video, a setting out of range) leaves the session's clip, masks, prepared files
-        and LoRA as they were. Returns (preview mp4 path, Markdown notes, first frame uint8 (H, W, 3))."""
-        return self._commit_clip(st, self._stage_clip(st, video, num_frames, size, start_s))
+                   start_s: float = 0.0, window_frames: int | None = None, handover_frames: int | None = None):
+        """Read and conform a clip. num_frames: 4k+1, or 0/None for all of it from the start time (a clip longer
+        than one window is edited window by window, METHOD.md §7b). size: "WxH" or "auto". start_s: seconds into
+        the source (`limits`: 0..600). window_frames / handover_frames: the windows of a long clip (None: the
+        session's, `set_windows`). Only the kept frames are decoded (`video.read_conformed`; a long clip straight
+        into a memory-mapped file, never whole in memory). The new clip is read and written in a staging folder
+        first: a call that fails (a file that is not a video, a setting out of range) leaves the session's clip,
+        masks, prepared files, windows and LoRA as they were. Returns (preview mp4 path, Markdown notes, first
+        frame uint8 (H, W, 3))."""
+        return self._commit_clip(st, self._stage_clip(st, video, num_frames, size, start_s, window_frames,
+                                                      handover_frames))
 
-    def _stage_clip(self, st: SessionState, video, num_frames, size, start_s) -> "_StagedClip":
+    def _stage_clip(self, st: SessionState, video, num_frames, size, start_s, window_frames=None,
+                    handover_frames=None) -> "_StagedClip":
         """The clip read and conformed into the staging folder; the session is not touched (see load_video)."""
+        from ..media import clipstore
         from ..media.video import probe_video, read_conformed, write_video
+        from ..method.windows import check_window_settings
 
         if not video:
             raise MaskEditError("no video given: upload a clip (mp4, mov, webm, ...) or pick an example")
         count = None if num_frames is None or (not isinstance(num_frames, bool) and num_frames == 0) else check(
             "num_frames", num_frames, "frames")
+        window, handover = self.windows(st)
+        windows = check_window_settings(window if window_frames in (None, "") else window_frames,
+                                        handover if handover_frames in (None, "") else handover_frames)
         width_height = session.parse_size(size)
         start_s = check("start_s", 0.0 if start_s is None else start_s, "start time")
         path = self.checked(st, video, "video")
@@ -154,8 +167,11 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
             with paths_shown_relative_to(staging):
                 info = probe_video(staged_source)
                 start = int(round(start_s * info.fps))
+                if count is None:
+                    count = prepare.all_frames(staged_source, start)
+                into = staging / session.CLIP_FOLDER / clipstore.FRAMES_FILE if clipstore.is_lazy(count) else None
                 conformed, info = read_conformed(staged_source, count, *(width_height or (None, None)),
-                                                 mode="uniform", start=start)
+                                                 mode="uniform", start=start, into=into)
             source = {"video": str(self.sub(st, session.SOURCE_FOLDER) / name), "width": info.width,
                       "height": info.height, "frames": info.num_frames, "fps": info.fps, "frame_mode": "uniform",
                       "start": start, "num_frames": conformed.num_frames, "conformed_width": conformed.width,
@@ -168,10 +184,12 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return _StagedClip(staging, conformed, info, source)
+        return _StagedClip(staging, conformed, info, source, windows)
 
     def _commit_clip(self, st: SessionState, staged: "_StagedClip"):
         """Replace the session's clip by a staged one (its masks, prepared files and background run go)."""
+        from ..method.windows import plan_windows
+
         self.cancel_background(st, "a new clip was loaded")
         for folder in (session.CLIP_FOLDER, session.PREPARED_FOLDER, session.SEGMENT_FOLDER, session.SOURCE_FOLDER):
             shutil.rmtree(self.sub(st, folder), ignore_errors=True)
@@ -180,12 +198,19 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         shutil.rmtree(staged.folder, ignore_errors=True)
         preview = self.sub(st, session.CLIP_FOLDER) / "preview.mp4"
         st.points, st.labels, st.objects, st.click_target = [], [], [], None
+        st.window_frames, st.handover_frames = staged.windows
         conformed, info = staged.clip, staged.info
         changes = "; ".join(conformed.notes) or "nothing changed"
         notes = (f"**Clip:** {conformed.num_frames} frames, {conformed.width}x{conformed.height}, "
                  f"{conformed.fps:g} fps (source: {info.num_frames} frames, {info.width}x{info.height}, "
                  f"{info.fps:g} fps).  \n**Changed:** {changes}.")
-        return str(preview), notes, conformed.frames[0]
+        window_frames, handover_frames = staged.windows
+        windows = plan_windows(conformed.num_frames, window_frames, handover_frames)
+        if len(windows) > 1:
+            notes += (f"  \n**Long clip:** {len(windows)} windows of up to {window_frames} frames sharing "
+                      f"{handover_frames} frame(s): training draws windows from the whole clip, and generation runs "
+                      "window after window (one GPU call each; Cancel keeps the finished windows).")
+        return str(preview), notes, np.array(conformed.frames[0])
 
     def frame(self, st: SessionState, index: int) -> str:
         """Frame `index` of the conformed clip as a PNG (to edit elsewhere); returns its path."""
@@ -294,11 +319,15 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         return replace(inputs, caption=made.caption), made.later, made.notes
 
     # ----- 4. train
-    def train_config(self, inputs: TrainInputs, num_frames: int):
+    def train_config(self, inputs: TrainInputs, num_frames: int, windows: tuple[int, int] | None = None):
         """(TrainConfig, notes) of the Train tab's values: the preset's settings (windows included) with what
-        the user changed; memory options are off on the tiny model."""
+        the user changed; memory options are off on the tiny model. windows: the clip's (window frames, hand-over
+        frames) (`long_generation.window_settings`; None: 81 and 1). A clip longer than one window trains the
+        preset's steps per window when the steps are left out (`windows.long_clip_steps`)."""
         from ..method.conditioning import window_starts
+        from ..method.windows import long_clip_steps, plan_windows
 
+        window_frames, handover_frames = windows or (DEFAULT_WINDOW_FRAMES, DEFAULT_HANDOVER_FRAMES)
         chosen = self.preset(inputs.preset or "full")
         notes = []
         swap, fp8 = int(inputs.blocks_to_swap or 0), bool(inputs.fp8)
@@ -309,8 +338,16 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
             self.check_placement(chosen, swap, fp8)
         # None takes the preset's value; 0 is a value (refused for steps, not replaced by the preset's 100)
         rank = value_or_default("rank", inputs.rank, chosen.rank)
+        long_windows = len(plan_windows(num_frames, window_frames, 1))
+        default_steps = long_clip_steps(chosen.train_steps, long_windows)
+        if long_windows > 1:
+            notes.append(f"Long clip: {long_windows} windows of up to {window_frames} frames; training draws them from "
+                         f"the whole clip (one per step)" + ("" if inputs.steps is not None else
+                                                             f", {default_steps} steps ({chosen.train_steps} per window)")
+                         + ".")
         config = chosen.train_config(
-            steps=value_or_default("train_steps", inputs.steps, chosen.train_steps),
+            window_frames=window_frames, handover_frames=handover_frames,
+            steps=value_or_default("train_steps", inputs.steps, default_steps),
             learning_rate=value_or_default("learning_rate", inputs.learning_rate, chosen.learning_rate),
             rank=rank, alpha=float(rank), seed=value_or_default("seed", inputs.seed, 0), blocks_to_swap=swap, fp8=fp8,
             gradient_checkpointing=bool(inputs.gradient_checkpointing) or swap > 0 or fp8, checkpoint_every=10,
@@ -319,7 +356,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
 
         check_optimizer(config)  # a missing optional package is said before any GPU work
         window = config.window_for(num_frames)
-        if window:
+        if window and long_windows == 1:
             count = len(window_starts(num_frames, window, config.window_stride))
             notes.append(f"Preset {chosen.name}: training on {count} overlapping {window}-frame windows "
                          f"(every {config.window_stride} frames) of the {num_frames}-frame clip.")
@@ -358,6 +395,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         if self.is_tiny:
             return None
         frames, width, height = clip_of(prepared_dir) or (None, None, None)
+        if frames is not None and config.is_long(frames):  # a long clip trains one window per step
+            frames = config.window_frames
         return training_step_seconds(self.model_name, inputs.preset or "full", self.sizer.size("training", inputs.preset),
                                      frames, width, height)
 
@@ -384,7 +423,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         prepared_dir = self.prepared_dir(st)
         inputs, later_captions, caption_notes = self.training_captions(st, inputs)
         prepared = prepare.load_prepared(prepared_dir)
-        config, notes = self.train_config(inputs, prepared.num_frames)
+        config, notes = self.train_config(inputs, prepared.num_frames, self.windows(st))
         notes = caption_notes + notes
         warning = self.memory_warning(inputs.preset or "full", config.blocks_to_swap, config.fp8)
         notes += [warning] if warning else []
@@ -478,7 +517,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         prepared_dir = self.prepared_dir(st)
         inputs, _, _ = self.training_captions(st, inputs, later={})  # the clip alone: the original's caption
         prepared = prepare.load_prepared(prepared_dir)
-        config, _ = self.train_config(inputs, prepared.num_frames)
+        config, _ = self.train_config(inputs, prepared.num_frames, self.windows(st))
         config = replace(config, condition="stock")
         key, _, _ = self._key(st, inputs, config, {})
         entry = self.cache(st).lookup(key)
@@ -556,6 +595,19 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
         if method == "mask-lora" and not lora:
             raise MaskEditError("the mask-aware LoRA method needs a LoRA: train one (step 4) or upload one; "
                                 "or choose the no-LoRA baseline")
+        prepared_info = prepare.load_prepared_info(prepared_dir)
+        windows = self.windows(st)
+        if int(prepared_info["frames"]) > windows[0]:  # longer than one window: one GPU call per window
+            if preview is not None:
+                raise MaskEditError("the preview renders one window and this clip is longer: Generate it (window by "
+                                    "window), or load a part of it (frames and start time) to preview")
+            try:
+                yield from self.long_generate_events(st, prepared_dir, prompt, settings, lora=lora,
+                                                     stop_file=stop_file, preset=preset, windows=windows,
+                                                     num_frames=int(prepared_info["frames"]))
+            finally:
+                self.resume_background(st)
+            return
         out = self.sub(st, session.RESULTS_FOLDER) / str(st.results + 1)
         try:
             yield from self.wait_for_gpu(stop_file)
@@ -572,7 +624,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                         from .generation import format_report, session_reports
 
                         caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {prompt[:60]}"
-                        st.gallery = ([[event["edited"], caption]] + list(st.gallery))[:GALLERY_SIZE]
+                        self.remember_result(st, event["edited"], caption)
                         others = session_reports(out.parent, exclude=out)  # the baselines side by side
                         yield "result", GenerateResult(event["edited"], event["side_by_side"],
                                                        format_report(event["report"], others), event["report"])
@@ -595,6 +647,11 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                                         "generated")
             yield "waiting", "waiting for the GPU (another call is using it)"
 
+    @staticmethod
+    def remember_result(st: SessionState, edited: str, caption: str) -> None:
+        """Put a finished edit at the front of the session's gallery (the latest GALLERY_SIZE are kept)."""
+        st.gallery = ([[edited, caption]] + list(st.gallery))[:GALLERY_SIZE]
+
     def stop_generation(self, st: SessionState) -> None:
         """Cancel the session's generation (Generate tab's Cancel): it stops after its current denoising step, or
         at once while it waits for the background training or the GPU (`generate_events`)."""
@@ -616,7 +673,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
                     train_caption: str = "", prompt: str = "",
                     trigger: str = DEFAULT_TRIGGER, num_frames: int = 17, size: str = "auto", start_s: float = 0.0,
                     margin: float = 0.1, preset: str = "full", train_steps: int | None = None,
-                    settings: GenerateSettings | None = None, fit: bool = False) -> Iterator[tuple]:
+                    settings: GenerateSettings | None = None, fit: bool = False, window_frames: int | None = None,
+                    handover_frames: int | None = None) -> Iterator[tuple]:
         """Load, segment (points) or take a mask/box, set the edited frame(s), train (or reuse) and generate.
         train_caption: of the ORIGINAL first frame; later_captions: {K: caption} of edited later frames, or their
         JSON; captions left out are made by the captioner or asked for (`training_captions`), never taken from
@@ -668,7 +726,8 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates):
             self.checked(st, mask_video, "mask video")
         edited_paths = {0: self.checked(st, edited_first, "edited first frame"),
                         **{k: self.checked(st, f, f"edited frame {k}") for f, k in zip(later_files, indices)}}
-        staged = self._stage_clip(st, video, num_frames, size, start_s)  # the session is not touched yet
+        staged = self._stage_clip(st, video, num_frames, size, start_s, window_frames,
+                                  handover_frames)  # the session is not touched yet
         try:
             clip = staged.clip
             if has_points:
@@ -718,6 +777,7 @@ class _StagedClip:
     clip: "Clip"
     info: "SourceInfo"
     source: dict
+    windows: tuple[int, int]  # (window frames, hand-over frames) the session takes with the clip
 
 
 class _CallCaptioner:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES
+
 TRAINED, PARTIAL, UPLOADED = "trained", "partial", "uploaded"  # where the session's LoRA came from
 
 
@@ -20,8 +22,9 @@ class SessionState:
     results / gallery: the count of generations and the latest [video path, caption] pairs. naive_lora:
     the naive baseline's LoRA (never used by the mask-aware method). later_captions: {"K": caption} the user
     typed for edited later frames (the missing ones are captioned when training starts). objects: the Segment
-step's objects (dicts, `studio.objects`), whose kept ones' union is the edit region; click_target: the object
-the clicks in `points` belong to (None: a new one); margin: the box margin of the last segmentation."""
+    step's objects (dicts, `studio.objects`), whose kept ones' union is the edit region; click_target: the object
+    the clicks in `points` belong to (None: a new one); margin: the box margin of the last segmentation.
+    window_frames / handover_frames: the windows of a clip longer than one window (`Studio.set_windows`)."""
 
     folder: str
     points: list = field(default_factory=list)
@@ -40,6 +43,8 @@ the clicks in `points` belong to (None: a new one); margin: the box margin of th
     objects: list = field(default_factory=list)
     click_target: int | None = None
     margin: float = 0.1
+    window_frames: int = DEFAULT_WINDOW_FRAMES  # a clip longer than this is edited window by window (METHOD.md §7b)
+    handover_frames: int = DEFAULT_HANDOVER_FRAMES  # generated frames each window hands to the next
 
     def use_lora(self, path: str | None, source: str | None, key: str | None) -> None:
         """Make `path` the LoRA Generate uses (None: none)."""

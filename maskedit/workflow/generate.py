@@ -126,12 +126,34 @@ def generate_edit(
     A speed LoRA loaded on the pipe (`maskedit.models.speed.load_speed_lora`) stays active beside the edit
     LoRA with `speed_lora_weight`.
     """
-    import PIL.Image
-    import torch
+    check_generation(pipe, prepared.width, prepared.height, edited_first_frame, steps=steps,
+                     guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale, seed=seed,
+                     method=method, sampler=sampler, guidance_scale_2=guidance_scale_2,
+                     speed_lora_weight=speed_lora_weight, negative_prompt=negative_prompt, step_cache=step_cache,
+                     step_cache_threshold=step_cache_threshold)
+    prompt = edit_prompt(caption, trigger, method)
+    if method == "mask-lora":
+        condition = inference_condition(prepared.frames, prepared.region, edited_first_frame, prompt)
+    else:
+        condition = stock_condition(edited_first_frame, prepared.num_frames, prompt)
+    blend = None
+    if method == "feature-blend":
+        blend = (prepared.frames, masks.keep_mask_from_region(prepared.region))
+    return render_condition(pipe, condition, steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift,
+                            seed=seed, lora_scale=lora_scale, method=method, negative_prompt=negative_prompt,
+                            callback=callback, should_stop=should_stop, speed_lora_weight=speed_lora_weight,
+                            sampler=sampler, image_view=image_view, guidance_scale_2=guidance_scale_2, blend=blend,
+                            step_cache=step_cache, step_cache_threshold=step_cache_threshold, info=info,
+                            source=prepared.frames)
 
-    from ..runtime import quiet_transformers
 
-    from ..models.step_cache import check_step_cache, step_cache as cached_steps
+def check_generation(pipe, width: int, height: int, edited_first_frame: np.ndarray, *, steps: int,
+                     guidance_scale: float, flow_shift: float, lora_scale: float, seed: int, method: str,
+                     sampler: str, guidance_scale_2: float | None, speed_lora_weight: float,
+                     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, step_cache: str = DEFAULT_STEP_CACHE,
+                     step_cache_threshold: float | None = None) -> None:
+    """Every setting of a generation and the LoRA its method needs, checked before any work (MaskEditError)."""
+    from ..models.step_cache import check_step_cache
 
     GenerateSettings(steps=steps, guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale,
                      seed=seed, method=method, sampler=sampler, guidance_scale_2=guidance_scale_2,
@@ -140,7 +162,7 @@ def generate_edit(
     check_settings(speed_lora_weight=speed_lora_weight)
     check_guidance_scale_2(pipe, guidance_scale_2)
     check_step_cache(step_cache, is_two_expert(pipe))
-    check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
+    check_image_size(edited_first_frame, width, height, "edited first frame")
     has_lora = has_edit_lora(pipe)
     if method == "mask-lora" and not has_lora:
         raise MaskEditError(
@@ -152,19 +174,35 @@ def generate_edit(
             f"the {method} method needs the naive baseline's LoRA (trained with the stock condition): train one "
             "(`train --naive`) and load it (--lora FOLDER); use the no-lora method to generate without one"
         )
-    if method == "no-lora":
-        prompt = compose_prompt(caption, "")
-        condition = stock_condition(edited_first_frame, prepared.num_frames, prompt)
-    else:
-        prompt = compose_prompt(caption, trigger)
-        if method == "mask-lora":
-            condition = inference_condition(prepared.frames, prepared.region, edited_first_frame, prompt)
-        else:
-            condition = stock_condition(edited_first_frame, prepared.num_frames, prompt)
-    extra = {}
-    if method == "feature-blend":
-        extra = dict(blend_source_video=prepared.frames, blend_keep_mask=masks.keep_mask_from_region(prepared.region))
 
+
+def edit_prompt(caption: str, trigger: str, method: str) -> str:
+    """The generation prompt: `compose_prompt(caption, trigger)`, without the trigger for the no-lora method."""
+    return compose_prompt(caption, "" if method == "no-lora" else trigger)
+
+
+def render_condition(pipe, condition, *, steps: int, guidance_scale: float, flow_shift: float, seed: int,
+                     lora_scale: float, method: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+                     callback: Callable[[GenerationStep], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None, speed_lora_weight: float = 1.0,
+                     sampler: str = DEFAULT_SAMPLER, image_view: str = METHOD_IMAGE_VIEW,
+                     guidance_scale_2: float | None = None, blend: tuple | None = None,
+                     step_cache: str = DEFAULT_STEP_CACHE, step_cache_threshold: float | None = None,
+                     info: dict | None = None, source: np.ndarray | None = None) -> np.ndarray:
+    """Denoise one `conditioning.ConditionSample` (V_cond, M_cond, image, prompt) into uint8 (F, H, W, 3): the
+    sampler and its schedule, the LoRA weights of `method` (disabled for no-lora), the step cache (this call
+    only), the callbacks. blend: (source frames, keep mask) for feature-level blending (paper Eq. 3). source: the
+    clip's frames of this condition (uint8 (F, H, W, 3)), which `check_generated` compares with (None: the
+    condition video). Settings are `generate_edit`'s, checked by `check_generation` first."""
+    import PIL.Image
+    import torch
+
+    from ..models.step_cache import step_cache as cached_steps
+    from ..runtime import quiet_transformers
+
+    extra = {}
+    if blend is not None:
+        extra = dict(blend_source_video=blend[0], blend_keep_mask=blend[1])
     started = time.perf_counter()
     last = [started]
 
@@ -180,6 +218,7 @@ def generate_edit(
     use_sampler(pipe, sampler, flow_shift)
     if sampler == "euler":
         extra["sigmas"] = reference_sigmas(steps)
+    has_lora = has_edit_lora(pipe)
     if has_lora:
         if method == "no-lora":
             pipe.disable_lora()
@@ -191,7 +230,7 @@ def generate_edit(
         with quiet_transformers(), cached_steps(pipe, step_cache, steps, step_cache_threshold) as stats:
             output = pipe(
                 image=PIL.Image.fromarray(condition.image),
-                prompt=prompt,
+                prompt=condition.prompt,
                 negative_prompt=negative_prompt_text(negative_prompt),
                 condition_video=condition.condition_video,
                 condition_mask=condition.keep_mask,
@@ -210,7 +249,7 @@ def generate_edit(
     if info is not None:
         info.update(negative_prompt=negative_prompt_name(negative_prompt), **stats.as_dict())
     video = np.asarray(output.frames[0], dtype=np.float32)
-    check_generated(video, prepared.frames, method)
+    check_generated(video, condition.condition_video if source is None else source, method)
     return np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
 
 

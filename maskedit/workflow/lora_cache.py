@@ -80,6 +80,7 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
     "objects") and the naive baseline's condition (part "condition" = "stock", boxes left out) only enter when
     they apply, so keys of plain stage-1 runs stay as they were."""
     from ..media.hashing import array_digest
+    from ..method.long_training import long_clip_part
     from ..method.training import TrainConfig, run_settings, with_plan
 
     config = with_plan(config, window=window, window_stride=window_stride, naive=naive)
@@ -101,6 +102,7 @@ def key_parts(prepared, caption: str, trigger: str, config, base_model: str, edi
     if config.naive:  # the stock condition never sees the boxes: re-marking the region keeps the baseline's LoRA
         del parts["region"]
         parts["condition"] = "stock"
+    parts.update(long_clip_part(config, prepared.num_frames))  # nothing for a clip of one window
     return parts
 
 
@@ -123,7 +125,7 @@ def key_from_parts(parts: dict) -> str:
 PART_NAMES = {"clip": "the frames", "region": "the boxes", "caption": "the caption", "trigger": "the trigger",
               "config": "the training settings", "base": "the base model", "later": "the edited later frames",
               "later_captions": "the later frames' captions", "window": "the windows",
-              "stage2_epochs": "the stage-2 epochs",
+              "stage2_epochs": "the stage-2 epochs", "long_clip": "the clip's windows",
               "condition": "the training condition (naive baseline)"}
 
 

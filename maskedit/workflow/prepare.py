@@ -22,8 +22,10 @@ import numpy as np
 from ..errors import MaskEditError
 from ..limits import check_settings, parse_number_text
 from ..media.files import save_npz, write_text
-from ..media.video import (Clip, check_frame_count, check_image_size, fit_image, read_conformed, read_image,
-                           read_video, write_image, write_video)
+from ..media import clipstore
+from ..media.video import (IMAGE_EXTENSIONS, Clip, check_frame_count, check_image_size, fit_image, iter_frames_at,
+                           probe_video, read_conformed, read_image, read_video, resolve_conform_settings, write_image,
+                           write_video)
 from ..method import masks
 
 PREPARED_JSON = "prepared.json"
@@ -90,6 +92,7 @@ def prepare_clip(
     margin: float = masks.BOX_MARGIN,
     min_area: int = masks.MIN_COMPONENT_AREA,
     fit: bool = False,
+    store: str | os.PathLike | None = None,
 ) -> PreparedClip:
     """Read and conform a clip and its edit region (exactly one of `mask_video` and `box`).
 
@@ -97,6 +100,11 @@ def prepare_clip(
     and geometry (`masks.conform_region`), then becomes loose boxes (`masks.loose_boxes`, margin and
     min_area). box: "x0,y0,x1,y1" or a tuple, in pixels of the *conformed* clip (x1, y1 exclusive), the same
     box on every frame. fit: resize a mask of another shape to the clip instead of refusing it.
+    num_frames: 4k+1 frames (up to `limits.MAX_CLIP_FRAMES`); clips longer than one window are edited window by
+    window (METHOD.md §7b).
+    store: where a clip longer than `clipstore.LAZY_ABOVE_FRAMES` frames keeps its frames and boxes (memory-mapped
+    .npy files, frame by frame: such a clip is never whole in memory); give the folder `save_prepared` will write
+    (then it only adds the rest). None: a new temporary folder. Shorter clips stay in memory (store unused).
     Raises MaskEditError on anything the user must fix.
     """
     if (mask_video is None) == (box is None):
@@ -104,6 +112,9 @@ def prepare_clip(
     check_settings(num_frames=num_frames, width=width, height=height, start=start, margin=margin, min_area=min_area)
     if num_frames is not None:
         check_frame_count(num_frames)
+    plan = conform_settings(video_path, num_frames, width, height, frame_mode, start)
+    if clipstore.is_lazy(plan[0]):
+        return _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store)
     clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start)  # decodes only kept frames
     notes = list(clip.notes)
     source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
@@ -145,6 +156,94 @@ def prepare_clip(
     return PreparedClip(clip, region, tight, notes, source)
 
 
+def all_frames(video_path, start: int = 0) -> int:
+    """Every frame of a video from `start` on, as a clip length: the largest 4k+1 (at most 3 frames dropped at the
+    end; at most `limits.MAX_CLIP_FRAMES`)."""
+    from ..limits import MAX_CLIP_FRAMES
+    from ..media.video import MIN_FRAMES, largest_valid_frame_count
+
+    available = probe_video(video_path).num_frames - int(start)
+    if available < MIN_FRAMES:
+        raise MaskEditError(f"the clip has {available} frame(s) from frame {start} on; at least {MIN_FRAMES} are needed")
+    return min(largest_valid_frame_count(available), MAX_CLIP_FRAMES)
+
+
+def conform_settings(video_path, num_frames=None, width=None, height=None, frame_mode: str = "uniform",
+                     start: int = 0) -> tuple[int, int, int]:
+    """(frames, width, height) a clip is conformed to (`video.resolve_conform_settings` on the source's header and
+    frame count): known before any frame is decoded."""
+    info = probe_video(video_path)
+    return resolve_conform_settings(info.num_frames, info.height, info.width, num_frames, width, height, start)
+
+
+def _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store) -> PreparedClip:
+    """`prepare_clip` of a clip longer than one window: frames and boxes go frame by frame into memory-mapped
+    files in `store` (the tight mask is not kept); the same selection, geometry and boxes as the in-memory path."""
+    import tempfile
+
+    num_frames, width, height = plan
+    store = Path(store) if store is not None else Path(tempfile.mkdtemp(prefix="maskedit-clip-"))
+    store.mkdir(parents=True, exist_ok=True)
+    (store / PREPARED_JSON).unlink(missing_ok=True)  # the folder is complete again only when save_prepared is done
+    clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start,
+                                       into=store / clipstore.FRAMES_FILE)
+    notes = list(clip.notes)
+    source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
+              "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
+    shape = (clip.num_frames, clip.height, clip.width)
+    with clipstore.array_writer(store / clipstore.REGION_FILE, shape, bool) as region:
+        if box is not None:
+            parsed = masks.parse_box(box) if isinstance(box, str) else tuple(int(v) for v in box)
+            frame = masks.box_region(clip.height, clip.width, parsed)[0]
+            for part in clipstore.chunks(clip.num_frames):
+                region[part] = frame
+            source["box"] = list(parsed)
+        else:
+            _long_mask_boxes(region, mask_video, source_clip, clip, frame_mode, start, margin, min_area, fit, notes)
+            source.update(mask_video=str(mask_video), margin=margin, min_area=min_area)
+    region = clipstore.open_array(store / clipstore.REGION_FILE)
+    masks.check_region(region, clip.num_frames, clip.height, clip.width)
+    return PreparedClip(clip, region, None, notes, source)
+
+
+def _long_mask_boxes(region, mask_video, source_clip, clip, frame_mode, start, margin, min_area, fit, notes) -> None:
+    """Fill `region` (F, H, W) with the loose boxes of a mask video, one frame at a time (as `prepare_clip` does for
+    the whole mask at once: the clip's frame selection, its geometry, `masks.loose_boxes`)."""
+    path = Path(mask_video)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        frames = iter(masks.read_mask_video(path))
+        repeat = True
+    else:
+        frames = iter_frames_at(path, masks.mask_frame_indices(path, source_clip, clip.num_frames, frame_mode, start),
+                                masks.region_from_mask_pixels)
+        repeat = probe_video(path).num_frames == 1
+    marked = kept = False
+    sizes = ((source_clip.height, source_clip.width), (clip.height, clip.width))
+    boxes = None
+    for index in range(clip.num_frames):
+        if boxes is None or not repeat:
+            tight = next(frames)
+            if fit and tight.shape not in sizes:
+                tight = masks.fit_region(tight, source_clip.width, source_clip.height)
+                if index == 0:
+                    notes.append(f"mask resized to the clip's {source_clip.width}x{source_clip.height} (fit)")
+            try:
+                tight = masks.conform_region_size(tight, source_clip, clip.width, clip.height)
+            except MaskEditError as error:
+                if tight.shape in sizes:
+                    raise
+                raise MaskEditError(f"{error}; or use fit (--fit) to resize and centre-crop it to the clip") from None
+            boxes = masks.loose_boxes(tight, margin, min_area)
+        region[index] = boxes
+        if index >= 1:
+            marked, kept = marked or bool(tight.any()), kept or bool(boxes.any())
+    if marked and not kept:
+        raise MaskEditError(
+            f"every marked part of the mask is smaller than {min_area} pixels, so no box is left; mark the "
+            "object larger, or lower the minimum area (--min-area)"
+        )
+
+
 def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_frames: bool = False) -> Path:
     """Write a prepared clip to `folder`: clip.mp4, boxes.mp4 (white = edit), first_frame.png (to edit),
     lossless clip.npz / boxes.npz (/ tight.npz), and prepared.json last. export_frames: also every frame
@@ -152,9 +251,18 @@ def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_fram
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PREPARED_JSON).unlink(missing_ok=True)  # the folder is complete again only when this is back
-    save_npz(folder / CLIP_ARRAY, frames=prepared.frames)
-    save_npz(folder / BOXES_ARRAY, region=np.asarray(prepared.region, dtype=bool))
-    if prepared.tight is not None:
+    long = clipstore.is_lazy(prepared.num_frames)
+    if long:  # memory-mapped .npy files, frame by frame (`clipstore`); the .npz files of a short clip go
+        _store_array(prepared.frames, folder / clipstore.FRAMES_FILE)
+        _store_array(np.asarray(prepared.region, dtype=bool), folder / clipstore.REGION_FILE)
+        for name in (CLIP_ARRAY, BOXES_ARRAY, TIGHT_ARRAY):
+            (folder / name).unlink(missing_ok=True)
+    else:
+        for name in (clipstore.FRAMES_FILE, clipstore.REGION_FILE):
+            (folder / name).unlink(missing_ok=True)
+        save_npz(folder / CLIP_ARRAY, frames=prepared.frames)
+        save_npz(folder / BOXES_ARRAY, region=np.asarray(prepared.region, dtype=bool))
+    if prepared.tight is not None and not long:
         save_npz(folder / TIGHT_ARRAY, region=np.asarray(prepared.tight, dtype=bool))
     else:
         (folder / TIGHT_ARRAY).unlink(missing_ok=True)
@@ -176,6 +284,15 @@ def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_fram
     return folder
 
 
+def load_prepared_info(folder: str | os.PathLike) -> dict:
+    """prepared.json of a prepared folder (frames, size, fps, notes, source) without reading any array."""
+    path = Path(folder) / PREPARED_JSON
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise MaskEditError(f"{path} is missing or damaged ({error}); prepare the clip again") from None
+
+
 def load_prepared(folder: str | os.PathLike) -> PreparedClip:
     """Read a folder written by `save_prepared` (the lossless .npz files when present, else the mp4s)."""
     folder = Path(folder)
@@ -191,13 +308,18 @@ def load_prepared(folder: str | os.PathLike) -> PreparedClip:
         width, height = int(info["width"]), int(info["height"])
     except (ValueError, KeyError, TypeError) as error:
         raise MaskEditError(f"{info_path} is damaged ({error}); run `prepare` again") from None
-    frames = _load_npz(folder / CLIP_ARRAY, "frames")
-    if frames is None:
-        frames = read_video(folder / CLIP_VIDEO).frames
-    region = _load_npz(folder / BOXES_ARRAY, "region")
-    if region is None:
-        region = masks.read_mask_video(folder / BOXES_VIDEO)
-    tight = _load_npz(folder / TIGHT_ARRAY, "region")
+    if (folder / clipstore.FRAMES_FILE).is_file():  # a long clip: read-only memory maps, never whole in memory
+        frames = clipstore.open_array(folder / clipstore.FRAMES_FILE)
+        region = clipstore.open_array(folder / clipstore.REGION_FILE)
+        tight = None
+    else:
+        frames = _load_npz(folder / CLIP_ARRAY, "frames")
+        if frames is None:
+            frames = read_video(folder / CLIP_VIDEO).frames
+        region = _load_npz(folder / BOXES_ARRAY, "region")
+        if region is None:
+            region = masks.read_mask_video(folder / BOXES_VIDEO)
+        tight = _load_npz(folder / TIGHT_ARRAY, "region")
     expected = (num_frames, height, width)
     if frames.shape != (*expected, 3) or frames.dtype != np.uint8 or region.shape != expected:
         raise MaskEditError(
@@ -206,7 +328,7 @@ def load_prepared(folder: str | os.PathLike) -> PreparedClip:
         )
     if tight is not None and tight.shape != expected:
         tight = None
-    region = region.astype(bool)
+    region = region if region.dtype == bool else region.astype(bool)
     masks.check_region(region, num_frames, height, width)
     return PreparedClip(Clip(frames, fps, []), region, tight, list(info.get("notes", [])), dict(info.get("source", {})))
 
@@ -237,6 +359,19 @@ def parse_frame_index(text, num_frames: int | None = None) -> int:
         last = f"{num_frames - 1}" if num_frames is not None else "F-1"
         raise MaskEditError(f"the edited later frame number {index} is outside the prepared clip's frames 1..{last}")
     return index
+
+
+def _store_array(array: np.ndarray, path: Path) -> None:
+    """`array` as the memory-mapped .npy at `path`: nothing to do when it is that file already; a hard link when it
+    is another such file (written once, never changed in place: `clipstore.array_writer` replaces by renaming);
+    else written chunk by chunk."""
+    source = clipstore.mapped_file(array)
+    if source is not None and source.resolve() == path.resolve():
+        return
+    if source is not None and array.shape == np.load(source, mmap_mode="r").shape:
+        clipstore.link_or_copy(source, path)
+        return
+    clipstore.copy_array(array, path)
 
 
 def now_text() -> str:

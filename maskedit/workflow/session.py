@@ -227,12 +227,23 @@ def parse_later_captions(data) -> dict[int, str]:
 
 
 def save_clip(folder, clip, source: dict) -> Path:
-    """Write a conformed `video.Clip` (lossless npz + json with fps, notes, source settings)."""
+    """Write a conformed `video.Clip` (lossless npz + json with fps, notes, source settings). A clip longer than one
+    window keeps its frames in the memory-mapped `frames.npy` (`clipstore`; linked or written chunk by chunk when
+    they are not there yet)."""
+    from ..media import clipstore
     from ..media.files import save_npz, write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_npz(folder / "clip.npz", frames=clip.frames)
+    if clipstore.is_lazy(clip.num_frames):
+        target = folder / clipstore.FRAMES_FILE
+        mapped = clipstore.mapped_file(clip.frames)
+        if mapped is None or mapped.resolve() != target.resolve():
+            clipstore.copy_array(clip.frames, target)
+        (folder / "clip.npz").unlink(missing_ok=True)
+    else:
+        (folder / clipstore.FRAMES_FILE).unlink(missing_ok=True)
+        save_npz(folder / "clip.npz", frames=clip.frames)
     write_text(folder / "clip.json", json.dumps({"fps": clip.fps, "notes": clip.notes, "source": source}, default=str))
     return folder
 
@@ -245,8 +256,13 @@ def load_clip(folder):
     if not (folder / "clip.json").is_file():
         raise MaskEditError("no video is loaded yet: load a video first (step 1)")
     info = json.loads((folder / "clip.json").read_text())
-    with np.load(folder / "clip.npz", allow_pickle=False) as data:
-        frames = np.asarray(data["frames"])
+    from ..media.clipstore import FRAMES_FILE, open_array
+
+    if (folder / FRAMES_FILE).is_file():  # a long clip: memory-mapped (`clipstore`), never loaded whole
+        frames = open_array(folder / FRAMES_FILE)
+    else:
+        with np.load(folder / "clip.npz", allow_pickle=False) as data:
+            frames = np.asarray(data["frames"])
     return Clip(frames, float(info["fps"]), list(info.get("notes", []))), dict(info.get("source", {}))
 
 

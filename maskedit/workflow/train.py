@@ -31,11 +31,14 @@ from ..method.experts import (EXPERTS, HIGH_NOISE, expert_file_names, is_two_exp
 from ..method.lora import COMFYUI_WEIGHT_NAME, LORA_WEIGHT_NAME, METADATA_NAME, read_metadata, save_lora, unload_lora
 from ..method.training import (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, CHECKPOINTS_FOLDER, STOCK_CONDITION, StepEvent, TrainConfig,
                                check_optimizer, plan_stages, restore_encoders, with_plan)
+from ..method.long_training import EncodedStore, encode_to_store, plan_long_stages, remove_store
+from ..method.windows import plan_windows
 from .lora_cache import (FINISHED, RESUMABLE, CacheNote, LoraCache, cache_key, checkpoint_progress,
                          copy_lora_files, entry_status)
 from .prepare import PreparedClip, now_text
 
 FINGERPRINT = "fingerprint.json"
+ENCODED_FOLDER = "encoded"  # a long clip's encoded windows (`long_training.EncodedStore`), while its stage runs
 
 
 @dataclass
@@ -143,7 +146,9 @@ def train_edit_lora(
     base_model = base_model or getattr(pipe, "name_or_path", None) or "unknown"
     prompt = compose_prompt(caption, trigger)
     later = [(k, frame, compose_prompt(later_captions[k], trigger)) for k, frame in edited_later.items()]
-    stages = plan_stages(prepared.frames, prepared.region, prompt, config, base_model, later)
+    long = config.is_long(prepared.num_frames)  # longer than one window: windows across the clip (METHOD.md §7b)
+    stages = (plan_long_stages if long else plan_stages)(prepared.frames, prepared.region, prompt, config, base_model,
+                                                          later)
     main = distributed is None or distributed.is_main
 
     if main:
@@ -158,11 +163,16 @@ def train_edit_lora(
                 distributed.barrier()  # every process resumes from what the main one kept
             if fresh:
                 yield EditTrainingNote(fresh)
-            yield EditTrainingNote(f"stage {stage.number}: encoding {len(stage.items)} sample(s)")
+            what = f"{len(stage.items)} window sample(s) of the {prepared.num_frames}-frame clip" if long else \
+                f"{len(stage.items)} sample(s)"
+            yield EditTrainingNote(f"stage {stage.number}: encoding {what}")
             restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
-            trainer = make_trainer(pipe, stage.items, stage.config, checkpoint_dir, device=device,
-                                   distributed=distributed)
+            encoded = None
+            if long:  # encoded once onto disk, one sample read per step (`long_training.EncodedStore`)
+                encoded = yield from _encode_long(pipe, stage, out_dir, device, distributed)
+            trainer = make_trainer(pipe, None if long else stage.items, stage.config, checkpoint_dir, device=device,
+                                   distributed=distributed, encoded=encoded)
             if resume and trainer.resume():
                 yield EditTrainingNote(
                     f"stage {stage.number}: resumed from the checkpoint at step {trainer.state.step} of "
@@ -179,6 +189,8 @@ def train_edit_lora(
             if trainer.state.step < stage.config.steps:
                 yield EditTrainingStopped(stage.number, trainer.state.step, stage.config.steps, str(checkpoint_dir))
                 return
+            if long and main:
+                remove_store(out_dir / ENCODED_FOLDER / f"stage{stage.number}")  # only a resumed stage reads it
     finally:
         restore_encoders(pipe)
 
@@ -211,6 +223,9 @@ def train_edit_lora(
     objects = prepared.source.get("objects")
     if objects and not config.naive:  # what the edit region was made of (the app's Segment step)
         metadata["objects"] = objects
+    if long:  # what generation checks: a hand-over of O > 1 frames needs a LoRA that trained that condition
+        metadata.update(window_frames=config.window_frames, handover_frames=config.handover_frames,
+                        windows=len(plan_windows(prepared.num_frames, config.window_frames, 1)))
     if config.naive:
         metadata.update(condition=STOCK_CONDITION, method="naive-lora")
     if distributed is not None:
@@ -226,6 +241,24 @@ def train_edit_lora(
     if distributed is not None:
         distributed.barrier()
     yield EditTrainingDone(str(path), metadata)
+
+
+def _encode_long(pipe, stage, out_dir: Path, device, distributed=None):
+    """A long clip's stage samples encoded into out_dir/encoded/stageN (reused when a stopped run resumes); a
+    generator of notes that returns the store. With several processes the main one encodes, the others read."""
+    folder = out_dir / ENCODED_FOLDER / f"stage{stage.number}"
+    main = distributed is None or distributed.is_main
+    store = None
+    if main:
+        store = encode_to_store(pipe, stage.items, folder, stage.fingerprint, device, stage.config.image_view,
+                                stage.config.offload_encoders)
+        yield EditTrainingNote(f"stage {stage.number}: {len(store)} sample(s) encoded to disk "
+                               f"({store.nbytes() / 1e9:.2f} GB), one read per step")
+    if distributed is not None:
+        distributed.barrier()
+        if not main:
+            store = EncodedStore(folder, device)
+    return store
 
 
 def _claim_checkpoints(folder: Path, fingerprint: str, resume: bool) -> str | None:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from ...method import masks
 from .common import PROG, HelpFormatter, paragraph
 from ...defaults import (
-    DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, FP8_SCALINGS, NAIVE_LORA_FOLDER, OPTIMIZERS, SAMPLERS,
-    STEP_CACHES, TIMESTEP_SAMPLERS, TINY,
+    DEFAULT_HANDOVER_FRAMES, DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES,
+    FP8_SCALINGS, NAIVE_LORA_FOLDER, OPTIMIZERS, SAMPLERS, STEP_CACHES, TIMESTEP_SAMPLERS, TINY,
 )
 from ...errors import MaskEditError
 from ...workflow.lora_cache import CACHE_ENV
@@ -87,8 +87,10 @@ def _add_clip_options(parser: argparse.ArgumentParser) -> None:
     region.add_argument("--box", metavar="x0,y0,x1,y1",
                         help="one box to edit on every frame, in pixels of the CONFORMED clip (after --width/--height "
                              "and cropping; default 832x480 or 480x832), x1 and y1 exclusive")
-    group.add_argument("--frames", type=int, metavar="N",
-                       help="frames to keep, 4k+1 (5, 9, 17, 33, 49, 81); default: as many as the clip has, up to 81")
+    group.add_argument("--frames", type=_frames_option, metavar="N|all",
+                       help="frames to keep, 4k+1 (5, 9, 17, 33, 49, 81, … up to the source limit), or 'all'; a clip "
+                            "longer than one window (--window-frames) is edited window by window; default: as many "
+                            "as the clip has, up to 81")
     group.add_argument("--width", type=int, metavar="W",
                        help="width to conform to, a multiple of 16 (give --height too); default 832 (480 if portrait)")
     group.add_argument("--height", type=int, metavar="H", help="height to conform to, a multiple of 16; default 480 (832)")
@@ -99,6 +101,28 @@ def _add_clip_options(parser: argparse.ArgumentParser) -> None:
                        help="growth of each mask box, a fraction of its size (default %(default)s = 10%%)")
     group.add_argument("--min-area", type=int, default=masks.MIN_COMPONENT_AREA, metavar="PIXELS",
                        help="mask specks smaller than this are ignored (default %(default)s)")
+
+
+def _frames_option(text: str):
+    """--frames: a whole number, or 'all' (every frame from --start on, the largest 4k+1)."""
+    if str(text).strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor 'all'") from None
+
+
+def _add_window_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clips longer than one window (METHOD.md §7b)")
+    group.add_argument("--window-frames", type=int, metavar="W",
+                       help="frames of one window (4k+1); a longer clip is trained on windows across the whole clip "
+                            f"and generated window after window (default: the preset's; {DEFAULT_WINDOW_FRAMES}, the "
+                            "base's length, for full)")
+    group.add_argument("--handover-frames", type=int, default=DEFAULT_HANDOVER_FRAMES, metavar="O",
+                       help="generated frames each window hands to the next, kept whole (1+4m; default %(default)s). "
+                            "More than 1 needs a LoRA trained with the same option (training then also keeps "
+                            "random prefixes of 1+4m frames whole)")
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -257,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the naive-LoRA baseline instead: the stock image-to-video condition (first frame "
                             "only; the boxes are not used) on the clip, no stage 2; for `generate --method naive-lora`")
     _add_train_options(train, "--steps")
+    _add_window_options(train)
     _add_model_option(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     train.add_argument("--fit", action="store_true", help="resize and centre-crop edited later frames of another size")
@@ -287,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how to generate (default %(default)s); naive-lora needs --lora from `train --naive`")
     generate.add_argument("--trigger", help=f"trigger token (default: the LoRA's, else {DEFAULT_TRIGGER})")
     _add_generate_options(generate, "--steps")
+    _add_window_options(generate)
+    generate.add_argument("--no-resume", action="store_true",
+                          help="a long clip: generate every window afresh instead of continuing after the windows "
+                               "already finished in --out for the same inputs")
     _add_model_option(generate)
     generate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     generate.add_argument("--seeds", metavar="S,S,...",
@@ -326,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "image-to-video) or feature-blend (that LoRA plus feature-level blending, paper Eq. 3)")
     _add_train_options(edit, "--steps")
     _add_generate_options(edit, "--gen-steps")
+    _add_window_options(edit)
     _add_model_option(edit)
     edit.add_argument("--seed", type=int, default=0, help="random seed of training and generation (default %(default)s)")
     edit.add_argument("--fit", action="store_true",
@@ -353,10 +383,10 @@ def cmd_presets(args) -> int:
 
 def cmd_prepare(args) -> int:
     _apply_preset(args)
-    prepared = _prepare(args)
+    prepared = _prepare(args, store=args.out)
     prepare.save_prepared(prepared, args.out, export_frames=args.export_frames)
     out = Path(args.out)
-    print(_describe(prepared))
+    print(_describe(prepared, args))
     print(f"wrote {out}: clip.mp4, boxes.mp4 (white = edit), {prepare.FIRST_FRAME}"
           + (f", {prepare.FRAMES_FOLDER}/" if args.export_frames else ""))
     print(f"next: edit {out / prepare.FIRST_FRAME}, then run\n"
@@ -369,12 +399,12 @@ def cmd_train(args) -> int:
 
     _apply_preset(args)
     prepared = prepare.load_prepared(args.prepared)
-    print(_describe(prepared))
+    print(_describe(prepared, args))
     later = _edited_later(args, prepared)
     if args.naive and later:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
-    config = _train_config(args)
-    models.check_clip_size(args.model or models.default_model(), prepared.num_frames, prepared.width, prepared.height)
+    config = _train_config(args, prepared.num_frames)
+    _check_window_size(args, args.model or models.default_model(), prepared)
     caption = _training_captions(args, prepared, later, args.prompt)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
@@ -417,8 +447,13 @@ def cmd_generate(args) -> int:
     model = args.model or metadata.get("base_model") or models.default_model()
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
-    print(_describe(prepared))
-    models.check_clip_size(model, prepared.num_frames, prepared.width, prepared.height)
+    print(_describe(prepared, args))
+    _check_window_size(args, model, prepared)
+    args.trained_handover = _trained_handover(metadata)
+    if prepared.num_frames > args.window_frames:  # a hand-over the LoRA never learnt: refused before the model loads
+        from ...workflow.long_clip import check_handover
+
+        check_handover(args.handover_frames, args.method, args.trained_handover)
     seeds = _seeds(args.seeds) if args.seeds else None
     if seeds is not None:
         from ...memory.distributed import process_share, use_local_device
@@ -434,6 +469,7 @@ def cmd_generate(args) -> int:
 
         check_edit_lora_fits(loaded.pipe, lora_path)  # from the headers: a file that cannot fit is never read
         load_edit_lora(loaded.pipe, lora_path, args.lora_scale)
+        args.lora_id = _lora_id(lora_path)
         print(f"LoRA: {' + '.join(map(str, lora_path)) if isinstance(lora_path, list) else lora_path}")
     if seeds is None:
         return _generate(loaded, prepared, edited, args, trigger, Path(args.out))
@@ -490,15 +526,16 @@ def _seeds(text: str) -> list[int]:
 def cmd_edit(args) -> int:
     _apply_preset(args)
     out = Path(args.out)
-    prepared = _prepare(args)
-    print(_describe(prepared))
+    prepared = _prepare(args, store=out / "prepared")
+    print(_describe(prepared, args))
     edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     later = _edited_later(args, prepared)
     args.naive = args.method in NAIVE_LORA_METHODS
-    config = _train_config(args)
+    config = _train_config(args, prepared.num_frames)
     _check_generate_args(args)
-    models.check_clip_size(args.model or models.default_model(), prepared.num_frames, prepared.width, prepared.height)
+    _check_window_size(args, args.model or models.default_model(), prepared)
+    args.trained_handover = config.handover_frames
     caption = _training_captions(args, prepared, later, args.train_prompt)
     args.edit_caption = args.prompt
     loaded = _load_model(args.model or models.default_model(), args)
@@ -507,7 +544,8 @@ def cmd_edit(args) -> int:
     if args.naive and later:
         raise MaskEditError(f"--method {args.method} trains the baseline on the clip alone (no stage 2): leave out "
                             "--edited-later")
-    _train(loaded, prepared, caption, config, args, later, out / NAIVE_LORA_FOLDER if args.naive else out)
+    metadata = _train(loaded, prepared, caption, config, args, later, out / NAIVE_LORA_FOLDER if args.naive else out)
+    args.lora_id = f"{metadata.get('created')}:{metadata.get('final_loss')}"  # a new LoRA generates afresh
     return _generate(loaded, prepared, edited, args, args.trigger, out)
 
 
@@ -525,6 +563,7 @@ _PRESET_OPTIONS = {
     "negative_prompt": "negative_prompt", "step_cache": "step_cache", "step_cache_threshold": "step_cache_threshold",
     "timestep_sampler": "timestep_sampler", "timestep_shift": "timestep_shift", "optimizer": "optimizer",
     "fp8_scaling": "fp8_scaling",
+    "window_frames": "window_frames",
 }
 
 
@@ -536,6 +575,7 @@ def _apply_preset(args) -> None:
     preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
     preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or models.default_model()))
     args.preset_settings = preset
+    args.steps_given = getattr(args, "train_steps", None) is not None
     for option, field in _PRESET_OPTIONS.items():
         if hasattr(args, option) and getattr(args, option) is None:
             setattr(args, option, getattr(preset, field))
@@ -549,14 +589,17 @@ def _apply_preset(args) -> None:
             args.width, args.height = preset.width, preset.height
 
 
-def _prepare(args) -> prepare.PreparedClip:
+def _prepare(args, store=None) -> prepare.PreparedClip:
+    """The prepared clip of --video and its region; a clip longer than one window keeps its arrays in `store`."""
     def prepare_frames(num_frames):
         return prepare.prepare_clip(
             args.video, mask_video=args.mask_video, box=args.box, num_frames=num_frames, width=args.width,
             height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
-            min_area=args.min_area, fit=args.fit,
+            min_area=args.min_area, fit=args.fit, store=store,
         )
 
+    if args.frames == "all":
+        return prepare_frames(prepare.all_frames(args.video, args.start))
     try:
         return prepare_frames(args.frames)
     except MaskEditError as error:
@@ -569,12 +612,44 @@ def _prepare(args) -> prepare.PreparedClip:
         return prepared
 
 
-def _describe(prepared: prepare.PreparedClip) -> str:
+def _describe(prepared: prepare.PreparedClip, args=None) -> str:
+    from ...media.clipstore import mean_over_frames
+    from ...method.windows import plan_windows
+
     lines = [f"note: {note}" for note in prepared.notes]
-    share = float(prepared.region[1:].mean()) if prepared.num_frames > 1 else float(prepared.region.mean())
+    share = mean_over_frames(prepared.region, 1 if prepared.num_frames > 1 else 0)
     lines.append(f"clip: {prepared.num_frames} frames, {prepared.width}x{prepared.height}, {prepared.fps:g} fps; "
                  f"the boxes cover {share:.0%} of the frames")
+    window = getattr(args, "window_frames", None)
+    if window and prepared.num_frames > window:
+        windows = plan_windows(prepared.num_frames, window, getattr(args, "handover_frames", 1))
+        lines.append(f"long clip: {len(windows)} windows of up to {window} frames, {windows[1].handover} hand-over "
+                     "frame(s) each (trained on windows across the whole clip, generated window after window)")
     return "\n".join(lines)
+
+
+def _check_window_size(args, model, prepared) -> None:
+    """The window settings (`windows.check_window_settings`) and the size one window gives the model
+    (`models.check_clip_size`), before any model loads."""
+    from ...method.windows import plan_windows
+
+    windows = plan_windows(prepared.num_frames, args.window_frames, args.handover_frames)
+    models.check_clip_size(model, windows[0].num_frames, prepared.width, prepared.height)
+
+
+def _lora_id(lora_path) -> str:
+    """A LoRA's identity for a long run's resume check: its file(s), sizes and modification times."""
+    files = lora_path if isinstance(lora_path, list) else [lora_path]
+    return ";".join(f"{Path(f).resolve()}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files
+                    if Path(f).is_file())
+
+
+def _trained_handover(metadata: dict) -> int | None:
+    """The hand-over a LoRA was trained for (lora.json's handover_frames; 1 for MaskEdit's LoRAs of short clips),
+    None when unknown (a LoRA from elsewhere)."""
+    if "handover_frames" in (metadata or {}):
+        return int(metadata["handover_frames"])
+    return 1 if (metadata or {}).get("trainer") == "maskedit" else None
 
 
 def _training_captions(args, prepared, later: dict, caption: str | None) -> str:
@@ -622,6 +697,7 @@ _LIMITED_OPTIONS = {
     "window_stride": "window_stride", "stage2_epochs": "stage2_epochs", "guidance_scale_2": "guidance_scale_2",
     "blocks_to_swap": "blocks_to_swap",
     "step_cache_threshold": "step_cache_threshold", "timestep_shift": "timestep_shift",
+    "window_frames": "window_frames", "handover_frames": "handover_frames",
 }
 
 
@@ -632,12 +708,17 @@ def _check_limits(args) -> None:
 
     for dest, name in _LIMITED_OPTIONS.items():
         value = getattr(args, dest, None)
-        if value is not None:
+        if value is not None and value != "all":
             flag = {"train_steps": "--steps", "gen_steps": "--gen-steps" if args.command == "edit" else "--steps"}
             check(name, value, flag.get(dest, "--" + dest.replace("_", "-")))
     for dest in ("prompt", "train_prompt"):
         if getattr(args, dest, None) is not None:
             check_prompt(getattr(args, dest), f"--{dest.replace('_', '-')} text")
+    if getattr(args, "handover_frames", None) is not None:
+        from ...method.windows import check_window_settings
+
+        check_window_settings(DEFAULT_WINDOW_FRAMES if args.window_frames is None else args.window_frames,
+                              args.handover_frames)
     for seed in _seeds(args.seeds) if getattr(args, "seeds", None) else ():
         check("seed", seed, "--seeds")
     if getattr(args, "point", None):  # `segment --point`, repeated
@@ -646,11 +727,22 @@ def _check_limits(args) -> None:
     check_unique_frames([int(key) if key.lstrip("-").isdigit() else key for key in keys], "--edited-later frame")
 
 
-def _train_config(args) -> TrainConfig:
-    """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line."""
+def _train_config(args, num_frames: int | None = None) -> TrainConfig:
+    """The run's TrainConfig: the preset's (`Preset.train_config`) with the options given on the command line. A
+    clip longer than one window trains `windows.long_clip_steps` steps unless --steps is given (the preset's steps
+    per window)."""
+    from ...method.windows import long_clip_steps, plan_windows
+
     alpha = args.alpha if args.alpha is not None else float(args.rank)
+    steps = args.train_steps
+    window_frames = getattr(args, "window_frames", None) or DEFAULT_WINDOW_FRAMES
+    handover_frames = getattr(args, "handover_frames", None) or DEFAULT_HANDOVER_FRAMES
+    if not getattr(args, "steps_given", True) and num_frames is not None and num_frames > window_frames:
+        steps = long_clip_steps(steps, len(plan_windows(num_frames, window_frames, 1)))
+        print(f"training: {steps} steps ({args.train_steps} per window of the clip; --steps sets them)", flush=True)
     config = args.preset_settings.train_config(
-        steps=args.train_steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
+        window_frames=window_frames, handover_frames=handover_frames,
+        steps=steps, learning_rate=args.lr, rank=args.rank, alpha=alpha, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, activation_offload=args.activation_offload,
         blocks_to_swap=args.blocks_to_swap, fp8=args.fp8, offload_encoders=bool(args.offload_encoders),
         window=args.window or 0,
@@ -798,43 +890,73 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
 def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     from tqdm import tqdm
 
+    from ...method.windows import plan_windows
     from ...models.step_cache import StepCacheStats
+    from ...workflow.long_clip import generate_clip
 
-    generate.remove_edit_outputs(out)
+    windows = plan_windows(prepared.num_frames, args.window_frames, args.handover_frames)
     preview = getattr(args, "preview_settings", None)
-    info: dict = {}  # what the run used and did (negative prompt, step cache counts)
+    if preview is not None and len(windows) > 1:
+        raise MaskEditError(f"--preview renders one window, and this clip has {len(windows)}: preview a part of it "
+                            f"(--frames {args.window_frames} with --start), or leave --preview out")
+    if len(windows) == 1:
+        generate.remove_edit_outputs(out)
     if preview is None:
         _load_speed_lora(loaded.pipe, args)
-    with tqdm(total=preview.steps if preview else args.gen_steps, desc="previewing" if preview else "generating",
-              unit="step", dynamic_ncols=True) as bar:
-        def on_step(event: generate.GenerationStep) -> None:
-            bar.update(1)
-            bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
+    info: dict = {}  # what the run used and did (negative prompt, step cache counts)
+    settings = dict(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift, seed=args.seed,
+                    lora_scale=args.lora_scale, method=getattr(args, "method", "mask-lora"), trigger=trigger,
+                    negative_prompt=args.negative_prompt,
+                    speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0, sampler=args.sampler,
+                    guidance_scale_2=args.guidance_scale_2, step_cache=args.step_cache,
+                    step_cache_threshold=args.step_cache_threshold)
+    total = preview.steps if preview else args.gen_steps * len(windows)
+    frames = None
+    with tqdm(total=total, desc="previewing" if preview else "generating", unit="step", dynamic_ncols=True) as bar:
+        def on_step(event) -> None:
+            if hasattr(event, "window"):  # a long clip: windows finished before (a resumed run) count as done
+                bar.n = event.window * event.total_steps + event.step
+                bar.refresh()
+                bar.set_postfix(s_per_step=f"{event.seconds:.2f}", window=f"{event.window + 1}/{event.windows}")
+            else:
+                bar.update(1)
+                bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
+
+        def on_window(event) -> None:
+            bar.write(f"window {event.window + 1} of {event.windows} done ({event.frames_done} of "
+                      f"{event.frames_total} frames, {event.seconds:.1f} s)")
 
         if preview:
             frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step, info)
+        elif len(windows) == 1:
+            frames = generate.generate_edit(loaded.pipe, prepared, edited_first, args.prompt, callback=on_step,
+                                            info=info, **settings)
         else:
-            frames = generate.generate_edit(
-                loaded.pipe, prepared, edited_first, args.prompt, steps=args.gen_steps, guidance_scale=args.cfg,
-                flow_shift=args.shift, seed=args.seed, lora_scale=args.lora_scale,
-                method=getattr(args, "method", "mask-lora"), trigger=trigger, negative_prompt=args.negative_prompt,
-                callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
-                sampler=args.sampler, guidance_scale_2=args.guidance_scale_2, step_cache=args.step_cache,
-                step_cache_threshold=args.step_cache_threshold, info=info,
-            )
-    outputs = generate.write_edit_outputs(out, prepared, frames)
+            outputs = generate_clip(
+                loaded.pipe, prepared, edited_first, args.prompt, out, window_frames=args.window_frames,
+                handover_frames=args.handover_frames, trained_handover=getattr(args, "trained_handover", None),
+                callback=on_step, on_window=on_window, resume=not getattr(args, "no_resume", False),
+                lora_id=getattr(args, "lora_id", None), **settings)
+    if frames is not None:
+        outputs = generate.write_edit_outputs(out, prepared, frames)
     print(f"wrote {outputs.edited} and {outputs.side_by_side}")
     if preview:
         print(f"{preview.describe()}; run the same command without --preview for the full render")
     print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
-    measures = generate.edit_clip_measures(loaded.pipe, prepared, edited_first, frames)
-    if measures["clip_score"] is None:
-        print(f"CLIP score and input similarity: {measures['clip_note']}")
-    else:
-        print(f"CLIP score (vs the edited first frame): {measures['clip_score']:.4f}; input similarity (vs the source "
-              f"frames): {measures['input_similarity']:.4f} — {measures['clip_note']}")
+    if frames is not None:
+        measures = generate.edit_clip_measures(loaded.pipe, prepared, edited_first, frames)
+        if measures["clip_score"] is None:
+            print(f"CLIP score and input similarity: {measures['clip_note']}")
+        else:
+            print(f"CLIP score (vs the edited first frame): {measures['clip_score']:.4f}; input similarity (vs the "
+                  f"source frames): {measures['input_similarity']:.4f} — {measures['clip_note']}")
     if info:
         print(f"negative prompt: {info['negative_prompt']}; {StepCacheStats.from_dict(info).describe()}")
+    if len(windows) > 1:
+        print(f"seams ({len(windows)} windows; seam jump 1.0 = seamless, colour drift ΔE of the edit region from "
+              "window 1; seams.json has them all):")
+        for line in outputs.seams.lines():
+            print(f"  {line}")
     if loaded.is_tiny and loaded.name == TINY:
         print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
     return 0

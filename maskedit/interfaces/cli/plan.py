@@ -13,7 +13,7 @@ import json
 import re
 
 from ...errors import MaskEditError
-from ...defaults import DEFAULT_MODEL_ID, STEP_CACHES
+from ...defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_MODEL_ID, DEFAULT_WINDOW_FRAMES, STEP_CACHES
 from ...models.presets import DEFAULT_PRESET, PRESETS
 
 # option → preset field: the settings flags `train` takes, with the same names
@@ -45,7 +45,14 @@ def add_plan_parser(commands) -> None:
                       "written in code) or a local diffusers folder (its config files are read, not its weights) "
                       "(default %(default)s)")
     plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
-    plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
+    plan.add_argument("--frames", type=int, metavar="N",
+                      help="frames of the clip (4k+1; default: the preset's); past one window (--window-frames) the "
+                           "clip is planned window by window: per-window peaks, total time, host and disk use")
+    plan.add_argument("--window-frames", type=int, metavar="W",
+                      help=f"frames of one window of a long clip (4k+1; default: the preset's, {DEFAULT_WINDOW_FRAMES} "
+                           "for full)")
+    plan.add_argument("--handover-frames", type=int, default=DEFAULT_HANDOVER_FRAMES, metavar="O",
+                      help="hand-over frames between windows (default %(default)s)")
     plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")
     plan.add_argument("--gpu", choices=card_names(), default="h100",
                       help="card for the time floor; zerogpu-large / zerogpu-xlarge: one ZeroGPU call of that size "
@@ -96,6 +103,10 @@ def cmd_plan(args) -> int:
     if memory <= 0:
         raise MaskEditError(f"--gpu-memory {memory:g} must be positive")
     overrides = {field: getattr(args, option) for option, field in SETTINGS.items() if getattr(args, option) is not None}
+    if args.window_frames is None:
+        args.window_frames = PRESETS[args.preset].window_frames
+    if args.frames is not None and args.frames > args.window_frames:
+        return _plan_long(args, size, card, memory, overrides)
     if not args.json:
         print(f"dry run of {args.model} with preset {args.preset} on the CPU (meta device; under a minute) ...",
               flush=True)
@@ -155,3 +166,31 @@ def zerogpu_lines(plan) -> list[str]:
         lines.append(f"  {words}: ≈ {peak / 1e9:.1f} GB → {zerogpu.describe(size)}; one {phase} ≈ {seconds:.1f} s "
                      f"at {estimates.UTILISATION:.0%} of its {zerogpu.SIZES[size].card.bf16_tflops:g} TFLOPS")
     return lines
+
+
+def _plan_long(args, size, card, memory: float, overrides: dict) -> int:
+    """`plan --frames N` past one window: one window's dry run scaled to the clip (`models.long_plan`)."""
+    from ...limits import check
+    from ...method.windows import check_window_settings
+    from ...models.long_plan import estimate_long
+
+    check("num_frames", args.frames, "--frames")
+    check_window_settings(args.window_frames, args.handover_frames)
+    steps = overrides.pop("train_steps", None)
+    if not args.json:
+        print(f"dry run of one {args.window_frames}-frame window of {args.model} with preset {args.preset} on the CPU "
+              "(meta device; under a minute) ...", flush=True)
+    plan = estimate_long(args.preset, args.frames, size, args.model, args.window_frames, args.handover_frames,
+                         train_steps=steps, attention=args.attention, **overrides)
+    if args.json:
+        data = plan.window.to_dict(card, memory)
+        data["long_clip"] = plan.to_dict(card)
+        data["fits"] = plan.fits(memory)
+        print(json.dumps(data, indent=2))
+        return 0
+    print(plan.window.table(card))
+    print(plan.table(card))
+    print(plan.window.summary(memory) + " (one window at a time, whatever the clip's length)")
+    for note in plan.window.notes:
+        print(f"note: {note}")
+    return 0

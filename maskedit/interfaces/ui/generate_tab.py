@@ -52,6 +52,7 @@ def layout(page) -> SimpleNamespace:
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     preview_btn = gr.Button("Preview (4 steps)", elem_id="preview-btn")
                     cancel_btn = gr.Button("Cancel", variant="stop")
+                    resume_btn = gr.Button("Resume", elem_id="resume-btn")  # a long clip: from the next window
             with gr.Column(scale=2):
                 with gr.Row():
                     edited_video = gr.Video(label="Edited video", interactive=False, elem_id="edited-video")
@@ -65,7 +66,8 @@ def layout(page) -> SimpleNamespace:
                            negative_prompt=negative_prompt, step_cache=step_cache,
                            step_cache_threshold=step_cache_threshold,
                            use_ckpt=use_ckpt, gen_bg_status=gen_bg_status, gen_btn=gen_btn, preview_btn=preview_btn,
-                           cancel_btn=cancel_btn, edited_video=edited_video, sbs_video=sbs_video, report=report,
+                           cancel_btn=cancel_btn, resume_btn=resume_btn, edited_video=edited_video, sbs_video=sbs_video,
+                           report=report,
                            report_json=report_json, gallery=gallery)
 
 
@@ -103,6 +105,8 @@ def wire(page, w) -> None:
                 if kind == "step":
                     progress(value, desc="denoising", unit="steps")
                 yield (gr.skip(),) * 5
+            elif kind == "window":  # a long clip: the video so far, the windows done and the estimate for the rest
+                yield value.preview or gr.skip(), gr.skip(), value.markdown(), gr.skip(), st
             elif kind == "result":
                 yield value.edited, value.side_by_side, value.report_markdown, value.report, st
                 return
@@ -110,13 +114,17 @@ def wire(page, w) -> None:
 
     # not in the "gpu" group: it may wait for a background run whose chunks take the GPU in turn (the model
     # itself is guarded by the studio's lock)
-    generate_event = w.gen_btn.click(h_generate, [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift,
-                                                   w.seed_gen, w.scale, w.fit_edited, w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in,
-                                 w.rank_in, w.seed_in, w.swap_in, w.fp8_in, w.ckpt_in, w.budget_in, w.sampler, w.cfg2,
-                                 w.negative_prompt, w.step_cache, w.step_cache_threshold, state],
-                    results, api_name="generate", concurrency_id="generate",
-                    concurrency_limit=1)
+    generate_inputs = [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift, w.seed_gen, w.scale, w.fit_edited,
+                       w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in, w.rank_in, w.seed_in,
+                       w.swap_in, w.fp8_in, w.ckpt_in, w.budget_in, w.sampler, w.cfg2, w.negative_prompt, w.step_cache,
+                       w.step_cache_threshold, state]
+    generate_event = w.gen_btn.click(h_generate, generate_inputs, results, api_name="generate",
+                                     concurrency_id="generate", concurrency_limit=1)
     generate_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
+    # Resume: Generate with the same inputs continues a long clip after its finished windows (`workflow.long_clip`)
+    resume_event = w.resume_btn.click(h_generate, generate_inputs, results, api_visibility="private",
+                                      concurrency_id="generate", concurrency_limit=1)
+    resume_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
 
     @page.guard
     def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
@@ -146,4 +154,4 @@ def wire(page, w) -> None:
     # twice a second while it waits for the background training or the GPU); the stop file also stops the
     # worker between steps and is honoured by every wait (`Studio.generate_events`)
     w.cancel_btn.click(h_cancel, [state], [state], api_visibility="private",
-                       cancels=[generate_event, preview_event])
+                       cancels=[generate_event, resume_event, preview_event])

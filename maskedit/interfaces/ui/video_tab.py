@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ...defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES
 from ...models.presets import SIZE_CHOICES
 from ...studio.runtime import size_choices
 from .components import AsSentDropdown, AsSentNumber
@@ -20,11 +21,16 @@ def layout(page) -> SimpleNamespace:
                 video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                 with gr.Row():
                     frames_in = AsSentNumber(17 if page.tiny else 49, precision=0, step=4,
-                                          label="Frames (4k+1; 0 = all, up to 81)")
+                                             label="Frames (4k+1; 0 = all)")
                     size_in = AsSentDropdown(size_choices(page.runtime.model, SIZE_CHOICES),
-                                          value="320x192 (small)" if page.tiny else "auto", label="Size (WxH)",
-                                          allow_custom_value=True)
+                                             value="320x192 (small)" if page.tiny else "auto", label="Size (WxH)",
+                                             allow_custom_value=True)
                     start_in = AsSentNumber(0, label="Start time (s)")
+                with gr.Row():  # clips longer than one window (METHOD.md §7b)
+                    window_in = AsSentNumber(DEFAULT_WINDOW_FRAMES, precision=0, step=4, elem_id="window-frames",
+                                             label="Window (frames, 4k+1): a longer clip is edited window by window")
+                    handover_in = AsSentNumber(DEFAULT_HANDOVER_FRAMES, precision=0, step=4, elem_id="handover-frames",
+                                               label="Hand-over frames between windows (1+4m)")
                 load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
             with gr.Column():
                 preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
@@ -34,7 +40,8 @@ def layout(page) -> SimpleNamespace:
                           f"{e['width']}x{e['height']}"] for e in page.examples],
                         inputs=[video_in, frames_in, size_in], label="Examples (procedural clips)")
     return SimpleNamespace(video_in=video_in, frames_in=frames_in, size_in=size_in, start_in=start_in,
-                           load_btn=load_btn, preview=preview, clip_notes=clip_notes)
+                           window_in=window_in, handover_in=handover_in, load_btn=load_btn, preview=preview,
+                           clip_notes=clip_notes)
 
 
 def wire(page, w) -> None:
@@ -43,6 +50,16 @@ def wire(page, w) -> None:
         st = page.sess(st, request)
         preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s)
         return preview_path, notes, frame, "[]", None, None, "", st
+
+    @page.guard
+    def h_windows(window_frames, handover_frames, st, request: gr.Request):
+        st = page.sess(st, request)
+        return page.studio.set_windows(st, window_frames, handover_frames), st
+
+    # clips longer than one window: the session's windows (/set_windows: window_frames, handover_frames)
+    windows = [w.window_in, w.handover_in, page.state]
+    w.window_in.change(h_windows, windows, [w.clip_notes, page.state], api_name="set_windows")
+    w.handover_in.change(h_windows, windows, [w.clip_notes, page.state], api_visibility="private")
 
     w.load_event = w.load_btn.click(h_load, [w.video_in, w.frames_in, w.size_in, w.start_in, page.state],
                                     [w.preview, w.clip_notes, w.first_frame, w.points_box, w.overlay_video,
