@@ -87,6 +87,9 @@ LIMITS: dict[str, Limit] = {limit.name: limit for limit in (
     Limit("weight_decay", "weight decay", 0.0, 1.0, False),
     Limit("beta", "AdamW beta", 0.0, 0.9999, False),
     Limit("points", "number of clicks", 1, MAX_POINTS, True),
+    Limit("feather", "compositing feather in pixels", 0, 64, True, option="--feather"),
+    Limit("composite_margin", "margin around the tight mask for compositing, in pixels", 0, 128, True,
+          option="--composite-margin"),
 )}
 
 SOURCE_LIMITS = {
