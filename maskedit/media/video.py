@@ -592,11 +592,12 @@ def _format_fps(fps: float) -> str:
 # ----- writing
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, comment: str | None = None) -> None:
     """Write (F, H, W, 3) uint8 RGB frames as a browser-playable H.264 mp4 (yuv420p, faststart).
 
     Width and height must be even (yuv420p). The file appears only when complete: frames go to a
-    temporary file in the same folder, renamed on success. Parent folders are created.
+    temporary file in the same folder, renamed on success. Parent folders are created. comment: text stored
+    in the file's `comment` metadata tag (None: no tag, the same file as before the option existed).
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -623,7 +624,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
                 temp_name, (int(width), int(height)), fps=float(fps), codec="libx264",
                 pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
                 ffmpeg_log_level="error",
-                output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"],
+                output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"]
+                + (["-metadata", f"comment={comment}"] if comment else []),
             )
             writer.send(None)
             try:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..defaults import DEFAULT_SAMPLER, DEFAULT_WINDOW_STRIDE, SAMPLERS
 from ..errors import MaskEditError
 from ..limits import check_settings
+from ..method.composite import COMPOSITE_REGIONS, DEFAULT_FEATHER, DEFAULT_MASK_MARGIN
 
 NUM_BLOCKS_14B = 40
 """Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
@@ -54,7 +55,11 @@ class GenerateSettings:
     GENERATION_METHODS; sampler: one of SAMPLERS ("euler", the reference code's, by default).
     guidance_scale_2: the low-noise expert's guidance scale on a two-expert base (Wan2.2-A14B: steps below
     its boundary); None = `guidance_scale`, as diffusers does. A one-expert base refuses a given value
-    (`workflow.generate.generate_edit`)."""
+    (`workflow.generate.generate_edit`).
+    composite: after decoding, put the generated region onto the source clip (`method.composite`): the
+    background is then the source bit for bit; off (the default) writes the decoded output as it is.
+    feather: pixels of blend inside the region's border; composite_region: "boxes" (the method's loose boxes)
+    or "mask" (the tight mask grown by composite_margin pixels; needs a clip whose region came from a mask)."""
 
     steps: int = 30
     guidance_scale: float = 5.0
@@ -64,6 +69,10 @@ class GenerateSettings:
     method: str = "mask-lora"
     sampler: str = DEFAULT_SAMPLER
     guidance_scale_2: float | None = None
+    composite: bool = False
+    feather: int = DEFAULT_FEATHER
+    composite_region: str = "boxes"
+    composite_margin: int = DEFAULT_MASK_MARGIN
 
     def __post_init__(self):
         self.validate()
@@ -72,7 +81,13 @@ class GenerateSettings:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         check_settings({"generation_steps": "steps"}, generation_steps=self.steps, guidance_scale=self.guidance_scale,
                        flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed,
-                       guidance_scale_2=self.guidance_scale_2)
+                       guidance_scale_2=self.guidance_scale_2, feather=self.feather,
+                       composite_margin=self.composite_margin)
+        if not isinstance(self.composite, bool):
+            raise MaskEditError(f"composite must be true or false, got {self.composite!r}")
+        if self.composite_region not in COMPOSITE_REGIONS:
+            raise MaskEditError(f"the compositing region {self.composite_region!r} is unknown; use one of "
+                                f"{', '.join(COMPOSITE_REGIONS)}")
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
         if self.sampler not in SAMPLERS:
