@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ...method import masks
+from ...method.composite import COMPOSITE_REGIONS, DEFAULT_FEATHER, DEFAULT_MASK_MARGIN, RING_WIDTH
 from .common import PROG, HelpFormatter, paragraph
 from ...defaults import (
     DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, NAIVE_LORA_FOLDER, SAMPLERS, TINY, WAN_NEGATIVE_PROMPT,
@@ -186,6 +187,19 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help="decode the video in tiles (less memory; default: the preset's)")
     group.add_argument("--negative-prompt", default=WAN_NEGATIVE_PROMPT,
                        help="negative prompt (default: Wan's own)")
+    group = parser.add_argument_group(
+        "compositing (after decoding)",
+        paragraph("Keep the background exactly: outside the region the video is the source clip, bit for bit before the "
+        "mp4 encode; inside, the generated pixels, blended across a feathered border. It cuts off anything the "
+        "model drew outside the region (a shadow, a reflection): the report shows how much that was."))
+    group.add_argument("--composite", nargs="?", const="boxes", choices=COMPOSITE_REGIONS, metavar="boxes|mask",
+                       help="composite the generated region onto the source: on the loose boxes (--composite, or "
+                            "--composite boxes) or on the tight mask grown by --composite-margin (--composite mask; "
+                            "the clip's region must come from a mask). Default: off (every pixel generated)")
+    group.add_argument("--feather", type=int, metavar="PX",
+                       help=f"pixels of blend inside the region's border, 0 = a hard cut (default {DEFAULT_FEATHER})")
+    group.add_argument("--composite-margin", type=int, metavar="PX",
+                       help=f"with --composite mask: pixels the tight mask is grown by (default {DEFAULT_MASK_MARGIN})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +392,7 @@ def cmd_generate(args) -> int:
     edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
+    _check_composite(prepared, args)
     args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
     lora_path = _lora_argument(args.lora) if args.lora else None
     if lora_path is None and args.method == "mask-lora":
@@ -418,6 +433,13 @@ def cmd_generate(args) -> int:
         args.seed = seed
         _generate(loaded, prepared, edited, args, trigger, Path(args.out) / f"seed_{seed}")
     return 0
+
+
+def _check_composite(prepared, args) -> None:
+    try:
+        generate.check_composite(prepared, args.generate_settings)
+    except MaskEditError as error:
+        raise MaskEditError(f"{error} (--composite mask needs --mask-video; --composite alone uses the boxes)") from None
 
 
 def _lora_argument(values: list[str]):
@@ -475,6 +497,7 @@ def cmd_edit(args) -> int:
     args.naive = args.method in NAIVE_LORA_METHODS
     config = _train_config(args)
     _check_generate_args(args)
+    _check_composite(prepared, args)
     models.check_clip_size(args.model or models.default_model(), prepared.num_frames, prepared.width, prepared.height)
     caption = _training_captions(args, prepared, later, args.train_prompt)
     args.edit_caption = args.prompt
@@ -594,6 +617,7 @@ _LIMITED_OPTIONS = {
     "height": "height", "seed": "seed", "start": "start", "margin": "margin", "min_area": "min_area",
     "lora_scale": "lora_scale", "speed_lora_weight": "speed_lora_weight", "window": "window",
     "window_stride": "window_stride", "stage2_epochs": "stage2_epochs", "guidance_scale_2": "guidance_scale_2",
+    "feather": "feather", "composite_margin": "composite_margin",
 }
 
 
@@ -631,11 +655,23 @@ def _train_config(args) -> TrainConfig:
 
 
 def _check_generate_args(args) -> None:
-    """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
+    """The generation options as `GenerateSettings` (its checks), naming the flag in the message; kept as
+    args.generate_settings."""
+    if args.composite is None and (args.feather is not None or args.composite_margin is not None):
+        flag = "--feather" if args.feather is not None else "--composite-margin"
+        raise MaskEditError(f"{flag} sets how --composite blends, and compositing is off: add --composite "
+                            f"(or leave {flag} out)")
+    if args.composite == "boxes" and args.composite_margin is not None:
+        raise MaskEditError("--composite-margin grows the tight mask of --composite mask; the loose boxes are "
+                            "used as they are: leave it out, or use --composite mask")
+    composite = dict(composite=args.composite is not None, composite_region=args.composite or "boxes")
+    composite.update({name: getattr(args, name) for name in ("feather", "composite_margin")
+                      if getattr(args, name) is not None})
     try:
-        GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
-                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"),
-                         guidance_scale_2=args.guidance_scale_2)
+        args.generate_settings = GenerateSettings(
+            steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift, lora_scale=args.lora_scale,
+            seed=args.seed, method=getattr(args, "method", "mask-lora"), guidance_scale_2=args.guidance_scale_2,
+            **composite)
     except MaskEditError as error:
         flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
                  "method": "--method"}
@@ -784,14 +820,27 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
                 callback=on_step, speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0,
                 sampler=args.sampler, guidance_scale_2=args.guidance_scale_2,
             )
-    outputs = generate.write_edit_outputs(out, prepared, frames)
-    print(f"wrote {outputs.edited} and {outputs.side_by_side}")
+    result = generate.composite_edit(prepared, edited_first, frames, args.generate_settings)
+    outputs = generate.write_edit_outputs(out, prepared, result.frames, result.record)
+    print(f"wrote {outputs.edited} and {outputs.side_by_side} ({generate.EDITED_JSON} says how)")
     if preview:
         print(f"{preview.describe()}; run the same command without --preview for the full render")
     print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
+    _print_composite(result.record)
     if loaded.is_tiny and loaded.name == TINY:
         print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
     return 0
+
+
+def _print_composite(record: dict) -> None:
+    """What compositing did, and how the generated video differed from the source just outside the region."""
+    print(f"compositing: {generate.describe_composite(record)}")
+    print(f"the generated video against the source (frames 1..): {record['background_psnr_generated_db']:.2f} dB "
+          f"outside the boxes; {record['ring_psnr_generated_db']:.2f} dB in the {RING_WIDTH}-pixel ring just outside "
+          f"the region (mean |difference| {record['ring_mean_abs_diff_generated']:.1f} of 255)"
+          + (" — what compositing replaced by the source" if record["on"] else ""))
+    if record["note"]:
+        print(f"note: {record['note']}")
 
 
 def _preview_settings(args):
