@@ -101,6 +101,8 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
     "cfg2 nan": ("/generate", lambda i: (*generate_args(), math.nan), ["guidance_scale_2", "nan"]),
     "cfg2 on one transformer": ("/generate", lambda i: (*generate_args(), 3.0), ["guidance_scale_2 (3)",
                                                                               "one transformer"]),
+    "feather nan": ("/generate", lambda i: (*generate_args(), None, True, math.nan), ["feather", "nan"]),
+    "composite 'yes'": ("/generate", lambda i: (*generate_args(), None, "yes"), ["composite", "true or false"]),
     "start_s nan": ("/load_video", lambda i: (i / "clip.mp4", FRAMES, "64x64", math.nan), ["start time", "nan"]),
     "text file as video": ("/load_video", lambda i: (i / "text.mp4", FRAMES, "64x64", 0),
                            ["text.mp4", "could not be read as a video"]),
@@ -110,7 +112,7 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
                                      ["edited first frame is not an image"]),
     "0-byte LoRA": ("/use_lora", lambda i: (i / "empty.safetensors",), ["not a LoRA file or is damaged", "0 bytes"]),
 }
-FULL_ARITY = {"/train": 11, "/generate": 23, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
+FULL_ARITY = {"/train": 11, "/generate": 27, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1}
 
 
 def call(c: Client, url: str, api: str, args) -> str:

@@ -41,6 +41,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     method, lora_scale = settings.method, settings.lora_scale
     started = time.perf_counter()
     prepared = prepare.load_prepared(prepared_dir)
+    generate.check_composite(prepared, settings)  # compositing on a tight mask the clip does not have
     edited = prepare.load_edited_frame(edited_frame, prepared.width, prepared.height, fit, prepared.source_size,
                                        "edited first frame")
     if lora_path:
@@ -96,7 +97,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
         closed.set()
         thread.join()
-    outputs = generate.write_edit_outputs(out_dir, prepared, frames)
+    composited = generate.composite_edit(prepared, edited, frames, settings)  # off: the frames as they are
+    outputs = generate.write_edit_outputs(out_dir, prepared, composited.frames, composited.record)
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
@@ -104,6 +106,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
               "warnings": options["warnings"]}
+    report["composite"] = composited.record  # compositing: its settings and the generated video's figures
     if preview is not None:
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
                       flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, preview=preview.describe())
@@ -177,6 +180,36 @@ def format_report(report: dict) -> str:
             f"shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}) |"
             + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
             + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")
+            + composite_rows(report.get("composite"))
             + "".join(f"\n| ⚠️ | {w} |" for w in report.get("warnings") or []))
+
+
+def composite_rows(record: dict | None) -> str:
+    """The report's compositing rows (Markdown table rows, each after a newline): whether the output was
+    composited, and how the generated video differed from the source outside the boxes and just outside
+    the region (the ring compositing replaces). "" without a record."""
+    if not record:
+        return ""
+
+    def db(value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        return "∞ dB" if value == float("inf") else f"{value:.2f} dB"
+
+    if record.get("on"):
+        where = ("the loose boxes" if record["region"] == "boxes"
+                 else f"the tight mask grown by {record['mask_margin_px']} px")
+        state = (f"on: {where}, feather {record['feather_px']} px — outside the region the source clip exactly "
+                 "(before the mp4 encode), frame 0 your edited frame")
+    else:
+        state = "off: every pixel generated"
+    rows = (f"\n| compositing | {state} |"
+            f"\n| generated video vs the source, outside the boxes (frames 1..) | "
+            f"{db(record.get('background_psnr_generated_db'))} |"
+            f"\n| … in the {record.get('ring_px')} px ring just outside the region | "
+            f"{db(record.get('ring_psnr_generated_db'))} (mean difference "
+            f"{record.get('ring_mean_abs_diff_generated', float('nan')):.1f} of 255)"
+            + (" — compositing replaced it by the source" if record.get("on") else "") + " |")
+    return rows + (f"\n| ⚠️ | {record['note']} |" if record.get("note") else "")
 
 

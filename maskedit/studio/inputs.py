@@ -60,15 +60,21 @@ class TrainInputs:
 
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
-                      method=None, sampler=None, guidance_scale_2=None) -> GenerateSettings:
+                      method=None, sampler=None, guidance_scale_2=None, composite=None, feather=None,
+                      composite_region=None, composite_margin=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
     MaskEditError naming the setting, never a ValueError or OverflowError from int(). guidance_scale_2 None or
-    "" (an empty form field): the same as guidance_scale."""
+    "" (an empty form field): the same as guidance_scale. composite: a checkbox's value (None: off)."""
     defaults = GenerateSettings()
     given = guidance_scale_2 is not None and guidance_scale_2 != ""
     low_noise = float(check("guidance_scale_2", guidance_scale_2)) if given else None
+    if composite is not None and not isinstance(composite, bool):
+        raise MaskEditError(f"composite must be true or false, got {composite!r}")
     return GenerateSettings(
+        composite=bool(composite), composite_region=composite_region or defaults.composite_region,
+        feather=value_or_default("feather", feather, defaults.feather),
+        composite_margin=value_or_default("composite_margin", composite_margin, defaults.composite_margin),
         guidance_scale_2=low_noise,
         steps=value_or_default("generation_steps", steps, defaults.steps),
         guidance_scale=float(value_or_default("guidance_scale", guidance_scale, defaults.guidance_scale)),
