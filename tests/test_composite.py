@@ -339,3 +339,28 @@ def test_studio_passes_the_settings_to_the_report(tmp_path, tiny_pipe, prepared_
     assert report["background_psnr_db"] == math.inf
     assert json.loads((tmp_path / "out" / "report.json").read_text())["composite"]["feather_px"] == 5
     assert "| compositing | on: the loose boxes, feather 5 px" in format_report(report)
+
+
+def test_studio_refuses_the_tight_mask_for_a_box_before_any_work(tmp_path, tiny_pipe, synthetic_clip):
+    from maskedit.studio.service import Studio
+    from maskedit.workflow import session
+
+    from test_studio import local_gpu
+
+    frames, _ = synthetic_clip
+    write_video(tmp_path / "clip.mp4", frames, 8.0)
+    calls = []
+    gpu = local_gpu(tiny_pipe)
+    gpu.generate = lambda *a, **k: calls.append(1) or iter(())
+    studio = Studio(session.SessionStore(tmp_path / "sessions"), gpu, model_name="tiny", is_tiny=True,
+                    allowed_roots=lambda: [tmp_path], cache_root=tmp_path / "cache")
+    st = studio.session("tab")
+    studio.load_video(st, tmp_path / "clip.mp4", 9, "64x64")
+    studio.use_mask(st, box="10,10,40,40")
+    from maskedit.media.video import write_image
+
+    write_image(tmp_path / "edited.png", frames[0])
+    studio.set_edited_frame(st, tmp_path / "edited.png")
+    with pytest.raises(MaskEditError, match="given as a box"):
+        studio.generate(st, "a box", GenerateSettings(method="naive-lora", composite=True, composite_region="mask"))
+    assert not calls

@@ -21,7 +21,8 @@ WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running
 
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None) -> Iterator[dict]:
-    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
+    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler; compositing onto the
+    source after decoding, `workflow.generate.composite_edit`, recorded as report["composite"]) and write its files; yields {"kind": "warning", "message"} for a preset option that
     cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 

@@ -583,6 +583,10 @@ class Studio(Previews, BackgroundTraining, Estimates):
             raise MaskEditError("no edited first frame yet: upload it in step 3 (or pass edited_frame)")
         if not prompt or not str(prompt).strip():
             raise MaskEditError("the prompt is empty: describe the edited first frame")
+        if settings.composite and settings.composite_region == "mask":  # before any training or generation
+            from ..workflow.generate import check_composite
+
+            check_composite(prepare.load_prepared(prepared_dir), settings)
         method = settings.method
         stop_file = Path(st.folder) / session.STOP_GENERATION
         stop_file.unlink(missing_ok=True)
