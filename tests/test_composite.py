@@ -235,7 +235,8 @@ def test_the_ring_shows_what_compositing_cut_off():
     from maskedit.studio.generation import composite_rows
 
     report = composite_rows(record)
-    assert "| compositing | on: the loose boxes, feather 8 px" in report and "4 px ring" in report and "⚠️" in report
+    assert "| compositing | composited onto the source (loose boxes, feather 8 px)" in report
+    assert "4 px ring" in report and "⚠️" in report
 
 
 # ----- the files: edited.json, the mp4's comment, H.264
@@ -338,7 +339,7 @@ def test_studio_passes_the_settings_to_the_report(tmp_path, tiny_pipe, prepared_
     assert report["composite"]["on"] and report["composite"]["feather_px"] == 5
     assert report["background_psnr_db"] == math.inf
     assert json.loads((tmp_path / "out" / "report.json").read_text())["composite"]["feather_px"] == 5
-    assert "| compositing | on: the loose boxes, feather 5 px" in format_report(report)
+    assert "| compositing | composited onto the source (loose boxes, feather 5 px)" in format_report(report)
 
 
 def test_studio_refuses_the_tight_mask_for_a_box_before_any_work(tmp_path, tiny_pipe, synthetic_clip):

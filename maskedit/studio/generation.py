@@ -197,14 +197,9 @@ def composite_rows(record: dict | None) -> str:
             return "–"
         return "∞ dB" if value == float("inf") else f"{value:.2f} dB"
 
-    if record.get("on"):
-        where = ("the loose boxes" if record["region"] == "boxes"
-                 else f"the tight mask grown by {record['mask_margin_px']} px")
-        state = (f"on: {where}, feather {record['feather_px']} px — outside the region the source clip exactly "
-                 "(before the mp4 encode), frame 0 your edited frame")
-    else:
-        state = "off: every pixel generated"
-    rows = (f"\n| compositing | {state} |"
+    from ..workflow.generate import describe_composite
+
+    rows = (f"\n| compositing | {describe_composite(record)} |"
             f"\n| generated video vs the source, outside the boxes (frames 1..) | "
             f"{db(record.get('background_psnr_generated_db'))} |"
             f"\n| … in the {record.get('ring_px')} px ring just outside the region | "

@@ -298,7 +298,7 @@ def describe_composite(record: dict) -> str:
     where = ("loose boxes" if record["region"] == "boxes"
              else f"tight mask grown by {record['mask_margin_px']} px")
     return (f"composited onto the source ({where}, feather {record['feather_px']} px): outside the region the "
-            "source clip, frame 0 the edited first frame")
+            "source clip exactly (before the mp4 encode), frame 0 the edited first frame")
 
 
 # ----- results
