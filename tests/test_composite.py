@@ -235,7 +235,7 @@ def test_the_ring_shows_what_compositing_cut_off():
     from maskedit.studio.generation import composite_rows
 
     report = composite_rows(record)
-    assert "| compositing | composited onto the source (loose boxes, feather 8 px)" in report
+    assert f"| compositing | composited onto the source (loose boxes, feather {DEFAULT_FEATHER} px)" in report
     assert "4 px ring" in report and "⚠️" in report
 
 
@@ -365,3 +365,21 @@ def test_studio_refuses_the_tight_mask_for_a_box_before_any_work(tmp_path, tiny_
     with pytest.raises(MaskEditError, match="given as a box"):
         studio.generate(st, "a box", GenerateSettings(method="naive-lora", composite=True, composite_region="mask"))
     assert not calls
+
+
+def test_the_feather_benchmark_runs_and_a_hard_cut_keeps_a_true_edit(tmp_path, capsys):
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("composite_feather", root / "benchmarks" / "composite_feather.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = tmp_path / "RESULTS.md"
+    assert module.main(["--sizes", "64x64x5", "--edits", "1", "--feathers", "0,4", "--write",
+                        "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "<!-- composite_feather -->" in text and "| 64x64x5 | 24 px | 0 | ∞ | ∞ | 1.000 | ∞ |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 64x64x5 | 24 px | 4 |"))
+    assert row.split("|")[4].strip() == "∞" and row.split("|")[5].strip() != "∞"  # background kept, edge blended

@@ -55,7 +55,6 @@ def test_quick_mode_runs_every_method_and_its_checks_pass(bench, tmp_path, capsy
     for name in bench.METHODS:
         assert runs[name]["composited"]["background_psnr"] >= runs[name]["background_psnr"], name
         assert math.isfinite(runs[name]["ring_psnr"]) and runs[name]["ring_mean_abs_diff"] > 0, name
-    assert "What compositing costs a perfect edit" in text and "| 0 | ∞ | ∞ | 1.000 | ∞ |" in text  # a hard cut
     # Nothing was written into the repository.
     assert (results.read_bytes() if results.exists() else None) == before
 

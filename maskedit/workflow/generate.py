@@ -291,7 +291,7 @@ def composite_edit(prepared: PreparedClip, edited_first_frame: np.ndarray, gener
 
 
 def describe_composite(record: dict) -> str:
-    """One line for the terminal and the mp4's comment: "composited onto the source (loose boxes, feather 8 px)…"
+    """One line for the terminal and the mp4's comment: "composited onto the source (loose boxes, feather 4 px)…"
     or "not composited"."""
     if not record.get("on"):
         return "not composited (every pixel generated)"
