@@ -249,8 +249,10 @@ def composite_edit(prepared: PreparedClip, edited_first_frame: np.ndarray, gener
     Frames 1..: outside the region the source pixels, inside the generated ones, feathered across the border
     (`method.composite.composite`). Frame 0: the user's edited first frame exactly as given — it is the edit's
     target there (the generated frame 0 is only its VAE round trip), so the whole frame, not only its region.
-    generated: uint8 (F, H, W, 3) of the prepared clip. For a long clip, call it on the assembled clip, or per
-    window with that window's frames (the blend is per frame).
+    generated: uint8 (F, H, W, 3) of the prepared clip. A long clip: call it once on the assembled clip (frame 0
+    of the clip is the edited frame; a window's first frame is not); window by window, call
+    `method.composite.composite` on each window's source, generated and region frames (in window 0, the edited
+    frame as frame 0's source and an empty region there) — the blend is per frame, so the result is the same.
     """
     settings.validate()
     check_composite(prepared, settings)
