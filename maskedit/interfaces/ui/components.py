@@ -60,17 +60,22 @@ def read_examples(folder: Path) -> list[dict]:
     return [e for e in entries if (folder / e["clip"]).is_file()]
 
 
-def limited_slider(name: str, **kwargs) -> gr.Slider:
-    """A gr.Slider over exactly `maskedit.limits.LIMITS[name]`'s range whose values are checked by the handler
-    (`maskedit.limits`: the message names the setting and its range), not by Gradio, whose own check says only
-    "Value 100 is greater than maximum value 64" and fails on a value an API client left out (None)."""
+
+def limit_slider(name: str, **kwargs) -> gr.Slider:
+    """A slider for the setting `name` whose range is exactly `maskedit.limits.LIMITS[name]`'s (step 1 for whole
+    numbers; `.limit_name` records which) and whose value reaches the handler as sent: `maskedit.limits` checks it
+    there (its message names the setting and its range), not Gradio, whose own check says only "Value 100 is
+    greater than maximum value 64" and fails on a value an API client left out (None)."""
     from ...limits import LIMITS
 
-    class LimitedSlider(gr.Slider):
+    class LimitSlider(gr.Slider):
         is_template = True  # drawn by the frontend as the gr.Slider it is
 
         def preprocess(self, payload):
             return payload
 
     limit = LIMITS[name]
-    return LimitedSlider(limit.low, limit.high, **kwargs)
+    kwargs.setdefault("step", 1 if limit.integer else None)
+    slider = LimitSlider(limit.low, limit.high, **kwargs)
+    slider.limit_name = name
+    return slider

@@ -11,7 +11,7 @@ from ...defaults import SAMPLERS, TINY
 from ...errors import MaskEditError
 from ...method.composite import DEFAULT_FEATHER, DEFAULT_MASK_MARGIN
 from ...studio.inputs import TrainInputs, generate_settings
-from .components import METHOD_CHOICES, image_input, limited_slider
+from .components import METHOD_CHOICES, image_input, limit_slider
 
 COMPOSITE_REGION_CHOICES = [("the loose boxes (the method's region)", "boxes"),
                             ("the tight mask grown by the margin below", "mask")]
@@ -47,14 +47,14 @@ def layout(page) -> SimpleNamespace:
                 scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
                 composite = gr.Checkbox(composite_default(page), label="Keep the background exactly: composite the "
                                         "generated region onto the source", info=COMPOSITE_INFO, elem_id="composite")
-                feather = limited_slider("feather", value=DEFAULT_FEATHER, step=1, elem_id="feather",
-                                         label="Feather (pixels of blend inside the region's border; 0 = a hard cut)")
+                feather = limit_slider("feather", value=DEFAULT_FEATHER, elem_id="feather",
+                                       label="Feather (pixels of blend inside the region's border; 0 = a hard cut)")
                 gr.Markdown(TINY_COMPOSITE_NOTE, visible=composite_default(page), elem_id="composite-note")
                 with gr.Accordion("Advanced", open=False):
                     composite_region = gr.Radio(COMPOSITE_REGION_CHOICES, value="boxes", label="Composite on",
                                                 elem_id="composite-region")
-                    composite_margin = limited_slider(
-                        "composite_margin", value=DEFAULT_MASK_MARGIN, step=1, elem_id="composite-margin",
+                    composite_margin = limit_slider(
+                        "composite_margin", value=DEFAULT_MASK_MARGIN, elem_id="composite-margin",
                         label="Margin around the tight mask when compositing on it (pixels)")
                     cfg2 = gr.Number(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as CFG)",
                                      visible=page.two_experts, elem_id="cfg2")
