@@ -24,6 +24,11 @@ similarity (each generated frame vs its source frame), frames 1..F−1, with the
 Boxes are `masks.loose_boxes` of the object's true source mask; the 50-pixel minimum component area is
 scaled with the frame area (832x480 = 50 px) so small frames keep their boxes.
 
+Compositing (issue 27; its own table and RESULTS.md section): every row's frames are also composited onto the
+source (`workflow.generate.composite_edit`: loose boxes, `--feather` pixels, frame 0 = the edited first frame) and
+scored the same way, beside the ring figure — the generated output vs the source in the 4-pixel ring just outside
+the loose boxes (frames 1..), what compositing replaces by the source.
+
 Checks that hold by construction (asserted in --quick, reported always): feature-level blending leaves the
 final latents exactly equal to the source latents wherever the latent keep mask is 1; the decoded blend
 matches the decode of the source latents only approximately (the Wan VAE decoder is not local: reported);
@@ -62,8 +67,12 @@ from maskedit.method.conditioning import (  # noqa: E402
 from maskedit.defaults import negative_prompt_text  # noqa: E402
 from maskedit.method.clip_features import clip_image_features  # noqa: E402
 from maskedit.workflow.generate import (  # noqa: E402
-    DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, set_flow_shift,
+    DEFAULT_FLOW_SHIFT, DEFAULT_GENERATION_STEPS, DEFAULT_GUIDANCE_SCALE, composite_edit, set_flow_shift,
 )
+from maskedit.workflow.prepare import PreparedClip  # noqa: E402
+from maskedit.method.composite import DEFAULT_FEATHER, RING_WIDTH  # noqa: E402
+from maskedit.models.presets import GenerateSettings  # noqa: E402
+from maskedit.media.video import Clip  # noqa: E402
 from maskedit.method.lora import unload_lora  # noqa: E402
 from maskedit.method.masks import MIN_COMPONENT_AREA, keep_mask_from_region, loose_boxes  # noqa: E402
 from maskedit.media.metrics import EditScores, clip_measures, mean_scores, psnr, score_edit  # noqa: E402
@@ -96,6 +105,8 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="LoRA learning rate (default %(default)s)")
     parser.add_argument("--rank", type=int, default=TrainConfig.rank, help="LoRA rank (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="training and generation seed (default %(default)s)")
+    parser.add_argument("--feather", type=int, default=DEFAULT_FEATHER,
+                        help="compositing feather in pixels for the compositing table (default %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="while training (large models)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -195,6 +206,9 @@ class MethodRun:
     train_seconds: float = 0.0
     gen_seconds: float = 0.0
     clip: dict = field(default_factory=dict)  # {"clip_score", "input_similarity"} (empty: no image encoder)
+    composited: EditScores | None = None  # the same frames composited onto the source (loose boxes)
+    ring_psnr: float = math.nan  # generated vs source in the ring just outside the loose boxes, frames 1..
+    ring_diff: float = math.nan  # … its mean |difference| (0..255)
 
 
 @dataclass
@@ -238,12 +252,18 @@ def run_edit(pipe, edit: toyworld.ToyEdit, args, device) -> EditResult:
 
     source_features = clip_image_features(pipe, source)
     first_features = clip_image_features(pipe, first)
+    prepared = PreparedClip(Clip(source, edit.source.fps, []), loose, tight)
+    compositing = GenerateSettings(composite=True, feather=args.feather)
 
     def add(method, frames, train_steps=0, train_seconds=0.0, gen_seconds=0.0):
         clip = {} if source_features is None else clip_measures(clip_image_features(pipe, frames), first_features,
                                                                    source_features)
+        composited = composite_edit(prepared, first, frames, compositing)
         result.runs.append(MethodRun(method, score_edit(frames, source, target, edit.region), train_steps,
-                                     train_seconds, gen_seconds, clip))
+                                     train_seconds, gen_seconds, clip,
+                                     score_edit(composited.frames, source, target, edit.region),
+                                     composited.record["ring_psnr_generated_db"],
+                                     composited.record["ring_mean_abs_diff_generated"]))
 
     def timed_generate(condition, blend=None):
         started = time.perf_counter()
@@ -388,6 +408,41 @@ def summary(results: list[EditResult]) -> list[tuple[str, EditScores, int, float
     return rows
 
 
+def composite_table(results: list[EditResult], args) -> str:
+    """Background and edit scores of every row without and with compositing, and the ring figure."""
+    lines = [
+        f"Every row of the table above, also composited onto the source after decoding (loose boxes, feather "
+        f"{args.feather} px, frame 0 = the edited first frame; `workflow.generate.composite_edit`), scored the same "
+        f"way. Ring = the generated output vs the source in the {RING_WIDTH}-pixel ring just outside the loose "
+        "boxes, frames 1.. (what compositing replaces by the source; ∞ = nothing drawn there).",
+        "",
+        "| method | bg PSNR ↑ generated | bg PSNR ↑ composited | bg SSIM ↑ generated | bg SSIM ↑ composited | "
+        "edit PSNR ↑ generated | edit PSNR ↑ composited | tPSNR ↑ generated | tPSNR ↑ composited | "
+        "ring PSNR ↑ (generated) | ring mean abs diff (of 255) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method in REFERENCES + METHODS:
+        runs = [run for result in results for run in result.runs if run.method == method and run.composited]
+        if not runs:
+            continue
+        g, c = mean_scores([r.scores for r in runs]), mean_scores([r.composited for r in runs])
+        ring_psnr, ring_diff = (float(np.mean(values)) if values else math.nan for values in (
+            [r.ring_psnr for r in runs if not math.isnan(r.ring_psnr)],
+            [r.ring_diff for r in runs if not math.isnan(r.ring_diff)]))
+        label = f"*{method}*" if method in REFERENCES else ("**mask-lora (ours)**" if method == "mask-lora" else method)
+        lines.append(f"| {label} | {fmt(g.background_psnr)} | {fmt(c.background_psnr)} | {fmt(g.background_ssim, 3)} | "
+                     f"{fmt(c.background_ssim, 3)} | {fmt(g.edit_psnr)} | {fmt(c.edit_psnr)} | "
+                     f"{fmt(g.temporal_psnr)} | {fmt(c.temporal_psnr)} | {fmt(ring_psnr)} | {fmt(ring_diff, 1)} |")
+    lines += ["", "bg and edit are measured as in the table above: outside / inside the true box of the edit (the "
+              "object in the source or the edited clip), which need not be the loose boxes of the source mask "
+              "that compositing keeps generated: the boxes' margin around the object stays generated (or blended), "
+              "which is why a composited bg PSNR is high but not ∞ here, and an edit that grows past the boxes (a "
+              "shape change) is cut there — *ground-truth* composited shows what that and the feather cost."]
+    lines += ["", "What the feather costs a perfect edit (the ground truth composited), at several sizes: "
+              "`python benchmarks/composite_feather.py`."]
+    return "\n".join(lines)
+
+
 def table(results: list[EditResult], args, device, description: str, is_tiny: bool) -> str:
     edits = ", ".join(r.name for r in results)
     lines = [
@@ -468,17 +523,24 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {edit.name}: {edit.caption} → {edit.edited_caption}", flush=True)
         results.append(run_edit(pipe, edit, args, args.device))
     text = table(results, args, args.device, loaded.description, loaded.is_tiny)
+    composite_text = composite_table(results, args)
     print(text)
+    print("\n" + composite_text)
     print(f"(total {time.perf_counter() - started:.1f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps([
             dict(name=r.name, checks=r.checks, runs=[dict(method=m.method, train_steps=m.train_steps,
                                                          train_seconds=m.train_seconds, gen_seconds=m.gen_seconds,
-                                                         **m.scores.as_dict(), **m.clip) for m in r.runs])
+                                                         **m.scores.as_dict(), **m.clip,
+                                                         composited=m.composited.as_dict() if m.composited else None,
+                                                         ring_psnr=m.ring_psnr, ring_mean_abs_diff=m.ring_diff)
+                                                    for m in r.runs])
             for r in results], indent=1, default=str))
     if args.write:
         write_section("method_benchmark", "## Method benchmark (toy edits with ground truth)\n\n" + text, Path(args.results))
-        print(f"wrote the method_benchmark section of {args.results}")
+        write_section("method_benchmark_composite", "## Compositing onto the source (method benchmark, same runs)\n\n"
+                      + composite_text, Path(args.results))
+        print(f"wrote the method_benchmark and method_benchmark_composite sections of {args.results}")
     failed = [c for r in results for c in r.checks if c["asserted"] and not c["ok"]]
     if args.quick and failed:
         for c in failed:

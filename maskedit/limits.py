@@ -133,6 +133,9 @@ LIMITS: dict[str, Limit] = {limit.name: limit for limit in (
           option="--blocks-to-swap"),
     Limit("budget_s", "seconds of training per GPU call", 5.0, 3600.0, False, option="--gpu-budget"),
     Limit("frame_index", "frame number", 0, MAX_FRAMES - 1, True),
+    Limit("feather", "compositing feather in pixels", 0, 64, True, option="--feather"),
+    Limit("composite_margin", "margin around the tight mask for compositing, in pixels", 0, 128, True,
+          option="--composite-margin"),
 )}
 
 SOURCE_LIMITS = {

@@ -125,6 +125,8 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
     "cfg2 nan": ("/generate", lambda i: (*generate_args(), math.nan), ["guidance_scale_2", "nan"]),
     "cfg2 on one transformer": ("/generate", lambda i: (*generate_args(), 3.0), ["guidance_scale_2 (3)",
                                                                               "one transformer"]),
+    "feather nan": ("/generate", lambda i: (*generate_args(), None, None, None, None, True, math.nan), ["feather", "nan"]),
+    "composite 'yes'": ("/generate", lambda i: (*generate_args(), None, None, None, None, "yes"), ["composite", "true or false"]),
     "start_s nan": ("/load_video", lambda i: (i / "clip.mp4", FRAMES, "64x64", math.nan), ["start time", "nan"]),
     "text file as video": ("/load_video", lambda i: (i / "text.mp4", FRAMES, "64x64", 0),
                            ["text.mp4", "could not be read as a video"]),
@@ -172,8 +174,8 @@ CASES = {  # (endpoint, its arguments, words the message must hold)
     "LoRA of 3e38 weights": ("/use_lora", lambda i: (i / "huge_weights.safetensors",), ["a weight of 3e+38"]),
     "64 MB LoRA that cannot fit": ("/use_lora", lambda i: (i / "big.safetensors",), ["takes 32 inputs"]),
 }
-FULL_ARITY = {"/train": 12, "/generate": 26, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1,
-              "/add_later_frame": 4, "/edit": 25}
+FULL_ARITY = {"/train": 12, "/generate": 30, "/load_video": 4, "/segment": 2, "/set_edited_frame": 2, "/use_lora": 1,
+              "/add_later_frame": 4, "/edit": 29}
 
 
 def edit_args(i, train_steps=2, later_captions="{}", client_files=False):
@@ -358,7 +360,7 @@ def test_every_widget_hands_its_value_over_as_sent_and_sliders_carry_the_limits(
         if isinstance(widget, gr.Image):
             assert widget.image_mode is None, widget.label  # Gradio never converts: read_image does, faithfully
     sliders = {w.limit_name for w in widgets if isinstance(w, gr.Slider)}
-    assert sliders == {"margin", "lora_scale", "blocks_to_swap"}
+    assert sliders == {"margin", "lora_scale", "blocks_to_swap", "feather", "composite_margin"}
 
 
 def test_cancel_ends_a_queued_or_running_generate_and_preview(demo):

@@ -52,6 +52,13 @@ def test_quick_mode_runs_every_method_and_its_checks_pass(bench, tmp_path, capsy
     latent = next(c for name, c in checks.items() if name.startswith("feature-blend: final latents"))
     assert latent["ok"] and "max |difference| 0" in latent["detail"]
     assert all(c["ok"] for c in checks.values() if c["asserted"])
+    # Compositing (issue 27): its own table; the composited source is the source, and compositing never lowers
+    # the background PSNR of a generated row (outside the loose boxes it is the source itself)
+    assert "| method | bg PSNR ↑ generated | bg PSNR ↑ composited |" in text and "ring PSNR" in text
+    assert runs["source"]["composited"]["background_psnr"] == math.inf and runs["source"]["ring_psnr"] == math.inf
+    for name in bench.METHODS:
+        assert runs[name]["composited"]["background_psnr"] >= runs[name]["background_psnr"], name
+        assert math.isfinite(runs[name]["ring_psnr"]) and runs[name]["ring_mean_abs_diff"] > 0, name
     # Nothing was written into the repository.
     assert (results.read_bytes() if results.exists() else None) == before
 

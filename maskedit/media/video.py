@@ -721,12 +721,13 @@ def _format_fps(fps: float) -> str:
 # ----- writing
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, comment: str | None = None) -> None:
     """Write (F, H, W, 3) uint8 RGB frames as a browser-playable H.264 mp4 (yuv420p, faststart).
 
     Width and height must be even (yuv420p). The file appears only when complete: frames go to a
     temporary file in the same folder, renamed on success. Parent folders are created. A memory-mapped
-    array is written frame by frame (never whole in memory).
+    array is written frame by frame (never whole in memory). comment: text stored
+    in the file's `comment` metadata tag (None: no tag, the same file as before the option existed).
     """
     frames = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1 or frames.dtype != np.uint8:
@@ -735,15 +736,15 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
             "expected uint8 frames of shape (F, H, W, 3)"
         )
     _, height, width, _ = frames.shape
-    with video_writer(path, width, height, fps) as send:
+    with video_writer(path, width, height, fps, comment) as send:
         for frame in frames:
             send(frame)
 
 
 @contextmanager
-def video_writer(path: str | os.PathLike, width: int, height: int, fps: float):
-    """Write an H.264 mp4 (as `write_video`) frame by frame: yields `send(frame)` taking (height, width, 3) uint8
-    RGB frames (or (n, height, width, 3) blocks). The file appears only when the block ends without an exception
+def video_writer(path: str | os.PathLike, width: int, height: int, fps: float, comment: str | None = None):
+    """Write an H.264 mp4 (as `write_video`, `comment` too) frame by frame: yields `send(frame)` taking
+    (height, width, 3) uint8 RGB frames (or (n, height, width, 3) blocks). The file appears only when the block ends without an exception
     and at least one frame was sent; memory is one frame whatever the video's length."""
     path = Path(path)
     if width % 2 or height % 2:
@@ -778,7 +779,8 @@ def video_writer(path: str | os.PathLike, width: int, height: int, fps: float):
                 temp_name, (int(width), int(height)), fps=float(fps), codec="libx264",
                 pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
                 ffmpeg_log_level="error",
-                output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"],
+                output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"]
+                + (["-metadata", f"comment={comment}"] if comment else []),
             )
             writer.send(None)
             try:

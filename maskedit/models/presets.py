@@ -39,6 +39,7 @@ from ..defaults import (DEFAULT_NEGATIVE_PROMPT, DEFAULT_SAMPLER, DEFAULT_STEP_C
                         negative_prompt_name)
 from ..errors import MaskEditError
 from ..limits import check_settings, shown_value
+from ..method.composite import COMPOSITE_REGIONS, DEFAULT_FEATHER, DEFAULT_MASK_MARGIN
 
 NUM_BLOCKS_14B = 40
 """Transformer blocks of Wan2.1-I2V-14B; `blocks_to_swap` counts out of these."""
@@ -86,7 +87,11 @@ class GenerateSettings:
     (`workflow.generate.generate_edit`). negative_prompt: "reference" (the reference code's English list, the
     method's), "wan" (Wan's Chinese default) or the text itself (`defaults.negative_prompt_text`).
     step_cache: one of STEP_CACHES ("off": exact; `models.step_cache`); step_cache_threshold: None = the
-    cache's default (MagCache 0.12, TeaCache 0.275)."""
+    cache's default (MagCache 0.12, TeaCache 0.275).
+    composite: after decoding, put the generated region onto the source clip (`method.composite`): the
+    background is then the source bit for bit; off (the default) writes the decoded output as it is.
+    feather: pixels of blend inside the region's border; composite_region: "boxes" (the method's loose boxes)
+    or "mask" (the tight mask grown by composite_margin pixels; needs a clip whose region came from a mask)."""
 
     steps: int = 30
     guidance_scale: float = 5.0
@@ -99,6 +104,10 @@ class GenerateSettings:
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     step_cache: str = DEFAULT_STEP_CACHE
     step_cache_threshold: float | None = None
+    composite: bool = False
+    feather: int = DEFAULT_FEATHER
+    composite_region: str = "boxes"
+    composite_margin: int = DEFAULT_MASK_MARGIN
 
     def __post_init__(self):
         self.validate()
@@ -107,8 +116,14 @@ class GenerateSettings:
         """Raise MaskEditError for a setting out of its range (the one place these checks live)."""
         check_settings({"generation_steps": "steps"}, generation_steps=self.steps, guidance_scale=self.guidance_scale,
                        flow_shift=self.flow_shift, lora_scale=self.lora_scale, seed=self.seed,
-                       guidance_scale_2=self.guidance_scale_2, step_cache_threshold=self.step_cache_threshold)
+                       guidance_scale_2=self.guidance_scale_2, step_cache_threshold=self.step_cache_threshold,
+                       feather=self.feather, composite_margin=self.composite_margin)
         check_generation_choices(self.sampler, self.step_cache, self.negative_prompt)
+        if not isinstance(self.composite, bool):
+            raise MaskEditError(f"composite must be true or false, got {self.composite!r}")
+        if self.composite_region not in COMPOSITE_REGIONS:
+            raise MaskEditError(f"the compositing region {self.composite_region!r} is unknown; use one of "
+                                f"{', '.join(COMPOSITE_REGIONS)}")
         if self.method not in GENERATION_METHODS:
             raise MaskEditError(f"the method {self.method!r} is unknown; use one of {', '.join(GENERATION_METHODS)}")
 

@@ -23,7 +23,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None,
                    window_frames: int | None = None, handover_frames: int | None = None,
                    trained_handover: int | None = None, max_windows: int | None = None) -> Iterator[dict]:
-    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
+    """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler; compositing onto the
+    source after decoding, `workflow.generate.composite_edit`, recorded as report["composite"]) and write its files; yields {"kind": "warning", "message"} for a preset option that
     cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
@@ -48,6 +49,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     method, lora_scale = settings.method, settings.lora_scale
     started = time.perf_counter()
     prepared = prepare.load_prepared(prepared_dir)
+    generate.check_composite(prepared, settings)  # compositing on a tight mask the clip does not have
     edited = prepare.load_edited_frame(edited_frame, prepared.width, prepared.height, fit, prepared.source_size,
                                        "edited first frame")
     if lora_path:
@@ -72,8 +74,8 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         if preview is not None:
             raise MaskEditError("the preview renders one window; this clip is longer: generate it (window by window)")
         long_done = None
-        for event in run_long_windows(pipe, prepared, edited, caption, out_dir, generation, stop_requested,
-                                      window_frames, handover_frames, trained_handover, max_windows,
+        for event in run_long_windows(pipe, prepared, edited, caption, out_dir, {**generation, "compositing": settings},
+                                      stop_requested, window_frames, handover_frames, trained_handover, max_windows,
                                       lora_id=str(lora_path)):
             if event["kind"] != "done":
                 yield event
@@ -82,6 +84,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         if long_done is None:
             return
         outputs = long_done["outputs"]
+        composite_record = generate.composite_settings_record(settings)  # window by window (`long_clip.finish_window`)
     else:
         def work(report, should_stop):
             if preview is not None:
@@ -103,7 +106,9 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                 yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
             else:
                 frames = value
-        outputs = generate.write_edit_outputs(out_dir, prepared, frames)
+        composited = generate.composite_edit(prepared, edited, frames, settings)  # off: the frames as they are
+        outputs = generate.write_edit_outputs(out_dir, prepared, composited.frames, composited.record)
+        composite_record = composited.record
     report = {"method": method, "frames": int(prepared.num_frames), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
@@ -111,6 +116,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
               "warnings": options["warnings"], **info}
+    report["composite"] = composite_record  # compositing: its settings and the generated video's figures
     if preview is not None:  # the preview's own settings: its steps, CFG, shift, speed LoRA and (always) Euler
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
                       flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, sampler=preview.sampler,
@@ -260,6 +266,7 @@ def format_report(report: dict, others: list[dict] | None = None) -> str:
         lines.append(f"| windows | {report['windows']} of up to {report['window_frames']} frames, "
                      f"{report['handover_frames']} hand-over frame(s) |")
     lines += [f"| seams | {line} |" for line in report.get("seam_lines") or []]
+    lines += composite_rows(report.get("composite"))
     lines += [f"| ⚠️ | {w} |" for w in report.get("warnings") or []]
     if report.get("clip_note"):
         lines += ["", f"CLIP measures: {report['clip_note']}."]
@@ -298,3 +305,28 @@ def session_reports(results_folder, exclude=None, limit: int = 12) -> list[dict]
         except (OSError, ValueError):
             continue
     return reports
+
+
+def composite_rows(record: dict | None) -> list[str]:
+    """The report's compositing rows (Markdown table rows): whether the output was composited, and how the
+    generated video differed from the source outside the boxes and just outside the region (the ring compositing
+    replaces; a long clip's windows report no ring). [] without a record."""
+    if not record:
+        return []
+
+    def db(value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        return "∞ dB" if value == float("inf") else f"{value:.2f} dB"
+
+    from ..workflow.generate import describe_composite
+
+    rows = [f"| compositing | {describe_composite(record)} |"]
+    if "ring_psnr_generated_db" in record:
+        rows += [f"| generated video vs the source, outside the boxes (frames 1..) | "
+                 f"{db(record.get('background_psnr_generated_db'))} |",
+                 f"| … in the {record.get('ring_px')} px ring just outside the region | "
+                 f"{db(record.get('ring_psnr_generated_db'))} (mean difference "
+                 f"{record.get('ring_mean_abs_diff_generated', float('nan')):.1f} of 255)"
+                 + (" — compositing replaced it by the source" if record.get("on") else "") + " |"]
+    return rows + ([f"| ⚠️ | {record['note']} |"] if record.get("note") else [])

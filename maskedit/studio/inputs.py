@@ -86,14 +86,17 @@ class TrainInputs:
 
 def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_scale=None, seed=None,
                       method=None, sampler=None, guidance_scale_2=None, negative_prompt=None, step_cache=None,
-                      step_cache_threshold=None) -> GenerateSettings:
+                      step_cache_threshold=None, composite=None, feather=None, composite_region=None,
+                      composite_margin=None) -> GenerateSettings:
     """`GenerateSettings` from a form's raw values (numbers as the UI or an API client sent them; None: the
     default): each held to its range (`maskedit.limits`) before any conversion, so NaN, 2**70 or 0 steps are a
     MaskEditError naming the setting, never a ValueError or OverflowError from int(); True or 10.5 steps are
     refused, never rounded; the method, sampler and step cache are names from their lists. guidance_scale_2 and
     step_cache_threshold None or "" (an empty form field): the same as guidance_scale / the cache's default.
-    negative_prompt: "reference", "wan" or the text itself (None or "": the method's, "reference")."""
+    negative_prompt: "reference", "wan" or the text itself (None or "": the method's, "reference"). composite: a
+    checkbox's value (None: off); composite_region: "boxes" or "mask"; feather / composite_margin: pixels."""
     from ..defaults import SAMPLERS, STEP_CACHES
+    from ..method.composite import COMPOSITE_REGIONS
     from ..models.presets import GENERATION_METHODS
 
     defaults = GenerateSettings()
@@ -103,11 +106,17 @@ def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_sca
     step_cache = defaults.step_cache if step_cache is None or step_cache == "" else check_choice(
         step_cache, STEP_CACHES, "step cache")
     negative_prompt = check_text(negative_prompt, "negative prompt") if negative_prompt is not None else ""
+    composite = check_flag(composite, "composite checkbox")
+    region = defaults.composite_region if composite_region in (None, "") else check_choice(
+        composite_region, COMPOSITE_REGIONS, "compositing region")
 
     def optional(name, value):
         return float(check(name, value)) if value is not None and value != "" else None
 
     return GenerateSettings(
+        composite=composite, composite_region=region,
+        feather=value_or_default("feather", feather, defaults.feather),
+        composite_margin=value_or_default("composite_margin", composite_margin, defaults.composite_margin),
         guidance_scale_2=optional("guidance_scale_2", guidance_scale_2),
         step_cache_threshold=optional("step_cache_threshold", step_cache_threshold),
         negative_prompt=negative_prompt or defaults.negative_prompt, step_cache=step_cache,

@@ -581,6 +581,10 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
             self.set_edited_frame(st, edited_frame, fit)
         if not st.edited:
             raise MaskEditError("no edited first frame yet: upload it in step 3 (or pass edited_frame)")
+        if settings.composite and settings.composite_region == "mask":  # before any training or generation
+            from ..workflow.generate import check_composite
+
+            check_composite(prepare.load_prepared(prepared_dir), settings)
         method = settings.method
         stop_file = Path(st.folder) / session.STOP_GENERATION
         stop_file.unlink(missing_ok=True)  # from here on, Cancel (`stop_generation`) is honoured in every wait

@@ -1,7 +1,8 @@
 """Generating the edited clip (METHOD.md §6, and the baselines of §8) and writing its results.
 
     frames = generate_edit(pipe, prepared, edited_first, "a red car on a road")
-    outputs = write_edit_outputs("work/out", prepared, frames)             # edited.mp4, side_by_side.mp4
+    result = composite_edit(prepared, edited_first, frames, settings)      # off (the default): frames as they are
+    outputs = write_edit_outputs("work/out", prepared, result.frames, result.record)   # + edited.json
 
 Generation reports through a callback per denoising step and stops between steps (`should_stop`). Videos are
 written under temporary names and renamed when complete, so a failed run never leaves an `edited.mp4`.
@@ -22,6 +23,7 @@ from ..errors import MaskEditError
 from ..limits import check_settings
 from ..media.video import check_image_size, write_video
 from ..method import masks
+from ..method.composite import RING_WIDTH, composite, grow_region, ring
 from ..method.conditioning import METHOD_IMAGE_VIEW, compose_prompt, inference_condition, stock_condition
 from ..method.experts import is_two_expert
 from ..method.lora import ADAPTER_NAME
@@ -32,6 +34,7 @@ from .prepare import PreparedClip
 
 EDITED_VIDEO = "edited.mp4"
 SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
+EDITED_JSON = "edited.json"  # beside edited.mp4: how it was made (compositing) and its background figures
 DEFAULT_GENERATION_STEPS = GenerateSettings.steps
 DEFAULT_GUIDANCE_SCALE = GenerateSettings.guidance_scale
 DEFAULT_FLOW_SHIFT = GenerateSettings.flow_shift
@@ -282,6 +285,114 @@ def check_generated(video: np.ndarray, source: np.ndarray, method: str = "mask-l
                             f"(the clip's: {source_saturated:.0%}), so it was not written; likely cause: {cause}")
 
 
+# ----- compositing (after decoding; `maskedit.method.composite`)
+
+RING_HINT_DB = 3.0
+"""The report points at what compositing cut off when the ring just outside the region is this much (dB) worse
+than the rest of the background in the generated output."""
+
+
+@dataclass
+class CompositedEdit:
+    """The frames to write (uint8 (F, H, W, 3); the generated array itself when compositing is off) and what
+    compositing did, as JSON-able `record` for the report and edited.json:
+
+    on, region ("boxes" | "mask"), feather_px, mask_margin_px (None for boxes), ring_px; frame_0 (what frame 0
+    is); background_psnr_generated_db (the generated output vs the source outside the boxes, frames 1..: the
+    model's own figure, composited or not); ring_psnr_generated_db and ring_mean_abs_diff_generated (the
+    generated output vs the source in the `ring_px`-wide ring just outside the region, frames 1..: what
+    compositing cuts off); note (a hint when the ring is much worse than the rest of the background, else "")."""
+
+    frames: np.ndarray
+    record: dict
+
+
+def check_composite(prepared: PreparedClip, settings: GenerateSettings) -> None:
+    """Refuse compositing on the tight mask for a clip that has none (its region was a box), before any work."""
+    if settings.composite and settings.composite_region == "mask" and prepared.tight is None:
+        raise MaskEditError(
+            "compositing on the tight mask needs the clip's segmentation, but its region was given as a box; "
+            "composite on the loose boxes instead, or prepare the clip from a mask video (or clicks)"
+        )
+
+
+def composite_region(prepared: PreparedClip, settings: GenerateSettings) -> np.ndarray:
+    """The region compositing keeps generated, bool (F, H, W): the loose boxes, or for "mask" the tight mask
+    grown by `settings.composite_margin` pixels."""
+    if settings.composite_region == "mask":
+        check_composite(prepared, settings)
+        return grow_region(prepared.tight, settings.composite_margin)
+    return np.asarray(prepared.region, dtype=bool)
+
+
+def composite_edit(prepared: PreparedClip, edited_first_frame: np.ndarray, generated: np.ndarray,
+                   settings: GenerateSettings) -> CompositedEdit:
+    """Composite a generated edit onto its source clip when `settings.composite` (else return it unchanged,
+    bit for bit), and measure the generated output against the source in either case.
+
+    Frames 1..: outside the region the source pixels, inside the generated ones, feathered across the border
+    (`method.composite.composite`). Frame 0: the user's edited first frame exactly as given — it is the edit's
+    target there (the generated frame 0 is only its VAE round trip), so the whole frame, not only its region.
+    generated: uint8 (F, H, W, 3) of the prepared clip. A long clip: call it once on the assembled clip (frame 0
+    of the clip is the edited frame; a window's first frame is not); window by window, call
+    `method.composite.composite` on each window's source, generated and region frames (in window 0, the edited
+    frame as frame 0's source and an empty region there) — the blend is per frame, so the result is the same.
+    """
+    settings.validate()
+    check_composite(prepared, settings)
+    generated = np.asarray(generated)
+    if generated.shape != prepared.frames.shape:
+        raise MaskEditError(f"the edited video is {generated.shape} but the clip is {prepared.frames.shape}")
+    check_image_size(edited_first_frame, prepared.width, prepared.height, "edited first frame")
+    region = composite_region(prepared, settings) if settings.composite else np.asarray(prepared.region, bool)
+    judged = slice(1, None) if prepared.num_frames > 1 else slice(None)  # frame 0 is the user's edit
+    from ..media.metrics import psnr
+
+    source, later = prepared.frames[judged], generated[judged]
+    band = ring(region[judged], RING_WIDTH)
+    difference = np.abs(later[band].astype(np.int16) - source[band].astype(np.int16))
+    background = psnr(later, source, ~np.asarray(prepared.region, bool)[judged])
+    ring_psnr = psnr(later, source, band)
+    note = ""
+    if settings.composite and background - ring_psnr > RING_HINT_DB:
+        note = (f"just outside the region the generated video differs from the source more than elsewhere "
+                f"(ring {ring_psnr:.1f} dB vs background {background:.1f} dB): the model may have drawn something "
+                "there (a shadow, a reflection) that compositing cut off; compare with compositing off")
+    record = {
+        **composite_settings_record(settings),
+        "background_psnr_generated_db": background, "ring_psnr_generated_db": ring_psnr,
+        "ring_mean_abs_diff_generated": float(difference.mean()) if difference.size else float("nan"),
+        "note": note,
+    }
+    if not settings.composite:
+        return CompositedEdit(generated, record)
+    source_frames = prepared.frames.copy()
+    source_frames[0] = edited_first_frame
+    region = region.copy()
+    region[0] = False  # frame 0: the edited frame, whole
+    return CompositedEdit(composite(source_frames, generated, region, settings.feather), record)
+
+
+def composite_settings_record(settings: GenerateSettings) -> dict:
+    """What compositing was asked to do, JSON-able (the settings part of `CompositedEdit.record`; a long clip's
+    report holds only this: its windows are composited one by one, `long_clip.finish_window`)."""
+    return {"on": bool(settings.composite), "region": settings.composite_region, "feather_px": int(settings.feather),
+            "mask_margin_px": int(settings.composite_margin) if settings.composite_region == "mask" else None,
+            "ring_px": RING_WIDTH,
+            "frame_0": "the edited first frame as given" if settings.composite else "generated"}
+
+
+def describe_composite(record: dict) -> str:
+    """One line for the terminal and the mp4's comment: "composited onto the source (loose boxes, feather 4 px)…"
+    or "not composited"."""
+    if not record.get("on"):
+        return "not composited (every pixel generated)"
+    where = ("loose boxes" if record["region"] == "boxes"
+             else f"tight mask grown by {record['mask_margin_px']} px")
+    return (f"composited onto the source ({where}, feather {record['feather_px']} px): outside the region the "
+            "source clip exactly (before the mp4 encode), frame 0 the edited first frame")
+
+
 # ----- results
 
 
@@ -325,20 +436,33 @@ class EditOutputs:
 
 
 def remove_edit_outputs(out_dir: str | os.PathLike) -> None:
-    """Delete edited.mp4 and side_by_side.mp4 of an earlier run (before a new one starts)."""
-    for name in (EDITED_VIDEO, SIDE_BY_SIDE_VIDEO):
+    """Delete edited.mp4, side_by_side.mp4 and edited.json of an earlier run (before a new one starts)."""
+    for name in (EDITED_VIDEO, SIDE_BY_SIDE_VIDEO, EDITED_JSON):
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 
-def write_edit_outputs(out_dir: str | os.PathLike, prepared: PreparedClip, edited: np.ndarray) -> EditOutputs:
-    """Write side_by_side.mp4, then edited.mp4 (at the clip's fps) to out_dir."""
+def write_edit_outputs(out_dir: str | os.PathLike, prepared: PreparedClip, edited: np.ndarray,
+                       composite_record: dict | None = None) -> EditOutputs:
+    """Write side_by_side.mp4, then edited.mp4 (at the clip's fps) to out_dir. composite_record: a
+    `composite_edit` record; with it, edited.json is written beside them (the record and the background PSNR),
+    and a composited edited.mp4 says so in its `comment` metadata tag (not composited: no tag, the same file)."""
     out_dir = Path(out_dir)
     if edited.shape != prepared.frames.shape:
         raise MaskEditError(f"the edited video is {edited.shape} but the clip is {prepared.frames.shape}")
+    comment = f"MaskEdit: {describe_composite(composite_record)}" if (composite_record or {}).get("on") else None
     write_video(out_dir / SIDE_BY_SIDE_VIDEO, side_by_side(prepared.frames, edited), prepared.fps)
-    write_video(out_dir / EDITED_VIDEO, edited, prepared.fps)
+    write_video(out_dir / EDITED_VIDEO, edited, prepared.fps, comment=comment)
     from ..media.metrics import psnr
 
     judged = slice(1, None) if prepared.num_frames > 1 else slice(None)  # frame 0 is the user's edit
-    return EditOutputs(out_dir / EDITED_VIDEO, out_dir / SIDE_BY_SIDE_VIDEO,
-                       psnr(edited[judged], prepared.frames[judged], ~prepared.region[judged]))
+    outputs = EditOutputs(out_dir / EDITED_VIDEO, out_dir / SIDE_BY_SIDE_VIDEO,
+                          psnr(edited[judged], prepared.frames[judged], ~prepared.region[judged]))
+    if composite_record is not None:
+        import json
+
+        from ..media.files import write_text
+
+        write_text(out_dir / EDITED_JSON, json.dumps(
+            {"video": EDITED_VIDEO, "background_psnr_db": outputs.background_psnr, "composite": composite_record},
+            indent=2))
+    return outputs

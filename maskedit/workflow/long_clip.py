@@ -180,11 +180,28 @@ def run_fingerprint(prepared: PreparedClip, edited_first_frame: np.ndarray, prom
                             windows=[[w.start, w.stop, w.handover] for w in windows], lora=lora_id))
 
 
-def finish_window(window: Window, decoded: np.ndarray, prepared: PreparedClip) -> np.ndarray:
+def finish_window(window: Window, decoded: np.ndarray, prepared: PreparedClip, compositing=None,
+                  edited_first_frame: np.ndarray | None = None) -> np.ndarray:
     """The frames window `window` adds to the clip, from its decoded output (uint8 (window frames, H, W, 3)): its
     frames after the hand-over (the clip keeps the previous window's generated frames there). The one place where
-    each window's decoded frames are finished before they are saved (e.g. compositing onto the source)."""
-    return decoded[window.handover:]
+    each window's decoded frames are finished before they are saved: with `compositing` (a
+    `presets.GenerateSettings` whose `composite` is on) they are composited onto the source there
+    (`method.composite.composite`, per frame, so window by window equals the whole clip at once; the clip's frame 0
+    is the edited first frame, whole, as `generate.composite_edit` does)."""
+    frames = decoded[window.handover:]
+    if compositing is None or not compositing.composite:
+        return frames
+    from ..method.composite import composite, grow_region
+
+    start = window.start + window.handover
+    source = np.array(prepared.frames[start:window.stop])
+    if compositing.composite_region == "mask":
+        region = grow_region(np.asarray(prepared.tight[start:window.stop], dtype=bool), compositing.composite_margin)
+    else:
+        region = np.array(prepared.region[start:window.stop], dtype=bool)
+    if start == 0:  # window 0's frame 0: the user's edited first frame, whole
+        source[0], region[0] = edited_first_frame, False
+    return composite(source, frames, region, compositing.feather)
 
 
 def generate_long_edit(
@@ -217,6 +234,7 @@ def generate_long_edit(
     max_windows: int | None = None,
     lora_id: str | None = None,
     preview: bool = True,
+    compositing=None,
 ) -> Iterator[LongEditEvent]:
     """Generate a clip longer than one window into `out_dir`, window after window; a generator of events.
 
@@ -228,6 +246,8 @@ def generate_long_edit(
     (no LongEditDone unless the last window is done). callback(WindowStep) after every denoising step.
     should_stop() True stops within the current window
     (GenerationStopped, its message naming the windows kept). preview: write out_dir/so_far.mp4 after each window.
+    compositing: a `presets.GenerateSettings` whose compositing fields apply to every window (`finish_window`;
+    None or composite off: the decoded frames as they are).
     """
     check_generation(pipe, prepared.width, prepared.height, edited_first_frame, steps=steps,
                      guidance_scale=guidance_scale, flow_shift=flow_shift, lora_scale=lora_scale, seed=seed,
@@ -242,8 +262,16 @@ def generate_long_edit(
                     speed_lora_weight=speed_lora_weight, sampler=sampler, image_view=image_view,
                     guidance_scale_2=guidance_scale_2, step_cache=step_cache, step_cache_threshold=step_cache_threshold)
     out_dir = Path(out_dir)
-    run = LongEditRun(out_dir, windows, run_fingerprint(prepared, edited_first_frame, prompt, settings, windows,
-                                                        lora_id))
+    if compositing is not None and compositing.composite:
+        from .generate import check_composite
+
+        check_composite(prepared, compositing)
+        composited = dict(region=compositing.composite_region, feather=compositing.feather,
+                          margin=compositing.composite_margin)
+    else:
+        composited = None
+    run = LongEditRun(out_dir, windows, run_fingerprint(prepared, edited_first_frame, prompt,
+                                                        {**settings, "composite": composited}, windows, lora_id))
     done = run.done() if resume else 0
     if done == 0:
         run.reset()
@@ -267,7 +295,7 @@ def generate_long_edit(
             kept = f"windows 1..{window.index} of {len(windows)} are kept" if window.index else "no window was finished"
             raise GenerationStopped(f"generation was stopped in window {window.index + 1} of {len(windows)}; {kept}; "
                                     "run it again with the same inputs to continue from the next window") from None
-        run.save(window, finish_window(window, decoded, prepared))
+        run.save(window, finish_window(window, decoded, prepared, compositing, edited_first_frame))
         preview_path = _write_preview(run, window, prepared.fps) if preview else None
         now = time.perf_counter()
         yield WindowDone(window.index, len(windows), window.stop, prepared.num_frames, now - window_started,
@@ -336,21 +364,26 @@ def generate_clip(pipe, prepared: PreparedClip, edited_first_frame: np.ndarray, 
                   out_dir: str | os.PathLike, *, window_frames: int = DEFAULT_WINDOW_FRAMES,
                   handover_frames: int = DEFAULT_HANDOVER_FRAMES, trained_handover: int | None = None,
                   callback: Callable | None = None, on_window: Callable[[WindowDone], None] | None = None,
-                  resume: bool = True, lora_id: str | None = None, **settings):
+                  resume: bool = True, lora_id: str | None = None, compositing=None, **settings):
     """Generate a clip of any length and write its files: a clip of one window exactly as before
-    (`generate.generate_edit`, then `generate.write_edit_outputs`; returns `EditOutputs`), a longer one window by
-    window (`generate_long_edit`; returns `LongEditOutputs`, with its seams). settings: `generate_edit`'s
-    keyword arguments; callback gets a `GenerationStep` (one window) or a `WindowStep` (several) per denoising
-    step; on_window(WindowDone) after each window of a long clip."""
-    from .generate import generate_edit, write_edit_outputs
+    (`generate.generate_edit`, `generate.composite_edit`, then `generate.write_edit_outputs`; returns
+    `EditOutputs`), a longer one window by window (`generate_long_edit`; returns `LongEditOutputs`, with its
+    seams). settings: `generate_edit`'s keyword arguments; compositing: a `presets.GenerateSettings` whose
+    compositing fields apply (None: not composited); callback gets a `GenerationStep` (one window) or a
+    `WindowStep` (several) per denoising step; on_window(WindowDone) after each window of a long clip."""
+    from .generate import composite_edit, generate_edit, write_edit_outputs
 
     windows = plan_windows(prepared.num_frames, window_frames, handover_frames)  # the window settings, checked
     if len(windows) == 1:
         frames = generate_edit(pipe, prepared, edited_first_frame, caption, callback=callback, **settings)
-        return write_edit_outputs(out_dir, prepared, frames)
+        if compositing is None:
+            return write_edit_outputs(out_dir, prepared, frames)
+        result = composite_edit(prepared, edited_first_frame, frames, compositing)
+        return write_edit_outputs(out_dir, prepared, result.frames, result.record)
     events = generate_long_edit(pipe, prepared, edited_first_frame, caption, out_dir, window_frames=window_frames,
                                 handover_frames=handover_frames, trained_handover=trained_handover,
-                                callback=callback, resume=resume, lora_id=lora_id, **settings)
+                                callback=callback, resume=resume, lora_id=lora_id, compositing=compositing,
+                                **settings)
     for event in events:
         if isinstance(event, WindowDone) and on_window is not None:
             on_window(event)

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ...method import masks
+from ...method.composite import COMPOSITE_REGIONS, DEFAULT_FEATHER, DEFAULT_MASK_MARGIN, RING_WIDTH
 from .common import PROG, HelpFormatter, paragraph
 from ...defaults import (
     DEFAULT_HANDOVER_FRAMES, DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES,
@@ -229,6 +230,19 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                             "teacache (the reference's rule, threshold 0.275) (default: the preset's)")
     group.add_argument("--step-cache-threshold", type=float, metavar="T",
                        help="the step cache's threshold; higher skips more (default: magcache 0.12, teacache 0.275)")
+    group = parser.add_argument_group(
+        "compositing (after decoding)",
+        paragraph("Keep the background exactly: outside the region the video is the source clip, bit for bit before the "
+        "mp4 encode; inside, the generated pixels, blended across a feathered border. It cuts off anything the "
+        "model drew outside the region (a shadow, a reflection): the report shows how much that was."))
+    group.add_argument("--composite", nargs="?", const="boxes", choices=COMPOSITE_REGIONS, metavar="boxes|mask",
+                       help="composite the generated region onto the source: on the loose boxes (--composite, or "
+                            "--composite boxes) or on the tight mask grown by --composite-margin (--composite mask; "
+                            "the clip's region must come from a mask). Default: off (every pixel generated)")
+    group.add_argument("--feather", type=int, metavar="PX",
+                       help=f"pixels of blend inside the region's border, 0 = a hard cut (default {DEFAULT_FEATHER})")
+    group.add_argument("--composite-margin", type=int, metavar="PX",
+                       help=f"with --composite mask: pixels the tight mask is grown by (default {DEFAULT_MASK_MARGIN})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,6 +442,7 @@ def cmd_generate(args) -> int:
     edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
+    _check_composite(prepared, args)
     args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
     lora_path = _lora_argument(args.lora) if args.lora else None
     if lora_path is None and args.method == "mask-lora":
@@ -477,6 +492,13 @@ def cmd_generate(args) -> int:
         args.seed = seed
         _generate(loaded, prepared, edited, args, trigger, Path(args.out) / f"seed_{seed}")
     return 0
+
+
+def _check_composite(prepared, args) -> None:
+    try:
+        generate.check_composite(prepared, args.generate_settings)
+    except MaskEditError as error:
+        raise MaskEditError(f"{error} (--composite mask needs --mask-video; --composite alone uses the boxes)") from None
 
 
 def _lora_argument(values: list[str]):
@@ -536,6 +558,7 @@ def cmd_edit(args) -> int:
     _check_generate_args(args)
     _check_window_size(args, args.model or models.default_model(), prepared)
     args.trained_handover = config.handover_frames
+    _check_composite(prepared, args)
     caption = _training_captions(args, prepared, later, args.train_prompt)
     args.edit_caption = args.prompt
     loaded = _load_model(args.model or models.default_model(), args)
@@ -698,6 +721,7 @@ _LIMITED_OPTIONS = {
     "blocks_to_swap": "blocks_to_swap",
     "step_cache_threshold": "step_cache_threshold", "timestep_shift": "timestep_shift",
     "window_frames": "window_frames", "handover_frames": "handover_frames",
+    "feather": "feather", "composite_margin": "composite_margin",
 }
 
 
@@ -754,12 +778,24 @@ def _train_config(args, num_frames: int | None = None) -> TrainConfig:
 
 
 def _check_generate_args(args) -> None:
-    """The generation options as `GenerateSettings` (its checks), naming the flag in the message."""
+    """The generation options as `GenerateSettings` (its checks), naming the flag in the message; kept as
+    args.generate_settings."""
+    if args.composite is None and (args.feather is not None or args.composite_margin is not None):
+        flag = "--feather" if args.feather is not None else "--composite-margin"
+        raise MaskEditError(f"{flag} sets how --composite blends, and compositing is off: add --composite "
+                            f"(or leave {flag} out)")
+    if args.composite == "boxes" and args.composite_margin is not None:
+        raise MaskEditError("--composite-margin grows the tight mask of --composite mask; the loose boxes are "
+                            "used as they are: leave it out, or use --composite mask")
+    composite = dict(composite=args.composite is not None, composite_region=args.composite or "boxes")
+    composite.update({name: getattr(args, name) for name in ("feather", "composite_margin")
+                      if getattr(args, name) is not None})
     try:
-        GenerateSettings(steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift,
-                         lora_scale=args.lora_scale, seed=args.seed, method=getattr(args, "method", "mask-lora"),
-                         guidance_scale_2=args.guidance_scale_2, negative_prompt=args.negative_prompt,
-                         step_cache=args.step_cache, step_cache_threshold=args.step_cache_threshold)
+        args.generate_settings = GenerateSettings(
+            steps=args.gen_steps, guidance_scale=args.cfg, flow_shift=args.shift, lora_scale=args.lora_scale,
+            seed=args.seed, method=getattr(args, "method", "mask-lora"), guidance_scale_2=args.guidance_scale_2,
+            negative_prompt=args.negative_prompt, step_cache=args.step_cache,
+            step_cache_threshold=args.step_cache_threshold, **composite)
     except MaskEditError as error:
         flags = {"generation steps": "--gen-steps" if args.command == "edit" else "--steps", "guidance scale": "--cfg", "flow shift": "--shift",
                  "method": "--method", "negative prompt": "--negative-prompt"}
@@ -936,13 +972,22 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
                 loaded.pipe, prepared, edited_first, args.prompt, out, window_frames=args.window_frames,
                 handover_frames=args.handover_frames, trained_handover=getattr(args, "trained_handover", None),
                 callback=on_step, on_window=on_window, resume=not getattr(args, "no_resume", False),
-                lora_id=getattr(args, "lora_id", None), **settings)
+                lora_id=getattr(args, "lora_id", None), compositing=args.generate_settings, **settings)
+    record = None
     if frames is not None:
-        outputs = generate.write_edit_outputs(out, prepared, frames)
-    print(f"wrote {outputs.edited} and {outputs.side_by_side}")
+        result = generate.composite_edit(prepared, edited_first, frames, args.generate_settings)
+        outputs = generate.write_edit_outputs(out, prepared, result.frames, result.record)
+        record = result.record
+    print(f"wrote {outputs.edited} and {outputs.side_by_side}"
+          + (f" ({generate.EDITED_JSON} says how)" if record is not None else ""))
     if preview:
         print(f"{preview.describe()}; run the same command without --preview for the full render")
     print(f"background PSNR (outside the boxes, frames 1..): {outputs.background_psnr:.2f} dB")
+    if record is not None:
+        _print_composite(record)
+    elif args.generate_settings.composite:
+        print(f"compositing: {generate.describe_composite(generate.composite_settings_record(args.generate_settings))}"
+              " — window by window")
     if frames is not None:
         measures = generate.edit_clip_measures(loaded.pipe, prepared, edited_first, frames)
         if measures["clip_score"] is None:
@@ -960,6 +1005,17 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
     if loaded.is_tiny and loaded.name == TINY:
         print("(the tiny model has random weights: the video shows the workflow, not the method's quality)")
     return 0
+
+
+def _print_composite(record: dict) -> None:
+    """What compositing did, and how the generated video differed from the source just outside the region."""
+    print(f"compositing: {generate.describe_composite(record)}")
+    print(f"the generated video against the source (frames 1..): {record['background_psnr_generated_db']:.2f} dB "
+          f"outside the boxes; {record['ring_psnr_generated_db']:.2f} dB in the {RING_WIDTH}-pixel ring just outside "
+          f"the region (mean |difference| {record['ring_mean_abs_diff_generated']:.1f} of 255)"
+          + (" — what compositing replaced by the source" if record["on"] else ""))
+    if record["note"]:
+        print(f"note: {record['note']}")
 
 
 def _preview_settings(args):

@@ -12,6 +12,7 @@ from ...errors import MaskEditError
 from ...models.presets import GenerateSettings, get_preset
 from ...studio.inputs import generate_settings
 from .components import AsSentNumber, image_input
+from .generate_tab import composite_default
 
 
 def layout(page) -> SimpleNamespace:
@@ -35,10 +36,13 @@ def wire(page, w) -> None:
     def h_edit(video, points_json, mask_video, box, edited_first, later_files, later_indices, train_caption,
                prompt_text, trigger_text, num_frames, size, start_s, margin_value, preset_name, train_steps,
                gen_steps_value, cfg_value, shift_value, seed, lora_scale, fit, later_captions, sampler_name,
-               cfg2_value=None, st=None, request: gr.Request = None):  # cfg2 = None: optional for clients
+               cfg2_value=None, composite=None, feather=None, composite_region=None, composite_margin=None,
+               st=None, request: gr.Request = None):  # None: optional for clients
         st = page.sess(st, request)
         settings = generate_settings(gen_steps_value, cfg_value, shift_value, lora_scale, seed,
-                                     sampler=sampler_name, guidance_scale_2=cfg2_value)
+                                     sampler=sampler_name, guidance_scale_2=cfg2_value, composite=composite,
+                                     feather=feather, composite_region=composite_region,
+                                     composite_margin=composite_margin)
         # a generator: a cancelled call closes it at its next yield (a training or denoising step), which stops
         # the work and frees the GPU for the next client
         for kind, value in studio.edit_events(
@@ -72,6 +76,11 @@ def wire(page, w) -> None:
                             AsSentNumber(defaults.seed, visible=False, precision=0, label="seed"),
                             AsSentNumber(defaults.lora_scale, visible=False, label="lora scale"), w.api_bool,
                             w.api_later_captions, gr.Textbox(defaults.sampler, visible=False, label="sampler"),
-                            AsSentNumber(None, visible=False, label="guidance scale 2"), state],
+                            AsSentNumber(None, visible=False, label="guidance scale 2"),
+                            gr.Checkbox(composite_default(page), visible=False, label="composite"),
+                            AsSentNumber(defaults.feather, visible=False, precision=0, label="feather"),
+                            gr.Textbox(defaults.composite_region, visible=False, label="composite region"),
+                            AsSentNumber(defaults.composite_margin, visible=False, precision=0,
+                                         label="composite margin"), state],
                    [w.api_edit_video, w.api_edit_sbs, w.api_lora, w.api_edit_report, w.api_edit_json, state],
                    api_name="edit", **page.gpu)

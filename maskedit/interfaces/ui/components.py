@@ -129,3 +129,4 @@ def read_examples(folder: Path) -> list[dict]:
     except (OSError, ValueError):
         return []
     return [e for e in entries if (folder / e["clip"]).is_file()]
+

@@ -7,10 +7,29 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ...defaults import NEGATIVE_PROMPTS, SAMPLERS, STEP_CACHES
+from ...defaults import NEGATIVE_PROMPTS, SAMPLERS, STEP_CACHES, TINY
 from ...errors import MaskEditError
+from ...method.composite import DEFAULT_FEATHER, DEFAULT_MASK_MARGIN
 from ...studio.inputs import TrainInputs, generate_settings
 from .components import METHOD_CHOICES, AsSentDropdown, AsSentNumber, AsSentRadio, image_input, limit_slider
+
+COMPOSITE_REGION_CHOICES = [("the loose boxes (the method's region)", "boxes"),
+                            ("the tight mask grown by the margin below", "mask")]
+COMPOSITE_INFO = ("Outside the region the video is your source clip, bit for bit; inside, the generated pixels. "
+                  "It cuts off anything the model drew beyond the region (a shadow, a reflection): the report "
+                  "shows how much.")
+TINY_COMPOSITE_NOTE = ("ℹ️ With the built-in tiny model compositing starts on: its random weights draw noise, so "
+                       "the video shows your source clip with only the edited region changed. Untick it to see "
+                       "every pixel as the model generated it.")
+
+
+def composite_default(page) -> bool:
+    """Whether the page's compositing starts on (the Generate tab's checkbox, /generate, /preview and /edit):
+    on for the built-in random tiny models (the offline demo shows the source with only the region changed),
+    else off (the library's default; a trained small model from a folder too)."""
+    from ...models.loading import TINY_WAN22
+
+    return page.runtime.model.name in (TINY, TINY_WAN22)
 
 
 def layout(page) -> SimpleNamespace:
@@ -26,7 +45,17 @@ def layout(page) -> SimpleNamespace:
                                       label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
                 seed_gen = AsSentNumber(0, label="Seed", precision=0)
                 scale = limit_slider("lora_scale", value=1.0, step=0.05, label="LoRA scale")
+                composite = gr.Checkbox(composite_default(page), label="Keep the background exactly: composite the "
+                                        "generated region onto the source", info=COMPOSITE_INFO, elem_id="composite")
+                feather = limit_slider("feather", value=DEFAULT_FEATHER, elem_id="feather",
+                                       label="Feather (pixels of blend inside the region's border; 0 = a hard cut)")
+                gr.Markdown(TINY_COMPOSITE_NOTE, visible=composite_default(page), elem_id="composite-note")
                 with gr.Accordion("Advanced", open=False):
+                    composite_region = AsSentRadio(COMPOSITE_REGION_CHOICES, value="boxes", label="Composite on",
+                                                      elem_id="composite-region")
+                    composite_margin = limit_slider(
+                        "composite_margin", value=DEFAULT_MASK_MARGIN, elem_id="composite-margin",
+                        label="Margin around the tight mask when compositing on it (pixels)")
                     cfg2 = AsSentNumber(None, label="Guidance of the low-noise expert (CFG 2; empty: the same as CFG)",
                                      visible=page.two_experts, elem_id="cfg2")
                     negative_prompt = AsSentDropdown(
@@ -65,6 +94,8 @@ def layout(page) -> SimpleNamespace:
                            seed_gen=seed_gen, scale=scale, cfg2=cfg2, speed_lora_in=speed_lora_in, new_edit=new_edit,
                            negative_prompt=negative_prompt, step_cache=step_cache,
                            step_cache_threshold=step_cache_threshold,
+                           composite=composite, feather=feather, composite_region=composite_region,
+                           composite_margin=composite_margin,
                            use_ckpt=use_ckpt, gen_bg_status=gen_bg_status, gen_btn=gen_btn, preview_btn=preview_btn,
                            cancel_btn=cancel_btn, resume_btn=resume_btn, edited_video=edited_video, sbs_video=sbs_video,
                            report=report,
@@ -86,11 +117,13 @@ def wire(page, w) -> None:
     def h_generate(prompt_text, edited_file, method_name, steps, cfg_value, shift_value, seed, lora_scale, fit,
                    use_checkpoint, preset_name, caption_text, trigger_text, train_steps, lr, rank, train_seed,
                    swap, fp8, ckpt, budget_s, sampler_name, cfg2_value=None, negative_prompt=None, step_cache=None,
-                   step_cache_threshold=None, st=None, request: gr.Request = None,
-                   progress=gr.Progress()):  # cfg2 … threshold = None: optional for clients (the defaults)
+                   step_cache_threshold=None, composite=None, feather=None, composite_region=None,
+                   composite_margin=None, st=None, request: gr.Request = None,
+                   progress=gr.Progress()):  # cfg2 … composite_margin = None: optional for clients (the defaults)
         st = page.sess(st, request)
         settings = generate_settings(steps, cfg_value, shift_value, lora_scale, seed, method_name, sampler_name,
-                                     cfg2_value, negative_prompt, step_cache, step_cache_threshold)
+                                     cfg2_value, negative_prompt, step_cache, step_cache_threshold, composite,
+                                     feather, composite_region, composite_margin)
         # the Train tab's settings: the naive LoRA (naive-lora, feature-blend) is trained with them when not yet
         train_inputs = TrainInputs(caption_text, trigger_text, preset_name, train_steps, lr, rank, train_seed, swap,
                                    fp8, ckpt, budget_s, edit_caption=prompt_text)
@@ -117,7 +150,7 @@ def wire(page, w) -> None:
     generate_inputs = [w.prompt, w.new_edit, w.method, w.gen_steps, w.cfg, w.shift, w.seed_gen, w.scale, w.fit_edited,
                        w.use_ckpt, w.preset, w.caption, w.trigger, w.steps_in, w.lr_in, w.rank_in, w.seed_in,
                        w.swap_in, w.fp8_in, w.ckpt_in, w.budget_in, w.sampler, w.cfg2, w.negative_prompt, w.step_cache,
-                       w.step_cache_threshold, state]
+                       w.step_cache_threshold, w.composite, w.feather, w.composite_region, w.composite_margin, state]
     generate_event = w.gen_btn.click(h_generate, generate_inputs, results, api_name="generate",
                                      concurrency_id="generate", concurrency_limit=1)
     generate_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
@@ -128,18 +161,23 @@ def wire(page, w) -> None:
 
     @page.guard
     def h_preview(prompt_text, edited_file, method_name, seed, lora_scale, fit, use_checkpoint, preset_name,
-                  speed_lora, negative_prompt=None, st=None, request: gr.Request = None, progress=gr.Progress()):
+                  speed_lora, negative_prompt=None, composite=None, feather=None, composite_region=None,
+                  composite_margin=None, st=None, request: gr.Request = None,
+                  progress=gr.Progress()):  # negative_prompt … composite_margin: optional for clients
         st = page.sess(st, request)
         settings = generate_settings(seed=seed, lora_scale=lora_scale, method=method_name or "mask-lora",
-                                     negative_prompt=negative_prompt)
+                                     negative_prompt=negative_prompt, composite=composite, feather=feather,
+                                     composite_region=composite_region, composite_margin=composite_margin)
         result = studio.preview(st, prompt_text, settings, speed_lora=speed_lora, preset=preset_name,
                                 edited_frame=edited_file, fit=fit, use_checkpoint=use_checkpoint,
                                 progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
                                 warn=gr.Warning)
         return result.edited, result.side_by_side, result.report_markdown, result.report, st
 
-    preview_event = w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale, w.fit_edited, w.use_ckpt,
-                                    w.preset, w.speed_lora_in, w.negative_prompt, state],
+    preview_event = w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale,
+                                                    w.fit_edited, w.use_ckpt, w.preset, w.speed_lora_in,
+                                                    w.negative_prompt, w.composite, w.feather, w.composite_region,
+                                                    w.composite_margin, state],
                         results, api_name="preview", concurrency_id="generate",
                         concurrency_limit=1)
     preview_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
