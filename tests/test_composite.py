@@ -234,7 +234,7 @@ def test_the_ring_shows_what_compositing_cut_off():
     assert "shadow" in record["note"] and record["ring_mean_abs_diff_generated"] > 5
     from maskedit.studio.generation import composite_rows
 
-    report = composite_rows(record)
+    report = "\n".join(composite_rows(record))
     assert f"| compositing | composited onto the source (loose boxes, feather {DEFAULT_FEATHER} px)" in report
     assert "4 px ring" in report and "⚠️" in report
 
