@@ -121,11 +121,14 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
 
 def launch_kwargs() -> dict:
-    """What `launch()` needs besides host/port: upload limit, allowed example files, theme."""
+    """What `launch()` needs besides host/port: upload limit, allowed example files, theme and style. The app's own
+    results (sessions, LoRA cache) are served file by file wherever they live (`maskedit.interfaces.ui.serving`)."""
     import gradio as gr
 
+    from maskedit.interfaces.ui.page import PAGE_CSS
+
     return dict(max_file_size=os.environ.get("MASKEDIT_MAX_UPLOAD", DEFAULT_MAX_UPLOAD),
-                allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), show_error=True)
+                allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), css=PAGE_CSS, show_error=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,7 +98,9 @@ def test_two_expert_base_trains_offers_per_expert_files_and_generates_and_previe
 
 def test_banner_and_size_menu_follow_the_base(tiny_pipe):
     loaded, _, line = load_model("tiny")
-    assert line.endswith(base_banner(loaded)) and "base: built-in tiny model" in line
+    assert f"; {base_banner(loaded)}; serves " in line and "base: built-in tiny model" in line
+    assert line.endswith("any width and height in multiples of 16 (320x192, the examples' size, takes seconds per "
+                         "step on a CPU); 4k+1 frames, up to 81")
     fixed = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "64x64 (tiny test)"]
     as_720p = SimpleNamespace(pipe=tiny_pipe, name="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
     assert size_choices(as_720p, fixed) == ["auto", "1280x720 (landscape 720p)", "720x1280 (portrait 720p)",

@@ -107,13 +107,13 @@ class BackgroundTraining:
         if not snap:
             return "No background training."
         status = snap["status"]
-        line = f"**Background training: {status}**"
-        if snap["total_steps"]:
-            line += f" — step {snap['step']} / {snap['total_steps']}"
-        if snap["seconds_per_step"]:
-            from .progress import format_eta
-
-            line += f" · {snap['seconds_per_step']:.2f} s/step · ETA {format_eta(snap['eta_s'])}"
+        if status == "training" and snap.get("phase"):  # what it does now: encoding, step k / n, saving
+            head, detail = snap["phase"]
+            line = f"**Background training: {head}** — {detail}"
+        else:
+            line = f"**Background training: {status}**"
+            if snap["total_steps"]:
+                line += f" — step {snap['step']} / {snap['total_steps']}"
         if status == "done":
             line += " — the LoRA is ready: generate as many edits as you like."
         elif status in ("queued", "training"):

@@ -22,7 +22,8 @@ WORKER_NAME = "maskedit-generation"  # the thread that denoises (one per running
 def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, settings: GenerateSettings, *,
                    lora_path=None, trigger=None, fit=False, stop_file=None, preset=None, preview=None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler) and write its files; yields {"kind": "warning", "message"} for a preset option that
-    cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
+    cannot be used here (generation goes on without it), {"kind": "phase", "phase"} as each phase begins
+    ("encoding", "denoising", "decoding", then "writing" the files), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
     The pipe gets exactly the given LoRA (or none): an adapter left by another session is removed.
@@ -68,14 +69,15 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
 
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
-                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop)
+                                          callback=lambda e: results.put(("step", e)), should_stop=should_stop,
+                                          on_phase=lambda name: results.put(("phase", name)))
             else:
                 frames = generate.generate_edit(
                     pipe, prepared, edited, caption, steps=int(settings.steps),
                     guidance_scale=float(settings.guidance_scale), flow_shift=float(settings.flow_shift),
                     seed=int(settings.seed), lora_scale=float(lora_scale), method=method, trigger=trigger,
                     callback=lambda e: results.put(("step", e)), should_stop=should_stop,
-                    speed_lora_weight=speed_weight, sampler=settings.sampler,
+                    on_phase=lambda name: results.put(("phase", name)), speed_lora_weight=speed_weight, sampler=settings.sampler,
                     guidance_scale_2=settings.guidance_scale_2)
             results.put(("frames", frames))
         except BaseException as error:  # re-raised in the caller's thread
@@ -83,11 +85,15 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
 
     thread = threading.Thread(target=work, daemon=True, name=WORKER_NAME)
     thread.start()
+    phases = PhaseClock()
     try:
         while True:
             kind, value = results.get()
             if kind == "step":
                 yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
+            elif kind == "phase":
+                phases.enter(value)
+                yield {"kind": "phase", "phase": value}
             elif kind == "error":
                 raise value
             else:
@@ -96,19 +102,36 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
     finally:  # a cancelled caller closes this generator: the worker stops after its current step, then the pipe is free
         closed.set()
         thread.join()
+    phases.enter("writing")
+    yield {"kind": "phase", "phase": "writing"}
     outputs = generate.write_edit_outputs(out_dir, prepared, frames)
+    phases.enter(None)
     report = {"method": method, "frames": int(frames.shape[0]), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
               "guidance_scale_2": None if settings.guidance_scale_2 is None else float(settings.guidance_scale_2),
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
-              "warnings": options["warnings"]}
+              "warnings": options["warnings"], "phase_seconds": phases.seconds}
     if preview is not None:
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
                       flow_shift=float(preview.flow_shift), speed_lora=preview.speed_lora, preview=preview.describe())
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2, default=str))
     yield {"kind": "done", "edited": str(outputs.edited), "side_by_side": str(outputs.side_by_side), "report": report}
+
+
+class PhaseClock:
+    """Seconds each phase of a render took ({"encoding": s, "denoising": s, "decoding": s, "writing": s})."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._phase, self._since = None, time.perf_counter()
+
+    def enter(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.seconds[self._phase] = round(self.seconds.get(self._phase, 0.0) + now - self._since, 3)
+        self._phase, self._since = phase, now
 
 
 def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool = True) -> dict:
@@ -168,13 +191,16 @@ def format_report(report: dict) -> str:
     psnr = report.get("background_psnr_db")
     psnr_text = "–" if psnr is None or (isinstance(psnr, float) and np.isnan(psnr)) else (
         "identical (∞ dB)" if psnr == float("inf") else f"{psnr:.2f} dB")
-    return (f"| | |\n|---|---|\n| method | {report['method']} |\n"
+    phases = report.get("phase_seconds") or {}
+    phase_text = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+    return (f"| what | this render |\n|---|---|\n| method | {report['method']} |\n"
             f"| background PSNR (outside the boxes, frames 1..) | {psnr_text} |\n"
             f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |\n"
             f"| time | {report['seconds']:.1f} s ({report['steps']} steps, CFG {report['guidance_scale']:g}"
             + (f" / low-noise {report['guidance_scale_2']:g}" if report.get("guidance_scale_2") is not None else "")
             + ", "
             f"shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}) |"
+            + (f"\n| phases | {phase_text} |" if phase_text else "")
             + (f"\n| preset | {report['preset']} |" if report.get("preset") else "")
             + (f"\n| options | {', '.join(report['options'])} |" if report.get("options") else "")
             + "".join(f"\n| ⚠️ | {w} |" for w in report.get("warnings") or []))

@@ -18,6 +18,27 @@ def base_banner(loaded) -> str:
     return base_for_pipeline(loaded.pipe, loaded.name).banner()
 
 
+def served_sizes(loaded) -> str:
+    """What the loaded model serves, in words: its base's sizes (the tiny model: any multiple of 16) and frames."""
+    from ..models.bases import base_for_pipeline
+
+    if loaded.is_tiny:
+        sizes = "any width and height in multiples of 16 (320x192, the examples' size, takes seconds per step on a CPU)"
+    else:
+        base = base_for_pipeline(loaded.pipe, loaded.name)
+        sizes = ", ".join(f"{w}x{h}" for w, h in base.sizes) + " (the sizes it was trained at)"
+    return f"{sizes}; 4k+1 frames, up to 81"
+
+
+def model_line(loaded) -> str:
+    """The page's header line: the loaded model, its experts, and what it serves (`served_sizes`), Markdown."""
+    from ..models.bases import base_for_pipeline
+
+    base = base_for_pipeline(loaded.pipe, loaded.name)
+    experts = f", two experts (boundary {base.boundary_ratio:g})" if base.two_experts else ""
+    return f"**Model:** {loaded.description}{experts} · **serves:** {served_sizes(loaded)}"
+
+
 def size_choices(loaded, fixed: list[str]) -> list[str]:
     """The size menu for the loaded model's base: its sizes (`bases.sizes_for_base`, e.g. 1280x720 on a 720P
     base) first, then the entries of `fixed` ("WxH (label)" or "auto") not already named."""
@@ -35,9 +56,10 @@ def size_choices(loaded, fixed: list[str]) -> list[str]:
 def load_model(requested: str | None = None):
     """(LoadedModel, banner markdown, terminal line). An explicitly requested model that cannot be loaded raises
     MaskEditError (the app stops with that message); only the default, when nothing was asked, falls back to
-    the tiny model, and the banner and the line say why. The line ends with the base (`base_banner`)."""
+    the tiny model, and the banner and the line say why. The line ends with the base (`base_banner`) and what the
+    model serves (`served_sizes`)."""
     loaded, banner, line = _load_model(requested)
-    return loaded, banner, f"{line}; {base_banner(loaded)}"
+    return loaded, banner, f"{line}; {base_banner(loaded)}; serves {served_sizes(loaded)}"
 
 
 def _load_model(requested: str | None):
@@ -59,7 +81,7 @@ def _load_model(requested: str | None):
         return loaded, banner, f"could not load {wanted} ({reason[:200]}); running the built-in tiny model instead"
     if loaded.name == TINY:
         why = "no CUDA GPU was found, so " if requested is None else ""
-        banner = (f"ℹ️ {why.capitalize() if why else ''}{'t' if why else 'T'}his app runs the built-in **tiny model** "
+        banner = (f"ℹ️ {'No CUDA GPU was found, so t' if why else 'T'}his app runs the built-in **tiny model** "
                   "(random weights): every step works, but the videos show the workflow, not the method's quality. "
                   f"Start it with a GPU and `--model {WAN_480P}` for real edits.")
         return loaded, banner, f"model: the built-in tiny model (random weights){' — ' + why.rstrip(', so ') if why else ''}"

@@ -47,6 +47,10 @@ class GenerationStep:
     elapsed: float
 
 
+GENERATION_PHASES = ("encoding", "denoising", "decoding")
+"""The phases of one render, in order (`generate_edit`'s on_phase)."""
+
+
 class GenerationStopped(MaskEditError):
     """Generation was stopped (should_stop) before it finished; nothing was produced."""
 
@@ -97,6 +101,7 @@ def generate_edit(
     sampler: str = DEFAULT_SAMPLER,
     image_view: str = METHOD_IMAGE_VIEW,
     guidance_scale_2: float | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
@@ -113,7 +118,9 @@ def generate_edit(
     as in training; "crop" = diffusers'). guidance_scale_2: the low-noise expert's CFG on a two-expert base
     (None: `guidance_scale`); a one-expert base refuses it before any work.
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
-    denoising step; should_stop() True stops after the current step (GenerationStopped).
+    denoising step; should_stop() True stops after the current step (GenerationStopped). on_phase(name) is called
+    as each phase begins: GENERATION_PHASES, "encoding" (prompt, image and the condition's VAE encode) at the start,
+    "denoising" when the transformer first runs, "decoding" (the VAE decode) after the last step.
     A speed LoRA loaded on the pipe (`maskedit.models.speed.load_speed_lora`) stays active beside the edit
     LoRA with `speed_lora_weight`.
     """
@@ -154,12 +161,22 @@ def generate_edit(
 
     started = time.perf_counter()
     last = [started]
+    phase = on_phase or (lambda name: None)
+
+    def first_forward(module, args):
+        for handle in hooks:
+            handle.remove()  # once: the encoders are done, the denoising begins
+        hooks.clear()
+        last[0] = time.perf_counter()  # step 1's time is its own, not the encoding's
+        phase("denoising")
 
     def on_step(pipeline, step, timestep, callback_kwargs):
         now = time.perf_counter()
         if callback is not None:
             callback(GenerationStep(step + 1, steps, now - last[0], now - started))
         last[0] = now
+        if step + 1 == steps:
+            phase("decoding")
         if should_stop is not None and step + 1 < steps and should_stop():
             raise GenerationStopped("generation was stopped before it finished; nothing was written")
         return callback_kwargs
@@ -174,6 +191,9 @@ def generate_edit(
             from ..models.speed import set_lora_weights
 
             set_lora_weights(pipe, edit=float(lora_scale), speed=float(speed_lora_weight))
+    hooks = [module.register_forward_pre_hook(first_forward)
+             for module in (pipe.transformer, getattr(pipe, "transformer_2", None)) if module is not None]
+    phase("encoding")
     try:
         with quiet_transformers():
             output = pipe(
@@ -192,6 +212,8 @@ def generate_edit(
                 **extra,
             )
     finally:
+        for handle in hooks:
+            handle.remove()
         if has_lora and method == "no-lora":
             pipe.enable_lora()
     video = np.asarray(output.frames[0], dtype=np.float32)

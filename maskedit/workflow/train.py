@@ -56,6 +56,15 @@ class EditTrainingNote:
 
 
 @dataclass
+class EditTrainingEncoding(EditTrainingNote):
+    """A stage's samples are being encoded (VAE, text and image encoders, once per run): the phase before its
+    first step. `samples`: how many (one per training window, plus the edited later frames in stage 2)."""
+
+    stage: int = 1
+    samples: int = 1
+
+
+@dataclass
 class EditTrainingStopped:
     """The run was stopped; its checkpoint is kept and a rerun with the same inputs resumes from it."""
 
@@ -73,7 +82,8 @@ class EditTrainingDone:
     metadata: dict
 
 
-EditTrainingEvent = EditTrainingStage | StepEvent | EditTrainingNote | EditTrainingStopped | EditTrainingDone
+EditTrainingEvent = (EditTrainingStage | StepEvent | EditTrainingNote | EditTrainingEncoding | EditTrainingStopped
+                     | EditTrainingDone)
 
 
 def train_edit_lora(
@@ -161,7 +171,8 @@ def train_edit_lora(
                 distributed.barrier()  # every process resumes from what the main one kept
             if fresh:
                 yield EditTrainingNote(fresh)
-            yield EditTrainingNote(f"stage {stage.number}: encoding {len(stage.items)} sample(s)")
+            yield EditTrainingEncoding(f"stage {stage.number}: encoding {len(stage.items)} sample(s)", stage.number,
+                                       len(stage.items))
             restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
             trainer = make_trainer(pipe, stage.items, stage.config, checkpoint_dir, device=device,

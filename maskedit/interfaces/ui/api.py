@@ -44,7 +44,8 @@ def wire(page, w) -> None:
             train_caption=train_caption, prompt=prompt_text,
             trigger=trigger_text, num_frames=num_frames, size=size, start_s=start_s, margin=margin_value,
             preset=preset_name, train_steps=train_steps, settings=settings, fit=fit)
-        return result.edited, result.side_by_side, files, result.report_markdown, result.report, st
+        edited, side_by_side, report_markdown, report, served_files = page.serving.result(result, files)
+        return edited, side_by_side, served_files, report_markdown, report, st
 
     defaults = GenerateSettings()
     edit_btn = gr.Button(visible=False)

@@ -49,7 +49,18 @@ def wire(page, w) -> None:
         return line, line, frame, st, timer
 
     w.bg_change = dict(fn=h_background, inputs=[*bg_widgets, page.state], outputs=outputs, api_visibility="private")
-    w.bg_toggle.change(h_background, [*bg_widgets, page.state], outputs, api_name="set_background")
+
+    def h_set_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                         gradient_checkpointing, budget_s, st, request: gr.Request):
+        return h_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                            gradient_checkpointing, budget_s, st, request)[:4]
+
+    def h_timer(st):
+        return bg_outputs(st)[-1]
+
+    # the endpoint's outputs are the ones a client reads (each named); the timer follows privately
+    w.bg_toggle.change(h_set_background, [*bg_widgets, page.state], outputs[:4],
+                       api_name="set_background").then(h_timer, [page.state], [w.poll_timer], api_visibility="private")
     for widget in (w.caption, w.trigger):
         widget.blur(**w.bg_change)
         widget.submit(**w.bg_change)

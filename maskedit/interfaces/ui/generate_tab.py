@@ -10,19 +10,20 @@ import gradio as gr
 from ...defaults import SAMPLERS
 from ...errors import MaskEditError
 from ...studio.inputs import TrainInputs, generate_settings
+from . import hints
 from .components import METHOD_CHOICES, image_input
 
 
 def layout(page) -> SimpleNamespace:
-    preset0 = page.preset0
+    first = page.first_generation
     with gr.Tab("5 · Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
                 method = gr.Radio(METHOD_CHOICES, value="mask-lora", label="Method")
-                gen_steps = gr.Number(4 if page.tiny else preset0.generation_steps, label="Steps", precision=0)
-                cfg = gr.Number(preset0.guidance_scale, label="Guidance (CFG)")
-                shift = gr.Number(preset0.flow_shift, label="Flow shift")
-                sampler = gr.Dropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
+                gen_steps = gr.Number(first.steps, label="Steps", precision=0)
+                cfg = gr.Number(first.guidance_scale, label="Guidance (CFG)")
+                shift = gr.Number(first.flow_shift, label="Flow shift")
+                sampler = gr.Dropdown(list(SAMPLERS), value=first.sampler, elem_id="sampler",
                                       label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
                 seed_gen = gr.Number(0, label="Seed", precision=0)
                 scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
@@ -37,7 +38,7 @@ def layout(page) -> SimpleNamespace:
                                        sources=["upload"])
                 use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
                                        "(training goes on afterwards)")
-                gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
+                gen_bg_status = gr.Markdown(elem_id="gen-bg-status", label="background training (Generate tab)")
                 with gr.Row():
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     preview_btn = gr.Button("Preview (4 steps)", elem_id="preview-btn")
@@ -46,10 +47,11 @@ def layout(page) -> SimpleNamespace:
                 with gr.Row():
                     edited_video = gr.Video(label="Edited video", interactive=False, elem_id="edited-video")
                     sbs_video = gr.Video(label="Original | edited", interactive=False)
-                report = gr.Markdown(elem_id="report")
+                report = gr.Markdown(elem_id="report", label="report")
                 report_json = gr.JSON(label="report", visible=False)
                 gallery = gr.Gallery(label="This session's results (newest first; one LoRA, many edits)",
-                                     columns=4, height=260, elem_id="gallery")
+                                     columns=4, rows=1, height=220, object_fit="contain", preview=False,
+                                     fit_columns=False, elem_id="gallery", elem_classes="whole-items")
     return SimpleNamespace(method=method, gen_steps=gen_steps, cfg=cfg, shift=shift, sampler=sampler,
                            seed_gen=seed_gen, scale=scale, cfg2=cfg2, speed_lora_in=speed_lora_in, new_edit=new_edit,
                            use_ckpt=use_ckpt, gen_bg_status=gen_bg_status, gen_btn=gen_btn, preview_btn=preview_btn,
@@ -63,7 +65,7 @@ def wire(page, w) -> None:
 
     @page.guard
     def h_gallery(st, request: gr.Request):
-        return studio.gallery(page.sess(st, request))
+        return page.serving.gallery(studio.gallery(page.sess(st, request)))
 
     gallery_btn = gr.Button(visible=False)
     gallery_btn.click(h_gallery, [state], [w.gallery], api_name="gallery", concurrency_limit=None)
@@ -86,11 +88,13 @@ def wire(page, w) -> None:
                 progress=lambda done, desc: progress(done, desc=desc, unit="steps")):
             if kind == "warning":
                 gr.Warning(value)
+            elif kind == "progress":  # encode, denoise k/n (with the time left), decode
+                progress(value[0], desc=value[1], unit="steps")
             elif kind == "step":
-                progress(value, desc="denoising", unit="steps")
                 yield (gr.skip(),) * 5
             elif kind == "result":
-                yield value.edited, value.side_by_side, value.report_markdown, value.report, st
+                edited, side_by_side, report, report_json = page.serving.result(value)
+                yield edited, side_by_side, report + "\n" + hints.after("generate"), report_json, st
                 return
         raise MaskEditError("generation ended without a result")
 
@@ -112,7 +116,8 @@ def wire(page, w) -> None:
                                 edited_frame=edited_file, fit=fit, use_checkpoint=bool(use_checkpoint),
                                 progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
                                 warn=gr.Warning)
-        return result.edited, result.side_by_side, result.report_markdown, result.report, st
+        edited, side_by_side, report, report_json = page.serving.result(result)
+        return edited, side_by_side, report + "\n" + hints.after("generate"), report_json, st
 
     w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale, w.fit_edited, w.use_ckpt,
                                     w.preset, w.speed_lora_in, state],

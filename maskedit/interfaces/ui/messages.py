@@ -15,7 +15,9 @@ import gradio as gr
 from ...errors import MaskEditError
 
 LOG = logging.getLogger("maskedit.app")
-APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"), ("(--fit)", "(the Fit checkbox)"),
+APP_TERMS = (("(--backend sam2 downloads it)", "(start the app with --segmenter sam2 to download it)"),
+             ("--backend fallback is fast", "the app's --segmenter fallback is fast"),
+             ("check overlay.mp4", "check the Mask overlay video"), ("--backend ", "--segmenter "), ("--caption-model", "--captioner"), ("(--fit)", "(the Fit checkbox)"),
              ("(--prompt ", "(the caption box, e.g. "), ("(--min-area)", "(a larger object)"),
              ("(--train-prompt)", "(the caption box of the ORIGINAL first frame)"),
              ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"),

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...workflow.session import parse_points
+from . import hints
 from .components import EXCLUDE, INCLUDE
+from .messages import app_message
 
 
 def layout(page) -> SimpleNamespace:
@@ -35,7 +37,7 @@ def layout(page) -> SimpleNamespace:
                 with gr.Row():
                     overlay_video = gr.Video(label="Mask overlay", interactive=False, elem_id="overlay-video")
                     boxes_video = gr.Video(label="Loose boxes (white = edit)", interactive=False)
-                segment_notes = gr.Markdown(elem_id="segment-notes")
+                segment_notes = gr.Markdown(elem_id="segment-notes", label="segmentation notes")
                 with gr.Accordion("…or upload a mask video (white = edit) or give a box", open=False):
                     mask_in = gr.File(label="Mask video", file_types=["video", "image"])
                     box_in = gr.Textbox(label="Box x0,y0,x1,y1 (pixels of the conformed clip)")
@@ -82,7 +84,8 @@ def wire(page, w) -> None:
     def h_segment(points_json, margin, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, text = studio.segment(st, points_json, margin)
-        return overlay_path, boxes_path, text, st
+        return (page.serving.file(overlay_path), page.serving.file(boxes_path), app_message(text) + hints.after("segment"),
+                st)
 
     w.segment_btn.click(h_segment, [w.points_box, w.margin, state], [w.overlay_video, w.boxes_video, w.segment_notes,
                                                                      state],
@@ -92,7 +95,7 @@ def wire(page, w) -> None:
     def h_mask(mask_video, box, margin, fit, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, text = studio.use_mask(st, mask_video, box, margin, fit)
-        return overlay_path, boxes_path, text, st
+        return page.serving.file(overlay_path), page.serving.file(boxes_path), text + hints.after("segment"), st
 
     w.mask_btn.click(h_mask, [w.mask_in, w.box_in, w.margin, w.fit_mask, state],
                      [w.overlay_video, w.boxes_video, w.segment_notes, state], api_name="use_mask",
