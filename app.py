@@ -133,6 +133,8 @@ def launch_kwargs() -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The app's flags; each defaults to its environment variable, else the value shown."""
+    from maskedit.defaults import DEFAULT_CAPTION_MODEL  # torch-free: --help answers at once
+
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python app.py", description="MaskEdit's Gradio app",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -152,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(approximate), or auto (sam2 when its weights load, else the fallback) "
                              "[MASKEDIT_SEGMENTER]")
     parser.add_argument("--captioner", default=env("MASKEDIT_CAPTIONER"),
-                        help="Florence-2 hub id or folder, or 'none' for no automatic captions (default: "
-                             "Florence-2-base) [MASKEDIT_CAPTIONER]")
+                        help=f"Florence-2 hub id or folder, or 'none' for no automatic captions (default: "
+                             f"{DEFAULT_CAPTION_MODEL}) [MASKEDIT_CAPTIONER]")
     parser.add_argument("--gpu-budget", type=float, default=float(env("MASKEDIT_GPU_BUDGET", "110")),
                         help="seconds of training per GPU call (ZeroGPU) [MASKEDIT_GPU_BUDGET]")
     parser.add_argument("--chunk-steps", type=int, default=int(env("MASKEDIT_CHUNK_STEPS", "0")) or None,

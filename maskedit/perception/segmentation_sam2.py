@@ -119,6 +119,9 @@ class Sam2Unavailable(MaskEditError):
             "facebook/sam2.1-hiera-large), or use the offline segmenter (--backend fallback)"
         )
 
+    def __reduce__(self):  # crosses a ZeroGPU call (pickled) with its fields
+        return type(self), (self.reason, self.model_id)
+
 
 class _LazyFrames(Mapping):
     """What `Sam2VideoInferenceSession.processed_frames` holds, computed on access: index → (3, S, S)."""
@@ -175,18 +178,24 @@ class Sam2Segmenter:
         local = os.path.isdir(model_id)
         if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
             raise Sam2Unavailable(f"the folder {model_id} does not exist", model_id)
+        from ..runtime import hub_files_only, missing_offline
+
+        files_only, offline = hub_files_only(model_id) if download else (True, None)  # no hub: seconds, not minutes
         try:
             from transformers import Sam2VideoModel
 
             with quiet_transformers():
-                model = Sam2VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local or not download)
+                model = Sam2VideoModel.from_pretrained(model_id, dtype=dtype, local_files_only=files_only)
         except ImportError as error:
             raise Sam2Unavailable(f"transformers has no Sam2VideoModel ({error}); pip install -U 'transformers>=5'",
                                   model_id) from None
         except (OSError, ValueError, KeyError, RuntimeError) as error:
-            reason = str(error).strip().splitlines()[0][:300].rstrip(".")
+            text = str(error).strip()
+            reason = text.splitlines()[0].rstrip(".") if text else type(error).__name__
             if not (download or local):
                 reason = "its weights are not in the local Hugging Face cache, and downloading was off"
+            elif offline and not local:
+                reason = missing_offline(offline)
             raise Sam2Unavailable(reason, model_id) from None
         model = model.to(device).eval()
         return cls(model, device, dtype, model_id)

@@ -97,7 +97,7 @@ class Runtime:
         self.captioner_id = captioner_id
         self._segmenter = None
         self._captioner = None
-        self.caption_error: str | None = None
+        self.caption_error: MaskEditError | None = None  # why there is no captioner (raised again on each use)
 
     @property
     def pipe(self):
@@ -112,17 +112,19 @@ class Runtime:
         return self._segmenter
 
     def captioner(self):
-        """The captioner, or MaskEditError saying why there is none (tried once)."""
+        """The captioner, or the MaskEditError saying why there is none (tried once; `CaptionerUnavailable` when it
+        could not be loaded, in seconds without network)."""
         if self._captioner is None and self.caption_error is None:
             if self.captioner_id == "none":
-                self.caption_error = "automatic captions are off in this app; type the prompt yourself"
+                self.caption_error = MaskEditError("automatic captions are off in this app (--captioner none); type "
+                                                   "the captions yourself")
             else:
                 from ..perception.captioning import load_captioner
 
                 try:
                     self._captioner = load_captioner(self.captioner_id)
                 except MaskEditError as error:
-                    self.caption_error = str(error)
+                    self.caption_error = error
         if self._captioner is None:
-            raise MaskEditError(self.caption_error)
+            raise self.caption_error.with_traceback(None)
         return self._captioner

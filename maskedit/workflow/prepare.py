@@ -22,8 +22,8 @@ import numpy as np
 from ..errors import MaskEditError
 from ..limits import check_settings
 from ..media.files import save_npz, write_text
-from ..media.video import (Clip, check_frame_count, check_image_size, fit_image, read_conformed, read_image,
-                           read_video, write_image, write_video)
+from ..media.video import (Clip, box_to_conformed, check_frame_count, check_image_size, fit_image, read_conformed,
+                           read_image, read_video, write_image, write_video)
 from ..method import masks
 
 PREPARED_JSON = "prepared.json"
@@ -90,13 +90,16 @@ def prepare_clip(
     margin: float = masks.BOX_MARGIN,
     min_area: int = masks.MIN_COMPONENT_AREA,
     fit: bool = False,
+    box_in: str = "clip",
 ) -> PreparedClip:
     """Read and conform a clip and its edit region (exactly one of `mask_video` and `box`).
 
     mask_video: a video, a folder of frames or one image, white = edit; it gets the clip's frame selection
     and geometry (`masks.conform_region`), then becomes loose boxes (`masks.loose_boxes`, margin and
-    min_area). box: "x0,y0,x1,y1" or a tuple, in pixels of the *conformed* clip (x1, y1 exclusive), the same
-    box on every frame. fit: resize a mask of another shape to the clip instead of refusing it.
+    min_area). box: "x0,y0,x1,y1" or a tuple (x1, y1 exclusive), the same box on every frame, in pixels of the
+    *conformed* clip (box_in "clip") or of the source video (box_in "source": mapped through the conform's resize and
+    crop, `video.box_to_conformed`); the notes say which. fit: resize a mask of another shape to the clip instead of
+    refusing it.
     Raises MaskEditError on anything the user must fix.
     """
     if (mask_video is None) == (box is None):
@@ -110,6 +113,8 @@ def prepare_clip(
               "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
 
     if box is not None:
+        if box_in not in BOX_GRIDS:
+            raise MaskEditError(f"box_in must be one of {', '.join(BOX_GRIDS)}, not {box_in!r}")
         if isinstance(box, str):
             parsed = masks.parse_box(box)
         else:
@@ -119,6 +124,8 @@ def prepare_clip(
                 parsed = ()
             if len(parsed) != 4:
                 raise MaskEditError(f"the box {box!r} needs four whole numbers x0, y0, x1, y1")
+        parsed, note = _box_on_clip(parsed, box_in, source_clip, clip)
+        notes.append(note)
         region = masks.box_region(clip.height, clip.width, parsed, clip.num_frames)
         tight = None
         source["box"] = list(parsed)
@@ -143,6 +150,29 @@ def prepare_clip(
             )
     masks.check_region(region, clip.num_frames, clip.height, clip.width)
     return PreparedClip(clip, region, tight, notes, source)
+
+
+BOX_GRIDS = ("clip", "source")
+"""The pixel grids a box may be given in: the conformed clip's, or the source video's."""
+
+
+def _box_on_clip(box: tuple, box_in: str, source, clip) -> tuple[tuple, str]:
+    """(the box in pixels of the conformed clip, a note saying which grid it was given in). A clip-grid box that
+    leaves the clip but fits the (larger) source is refused with the hint to say --box-in source."""
+    text = ",".join(map(str, box))
+    same = (source.width, source.height) == (clip.width, clip.height)
+    if box_in == "source":
+        mapped = box if same else box_to_conformed(box, source.width, source.height, clip.width, clip.height)
+        return mapped, (f"box {text} in pixels of the {source.width}x{source.height} source"
+                        + ("" if same else f" = {','.join(map(str, mapped))} on the {clip.width}x{clip.height} clip"))
+    x0, y0, x1, y1 = box
+    if not same and not (x1 <= clip.width and y1 <= clip.height) and x1 <= source.width and y1 <= source.height:
+        raise MaskEditError(
+            f"the box {text} leaves the {clip.width}x{clip.height} conformed clip: --box is in pixels of the conformed "
+            f"clip; for pixels of the {source.width}x{source.height} source video add --box-in source"
+        )
+    return box, (f"box {text} in pixels of the {clip.width}x{clip.height} conformed clip"
+                 + ("" if same else f" (the source is {source.width}x{source.height}; --box-in source takes its pixels)"))
 
 
 def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_frames: bool = False) -> Path:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 
 from ...errors import MaskEditError
 from ...defaults import DEFAULT_MODEL_ID
+from ...models.estimates import ASSUMED_UTILISATION
 from ...models.presets import DEFAULT_PRESET, PRESETS
+
+GB = 1e9  # decimal, as cards are sold: the one unit `plan` prints
 
 # option → preset field: the settings flags `train` takes, with the same names
 SETTINGS = {
@@ -45,9 +49,10 @@ def add_plan_parser(commands) -> None:
     plan.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="named settings (default %(default)s)")
     plan.add_argument("--frames", type=int, metavar="N", help="frames of the clip (4k+1; default: the preset's)")
     plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")
-    plan.add_argument("--gpu", choices=list(CARDS), default="h100", help="card for the time floor (default %(default)s)")
+    plan.add_argument("--gpu", choices=list(CARDS), default="h100",
+                      help="the card judged: its memory to fit in and its speed for the time (default %(default)s)")
     plan.add_argument("--gpu-memory", type=float, metavar="GB",
-                      help="memory to fit in, decimal GB as cards are sold (default: the --gpu card's)")
+                      help="memory to fit in instead of the --gpu card's, decimal GB as cards are sold")
     plan.add_argument("--attention", choices=ATTENTION_BACKENDS, default="flash",
                       help="attention kernel to model (default %(default)s: what SDPA uses on a GPU in bf16)")
     plan.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -67,6 +72,33 @@ def add_plan_parser(commands) -> None:
     group.add_argument("--cfg", type=float, help="guidance scale (CFG > 1 runs the transformer twice per step)")
     group.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None)
     plan.set_defaults(handler=cmd_plan)
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory (bytes), or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def host_memory_line(needed_bytes: int, machine_bytes: int | None = None) -> str:
+    """The plan's host-memory peak against this machine's memory, in GB."""
+    machine_bytes = machine_memory_bytes() if machine_bytes is None else machine_bytes
+    text = f"host memory: needs ≈ {needed_bytes / GB:.1f} GB"
+    if machine_bytes is None:
+        return text + " (this machine's memory is unknown)"
+    verdict = "enough" if needed_bytes <= machine_bytes else "too little: use a machine with more memory, or fewer " \
+                                                                "blocks in CPU memory / no --offload-encoders"
+    return f"{text}; this machine has {machine_bytes / GB:.1f} GB: {verdict}"
+
+
+def format_duration(seconds: float) -> str:
+    """"2h 05m", "36m 10s", "42 s"."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs} s")
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -105,11 +137,15 @@ def cmd_plan(args) -> int:
           f"fp8 {'on' if settings.fp8 else 'off'}, checkpointing {'on' if settings.gradient_checkpointing else 'off'}"
           f"{' (activations offloaded)' if settings.activation_offload else ''}, "
           f"window {settings.window or 'whole clip'}, attention {plan.attention}")
-    print(plan.table(card))
-    print(f"peak host memory ≈ {plan.peak_host_gib:.1f} GiB; training step {plan.train_step_flops / 1e12:.0f} TFLOP")
-    print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps): "
-          f"at least {plan.time_floor_s(card):.0f} s on an {card.name} at its {card.bf16_tflops:g} TFLOPS bf16 peak")
-    print(plan.summary(memory))
+    print(plan.table(card))  # GB = 10^9 bytes throughout, as cards are sold
+    judged = card.name if args.gpu_memory is None else f"a {memory:g} GB card"
+    print(f"GPU memory on {judged}: {plan.summary(memory)}")
+    print(host_memory_line(plan.peak_host_bytes))
+    floor = plan.time_floor_s(card)
+    print(f"time on the {card.name}: ≈ {format_duration(floor / ASSUMED_UTILISATION)} for the whole edit "
+          f"({settings.train_steps} training steps, {settings.generation_steps} denoising steps) at an assumed "
+          f"{ASSUMED_UTILISATION:.0%} of its {card.bf16_tflops:g} TFLOPS bf16 peak; at least "
+          f"{format_duration(floor)} at the peak itself")
     if not plan.fits(memory):
         if alternative is not None:
             print(f"the {alternative.preset.name} preset fits: {alternative.summary(memory)}")

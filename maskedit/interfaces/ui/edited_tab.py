@@ -33,8 +33,8 @@ def layout(page) -> SimpleNamespace:
                     gr.Examples(examples_edited, inputs=[edited_in], label="Edited first frames of the examples")
         with gr.Accordion("Edited later frames (optional, stage 2)", open=False):
             with gr.Row():
-                later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"])
-                later_index = gr.Number(16, label="K (frame index)", precision=0)
+                later_in = image_input(label="Edited frame K", type="filepath", sources=["upload"], elem_id="later-in")
+                later_index = gr.Number(16, label="K (frame index)", precision=0, elem_id="later-index")
             later_caption = gr.Textbox("", label="Caption of edited frame K (stage 2 trains it under its own "
                                        "caption; empty: captioned automatically)", elem_id="later-caption")
             later_btn = gr.Button("Add later frame")
