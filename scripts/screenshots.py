@@ -114,23 +114,17 @@ def run_flow(url: str, out: Path, chromium: str) -> dict:
             page.locator("#prompt textarea").blur()
             take(page, out, "3_edited_frames", timings, since)
 
-            # 4 · Train: while it runs, and done
-            since = time.perf_counter()
-            page.get_by_role("tab", name="4 · Train").click()
-            page.locator("#train-btn").click()
-            page.wait_for_timeout(2500)
-            take(page, out, "4_train_running", timings, since)
-            expect(page.locator("#train-status")).to_contain_text("done")
-            take(page, out, "4_train", timings, since)
-
-            # 5 · Generate: while it runs, and done
-            since = time.perf_counter()
-            page.get_by_role("tab", name="5 · Generate").click()
-            page.locator("#generate-btn").click()
-            page.wait_for_timeout(2500)
-            take(page, out, "5_generate_running", timings, since)
-            expect(page.locator("#report")).to_contain_text("background PSNR")
-            take(page, out, "5_generate", timings, since)
+            # 4 · Train and 5 · Generate: while each runs, and done
+            for tab, button, done, text, name in (("4 · Train", "#train-btn", "#train-status", "done", "4_train"),
+                                                  ("5 · Generate", "#generate-btn", "#report", "background PSNR",
+                                                   "5_generate")):
+                since = time.perf_counter()
+                page.get_by_role("tab", name=tab).click()
+                page.locator(button).click()
+                page.wait_for_timeout(2500)
+                take(page, out, f"{name}_running", timings, since)
+                expect(page.locator(done)).to_contain_text(text)
+                take(page, out, name, timings, since)
         finally:
             browser.close()
     return timings

@@ -60,12 +60,12 @@ def inputs(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_app(model: str, work, **options):
-    """The app on `model` (fallback segmenter, no captioner, one LoRA cache per session) served on a free
-    port; yields its URL and closes it after."""
+def running_app(model: str, work, captioner: str = "none", **options):
+    """The app on `model` (fallback segmenter, no captioner unless one is given, one LoRA cache per session) served
+    on a free port; yields its URL and closes it after."""
     import app
 
-    demo = app.create_demo(model, segmenter="fallback", captioner="none", work_dir=work, lora_cache="session",
+    demo = app.create_demo(model, segmenter="fallback", captioner=captioner, work_dir=work, lora_cache="session",
                            **options)
     port = free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
@@ -131,8 +131,11 @@ def test_whole_flow_through_the_api(server, inputs):
     job = train(c, 5)
     outputs = job.outputs()
     step_outputs = [o for o in outputs if o[2] and o[2]["step"]]
-    assert len(step_outputs) >= 5  # one streamed update per step, each carrying the loss points so far
-    assert [len(o[2]["step"]) for o in step_outputs][:5] == [1, 2, 3, 4, 5]
+    counts = [len(o[2]["step"]) for o in step_outputs]  # an update per step (and per phase), with the points so far
+    assert sorted(set(counts)) == [1, 2, 3, 4, 5] and counts == sorted(counts)
+    phases = [o[1].split(" — ")[0] for o in outputs]  # the status line's phase, as each began
+    assert phases[0] == "**starting**" and "**encoding the condition**" in phases and phases[-1] == "**done**"
+    assert "**saving the checkpoint**" in phases  # the first GPU call ended after 3 steps; the second resumed
     plot, status, points, files = outputs[-1]
     assert points["step"] == [1, 2, 3, 4, 5] and all(np.isfinite(points["loss"]))
     assert {row[2] for row in plot["data"]} == {"loss at each step", "smoothed (moving average)"}  # the legend's names
@@ -372,7 +375,8 @@ def test_preset_window_and_speed_options_reach_training_and_generation(server, i
     job = train(c, 2)
     _, text, _, files = job.outputs()[-1]
     assert "**done**" in text
-    assert "2 overlapping 5-frame windows" in text and "encoding 2 sample(s)" in text
+    assert "2 overlapping 5-frame windows" in text
+    assert any("encoding the condition** — stage 1: 2 samples" in o[1] for o in job.outputs())  # one per window
     meta = json.loads(Path(next(f for f in files if f.endswith("lora.json"))).read_text())
     assert meta["window"] == 5 and meta["window_stride"] == 4
 

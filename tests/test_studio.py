@@ -111,7 +111,30 @@ def test_progress_events_cross_as_dicts_and_accumulate():
     for data in wire:
         progress.add(data)
     assert progress.steps == [1, 2, 3] and progress.total == 5 and progress.partial == "p/lora.safetensors"
-    assert progress.stopped_at == 2 and "GPU call 2" in progress.line("x")
+    assert progress.stopped_at == 2 and progress.phase == "stopped" and "GPU call 2" in progress.line()
+    assert progress.line().startswith("**stopped** — step 3 / 5")
+
+
+def test_training_progress_names_each_phase_with_its_own_progress():
+    """The Train tab's status line: what runs now (encoding the condition, step k / n, saving, done) and its
+    progress; the encoding event crosses a ZeroGPU call like the others."""
+    from maskedit.workflow.train import EditTrainingDone, EditTrainingEncoding
+
+    progress = TrainProgress(total=2)
+    assert progress.line().startswith("**starting** — ")
+    encoding = EditTrainingEncoding("stage 1: encoding 1 sample(s)", 1, 1)
+    assert from_wire(to_wire(encoding)) == encoding
+    progress.add(to_wire(encoding))
+    assert progress.phase == "encoding" and progress.line().startswith(
+        "**encoding the condition** — stage 1: 1 sample; VAE, text and image encoders, once per run · step 0 / 2 next")
+    progress.add(train.EditTrainingStage(1, 2, 0, "c1"))
+    progress.add(StepEvent(1, 2, 0.5, 0.25, 0.25))
+    assert progress.phase == "training" and progress.encode_s is not None
+    assert progress.line().startswith("**training** — step 1 / 2 · 0.25 s/step · ETA 0s · encoded in ")
+    progress.add(StepEvent(2, 2, 0.4, 0.25, 0.5))
+    assert progress.line().startswith("**saving** — step 2 / 2 · 0.25 s/step done; writing the checkpoint")
+    progress.add(EditTrainingDone("l/lora.safetensors", {}))
+    assert progress.phase == "done" and progress.line().startswith("**done** — step 2 / 2")
 
 
 def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
@@ -226,14 +249,14 @@ def test_model_choice_is_announced_and_an_explicit_model_must_load(tmp_path):
 
     with pytest.raises(MaskEditError, match="--model") as excinfo:
         load_model(str(tmp_path / "no-such-model"))
-    assert "hub id" not in str(excinfo.value)
+    assert "(no such folder)" in str(excinfo.value) and "(hub id)" not in str(excinfo.value)  # said whole
     loaded, banner, line = load_model("tiny")
     assert loaded.name == "tiny" and "tiny model" in banner and "tiny model" in line
 
 
 def test_losses_smoothing_and_eta():
     rows = loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
-    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
+    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed (moving average)"}
     assert format_eta(75) == "1m 15s" and format_eta(None) == "–"
 
 

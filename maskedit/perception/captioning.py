@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..method.conditioning import DEFAULT_TRIGGER, compose_prompt
-from ..errors import MaskEditError
+from ..errors import MaskEditError, ModelUnavailable
 
 from ..defaults import DEFAULT_CAPTION_MODEL  # noqa: E402,F401  (one definition, torch-free)
 CAPTION_TASK = "<DETAILED_CAPTION>"
@@ -125,19 +125,14 @@ class Captioner:
             torch.cuda.empty_cache()
 
 
-class CaptionerUnavailable(MaskEditError):
+class CaptionerUnavailable(ModelUnavailable):
     """Florence-2 could not be loaded; `reason` is the short why (the message adds what to do)."""
 
-    def __init__(self, reason: str, model_id: str):
-        self.reason, self.model_id = reason, model_id
-        super().__init__(
-            f"could not load the captioner {model_id!r}: {reason}. No caption can be made automatically: type it "
-            "yourself (--train-prompt \"a short description of the first frame\"), or give a local Florence-2 folder "
-            "in transformers format (--caption-model)"
-        )
-
-    def __reduce__(self):  # crosses a ZeroGPU call (pickled) with its fields
-        return type(self), (self.reason, self.model_id)
+    @staticmethod
+    def describe(reason: str, model_id: str) -> str:
+        return (f"could not load the captioner {model_id!r}: {reason}. No caption can be made automatically: type it "
+                "yourself (--train-prompt \"a short description of the first frame\"), or give a local Florence-2 "
+                "folder in transformers format (--caption-model)")
 
 
 def load_captioner(model_id: str | None = None, device: str | None = None, dtype=None,

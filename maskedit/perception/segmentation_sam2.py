@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import MaskEditError
+from ..errors import MaskEditError, ModelUnavailable
 from ..runtime import default_device, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,20 +107,14 @@ def save_tiny_sam2(path: str | os.PathLike, seed: int = 0) -> str:
     return str(path)
 
 
-class Sam2Unavailable(MaskEditError):
+class Sam2Unavailable(ModelUnavailable):
     """SAM2 weights could not be loaded; `reason` is the short why (the message adds what to do)."""
 
-    def __init__(self, reason: str, model_id: str):
-        self.reason = reason
-        self.model_id = model_id
-        super().__init__(
-            f"could not load SAM2 from {model_id!r}: {reason}. Give a local folder of a SAM2.1 checkpoint in "
-            "transformers format (config.json + model.safetensors), a hub id you can reach (e.g. "
-            "facebook/sam2.1-hiera-large), or use the offline segmenter (--backend fallback)"
-        )
-
-    def __reduce__(self):  # crosses a ZeroGPU call (pickled) with its fields
-        return type(self), (self.reason, self.model_id)
+    @staticmethod
+    def describe(reason: str, model_id: str) -> str:
+        return (f"could not load SAM2 from {model_id!r}: {reason}. Give a local folder of a SAM2.1 checkpoint in "
+                "transformers format (config.json + model.safetensors), a hub id you can reach (e.g. "
+                "facebook/sam2.1-hiera-large), or use the offline segmenter (--backend fallback)")
 
 
 class _LazyFrames(Mapping):

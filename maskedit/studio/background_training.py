@@ -156,8 +156,10 @@ class BackgroundTraining:
             text = self.background_text(snap).replace("Background training", "Training (started in the background)")
             from .progress import loss_rows
 
+            phase = ("done" if snap["lora"] else "stopped") if ended else "training"
             yield TrainView(loss_rows(snap["steps"], snap["losses"]), text,
-                            {"step": snap["steps"], "loss": snap["losses"]}, files)
+                            {"step": snap["steps"], "loss": snap["losses"]}, files, phase=phase,
+                            done_of=(snap["step"], snap["total_steps"]) if snap["total_steps"] else None)
             if ended:
                 return
 

@@ -31,12 +31,14 @@ def served_sizes(loaded) -> str:
 
 
 def model_line(loaded) -> str:
-    """The page's header line: the loaded model, its experts, and what it serves (`served_sizes`), Markdown."""
+    """The page's header line: the loaded model, its base and experts, and what it serves (`served_sizes`),
+    Markdown."""
     from ..models.bases import base_for_pipeline
 
     base = base_for_pipeline(loaded.pipe, loaded.name)
     experts = f", two experts (boundary {base.boundary_ratio:g})" if base.two_experts else ""
-    return f"**Model:** {loaded.description}{experts} · **serves:** {served_sizes(loaded)}"
+    return (f"**Model:** {loaded.description} · base: {base.label}{experts} · **serves:** "
+            f"{served_sizes(loaded)}")
 
 
 def size_choices(loaded, fixed: list[str]) -> list[str]:
@@ -70,15 +72,16 @@ def _load_model(requested: str | None):
     try:
         loaded = load_pipeline(wanted)
     except Exception as error:  # noqa: BLE001 (MaskEditError, or anything a broken download raises)
-        reason = str(error) if isinstance(error, MaskEditError) else f"{type(error).__name__}: {error}"
+        text = (str(error).strip().splitlines() or [""])[0]  # whole: a message cut mid-URL says nothing
+        reason = text if isinstance(error, MaskEditError) else f"{type(error).__name__}: {text}"
         if requested:  # asked for by name: never replaced silently
             text = reason if isinstance(error, MaskEditError) else f"could not load the model {requested!r}: {reason}"
-            raise MaskEditError(f"{text[:600]} (the model given with --model / MASKEDIT_MODEL; leave it out to "
-                                "run the default)") from None
+            raise MaskEditError(f"{text} (the model given with --model / MASKEDIT_MODEL; leave it out to run the "
+                                "default)") from None
         loaded = load_pipeline(TINY)
-        banner = (f"⚠️ **Could not load `{wanted}`** ({reason[:400]}). Using the built-in **tiny model** instead: "
+        banner = (f"⚠️ **Could not load `{wanted}`** ({reason}). Using the built-in **tiny model** instead: "
                   "random weights, it shows the workflow, not the method's quality.")
-        return loaded, banner, f"could not load {wanted} ({reason[:200]}); running the built-in tiny model instead"
+        return loaded, banner, f"could not load {wanted} ({reason}); running the built-in tiny model instead"
     if loaded.name == TINY:
         why = "no CUDA GPU was found, so " if requested is None else ""
         banner = (f"ℹ️ {'No CUDA GPU was found, so t' if why else 'T'}his app runs the built-in **tiny model** "

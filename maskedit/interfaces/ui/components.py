@@ -45,21 +45,26 @@ MIN_AXIS_STEPS = 10
 
 
 def loss_frame(rows):
-    """The loss plot's value: rows (step, loss, series) as a typed DataFrame, with the x-axis from step 1 to the
-    last step (at least MIN_AXIS_STEPS), so that its ticks are whole steps."""
+    """The loss plot's value: rows (step, loss, series) as a typed DataFrame (what an API client gets)."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["step", "loss", "series"]).astype(
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype(
         {"step": "int64", "loss": "float64", "series": "str"})
-    last = int(frame["step"].max()) if len(frame) else 1
-    return gr.update(value=frame, x_lim=[1, max(MIN_AXIS_STEPS, last)])
+
+
+def loss_axis(total_steps: int | None, frame=None):
+    """A page-only update of the loss plot: its x-axis from step 1 to the run's last step (at least MIN_AXIS_STEPS,
+    so that its ticks fall on whole steps), with `frame` as its value when given. Never an endpoint's last output:
+    API clients get plain values."""
+    axis = dict(x_lim=[1, max(MIN_AXIS_STEPS, int(total_steps or 0))])
+    return gr.update(**axis) if frame is None else gr.update(value=frame, **axis)
 
 
 def loss_plot(**kwargs) -> gr.LinePlot:
     """A training-loss plot: the loss at each step and its moving average, named in the legend below it (a fixed
     height would cut the legend off), x-axis in whole training steps."""
     return gr.LinePlot(x="step", y="loss", color="series", color_map=LOSS_COLORS, color_title="curve",
-                       x_title="training step", y_title="loss", x_axis_format="d", x_lim=[1, MIN_AXIS_STEPS], **kwargs)
+                       x_title="training step", y_title="loss", x_axis_format="d", **kwargs)
 
 
 def read_examples(folder: Path) -> list[dict]:

@@ -19,7 +19,7 @@ def layout(page) -> SimpleNamespace:
                 gr.Markdown("**Get a frame to edit** in any image editor (frame 0 for the edited first frame).")
                 frame_index = gr.Number(0, label="Frame", minimum=0, precision=0)
                 frame_btn = gr.Button("Get frame")
-                frame_file = gr.File(label="Frame (PNG)", interactive=False)
+                frame_file = gr.File(label="Frame (PNG)", interactive=False, elem_id="frame-file")
             with gr.Column():
                 edited_in = image_input(label="Edited first frame", type="filepath", sources=["upload"],
                                         elem_id="edited-in")
@@ -102,7 +102,7 @@ def wire(page, w) -> None:
                         api_visibility="private").success(**w.bg_change)
 
     @page.guard
-    def h_caption(prompt_text, st, request: gr.Request):
+    def h_caption(prompt_text=None, st=None, request: gr.Request = None):  # prompt_text optional for clients
         """Both captions; before there is an edited first frame only the original's, and the prompt stays as it
         was (returned as it came: a client gets a value, never an update)."""
         st = page.sess(st, request)

@@ -11,7 +11,7 @@ from ...defaults import DEFAULT_TRIGGER
 from ...models.presets import PRESETS
 from ...studio.inputs import TrainInputs, generate_settings
 from . import hints
-from .components import loss_frame, loss_plot
+from .components import loss_axis, loss_frame, loss_plot
 
 
 def layout(page) -> SimpleNamespace:
@@ -113,11 +113,20 @@ def wire(page, w) -> None:
                                  gradient_checkpointing, budget_s)
             if warning := studio.memory_warning(preset, blocks_to_swap, fp8):
                 gr.Warning(warning)  # also on the status line; the run goes on (studio.estimate says why)
+            axis = None  # the plot's x-axis spans the run's steps (set by page-only updates; see loss_axis)
             for view in studio.train(st, inputs, resume=resume):
                 progress(view.done_of, desc=view.status.split("  \n")[0].replace("*", ""), unit="steps")
                 # Gradio's LinePlot fixes its colour domain from the first value it gets: an empty first
                 # frame draws every line without a stroke, so the plot waits for points
-                frame = loss_frame(view.rows) if view.rows else gr.update()
+                frame = loss_frame(view.rows) if view.rows else None
+                total = view.done_of[1] if view.done_of else (view.points["step"][-1] if view.points["step"] else 0)
+                if total and total != axis:
+                    axis = total
+                    if view.phase in ("done", "stopped"):  # the last output stays a plain value for API clients
+                        yield loss_axis(total), gr.skip(), gr.skip(), gr.skip(), st
+                    else:
+                        frame = loss_axis(total, frame)
+                frame = frame if frame is not None else gr.update()
                 notes: list[str] = []
                 files = page.serving.side(view.files, notes) if view.files is not None else gr.update()
                 status = view.status + "".join(f"  \n⚠️ {note}" for note in notes)
