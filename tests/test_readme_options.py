@@ -23,8 +23,9 @@ def test_the_readme_blocks_with_the_work_and_cache_folders_in_home(machine):
     with started(machine, ["app.py", "--work-dir", str(work), "--lora-cache", str(cache)]) as app:
         step_values, edit_values, seconds = run_readme_blocks(machine, app, "folders")
         check_readme_results(step_values, edit_values)
-        assert len(list(cache.glob("*/lora.safetensors"))) == 2 and any(work.iterdir())
+        assert len(list(cache.glob("*/lora.safetensors"))) == 2 and work.is_dir()  # (sessions end with their clients)
         assert not (machine.home / ".cache" / "maskedit").exists()  # the default cache is not used
+        assert not (machine.tmp / "maskedit-sessions").exists()  # nor the default work folder
         log = app.log_text()
         assert "Traceback" not in log and "InvalidPathError" not in log, log[-3000:]
         check_nothing_else_is_served(app, [cache, work], machine.home)
