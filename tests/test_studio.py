@@ -15,7 +15,7 @@ from maskedit.errors import MaskEditError
 from maskedit.workflow.lora_cache import cache_key
 from maskedit.models.presets import GenerateSettings
 from maskedit.studio.progress import (
-    ChunkEnded, ChunkStarted, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
+    ChunkEnded, ChunkStarted, RenderProgress, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
 )
 from maskedit.studio.runs import ChunkRequest, run_training_chunk, train_in_chunks
 from maskedit.studio.service import GpuCalls, Studio, TrainInputs
@@ -69,8 +69,19 @@ def test_one_method_per_action_without_gradio(studio_and_files, step_counter):
     assert views[-1].files and views[-1].points["step"] == [1, 2, 3] and "done" in views[-1].status
     assert "GPU call 2" in views[-1].status and len(step_counter) == 3  # 3 steps at 2 per call
     assert str(files) not in " ".join(v.status for v in views)  # messages name no server folder
-    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2))
+    seen = []
+    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2), progress=lambda *view: seen.append(view))
     assert Path(result.edited).is_file() and result.report["frames"] == 9 and studio.gallery(st)
+    # what the Generate tab showed, phase by phase: encode, denoise k/n (with the time left), decode, write
+    assert [desc.split(" ")[0] for _, desc in seen] == ["preparing", "encoding", "denoising", "denoising",
+                                                          "denoising", "decoding", "writing"]
+    assert [done for done, _ in seen] == [(0, 2), (0, 2), (0, 2), (1, 2), (2, 2), (2, 2), (2, 2)]
+    assert "+ the decode (not measured yet)" in seen[3][1]
+    assert set(result.report["phase_seconds"]) == {"encoding", "denoising", "decoding", "writing"}
+    seen.clear()
+    studio.generate(st, "a flipped box", GenerateSettings(steps=2), progress=lambda *view: seen.append(view))
+    decode = result.report["phase_seconds"]["decoding"]  # the first render's decode: the second one counts it
+    assert f"(decode ≈ {format_eta(decode)})" in seen[3][1]
 
     # the same inputs in another session reuse the LoRA of the first: a cache shared by both
     other = studio.session("tab-2")
@@ -135,6 +146,24 @@ def test_training_progress_names_each_phase_with_its_own_progress():
     assert progress.line().startswith("**saving** — step 2 / 2 · 0.25 s/step done; writing the checkpoint")
     progress.add(EditTrainingDone("l/lora.safetensors", {}))
     assert progress.phase == "done" and progress.line().startswith("**done** — step 2 / 2")
+
+
+def test_render_progress_counts_the_decode_in_the_time_left():
+    progress = RenderProgress(4)
+    assert progress.view() == ((0, 4), "preparing the render")
+    progress.add("phase", "encoding")
+    assert progress.view() == ((0, 4), "encoding the prompt, the edited frame and the condition")
+    progress.add("phase", "denoising")
+    progress.add("step", (1, 4, 2.0))
+    assert progress.view() == ((1, 4), "denoising step 1 / 4 · 2.0 s/step · ≈ 6s left + the decode (not measured yet)")
+    known = RenderProgress(4, {"encoding": 8.0, "decoding": 20.0})
+    known.add("phase", "encoding")
+    assert known.view() == ((0, 4), "encoding the prompt, the edited frame and the condition (≈ 8s last time)")
+    known.add("phase", "denoising")
+    known.add("step", (2, 4, 2.0))
+    assert known.view() == ((2, 4), "denoising step 2 / 4 · 2.0 s/step · ≈ 24s left (decode ≈ 20s)")
+    known.add("phase", "decoding")
+    assert known.view() == ((4, 4), "decoding the video (VAE) (≈ 20s last time)")
 
 
 def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
