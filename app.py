@@ -171,15 +171,20 @@ def create_demo(model=None, *, banner: str | None = None, segmenter: str | None 
 
 
 def launch_kwargs() -> dict:
-    """What `launch()` needs besides host/port: upload limit, allowed example files, theme."""
+    """What `launch()` needs besides host/port: upload limit, allowed example files, theme and style. The app's own
+    results (sessions, LoRA cache) are served file by file wherever they live (`maskedit.interfaces.ui.serving`)."""
     import gradio as gr
 
+    from maskedit.interfaces.ui.page import PAGE_CSS
+
     return dict(max_file_size=os.environ.get("MASKEDIT_MAX_UPLOAD", DEFAULT_MAX_UPLOAD),
-                allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), show_error=True)
+                allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), css=PAGE_CSS, show_error=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The app's flags; each defaults to its environment variable, else the value shown."""
+    from maskedit.defaults import DEFAULT_CAPTION_MODEL  # torch-free: --help answers at once
+
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python app.py", description="MaskEdit's Gradio app",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -205,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SAM2 checkpoint: hub id or local folder in transformers format (default: "
                              "facebook/sam2.1-hiera-large) [MASKEDIT_SAM2_MODEL]")
     parser.add_argument("--captioner", default=env("MASKEDIT_CAPTIONER"),
-                        help="Florence-2 hub id or folder, or 'none' for no automatic captions (default: "
-                             "Florence-2-base) [MASKEDIT_CAPTIONER]")
+                        help=f"Florence-2 hub id or folder, or 'none' for no automatic captions (default: "
+                             f"{DEFAULT_CAPTION_MODEL}) [MASKEDIT_CAPTIONER]")
     parser.add_argument("--gpu-budget", type=float, default=float(env("MASKEDIT_GPU_BUDGET", "110")),
                         help="seconds of training per GPU call (ZeroGPU) [MASKEDIT_GPU_BUDGET]")
     parser.add_argument("--chunk-steps", type=int, default=int(env("MASKEDIT_CHUNK_STEPS", "0")) or None,

@@ -3,10 +3,7 @@ pair uploaded on /use_lora and the low-noise expert's guidance on /generate; the
 one-file /use_lora and hides (and refuses) the low-noise guidance."""
 
 import pytest
-
-gr = pytest.importorskip("gradio")
-pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client, handle_file
 
 from test_app import assert_user_error, client, inputs, prepare, running_app, server  # noqa: E402,F401  (fixtures)
 from test_studio_bases import expert_pair_files  # noqa: E402

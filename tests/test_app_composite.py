@@ -70,8 +70,8 @@ def test_preview_and_edit_pass_compositing_through(server, inputs, tmp_path):  #
     *_, info = c.predict("a flipped box", None, "no-lora", 0, 1.0, False, False, "full", str(speed),
                          api_name="/preview")  # positional, as before compositing existed: the page's default
     assert info["composite"]["on"] is True
-    *_, info = c.predict("a flipped box", None, "no-lora", 0, 1.0, False, False, "full", str(speed), False,
-                         api_name="/preview")
+    *_, info = c.predict("a flipped box", None, "no-lora", 0, 1.0, False, False, "full", str(speed), None, False,
+                         api_name="/preview")  # after the speed LoRA: the negative prompt (None: the default)
     assert info["composite"]["on"] is False
 
     fresh = client(server)

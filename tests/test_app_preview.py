@@ -4,8 +4,6 @@ shows the base."""
 
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client")
-
 from test_app import FRAMES, assert_user_error, client, inputs, prepare, server, train  # noqa: E402,F401
 from test_preview import speed_file  # noqa: E402
 from maskedit.models.loading import build_tiny_pipeline  # noqa: E402

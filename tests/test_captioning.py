@@ -104,8 +104,13 @@ def test_prompt_plumbing_and_boilerplate(captioner, monkeypatch):
 
 def test_captioner_that_cannot_load_says_to_type_a_prompt(tmp_path):
     for model in (str(tmp_path / "missing"), "someone/not-a-florence-model"):  # a folder; a hub id, offline
-        with pytest.raises(MaskEditError, match="type the prompt yourself"):
+        with pytest.raises(MaskEditError, match="type it yourself") as excinfo:
             load_captioner(model, device="cpu")
+        assert "--train-prompt" in str(excinfo.value) and "--caption-model" in str(excinfo.value)
+    # offline (HF_HUB_OFFLINE here): the reason is said whole, not cut mid-sentence
+    assert str(excinfo.value).startswith("could not load the captioner 'someone/not-a-florence-model': it is not in "
+                                         "the local Hugging Face cache, and the hub cannot be used (HF_HUB_OFFLINE is "
+                                         "set). No caption can be made automatically")
 
 
 def test_released_captioner_refuses(tiny_folder):

@@ -51,7 +51,7 @@ def trained(tmp_path_factory, inputs):
     root = tmp_path_factory.mktemp("trained")
     prepared, lora = root / "prepared", root / "lora"
     assert cli.main(["prepare", "--video", str(inputs["clip"]), "--box", BOX, *SIZE, "--out", str(prepared)]) == 0
-    assert cli.main(["train", "--prepared", str(prepared), "--prompt", "a box", *FAST_TRAIN, "--model", "tiny",
+    assert cli.main(["train", "--prepared", str(prepared), "--train-prompt", "a box", *FAST_TRAIN, "--model", "tiny",
                      "--out", str(lora)]) == 0
     return prepared, lora
 
@@ -86,10 +86,15 @@ def assert_user_error(code, err, out_dir, *phrases):
 def test_edit_end_to_end(capsys, tmp_path, inputs, trained):
     out = tmp_path / "edit"
     code, stdout, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
-                            "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2", "--out", out)
+                            "--edit-prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert "model: built-in tiny model (random weights" in stdout
-    assert "Traceback" not in err and "training stage 1" in err and "generating" in err  # progress bars
+    assert "Traceback" not in err and "training stage 1" in err and "denoising" in err  # progress bars
+    # the phases around the steps say what runs and how long it took: the encodings and the decode
+    assert "encoding 1 sample(s)" in stdout and "encoded in " in stdout
+    assert "encoding the prompt, the edited frame and the condition ..." in stdout
+    assert "decoding the video (VAE) ..." in stdout and stdout.count("  done in ") == 2
+    assert "s_per_step" not in err  # one time per step: the bar's own
     edited = assert_video(out / "edited.mp4")
     assert_video(out / "side_by_side.mp4", width=128)
     for name in LORA_FILES:
@@ -102,7 +107,7 @@ def test_edit_end_to_end(capsys, tmp_path, inputs, trained):
     prepared, lora = trained
     result = tmp_path / "generate"
     code, stdout, err = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                            "--prompt", "a box", "--lora", lora, "--steps", "2", "--out", result)
+                            "--edit-prompt", "a box", "--lora", lora, "--steps", "2", "--out", result)
     assert code == 0, err
     assert "model: built-in tiny model" in stdout  # taken from the LoRA's lora.json
     np.testing.assert_array_equal(assert_video(result / "edited.mp4"), edited)
@@ -110,7 +115,7 @@ def test_edit_end_to_end(capsys, tmp_path, inputs, trained):
 
     # --lora also takes the file itself
     code, _, err = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                       "--prompt", "a box", "--lora", lora / "lora.safetensors", "--steps", "2", "--seed", "1",
+                       "--edit-prompt", "a box", "--lora", lora / "lora.safetensors", "--steps", "2", "--seed", "1",
                        "--out", tmp_path / "generate_file")
     assert code == 0, err
     assert_video(tmp_path / "generate_file" / "edited.mp4")
@@ -132,7 +137,7 @@ def test_edit_with_an_edited_later_frame(capsys, tmp_path, inputs):
     out = tmp_path / "edit"
     code, _, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--mask-video", inputs["mask"],
                        "--edited-frame", inputs["edited"], "--edited-later", f"4={inputs['edited4']}",
-                       "--stage2-epochs", "1", "--prompt", "a blue box", "--later-prompt", "4=a blue box later",
+                       "--stage2-epochs", "1", "--edit-prompt", "a blue box", "--later-prompt", "4=a blue box later",
                        *SIZE, "--steps", "2", "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert "training stage 2" in err
@@ -145,7 +150,7 @@ def test_edit_with_an_edited_later_frame(capsys, tmp_path, inputs):
 
 def test_generate_without_lora_and_fit(capsys, tmp_path, trained, inputs):
     prepared, _ = trained
-    args = ["generate", "--prepared", prepared, "--prompt", "a box", "--steps", "2", "--model", "tiny"]
+    args = ["generate", "--prepared", prepared, "--edit-prompt", "a box", "--steps", "2", "--model", "tiny"]
     out = tmp_path / "no-lora"
     code, _, err = run(capsys, *args, "--edited-frame", inputs["small"], "--method", "no-lora", "--out", out)
     assert_user_error(code, err, out, "40x48", "--fit")
@@ -171,7 +176,7 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(capsys, tmp_path,
 
     monkeypatch.setattr(LoraTrainer, "train_step", interrupt_third_step)
     out = tmp_path / "lora"
-    args = ["train", "--prepared", prepared, "--prompt", "a box", "--steps", "4", "--model", "tiny", "--out", out]
+    args = ["train", "--prepared", prepared, "--train-prompt", "a box", "--steps", "4", "--model", "tiny", "--out", out]
     code, _, err = run(capsys, *args)
     assert code == 130
     assert "run the same command again to resume" in err and "Traceback" not in err
@@ -190,13 +195,13 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(capsys, tmp_path,
 @pytest.mark.parametrize("command, expected", [
     ([], ["prepare", "train", "generate", "edit", "first_frame.png"]),
     (["prepare"], ["--video", "--mask-video", "--box", "--frames", "--width", "--height", "--start", "--frame-mode",
-                   "--margin", "--min-area", "--fit", "--out", "CONFORMED", "example"]),
-    (["train"], ["--prepared", "--prompt", "--trigger", "--edited-later", "--model", "--steps", "--lr", "--rank",
+                   "--margin", "--min-area", "--fit", "--out", "CONFORMED", "example", "--box-in"]),
+    (["train"], ["--prepared", "--train-prompt", "--trigger", "--edited-later", "--model", "--steps", "--lr", "--rank",
                  "--seed", "--no-resume", "--out", "example", "--naive", "--method naive-lora"]),
-    (["generate"], ["--prepared", "--edited-frame", "--prompt", "--lora", "--model", "--steps", "--cfg", "--shift",
+    (["generate"], ["--prepared", "--edited-frame", "--edit-prompt", "--lora", "--model", "--steps", "--cfg", "--shift",
                     "--seed", "--lora-scale", "--method", "mask-lora", "no-lora", "feature-blend", "naive-lora",
                     "train --naive", "--fit", "--out"]),
-    (["edit"], ["--video", "--mask-video", "--box", "--edited-frame", "--edited-later", "--prompt", "--model",
+    (["edit"], ["--video", "--mask-video", "--box", "--edited-frame", "--edited-later", "--edit-prompt", "--model",
                 "--steps", "--gen-steps", "--frames", "--width", "--height", "--fit", "--seed", "--out", "example",
                 "--method", "naive-lora", "naive_lora/"]),
 ])
@@ -205,6 +210,46 @@ def test_help(capsys, command, expected):
     assert code == 0
     for word in expected:
         assert word in out, word
+
+
+def test_the_old_prompt_flag_still_works_and_says_which_caption_it_is(capsys):
+    """--prompt meant the ORIGINAL frame's caption in `train` but the EDITED frame's in `generate` and `edit`: each
+    now has its own name, and the old spelling maps to it with a note saying which caption it is."""
+    args = cli.build_parser().parse_args(["train", "--prepared", "p", "--prompt", "a box", "--out", "o"])
+    err = capsys.readouterr().err
+    assert args.train_prompt == "a box" and "--prompt is deprecated" in err
+    assert "ORIGINAL first frame" in err and "--train-prompt" in err
+    for command in (["generate", "--prepared", "p", "--edited-frame", "e.png"],
+                    ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png"]):
+        args = cli.build_parser().parse_args([*command, "--prompt", "a blue box", "--out", "o"])
+        err = capsys.readouterr().err
+        assert args.edit_prompt == "a blue box" and "EDITED first frame" in err and "--edit-prompt" in err
+        code, _, err = run(capsys, *command, "--prompt", "a", "--edit-prompt", "b", "--out", "o")
+        assert code == 2 and "not allowed with" in err  # one caption, given once
+
+
+def test_a_box_says_its_pixel_grid(capsys, tmp_path):
+    """A 256x128 source conformed to 64x64 (scaled to 128x64, 32 columns cropped each side): --box is in the
+    conformed clip's pixels unless --box-in source; a source-pixel box that leaves the clip is refused with that hint,
+    and one given with --box-in source marks the region the user meant."""
+    from maskedit.workflow.prepare import load_prepared
+
+    frames, _ = make_synthetic_clip(height=128, width=256, box=40)
+    video.write_video(tmp_path / "wide.mp4", frames, CLIP_FPS)
+    base = ["prepare", "--video", tmp_path / "wide.mp4", "--width", "64", "--height", "64", "--frames", "9"]
+    code, _, err = run(capsys, *base, "--box", "80,20,160,100", "--out", tmp_path / "a")
+    assert_user_error(code, err, None, "leaves the 64x64 conformed clip", "--box-in source")
+    code, out, err = run(capsys, *base, "--box", "80,20,160,100", "--box-in", "source", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert "box 80,20,160,100 in pixels of the 256x128 source = 8,10,48,50 on the 64x64 clip" in out
+    region = load_prepared(tmp_path / "b").region
+    assert region[0, 10:50, 8:48].all() and region[0].sum() == 40 * 40
+    code, out, err = run(capsys, *base, "--box", "8,10,48,50", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "in pixels of the 64x64 conformed clip (the source is 256x128; --box-in source takes its pixels)" in out
+    np.testing.assert_array_equal(load_prepared(tmp_path / "c").region, region)
+    code, _, err = run(capsys, *base, "--box", "0,0,30,30", "--box-in", "source", "--out", tmp_path / "d")
+    assert_user_error(code, err, None, "lies outside what the 64x64 clip keeps")
 
 
 def test_no_command_and_argparse_errors(capsys):
@@ -264,7 +309,7 @@ def test_edit_bad_inputs(capsys, tmp_path, inputs, case):
     if "--edited-frame" not in args:
         args += ["--edited-frame", inputs["edited"]]
     out = tmp_path / "out"
-    code, _, err = run(capsys, "edit", "--train-prompt", "a box", *args, "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+    code, _, err = run(capsys, "edit", "--train-prompt", "a box", *args, "--edit-prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
                        "--model", "tiny", "--out", out)
     assert_user_error(code, err, out, *phrases)
 
@@ -283,13 +328,13 @@ def test_prepare_bad_inputs_and_fit(capsys, tmp_path, inputs):
     assert "next:" in stdout and (out / "prepared.json").is_file() and (out / "frames" / "008.png").is_file()
     code, _, err = run(capsys, "prepare", "--video", inputs["clip"], "--box", BOX, "--width", "64", "--out", out)
     assert_user_error(code, err, None, "both width and height")
-    code, _, err = run(capsys, "train", "--prepared", tmp_path, "--prompt", "a box", "--out", tmp_path / "lora")
+    code, _, err = run(capsys, "train", "--prepared", tmp_path, "--train-prompt", "a box", "--out", tmp_path / "lora")
     assert_user_error(code, err, tmp_path / "lora", "not a prepared clip folder")
 
 
 def test_generate_bad_loras(capsys, tmp_path, trained, inputs):
     prepared, _ = trained
-    args = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a box",
+    args = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--edit-prompt", "a box",
             "--steps", "2", "--model", "tiny"]
     not_safetensors = tmp_path / "lora.bin"
     not_safetensors.write_bytes(b"\0" * 64)
@@ -316,7 +361,7 @@ def test_generate_bad_loras(capsys, tmp_path, trained, inputs):
 def test_train_bad_inputs(capsys, tmp_path, trained, inputs):
     prepared, _ = trained
     out = tmp_path / "lora"
-    base = ["train", "--prepared", prepared, "--prompt", "a box", "--model", "tiny", "--out", out]
+    base = ["train", "--prepared", prepared, "--train-prompt", "a box", "--model", "tiny", "--out", out]
     for extra, phrase in ((["--edited-later", f"4={inputs['small']}"], "--fit"),
                           (["--edited-later", "4"], "K=PATH"),
                           (["--edited-later", f"x={inputs['edited4']}"], "whole number"),
@@ -337,7 +382,7 @@ def test_python_dash_m_maskedit(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "maskedit", "edit", "--video", str(bad_video(tmp_path)), "--box", BOX,
-         "--edited-frame", str(tmp_path / "edited.png"), "--prompt", "a box", "--out", str(out)],
+         "--edited-frame", str(tmp_path / "edited.png"), "--edit-prompt", "a box", "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 2, result.stderr
@@ -367,35 +412,35 @@ def count_steps(monkeypatch):
 def test_train_reuses_the_cached_lora(capsys, tmp_path, trained, count_steps, _lora_cache_dir):
     prepared, _ = trained
     base = ["train", "--prepared", prepared, "--model", "tiny"]
-    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "a")
+    code, stdout, err = run(capsys, *base, "--train-prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "a")
     assert code == 0, err
     assert count_steps[0] == 3 and "reusing cached LoRA" not in stdout
     assert "cached the finished run" in stdout
     assert any(_lora_cache_dir.iterdir())
 
     count_steps[0] = 0
-    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "b")
+    code, stdout, err = run(capsys, *base, "--train-prompt", "a box", *FAST_TRAIN, "--out", tmp_path / "b")
     assert code == 0, err
     assert count_steps[0] == 0
     assert "reusing cached LoRA" in stdout and "(trained " in stdout
     for name in LORA_FILES:
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
 
-    for changed in (["--prompt", "a red box", *FAST_TRAIN], ["--prompt", "a box", "--steps", "2"]):
+    for changed in (["--train-prompt", "a red box", *FAST_TRAIN], ["--train-prompt", "a box", "--steps", "2"]):
         count_steps[0] = 0
         code, stdout, err = run(capsys, *base, *changed, "--out", tmp_path / "c")
         assert code == 0, err
         assert count_steps[0] > 0 and "reusing cached LoRA" not in stdout, changed
 
     count_steps[0] = 0
-    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--no-cache", "--out", tmp_path / "d")
+    code, stdout, err = run(capsys, *base, "--train-prompt", "a box", *FAST_TRAIN, "--no-cache", "--out", tmp_path / "d")
     assert code == 0, err
     assert count_steps[0] == 3 and "reusing cached LoRA" not in stdout and "cached the" not in stdout
 
     # --cache-dir points elsewhere: an empty cache there, so it trains (and stores there)
     other = tmp_path / "other_cache"
     count_steps[0] = 0
-    code, stdout, err = run(capsys, *base, "--prompt", "a box", *FAST_TRAIN, "--cache-dir", other,
+    code, stdout, err = run(capsys, *base, "--train-prompt", "a box", *FAST_TRAIN, "--cache-dir", other,
                             "--out", tmp_path / "e")
     assert code == 0, err
     assert count_steps[0] == 3 and any(other.iterdir())
@@ -414,7 +459,7 @@ def test_interrupted_run_resumes_from_the_cache_in_another_folder(capsys, tmp_pa
         return original(self)
 
     monkeypatch.setattr(LoraTrainer, "train_step", interrupt_third_step)
-    args = ["train", "--prepared", prepared, "--prompt", "a box", "--steps", "4", "--model", "tiny"]
+    args = ["train", "--prepared", prepared, "--train-prompt", "a box", "--steps", "4", "--model", "tiny"]
     code, _, err = run(capsys, *args, "--out", tmp_path / "first")
     assert code == 130, err
     calls[0] = 10  # no more interrupts
@@ -429,7 +474,7 @@ def test_interrupted_run_resumes_from_the_cache_in_another_folder(capsys, tmp_pa
 def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps):
     prepared = tmp_path / "prepared"
     assert run(capsys, "prepare", "--video", inputs["clip"], "--box", BOX, *SIZE, "--out", prepared)[0] == 0
-    code, _, err = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN, "--model", "tiny",
+    code, _, err = run(capsys, "train", "--prepared", prepared, "--train-prompt", "a box", *FAST_TRAIN, "--model", "tiny",
                        "--out", tmp_path / "lora")
     assert code == 0, err
     assert count_steps[0] == 3
@@ -437,7 +482,7 @@ def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps)
     count_steps[0] = 0
     out = tmp_path / "edit"
     code, stdout, err = run(capsys, "edit", "--train-prompt", "a box", "--video", inputs["clip"], "--box", BOX, "--edited-frame",
-                            inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+                            inputs["edited"], "--edit-prompt", "a box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
                             "--model", "tiny", "--out", out)
     assert code == 0, err
     assert count_steps[0] == 0 and "reusing cached LoRA" in stdout
@@ -456,14 +501,14 @@ def test_edit_after_train_reuses_the_lora(capsys, tmp_path, inputs, count_steps)
 def test_train_naive_then_generate_naive_lora(capsys, tmp_path, trained, inputs):
     prepared, mask_lora = trained
     naive = tmp_path / "naive"
-    code, stdout, err = run(capsys, "train", "--naive", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN,
+    code, stdout, err = run(capsys, "train", "--naive", "--prepared", prepared, "--train-prompt", "a box", *FAST_TRAIN,
                             "--model", "tiny", "--out", naive)
     assert code == 0, err
     assert "--method naive-lora" in stdout  # the next step it suggests
     meta = json.loads((naive / "lora.json").read_text())
     assert meta["condition"] == "stock" and meta["steps"] == 3
     assert (mask_lora / "lora.safetensors").read_bytes() != (naive / "lora.safetensors").read_bytes()
-    args = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a box",
+    args = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--edit-prompt", "a box",
             "--steps", "2"]
     code, _, err = run(capsys, *args, "--method", "naive-lora", "--lora", naive, "--out", tmp_path / "out")
     assert code == 0, err
@@ -480,7 +525,7 @@ def test_train_naive_then_generate_naive_lora(capsys, tmp_path, trained, inputs)
     assert_user_error(code, err, tmp_path / "mixed", "mask-aware", "train --naive")
     code, _, err = run(capsys, *args, "--lora", naive, "--out", tmp_path / "mixed2")
     assert_user_error(code, err, tmp_path / "mixed2", "naive-lora")
-    code, _, err = run(capsys, "train", "--naive", "--prepared", prepared, "--prompt", "a box", *FAST_TRAIN,
+    code, _, err = run(capsys, "train", "--naive", "--prepared", prepared, "--train-prompt", "a box", *FAST_TRAIN,
                        "--edited-later", f"4={inputs['edited4']}", "--model", "tiny", "--out", tmp_path / "bad")
     assert_user_error(code, err, tmp_path / "bad", "--edited-later")
 
@@ -488,7 +533,7 @@ def test_train_naive_then_generate_naive_lora(capsys, tmp_path, trained, inputs)
 def test_edit_with_the_naive_method(capsys, tmp_path, inputs, count_steps):
     out = tmp_path / "edit"
     code, _, err = run(capsys, "edit", "--train-prompt", "a box", "--method", "naive-lora", "--video", inputs["clip"], "--box", BOX,
-                       "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
+                       "--edited-frame", inputs["edited"], "--edit-prompt", "a box", *SIZE, *FAST_TRAIN,
                        "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert count_steps[0] == 3
@@ -503,7 +548,7 @@ def test_edit_with_the_naive_method(capsys, tmp_path, inputs, count_steps):
 def test_edit_without_a_training_caption_stops_before_any_work(capsys, tmp_path, inputs, count_steps):
     out = tmp_path / "edit"
     code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
-                            "--prompt", "a blue box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
+                            "--edit-prompt", "a blue box", *SIZE, *FAST_TRAIN, "--gen-steps", "2",
                             "--caption-model", tmp_path / "no_such_florence", "--out", out)
     assert_user_error(code, err, out, "caption of the ORIGINAL first frame", "--train-prompt")
     assert count_steps[0] == 0 and "loading model" not in stdout
@@ -517,7 +562,7 @@ def test_edit_captions_the_original_first_frame(capsys, tmp_path, inputs, count_
     out = tmp_path / "edit"
     code, stdout, err = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, "--edited-frame", inputs["edited"],
                             "--edited-later", f"4={inputs['edited4']}", "--stage2-epochs", "1",
-                            "--prompt", "a blue box", *SIZE, "--steps", "2", "--gen-steps", "2",
+                            "--edit-prompt", "a blue box", *SIZE, "--steps", "2", "--gen-steps", "2",
                             "--caption-model", florence, "--out", out)
     assert code == 0, err
     prepared = load_prepared(out / "prepared")
@@ -532,7 +577,7 @@ def test_edit_captions_the_original_first_frame(capsys, tmp_path, inputs, count_
 
 def test_later_prompt_needs_its_frame(capsys, tmp_path, trained, inputs):
     prepared, _ = trained
-    code, _, err = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--later-prompt", "4=a box",
+    code, _, err = run(capsys, "train", "--prepared", prepared, "--train-prompt", "a box", "--later-prompt", "4=a box",
                        *FAST_TRAIN, "--model", "tiny", "--out", tmp_path / "bad")
     assert_user_error(code, err, tmp_path / "bad", "frame(s) 4", "not among the edited later frames")
 
@@ -543,7 +588,7 @@ def test_later_prompt_needs_its_frame(capsys, tmp_path, trained, inputs):
 def test_edit_with_feature_blending_trains_the_naive_lora(capsys, tmp_path, inputs, count_steps):
     out = tmp_path / "edit"
     code, _, err = run(capsys, "edit", "--method", "feature-blend", "--train-prompt", "a box", "--video", inputs["clip"],
-                       "--box", BOX, "--edited-frame", inputs["edited"], "--prompt", "a box", *SIZE, *FAST_TRAIN,
+                       "--box", BOX, "--edited-frame", inputs["edited"], "--edit-prompt", "a box", *SIZE, *FAST_TRAIN,
                        "--gen-steps", "2", "--out", out)
     assert code == 0, err
     assert count_steps[0] == 3
@@ -551,7 +596,7 @@ def test_edit_with_feature_blending_trains_the_naive_lora(capsys, tmp_path, inpu
     assert json.loads((out / "naive_lora" / "lora.json").read_text())["condition"] == "stock"
     # a mask-aware LoRA is refused for the blending baseline
     code, _, err = run(capsys, "generate", "--method", "feature-blend", "--prepared", out / "prepared",
-                       "--edited-frame", inputs["edited"], "--prompt", "a box", "--lora", _mask_aware_lora(tmp_path),
+                       "--edited-frame", inputs["edited"], "--edit-prompt", "a box", "--lora", _mask_aware_lora(tmp_path),
                        "--out", tmp_path / "bad")
     assert_user_error(code, err, tmp_path / "bad", "mask-aware LoRA", "--method feature-blend")
 
@@ -567,13 +612,13 @@ def _mask_aware_lora(tmp_path) -> Path:
 
 @pytest.mark.parametrize("given, expected", [([], "euler"), (["--sampler", "unipc"], "unipc")])
 def test_sampler_comes_from_the_preset_or_the_flag(given, expected):
-    args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+    args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--edit-prompt", "x",
                                           "--out", "o", *given])
     cli._apply_preset(args)
     assert args.sampler == expected
 
 
 def test_unknown_sampler_is_refused(capsys):
-    code, _, err = run(capsys, "generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "x",
+    code, _, err = run(capsys, "generate", "--prepared", "p", "--edited-frame", "e.png", "--edit-prompt", "x",
                        "--sampler", "ddim", "--out", "o")
     assert code == 2 and "invalid choice: 'ddim'" in err

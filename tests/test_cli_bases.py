@@ -31,7 +31,7 @@ def wan22(tmp_path_factory):
     inputs = write_inputs(root / "inputs")
     prepared, lora = root / "prepared", root / "lora"
     assert cli.main(["prepare", "--video", str(inputs["clip"]), "--box", BOX, *SIZE, "--out", str(prepared)]) == 0
-    assert cli.main(["train", "--prepared", str(prepared), "--prompt", "a box", "--steps", "4", "--model", TINY_WAN22,
+    assert cli.main(["train", "--prepared", str(prepared), "--train-prompt", "a box", "--steps", "4", "--model", TINY_WAN22,
                      "--out", str(lora), "--no-cache"]) == 0
     return inputs, prepared, lora
 
@@ -49,14 +49,14 @@ def test_generate_on_a_two_expert_base_names_the_base_and_loads_both_experts(cap
     inputs, prepared, lora = wan22
     out = tmp_path / "result"
     code, stdout, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                               "--prompt", "a blue box", "--lora", lora, "--steps", "4", "--out", out)
+                               "--edit-prompt", "a blue box", "--lora", lora, "--steps", "4", "--out", out)
     assert code == 0, stderr
     assert "base: built-in tiny two-expert model" in stdout and "two experts (boundary 0.9)" in stdout
     frames = video.read_video(out / "edited.mp4").frames
     assert frames.shape == (9, 64, 64, 3)
     # a two-expert LoRA on a one-transformer model is refused clearly
     code, _, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                          "--prompt", "a blue box", "--lora", lora, "--model", "tiny", "--out", tmp_path / "x")
+                          "--edit-prompt", "a blue box", "--lora", lora, "--model", "tiny", "--out", tmp_path / "x")
     assert code == 2 and "two-expert" in stderr and "Traceback" not in stderr
 
 
@@ -77,10 +77,10 @@ def test_generate_preview_then_full_render(capsys, tmp_path, monkeypatch):
     inputs = write_inputs(tmp_path / "inputs")
     prepared, lora = tmp_path / "prepared", tmp_path / "lora"
     assert cli.main(["prepare", "--video", str(inputs["clip"]), "--box", BOX, *SIZE, "--out", str(prepared)]) == 0
-    assert cli.main(["train", "--prepared", str(prepared), "--prompt", "a box", "--steps", "2", "--model", "tiny",
+    assert cli.main(["train", "--prepared", str(prepared), "--train-prompt", "a box", "--steps", "2", "--model", "tiny",
                      "--out", str(lora), "--no-cache"]) == 0
     capsys.readouterr()
-    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a blue box",
+    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--edit-prompt", "a blue box",
               "--lora", lora, "--model", "tiny", "--steps", "3"]
 
     code, stdout, stderr = run(capsys, *common, "--preview", "--out", tmp_path / "none")
@@ -103,7 +103,7 @@ def test_generate_preview_then_full_render(capsys, tmp_path, monkeypatch):
 def test_stage_two_continues_both_experts(capsys, tmp_path, wan22):
     inputs, prepared, _ = wan22
     lora = tmp_path / "lora2"
-    code, stdout, stderr = run(capsys, "train", "--prepared", prepared, "--prompt", "a box", "--steps", "2",
+    code, stdout, stderr = run(capsys, "train", "--prepared", prepared, "--train-prompt", "a box", "--steps", "2",
                                "--model", TINY_WAN22, "--edited-later", f"4={inputs['edited4']}", "--later-prompt", "4=a box, recoloured",
                                "--stage2-epochs", "1",
                                "--out", lora, "--no-cache")
@@ -118,7 +118,7 @@ def test_stage_two_continues_both_experts(capsys, tmp_path, wan22):
 
 def test_a_two_expert_lora_is_cached_and_reused(capsys, tmp_path, wan22):
     _, prepared, _ = wan22
-    train = ["train", "--prepared", prepared, "--prompt", "a box", "--steps", "2", "--model", TINY_WAN22]
+    train = ["train", "--prepared", prepared, "--train-prompt", "a box", "--steps", "2", "--model", TINY_WAN22]
     code, _, stderr = run(capsys, *train, "--out", tmp_path / "a")
     assert code == 0, stderr
     code, stdout, stderr = run(capsys, *train, "--out", tmp_path / "b")
@@ -141,7 +141,7 @@ def test_a_speed_lora_pair_on_a_two_expert_base(capsys, tmp_path, wan22):
         save_file(to_comfyui_keys(lora_state_dict(module), 4.0), str(path))
         paths.append(str(path))
     code, stdout, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                               "--prompt", "a blue box", "--lora", lora, "--speed-lora", ",".join(paths), "--steps", "2",
+                               "--edit-prompt", "a blue box", "--lora", lora, "--speed-lora", ",".join(paths), "--steps", "2",
                                "--cfg", "1", "--out", tmp_path / "out")
     assert code == 0, stderr
     assert (tmp_path / "out" / "edited.mp4").is_file()
@@ -149,7 +149,7 @@ def test_a_speed_lora_pair_on_a_two_expert_base(capsys, tmp_path, wan22):
 
 def test_guidance_scale_2_on_generate_and_edit(capsys, tmp_path, wan22):
     inputs, prepared, lora = wan22
-    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a blue box",
+    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--edit-prompt", "a blue box",
               "--lora", lora, "--steps", "4"]
     code, _, stderr = run(capsys, *common, "--out", tmp_path / "same")
     assert code == 0, stderr
@@ -161,19 +161,19 @@ def test_guidance_scale_2_on_generate_and_edit(capsys, tmp_path, wan22):
     assert code == 2 and "(--guidance-scale-2) is 0.5; it must be a finite number, at least 1" in stderr
     # a one-transformer base: refused before the model loads (known by name) and before any training (edit)
     code, stdout, stderr = run(capsys, "generate", "--prepared", prepared, "--edited-frame", inputs["edited"],
-                               "--prompt", "a blue box", "--method", "no-lora", "--model", "tiny",
+                               "--edit-prompt", "a blue box", "--method", "no-lora", "--model", "tiny",
                                "--guidance-scale-2", "3", "--out", tmp_path / "one")
     assert code == 2 and "one transformer" in stderr and "--guidance-scale-2" in stderr
     assert "loading model" not in stdout and "Traceback" not in stderr
     code, stdout, stderr = run(capsys, "edit", "--video", inputs["clip"], "--box", BOX, *SIZE, "--edited-frame",
-                               inputs["edited"], "--prompt", "a blue box", "--train-prompt", "a box", "--steps", "2",
+                               inputs["edited"], "--edit-prompt", "a blue box", "--train-prompt", "a box", "--steps", "2",
                                "--model", "tiny", "--guidance-scale-2", "3", "--out", tmp_path / "edit")
     assert code == 2 and "one transformer" in stderr and "training stage" not in stdout + stderr
 
 
 def test_generate_takes_the_two_files_of_a_two_expert_lora_in_either_order(capsys, tmp_path, wan22):
     inputs, prepared, lora = wan22
-    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--prompt", "a blue box",
+    common = ["generate", "--prepared", prepared, "--edited-frame", inputs["edited"], "--edit-prompt", "a blue box",
               "--steps", "2"]
     code, _, stderr = run(capsys, *common, "--lora", lora, "--out", tmp_path / "folder")
     assert code == 0, stderr

@@ -108,11 +108,11 @@ def test_generate_seeds_writes_one_folder_per_seed(tmp_path, clip_file, syntheti
     prepare.save_prepared(prepared, tmp_path / "prepared")
     PIL.Image.fromarray(255 - prepared.frames[0]).save(tmp_path / "edited.png")
     code = main(["generate", "--prepared", str(tmp_path / "prepared"), "--edited-frame", str(tmp_path / "edited.png"),
-                 "--prompt", "a box", "--model", "tiny", "--method", "no-lora", "--steps", "2", "--seeds", "3,5",
+                 "--edit-prompt", "a box", "--model", "tiny", "--method", "no-lora", "--steps", "2", "--seeds", "3,5",
                  "--out", str(tmp_path / "out")])
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seed_3", "seed_5"]
     assert all((tmp_path / "out" / f"seed_{s}" / "edited.mp4").is_file() for s in (3, 5))
     assert main(["generate", "--prepared", str(tmp_path / "prepared"), "--edited-frame", str(tmp_path / "edited.png"),
-                 "--prompt", "a box", "--model", "tiny", "--method", "no-lora", "--seeds", "1,x",
+                 "--edit-prompt", "a box", "--model", "tiny", "--method", "no-lora", "--seeds", "1,x",
                  "--out", str(tmp_path / "bad")]) == 2

@@ -56,7 +56,7 @@ def world(tmp_path_factory):
     video.write_image(paths["edited"], edited)
     paths["prepared"], paths["lora"] = root / "prepared", root / "lora"
     assert cli.main(["prepare", "--video", str(paths["clip"]), "--box", BOX, *SIZE, "--out", str(paths["prepared"])]) == 0
-    assert cli.main(["train", "--prepared", str(paths["prepared"]), "--prompt", "a box", "--steps", "2", "--model", "tiny",
+    assert cli.main(["train", "--prepared", str(paths["prepared"]), "--train-prompt", "a box", "--steps", "2", "--model", "tiny",
                      "--no-cache", "--out", str(paths["lora"])]) == 0
     # damaged and foreign files
     (root / "empty.safetensors").write_bytes(b"")
@@ -73,16 +73,16 @@ def world(tmp_path_factory):
 
 
 def train(w, *extra):
-    return ["train", "--prepared", w["prepared"], "--prompt", "a box", "--steps", "3", "--model", "tiny", *extra]
+    return ["train", "--prepared", w["prepared"], "--train-prompt", "a box", "--steps", "3", "--model", "tiny", *extra]
 
 
 def generate(w, *extra):
-    return ["generate", "--prepared", w["prepared"], "--edited-frame", w["edited"], "--prompt", "a blue box",
+    return ["generate", "--prepared", w["prepared"], "--edited-frame", w["edited"], "--edit-prompt", "a blue box",
             "--lora", w["lora"], "--steps", "2", "--model", "tiny", *extra]
 
 
 def edit(w, *extra):
-    return ["edit", "--video", w["clip"], "--box", BOX, *SIZE, "--edited-frame", w["edited"], "--prompt", "a blue box",
+    return ["edit", "--video", w["clip"], "--box", BOX, *SIZE, "--edited-frame", w["edited"], "--edit-prompt", "a blue box",
             "--steps", "2", "--gen-steps", "2", "--model", "tiny", *extra]
 
 
@@ -113,8 +113,8 @@ CASES = {
     "margin nan": (lambda w: prepare(w, "--margin", "nan"), ["box margin (--margin) is nan"]),
     "start -1": (lambda w: prepare(w, "--start", -1), ["start frame (--start) is -1"]),
     "window 8": (lambda w: train(w, "--window", 8), ["training window in frames (--window) is 8", "4k+1"]),
-    "empty prompt (train)": (lambda w: train(w, "--prompt", ""), ["--prompt text is empty"]),
-    "blank prompt (edit)": (lambda w: edit(w, "--prompt", "   "), ["--prompt text is empty"]),
+    "empty prompt (train)": (lambda w: train(w, "--train-prompt", ""), ["--train-prompt text is empty"]),
+    "blank prompt (edit)": (lambda w: edit(w, "--edit-prompt", "   "), ["--edit-prompt text is empty"]),
     "later frame given twice": (lambda w: train(w, "--edited-later", f"4={w['edited']}", "--edited-later",
                                                 f"4={w['edited']}"), ["frame 4 is given twice"]),
     "0-byte LoRA": (lambda w: generate(w, "--lora", w["root"] / "empty.safetensors"),

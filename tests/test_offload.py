@@ -1,8 +1,10 @@
 """Block swapping, fp8 base weights and activation offload (maskedit.memory.offload) on the tiny model.
 
 Swapped / checkpointed / activation-offloaded training must give LoRA gradients bitwise equal to the
-plain run on CPU; fp8 within a stated tolerance. A dropped weight is an *empty* tensor on every device,
-so any use of a swapped-out weight (forward or backward) fails here on CPU too.
+plain run on the same device; fp8 within a stated tolerance. A dropped weight is an *empty* tensor on every
+device, so any use of a swapped-out weight (forward or backward) fails here on CPU too. The bitwise, fp8 and
+encoder-offload tests run on the CPU and, where a CUDA GPU is present, on it as well (the pipeline loaded on the
+CPU and placed as the CLI places it: `offload.place_pipeline`, the streamer before the move).
 """
 
 import numpy as np
@@ -16,6 +18,9 @@ from maskedit.memory.offload import (ENCODER_NAMES, BlockStreamer, apply_memory_
 from maskedit.method.training import LoraTrainer, TrainConfig, clip_items
 
 from conftest import make_synthetic_clip
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU on this machine: the cuda case runs where one is present"))]
 
 LAYERS = 4  # more blocks than the stock tiny model, so that prefetching and resident blocks are exercised
 
@@ -39,17 +44,26 @@ def items():
     return clip_items(frames, region, "p3rs0n, a box")
 
 
-def run_steps(items, steps=3, **config):
-    trainer = LoraTrainer(four_block_pipe(), items, TrainConfig(steps=steps, checkpoint_every=0, **config))
+def run_steps(items, steps=3, device="cpu", **config):
+    pipe = four_block_pipe()
+    if device != "cpu":  # loaded on the CPU, then placed on the GPU as the CLI does
+        place_pipeline(pipe, device, config.get("blocks_to_swap", 0), config.get("fp8", False),
+                       offload_encoders=config.get("offload_encoders", False))
+    trainer = LoraTrainer(pipe, items, TrainConfig(steps=steps, checkpoint_every=0, **config), device=device)
     losses = [trainer.train_step()]
     grads = [p.grad.clone() for p in trainer.params]
     losses += [trainer.train_step() for _ in range(steps - 1)]
     return trainer, losses, grads, [p.detach().clone() for p in trainer.params]
 
 
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def plain(items):
-    return run_steps(items)
+def plain(items, device):
+    return run_steps(items, device=device)
 
 
 @pytest.mark.parametrize("config", [
@@ -62,9 +76,9 @@ def plain(items):
     dict(offload_encoders=True),
     dict(blocks_to_swap=2, offload_encoders=True),
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
-def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config):
+def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config, device):
     _, losses0, grads0, params0 = plain
-    trainer, losses, grads, params = run_steps(items, **config)
+    trainer, losses, grads, params = run_steps(items, device=device, **config)
     assert losses == losses0
     assert all(torch.equal(a, b) for a, b in zip(grads0, grads))  # LoRA gradients of step 1, bit for bit
     assert all(torch.equal(a, b) for a, b in zip(params0, params))  # and the LoRA after 3 steps
@@ -79,9 +93,9 @@ def test_swapped_and_checkpointed_training_is_bitwise_plain(items, plain, config
         assert not streamer._loaded  # all dropped after each backward
 
 
-def test_fp8_training_is_close_to_plain(items, plain):
+def test_fp8_training_is_close_to_plain(items, plain, device):
     _, losses0, grads0, _ = plain
-    trainer, losses, grads, _ = run_steps(items, fp8=True)
+    trainer, losses, grads, _ = run_steps(items, device=device, fp8=True)
     flat0, flat = torch.cat([g.flatten() for g in grads0]), torch.cat([g.flatten() for g in grads])
     assert torch.nn.functional.cosine_similarity(flat0, flat, dim=0) >= FP8_GRADIENT_COSINE
     assert (flat - flat0).norm() / flat0.norm() <= FP8_GRADIENT_RELATIVE
@@ -226,7 +240,8 @@ def weights_on_device(pipe) -> dict[str, set[str]]:
     return {name: {n for n, p in getattr(pipe, name).named_parameters() if p.numel()} for name in ENCODER_NAMES}
 
 
-def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_is_bitwise(monkeypatch, device):
     from maskedit.memory import offload as offload_module
     from maskedit.method.conditioning import inference_condition
 
@@ -238,7 +253,7 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
                     prompt=condition.prompt, negative_prompt="blurry", num_inference_steps=2, guidance_scale=3.0,
                     generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
 
-    reference = generate(four_block_pipe())
+    reference = generate(four_block_pipe().to(device))
     pipe = four_block_pipe()
     state = {name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ENCODER_NAMES}
     elements = {name: sum(t.numel() for t in [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()])
@@ -247,7 +262,7 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
     copies = []  # every host → device copy the offload makes: (tensor elements)
     real_to_device = offload_module.to_device
     monkeypatch.setattr(offload_module, "to_device", lambda t, d: copies.append(t.numel()) or real_to_device(t, d))
-    assert place_pipeline(pipe, "cpu", blocks_to_swap=2, offload_encoders=True) is not None
+    assert place_pipeline(pipe, device, blocks_to_swap=2, offload_encoders=True) is not None
     offload = encoder_offload(pipe)
     assert set(offload.layers) == {"text_encoder", "image_encoder"}  # streamed layer by layer
     layer_names = {}  # (encoder, layer index) → its parameter names
@@ -292,7 +307,7 @@ def test_offloaded_encoders_hold_weights_only_inside_their_calls_and_generation_
     assert encoder_offload(pipe) is None
     for name in ENCODER_NAMES:  # full weights back, bit for bit, no hook left
         module = getattr(pipe, name)
-        assert all(torch.equal(state[name][k], v) for k, v in module.state_dict().items())
+        assert all(torch.equal(state[name][k], v.cpu()) for k, v in module.state_dict().items())
     assert np.array_equal(generate(pipe), reference)
 
 
@@ -335,7 +350,7 @@ def test_the_cli_loads_a_pipeline_with_its_encoders_in_cpu_memory(monkeypatch, c
     monkeypatch.setattr(models, "default_device", lambda: "cuda")
     monkeypatch.setattr(offload_module, "place_pipeline", place)
     for flags, expected in (([], True), (["--no-offload-encoders", "--blocks-to-swap", "1"], False)):
-        args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p",
+        args = cli.build_parser().parse_args(["generate", "--prepared", "p", "--edited-frame", "e.png", "--edit-prompt", "p",
                                               "--out", "o", "--model", "tiny", "--preset", "24gb", *flags])
         cli._apply_preset(args)
         loaded = cli._load_model("tiny", args)

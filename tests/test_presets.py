@@ -85,7 +85,7 @@ def _parsed(*argv):
 
 
 def test_cli_options_default_to_the_preset_and_explicit_ones_win():
-    base = ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png", "--prompt", "p", "--out", "o"]
+    base = ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png", "--edit-prompt", "p", "--out", "o"]
     full = _parsed(*base)
     assert (full.train_steps, full.lr, full.rank, full.gen_steps, full.cfg, full.shift) == (100, 1e-4, 16, 30, 5.0, 5.0)
     assert full.frames is None and full.width is None  # without --preset the clip keeps its own frames and size
@@ -97,7 +97,7 @@ def test_cli_options_default_to_the_preset_and_explicit_ones_win():
     low = _parsed(*base, "--preset", "low-cost", "--fp8", "--blocks-to-swap", "20", "--speed-lora", "none")
     assert (low.blocks_to_swap, low.fp8, low.activation_offload, low.window) == (20, True, True, 9)
     assert low.speed_lora is None
-    gen = _parsed("generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p", "--out", "o",
+    gen = _parsed("generate", "--prepared", "p", "--edited-frame", "e.png", "--edit-prompt", "p", "--out", "o",
                   "--preset", "zerogpu", "--attention", "native")
     assert gen.attention == "native" and gen.gen_steps == 4 and gen.blocks_to_swap == 0
 
@@ -116,11 +116,11 @@ def test_encoder_offload_is_a_memory_option_of_the_presets_the_config_and_the_cl
     assert get_preset("24gb").train_config().offload_encoders and not get_preset("full").train_config().offload_encoders
     assert "encoders in CPU memory while idle" in get_preset("24gb").describe()
     assert "encoders on the GPU" in get_preset("full").describe()
-    base = ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png", "--prompt", "p", "--out", "o"]
+    base = ["edit", "--video", "v.mp4", "--box", "0,0,8,8", "--edited-frame", "e.png", "--edit-prompt", "p", "--out", "o"]
     assert _parsed(*base, "--preset", "24gb").offload_encoders is True
     assert _parsed(*base, "--preset", "24gb", "--no-offload-encoders").offload_encoders is False
     assert _parsed(*base, "--offload-encoders").offload_encoders is True and _parsed(*base).offload_encoders is False
-    gen = _parsed("generate", "--prepared", "p", "--edited-frame", "e.png", "--prompt", "p", "--out", "o",
+    gen = _parsed("generate", "--prepared", "p", "--edited-frame", "e.png", "--edit-prompt", "p", "--out", "o",
                   "--preset", "low-cost")
     assert gen.offload_encoders is True
 

@@ -84,7 +84,7 @@ def test_cli_refuses_an_unservable_clip_before_loading_the_model(tmp_path, capsy
     monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.setattr("maskedit.models.loading.check_clip_size", lambda *a: (_ for _ in ()).throw(MaskEditError("too big for it")))
     code = cli.main(["edit", "--model", "tiny", "--video", str(tmp_path / "clip.mp4"), "--box", "4,4,40,40",
-                     "--edited-frame", str(tmp_path / "edited.png"), "--prompt", "a box", "--out", str(tmp_path / "o")])
+                     "--edited-frame", str(tmp_path / "edited.png"), "--edit-prompt", "a box", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "error: too big for it" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "edited.mp4").exists()
@@ -100,7 +100,7 @@ def test_cli_edit_end_to_end_at_the_default_832x480(tmp_path, capsys):
     video.write_image(tmp_path / "edited.png", frames[0])
     out = tmp_path / "out"
     code = cli.main(["edit", "--model", "tiny", "--video", str(tmp_path / "clip.mp4"), "--box", "44,36,537,300",
-                     "--edited-frame", str(tmp_path / "edited.png"), "--prompt", "a green box moves",
+                     "--edited-frame", str(tmp_path / "edited.png"), "--edit-prompt", "a green box moves",
                      "--train-prompt", "a green box on black", "--frames", "5",
                      "--frame-mode", "first", "--steps", "1", "--gen-steps", "1", "--no-cache", "--out", str(out)])
     captured = capsys.readouterr()

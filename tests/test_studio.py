@@ -15,7 +15,7 @@ from maskedit.errors import MaskEditError
 from maskedit.workflow.lora_cache import cache_key
 from maskedit.models.presets import GenerateSettings
 from maskedit.studio.progress import (
-    ChunkEnded, ChunkStarted, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
+    ChunkEnded, ChunkStarted, RenderProgress, TrainProgress, UserStopped, format_eta, from_wire, loss_rows, to_wire,
 )
 from maskedit.studio.runs import ChunkRequest, run_training_chunk, train_in_chunks
 from maskedit.studio.service import GpuCalls, Studio, TrainInputs
@@ -69,8 +69,19 @@ def test_one_method_per_action_without_gradio(studio_and_files, step_counter):
     assert views[-1].files and views[-1].points["step"] == [1, 2, 3] and "done" in views[-1].status
     assert "GPU call 2" in views[-1].status and len(step_counter) == 3  # 3 steps at 2 per call
     assert str(files) not in " ".join(v.status for v in views)  # messages name no server folder
-    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2))
+    seen = []
+    result = studio.generate(st, "a flipped box", GenerateSettings(steps=2), progress=lambda *view: seen.append(view))
     assert Path(result.edited).is_file() and result.report["frames"] == 9 and studio.gallery(st)
+    # what the Generate tab showed, phase by phase: encode, denoise k/n (with the time left), decode, write
+    assert [desc.split(" ")[0] for _, desc in seen] == ["preparing", "encoding", "denoising", "denoising",
+                                                          "denoising", "decoding", "writing"]
+    assert [done for done, _ in seen] == [(0, 2), (0, 2), (0, 2), (1, 2), (2, 2), (2, 2), (2, 2)]
+    assert "+ the decode (not measured yet)" in seen[3][1]
+    assert set(result.report["phase_seconds"]) == {"encoding", "denoising", "decoding", "writing"}
+    seen.clear()
+    studio.generate(st, "a flipped box", GenerateSettings(steps=2), progress=lambda *view: seen.append(view))
+    decode = result.report["phase_seconds"]["decoding"]  # the first render's decode: the second one counts it
+    assert f"(decode ≈ {format_eta(decode)})" in seen[3][1]
 
     # the same inputs in another session reuse the LoRA of the first: a cache shared by both
     other = studio.session("tab-2")
@@ -111,7 +122,48 @@ def test_progress_events_cross_as_dicts_and_accumulate():
     for data in wire:
         progress.add(data)
     assert progress.steps == [1, 2, 3] and progress.total == 5 and progress.partial == "p/lora.safetensors"
-    assert progress.stopped_at == 2 and "GPU call 2" in progress.line("x")
+    assert progress.stopped_at == 2 and progress.phase == "stopped" and "GPU call 2" in progress.line()
+    assert progress.line().startswith("**stopped** — step 3 / 5")
+
+
+def test_training_progress_names_each_phase_with_its_own_progress():
+    """The Train tab's status line: what runs now (encoding the condition, step k / n, saving, done) and its
+    progress; the encoding event crosses a ZeroGPU call like the others."""
+    from maskedit.workflow.train import EditTrainingDone, EditTrainingEncoding
+
+    progress = TrainProgress(total=2)
+    assert progress.line().startswith("**starting** — ")
+    encoding = EditTrainingEncoding("stage 1: encoding 1 sample(s)", 1, 1)
+    assert from_wire(to_wire(encoding)) == encoding
+    progress.add(to_wire(encoding))
+    assert progress.phase == "encoding" and progress.line().startswith(
+        "**encoding the condition** — stage 1: 1 sample; VAE, text and image encoders, once per run · step 0 / 2 next")
+    progress.add(train.EditTrainingStage(1, 2, 0, "c1"))
+    progress.add(StepEvent(1, 2, 0.5, 0.25, 0.25))
+    assert progress.phase == "training" and progress.encode_s is not None
+    assert progress.line().startswith("**training** — step 1 / 2 · 0.25 s/step · ETA 0s · encoded in ")
+    progress.add(StepEvent(2, 2, 0.4, 0.25, 0.5))
+    assert progress.line().startswith("**saving** — step 2 / 2 · 0.25 s/step done; writing the checkpoint")
+    progress.add(EditTrainingDone("l/lora.safetensors", {}))
+    assert progress.phase == "done" and progress.line().startswith("**done** — step 2 / 2")
+
+
+def test_render_progress_counts_the_decode_in_the_time_left():
+    progress = RenderProgress(4)
+    assert progress.view() == ((0, 4), "preparing the render")
+    progress.add("phase", "encoding")
+    assert progress.view() == ((0, 4), "encoding the prompt, the edited frame and the condition")
+    progress.add("phase", "denoising")
+    progress.add("step", (1, 4, 2.0))
+    assert progress.view() == ((1, 4), "denoising step 1 / 4 · 2.0 s/step · ≈ 6s left + the decode (not measured yet)")
+    known = RenderProgress(4, {"encoding": 8.0, "decoding": 20.0})
+    known.add("phase", "encoding")
+    assert known.view() == ((0, 4), "encoding the prompt, the edited frame and the condition (≈ 8s last time)")
+    known.add("phase", "denoising")
+    known.add("step", (2, 4, 2.0))
+    assert known.view() == ((2, 4), "denoising step 2 / 4 · 2.0 s/step · ≈ 24s left (decode ≈ 20s)")
+    known.add("phase", "decoding")
+    assert known.view() == ((4, 4), "decoding the video (VAE) (≈ 20s last time)")
 
 
 def test_chunked_training_equals_one_run(tmp_path, tiny_pipe, synthetic_clip):
@@ -226,14 +278,14 @@ def test_model_choice_is_announced_and_an_explicit_model_must_load(tmp_path):
 
     with pytest.raises(MaskEditError, match="--model") as excinfo:
         load_model(str(tmp_path / "no-such-model"))
-    assert "hub id" not in str(excinfo.value)
+    assert "(no such folder)" in str(excinfo.value) and "(hub id)" not in str(excinfo.value)  # said whole
     loaded, banner, line = load_model("tiny")
     assert loaded.name == "tiny" and "tiny model" in banner and "tiny model" in line
 
 
 def test_losses_smoothing_and_eta():
     rows = loss_rows([1, 2, 3], [1.0, 0.0, 1.0])
-    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed"}
+    assert len(rows) == 6 and rows[3] == {"step": 1, "loss": 1.0, "series": "smoothed (moving average)"}
     assert format_eta(75) == "1m 15s" and format_eta(None) == "–"
 
 

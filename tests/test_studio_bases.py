@@ -98,7 +98,9 @@ def test_two_expert_base_trains_offers_per_expert_files_and_generates_and_previe
 
 def test_banner_and_size_menu_follow_the_base(tiny_pipe):
     loaded, _, line = load_model("tiny")
-    assert line.endswith(base_banner(loaded)) and "base: built-in tiny model" in line
+    assert f"; {base_banner(loaded)}; serves " in line and "base: built-in tiny model" in line
+    assert line.endswith("any width and height in multiples of 16 (320x192, the examples' size, takes seconds per "
+                         "step on a CPU); 4k+1 frames, up to 81")
     fixed = ["auto", "832x480 (landscape 480p)", "480x832 (portrait 480p)", "64x64 (tiny test)"]
     as_720p = SimpleNamespace(pipe=tiny_pipe, name="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
     assert size_choices(as_720p, fixed) == ["auto", "1280x720 (landscape 720p)", "720x1280 (portrait 720p)",
@@ -262,3 +264,28 @@ def test_the_train_tab_starts_from_the_preset_adapted_to_the_base(tmp_path, mode
                     model_name=model_name, is_tiny=False, allowed_roots=lambda: [tmp_path])
     chosen = studio.preset("24gb")
     assert (chosen.blocks_to_swap, (chosen.width, chosen.height)) == (swap, size)
+
+
+def test_the_default_model_falls_back_to_the_tiny_one_with_a_banner_saying_why(monkeypatch):
+    """With a CUDA GPU and no --model, the app loads Wan2.1-I2V-14B-480P; when it cannot be had (no network here, so
+    found out in seconds), it runs the tiny model and the banner and the terminal line name the model and say why,
+    whole. Asked for by name, the same model stops the app instead."""
+    import time
+
+    import torch
+
+    from maskedit.models import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the default is the real model
+    monkeypatch.setattr(loading, "default_device", lambda: "cpu")  # the tiny fallback runs here all the same
+    started = time.perf_counter()
+    loaded, banner, line = load_model(None)
+    assert loaded.name == "tiny" and time.perf_counter() - started < 60
+    why = ("could not load the model 'Wan-AI/Wan2.1-I2V-14B-480P-Diffusers' (hub id): it is not in the local "
+           "Hugging Face cache, and the hub cannot be used (HF_HUB_OFFLINE is set). Pass a local diffusers-format "
+           "folder of a Wan2.1 I2V model, a hub id you can reach, or --model tiny for the built-in small model.")
+    assert banner == (f"⚠️ **Could not load `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`** ({why}). Using the built-in "
+                      "**tiny model** instead: random weights, it shows the workflow, not the method's quality.")
+    assert line.startswith(f"could not load Wan-AI/Wan2.1-I2V-14B-480P-Diffusers ({why}); running the built-in tiny")
+    with pytest.raises(MaskEditError, match="the model given with --model / MASKEDIT_MODEL"):
+        load_model("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")

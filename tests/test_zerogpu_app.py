@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("spaces")
-gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from maskedit.media.video import read_video, write_image, write_video  # noqa: E402

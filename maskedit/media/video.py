@@ -369,6 +369,23 @@ def _resize_crop_image(image: np.ndarray, width: int, height: int, resample: int
     return np.asarray(pil.crop((left, top, left + width, top + height)))
 
 
+def box_to_conformed(box, src_width: int, src_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box x0,y0,x1,y1 (x1, y1 exclusive) in pixels of the source frame → the same region in pixels of the frame
+    conformed to width x height (resized to cover, centre-cropped: `resize_frames`' geometry), grown outward to
+    whole pixels and clipped to the frame. MaskEditError when nothing of it is left after the crop."""
+    scaled_width, scaled_height, left, top = cover_crop_geometry(src_width, src_height, width, height)
+    sx, sy = scaled_width / src_width, scaled_height / src_height
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mapped = (max(0, int(np.floor(x0 * sx - left))), max(0, int(np.floor(y0 * sy - top))),
+              min(width, int(np.ceil(x1 * sx - left))), min(height, int(np.ceil(y1 * sy - top))))
+    if not (mapped[0] < mapped[2] and mapped[1] < mapped[3]):
+        raise MaskEditError(
+            f"the box {','.join(str(int(v)) for v in box)} in pixels of the {src_width}x{src_height} source lies outside "
+            f"what the {width}x{height} clip keeps of it (the source is resized and centre-cropped)"
+        )
+    return mapped
+
+
 def resize_frames(frames: np.ndarray, width: int, height: int, resample: int = Image.LANCZOS) -> np.ndarray:
     """Resize+centre-crop every frame of a (F, H, W[, C]) uint8 array to (F, height, width[, C]).
 

@@ -231,17 +231,26 @@ def _from_pretrained(model: str, dtype: torch.dtype) -> MaskEditPipeline:
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionModel
 
+    from ..runtime import hub_files_only, missing_offline
+
     local = os.path.isdir(model)
     if not local and not os.path.exists(model) and "/" not in model:
         raise OSError("it is neither a folder nor a hub id of the form owner/name")
-    index = MaskEditPipeline.load_config(model)
+    files_only, offline = hub_files_only(model)  # without a reachable hub: the local cache only (seconds, not minutes)
+    try:
+        index = MaskEditPipeline.load_config(model, local_files_only=files_only)
+    except (OSError, ValueError):
+        if offline and not local:
+            raise OSError(missing_offline(offline)) from None
+        raise
     check_supported_layout(index, model)
+    options = dict(local_files_only=files_only)
     with quiet_transformers():
-        vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=torch.float32)
+        vae = AutoencoderKLWan.from_pretrained(model, subfolder="vae", dtype=torch.float32, **options)
         if not has_component(index, "image_encoder"):  # Wan2.2-I2V-A14B has no CLIP image encoder
-            return MaskEditPipeline.from_pretrained(model, vae=vae, dtype=dtype)
-        image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", dtype=torch.float32)
-        return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, dtype=dtype)
+            return MaskEditPipeline.from_pretrained(model, vae=vae, dtype=dtype, **options)
+        image_encoder = CLIPVisionModel.from_pretrained(model, subfolder="image_encoder", dtype=torch.float32, **options)
+        return MaskEditPipeline.from_pretrained(model, vae=vae, image_encoder=image_encoder, dtype=dtype, **options)
 
 
 # ----- more bases: Wan2.1-I2V-14B-720P (same layout as 480P) and Wan2.2-I2V-A14B (two experts)

@@ -175,12 +175,17 @@ class Plan:
         return data
 
     def table(self, card: Card) -> str:
-        """One line per phase: peak GPU and host memory, FLOPs, time floor on `card`."""
-        lines = [f"{'phase':<22} {'GPU GiB':>8} {'host GiB':>9} {'TFLOP':>9} {'floor s':>8}"]
+        """One line per phase: peak GPU and host memory (decimal GB, as cards are sold), FLOPs, time floor on
+        `card`."""
+        lines = [f"{'phase':<22} {'GPU GB':>8} {'host GB':>9} {'TFLOP':>9} {'floor s':>8}"]
         for p in self.phases.values():
-            lines.append(f"{p.name:<22} {p.peak_gpu_gib:>8.2f} {p.peak_host_gib:>9.2f} {p.flops / 1e12:>9.1f} "
-                         f"{p.time_floor_s(card):>8.2f}")
+            lines.append(f"{p.name:<22} {p.peak_gpu_bytes / GB:>8.2f} {p.peak_host_bytes / GB:>9.2f} "
+                         f"{p.flops / 1e12:>9.1f} {p.time_floor_s(card):>8.2f}")
         return "\n".join(lines)
+
+    @property
+    def peak_host_bytes(self) -> int:
+        return max(p.peak_host_bytes for p in self.phases.values())
 
 
 # ----- the two modes

@@ -41,12 +41,16 @@ def resolve_speed_lora(spec: str | os.PathLike) -> Path:
     if len(parts) >= 3 and text.endswith(".safetensors") and not path.is_absolute() and not text.startswith("."):
         from huggingface_hub import hf_hub_download
 
+        from ..runtime import hub_unreachable, missing_offline
+
+        offline = hub_unreachable()  # no hub: the cache alone, in seconds (not minutes of retries)
         try:
-            return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:])))
+            return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=bool(offline)))
         except Exception as error:  # offline, missing, no access: many types
+            why = missing_offline(offline) if offline else f"{type(error).__name__}: {str(error).splitlines()[0]}"
             raise MaskEditError(
-                f"could not get the speed LoRA {text!r} from the hub ({type(error).__name__}: {str(error)[:200]}); "
-                "download it and pass the local file instead"
+                f"could not get the speed LoRA {text!r} from the hub ({why}); download it and pass the local file "
+                "instead"
             ) from None
     raise MaskEditError(f"no speed LoRA at {text!r}: give a .safetensors file, a folder, or owner/repo/file.safetensors")
 

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..method.conditioning import DEFAULT_TRIGGER, compose_prompt
-from ..errors import MaskEditError
+from ..errors import MaskEditError, ModelUnavailable
 
 from ..defaults import DEFAULT_CAPTION_MODEL  # noqa: E402,F401  (one definition, torch-free)
 CAPTION_TASK = "<DETAILED_CAPTION>"
@@ -113,38 +113,53 @@ class Captioner:
             torch.cuda.empty_cache()
 
 
+class CaptionerUnavailable(ModelUnavailable):
+    """Florence-2 could not be loaded; `reason` is the short why (the message adds what to do)."""
+
+    @staticmethod
+    def describe(reason: str, model_id: str) -> str:
+        return (f"could not load the captioner {model_id!r}: {reason}. No caption can be made automatically: type it "
+                "yourself (--train-prompt \"a short description of the first frame\"), or give a local Florence-2 "
+                "folder in transformers format (--caption-model)")
+
+
 def load_captioner(model_id: str | None = None, device: str | None = None, dtype=None,
                    download: bool = True, max_new_tokens: int = MAX_NEW_TOKENS) -> Captioner:
     """Load Florence-2 from a hub id or a local folder (default DEFAULT_CAPTION_MODEL).
 
-    dtype defaults to float16 on CUDA and float32 elsewhere. Raises MaskEditError when it cannot be
-    loaded: the message tells the user to type the prompt instead.
+    dtype defaults to float16 on CUDA and float32 elsewhere. A hub id is fetched only when the hub answers
+    (`runtime.hub_unreachable`, seconds); otherwise only the local cache is read. Raises CaptionerUnavailable (a
+    MaskEditError) when it cannot be loaded: the message says why, whole, and tells the user to type the caption.
     """
     import torch
 
-    from ..runtime import default_device, quiet_transformers
+    from ..runtime import default_device, hub_files_only, missing_offline, quiet_transformers
 
     model_id = model_id or DEFAULT_CAPTION_MODEL
     device = device or default_device()
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
     local = os.path.isdir(model_id)
+    if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
+        raise CaptionerUnavailable(f"the folder {model_id} does not exist", model_id)
+    files_only, offline = hub_files_only(model_id) if download else (True, None)
     try:
-        if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
-            raise OSError(f"the folder {model_id} does not exist")
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
         with quiet_transformers():
-            processor = AutoProcessor.from_pretrained(model_id, local_files_only=local or not download)
-            model = Florence2ForConditionalGeneration.from_pretrained(
-                model_id, dtype=dtype, local_files_only=local or not download)
+            processor = AutoProcessor.from_pretrained(model_id, local_files_only=files_only)
+            model = Florence2ForConditionalGeneration.from_pretrained(model_id, dtype=dtype,
+                                                                      local_files_only=files_only)
     except (ImportError, OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0][:300].rstrip(".") if str(error).strip() else type(error).__name__
-        raise MaskEditError(
-            f"could not load the captioner {model_id!r} ({reason}), so no caption can be made automatically: "
-            "type the prompt yourself (--prompt \"a short description of the first frame\"), or give a local "
-            "Florence-2 folder in transformers format (--caption-model)"
-        ) from None
+        if offline and not local:
+            raise CaptionerUnavailable(missing_offline(offline), model_id) from None
+        raise CaptionerUnavailable(first_line(error), model_id) from None
     return Captioner(model.to(device).eval(), processor, device, dtype, model_id, max_new_tokens=max_new_tokens)
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line, whole (its type when it has no text)."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
 # ----- a tiny random Florence-2, for tests and offline smoke runs
@@ -245,9 +260,11 @@ def training_captions(original_first_frame: np.ndarray, edited_later: dict | Non
     what = ([] if caption else ["the ORIGINAL first frame (--train-prompt)"]) + (
         [f"edited later frame(s) {', '.join(map(str, missing_later))} (--later-prompt K=TEXT)"] if missing_later else [])
     def ask(error: MaskEditError) -> MaskEditError:
+        why = (f"could not load the captioner {error.model_id!r}: {error.reason}"
+               if isinstance(error, CaptionerUnavailable) else str(error))
         return MaskEditError(
-            f"training needs the caption of {' and of '.join(what)}, and none could be made automatically "
-            f"({str(error).split(':')[0]}); type it — not the edit's caption, which belongs to generation"
+            f"training needs the caption of {' and of '.join(what)}, and none could be made automatically ({why}); "
+            "type it — not the edit's caption, which belongs to generation"
         )
 
     try:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import MaskEditError
+from ..errors import MaskEditError, ModelUnavailable
 from ..runtime import default_device, quiet_transformers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,17 +107,14 @@ def save_tiny_sam2(path: str | os.PathLike, seed: int = 0) -> str:
     return str(path)
 
 
-class Sam2Unavailable(MaskEditError):
+class Sam2Unavailable(ModelUnavailable):
     """SAM2 weights could not be loaded; `reason` is the short why (the message adds what to do)."""
 
-    def __init__(self, reason: str, model_id: str):
-        self.reason = reason
-        self.model_id = model_id
-        super().__init__(
-            f"could not load SAM2 from {model_id!r}: {reason}. Give a local folder of a SAM2.1 checkpoint in "
-            "transformers format (config.json + model.safetensors), a hub id you can reach (e.g. "
-            "facebook/sam2.1-hiera-large), or use the offline segmenter (--backend fallback)"
-        )
+    @staticmethod
+    def describe(reason: str, model_id: str) -> str:
+        return (f"could not load SAM2 from {model_id!r}: {reason}. Give a local folder of a SAM2.1 checkpoint in "
+                "transformers format (config.json + model.safetensors), a hub id you can reach (e.g. "
+                "facebook/sam2.1-hiera-large), or use the offline segmenter (--backend fallback)")
 
 
 def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str, upgrade: str,
@@ -126,19 +123,23 @@ def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str,
     (a MaskEditError whose message says what to do): a path that does not exist, a checkpoint whose config.json
     is not of `model_type` (transformers would otherwise build a random model from a foreign config), transformers
     without `what` (`upgrade` says how to get it), weights that cannot be read or fetched (not cached while
-    downloading is off, gated, offline)."""
+    downloading is off, gated, offline). A hub id is looked for on the hub only when it answers
+    (`runtime.hub_files_only`: seconds offline, not minutes of retries)."""
     local = os.path.isdir(model_id)
     if not local and (model_id.startswith((".", os.sep, "~")) or model_id.count("/") > 1):
         raise unavailable(f"the folder {model_id} does not exist", model_id)
+    from ..runtime import hub_files_only, missing_offline
+
+    files_only, offline = hub_files_only(model_id) if download else (True, None)  # no hub: seconds, not minutes
     try:
         if model_type is not None:
             from transformers import PretrainedConfig
 
-            found = PretrainedConfig.get_config_dict(model_id, local_files_only=local or not download)[0]
+            found = PretrainedConfig.get_config_dict(model_id, local_files_only=files_only)[0]
             if found.get("model_type") != model_type:
                 raise unavailable(f"it is a {found.get('model_type') or 'unknown'} checkpoint, not {model_type}",
                                   model_id)
-        return load(local or not download)
+        return load(files_only)
     except MaskEditError:  # already says what is wrong (a foreign checkpoint, missing files)
         raise
     except ImportError as error:
@@ -147,6 +148,8 @@ def load_checkpoint(model_id: str, download: bool, load, unavailable, what: str,
         reason = str(error).strip().splitlines()[0][:300].rstrip(".") if str(error).strip() else type(error).__name__
         if not (download or local):
             reason = "its weights are not in the local Hugging Face cache, and downloading was off"
+        elif offline and not local:
+            reason = missing_offline(offline)
         raise unavailable(reason, model_id) from None
 
 

@@ -82,13 +82,14 @@ class BackgroundJob:
 
     def snapshot(self) -> dict:
         """Plain values: key, status, step, total_steps, steps, losses, seconds_per_step, eta_s, messages,
-        lora, partial, error, chunks."""
+        lora, partial, error, chunks, phase ((what the run does now, its progress): `TrainProgress.phase_words`)."""
         p = self.progress
         points = p.points()
         return {"key": self.key, "status": self.status, "step": points["step"][-1] if points["step"] else 0,
                 "total_steps": p.total, "steps": points["step"], "losses": points["loss"],
                 "seconds_per_step": p.seconds_per_step, "eta_s": p.eta_s, "messages": list(p.messages),
-                "lora": p.lora, "partial": p.partial, "error": self.error, "chunks": self.chunks}
+                "lora": p.lora, "partial": p.partial, "error": self.error, "chunks": self.chunks,
+                "phase": p.phase_words()}
 
     def wait(self, timeout: float | None = None) -> bool:
         """True when the job has ended (within timeout)."""

@@ -112,13 +112,13 @@ class BackgroundTraining:
         if not snap:
             return "No background training."
         status = snap["status"]
-        line = f"**Background training: {status}**"
-        if snap["total_steps"]:
-            line += f" — step {snap['step']} / {snap['total_steps']}"
-        if snap["seconds_per_step"]:
-            from .progress import format_eta
-
-            line += f" · {snap['seconds_per_step']:.2f} s/step · ETA {format_eta(snap['eta_s'])}"
+        if status == "training" and snap.get("phase"):  # what it does now: encoding, step k / n, saving
+            head, detail = snap["phase"]
+            line = f"**Background training: {head}** — {detail}"
+        else:
+            line = f"**Background training: {status}**"
+            if snap["total_steps"]:
+                line += f" — step {snap['step']} / {snap['total_steps']}"
         if status == "done":
             line += " — the LoRA is ready: generate as many edits as you like."
         elif status in ("queued", "training"):
@@ -161,8 +161,10 @@ class BackgroundTraining:
             text = self.background_text(snap).replace("Background training", "Training (started in the background)")
             from .progress import loss_rows
 
+            phase = ("done" if snap["lora"] else "stopped") if ended else "training"
             yield TrainView(loss_rows(snap["steps"], snap["losses"]), text,
-                            {"step": snap["steps"], "loss": snap["losses"]}, files)
+                            {"step": snap["steps"], "loss": snap["losses"]}, files, phase=phase,
+                            done_of=(snap["step"], snap["total_steps"]) if snap["total_steps"] else None)
             if ended:
                 return
 

@@ -25,7 +25,9 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                    trained_handover: int | None = None, max_windows: int | None = None) -> Iterator[dict]:
     """Generate an edit with `settings` (method, steps, CFG, shift, seed, LoRA scale, sampler; compositing onto the
     source after decoding, `workflow.generate.composite_edit`, recorded as report["composite"]) and write its files; yields {"kind": "warning", "message"} for a preset option that
-    cannot be used here (generation goes on without it), {"kind": "step", "step", "total_steps", "seconds"}
+    cannot be used here (generation goes on without it), {"kind": "phase", "phase"} as each phase of a one-window
+    render begins ("encoding", "denoising", "decoding", then "writing" the files; their seconds are the report's
+    "phase_seconds"), {"kind": "step", "step", "total_steps", "seconds"}
     per denoising step and finally {"kind": "done", "edited", "side_by_side", "report"}.
 
     The pipe gets exactly the given LoRA (or none): an adapter left by another session is removed.
@@ -64,6 +66,7 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         yield {"kind": "warning", "message": message}
     speed_weight = options["speed_lora_weight"]
     stop_requested = (lambda: Path(stop_file).exists()) if stop_file is not None else (lambda: False)
+    phases = PhaseClock()  # seconds of each phase of a one-window render (the report's "phase_seconds")
     info: dict = {}  # what the run used and did (generate_edit fills it: negative prompt, step cache counts)
     generation = dict(steps=int(settings.steps), guidance_scale=float(settings.guidance_scale),
                       flow_shift=float(settings.flow_shift), seed=int(settings.seed), lora_scale=float(lora_scale),
@@ -93,29 +96,35 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
                                           callback=report, should_stop=should_stop,
-                                          negative_prompt=settings.negative_prompt, info=info)
+                                          negative_prompt=settings.negative_prompt, info=info, on_phase=report)
             else:
                 frames = generate.generate_edit(pipe, prepared, edited, caption, callback=report,
-                                                should_stop=should_stop, info=info, **generation)
+                                                should_stop=should_stop, info=info, on_phase=report, **generation)
             info.update(generate.edit_clip_measures(pipe, prepared, edited, frames))  # the paper's Table 1 measures
             return frames
 
         frames = None
         for kind, value in in_worker(work, stop_requested):
-            if kind == "step":
+            if kind == "step" and isinstance(value, str):  # on_phase: a phase begins
+                phases.enter(value)
+                yield {"kind": "phase", "phase": value}
+            elif kind == "step":
                 yield {"kind": "step", "step": value.step, "total_steps": value.total_steps, "seconds": value.seconds}
             else:
                 frames = value
+        phases.enter("writing")
+        yield {"kind": "phase", "phase": "writing"}
         composited = generate.composite_edit(prepared, edited, frames, settings)  # off: the frames as they are
         outputs = generate.write_edit_outputs(out_dir, prepared, composited.frames, composited.record)
         composite_record = composited.record
+        phases.enter(None)
     report = {"method": method, "frames": int(prepared.num_frames), "width": prepared.width, "height": prepared.height,
               "fps": prepared.fps, "background_psnr_db": outputs.background_psnr, "seconds": time.perf_counter() - started,
               "steps": int(settings.steps), "guidance_scale": float(settings.guidance_scale),
               "guidance_scale_2": None if settings.guidance_scale_2 is None else float(settings.guidance_scale_2),
               "flow_shift": float(settings.flow_shift), "sampler": settings.sampler, "seed": int(settings.seed), "lora_scale": float(lora_scale), "lora": Path(lora_path).name if lora_path else None,
               "preset": options["preset"], "speed_lora": options["speed_lora"], "options": options["notes"],
-              "warnings": options["warnings"], **info}
+              "warnings": options["warnings"], "phase_seconds": phases.seconds, **info}
     report["composite"] = composite_record  # compositing: its settings and the generated video's figures
     if preview is not None:  # the preview's own settings: its steps, CFG, shift, speed LoRA and (always) Euler
         report.update(steps=int(preview.steps), guidance_scale=float(preview.guidance_scale),
@@ -187,6 +196,20 @@ def in_worker(work, stop_requested) -> Iterator[tuple]:
         thread.join()
 
 
+class PhaseClock:
+    """Seconds each phase of a render took ({"encoding": s, "denoising": s, "decoding": s, "writing": s})."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._phase, self._since = None, time.perf_counter()
+
+    def enter(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.seconds[self._phase] = round(self.seconds.get(self._phase, 0.0) + now - self._since, 3)
+        self._phase, self._since = phase, now
+
+
 def apply_preset_options(pipe, preset, edit_weight: float = 1.0, use_speed: bool = True) -> dict:
     """Put a preset's generation options on the (shared) pipe: its speed LoRA beside the edit LoRA, its
     attention backend and VAE tiling; a pipe left with another preset's options gets them undone. An
@@ -256,6 +279,9 @@ def format_report(report: dict, others: list[dict] | None = None) -> str:
              f"{_clip_text(report, 'input_similarity')} |",
              f"| frames | {report['frames']} at {report['width']}x{report['height']}, {report['fps']:g} fps |",
              f"| time | {report['seconds']:.1f} s ({settings}) |"]
+    phases = report.get("phase_seconds") or {}
+    if phases:
+        lines.append(f"| phases | {' · '.join(f'{name} {seconds:.1f} s' for name, seconds in phases.items())} |")
     if "evaluations" in report:
         lines.append(f"| transformer evaluations | {StepCacheStats.from_dict(report).describe()} |")
     if report.get("preset"):

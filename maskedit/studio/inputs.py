@@ -130,13 +130,16 @@ def generate_settings(steps=None, guidance_scale=None, flow_shift=None, lora_sca
 
 @dataclass
 class TrainView:
-    """What the Train tab shows after each event: loss rows (raw + smoothed), a Markdown status, the raw
-    loss points {"step", "loss"}, and the LoRA files once there are some (else None)."""
+    """What the Train tab shows after each event: loss rows (raw + smoothed), a Markdown status (the phase and its
+    progress), the raw loss points {"step", "loss"}, the LoRA files once there are some (else None), the phase and,
+    while steps run, (step, steps) for a progress bar."""
 
     rows: list
     status: str
     points: dict
     files: list | None = None
+    phase: str = "done"  # `progress.TrainProgress.phase`: starting, encoding, training, saving, checkpoint, done, stopped
+    done_of: tuple[int, int] | None = None  # (steps done, of steps) once the run's steps are known
 
 
 @dataclass

@@ -135,7 +135,10 @@ class LongGeneration:
                         if not warned:
                             yield "warning", event["message"]
                     elif event["kind"] == "step":
-                        yield "step", (event["window"] * int(settings.steps) + event["step"], total)
+                        done_steps = event["window"] * int(settings.steps) + event["step"]
+                        yield "step", (done_steps, total)
+                        yield "progress", ((done_steps, total), f"window {event['window'] + 1} of {len(planned)}: "
+                                           f"denoising step {event['step']} / {event['total_steps']}")
                     elif event["kind"] == "window":
                         finished = event
                     elif event["kind"] == "done":

@@ -43,7 +43,7 @@ from .long_generation import LongGeneration
 from .inputs import GenerateResult, GpuCalls, TrainInputs, TrainView, checkpoint_losses, lora_files  # noqa: F401
 from .objects import SegmentObjects
 from .previews import Previews
-from .progress import TrainProgress
+from .progress import RenderProgress, TrainProgress
 from .runs import DEFAULT_CHUNK_SECONDS, ChunkRequest, train_in_chunks
 from .state import PARTIAL, TRAINED, UPLOADED, SessionState
 
@@ -79,6 +79,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
         self.transformers = transformers  # () -> uploads.base_transformers(pipe): uploads are checked against them
         self.sizer = sizer or CallSizer(model_name)  # the ZeroGPU size of each GPU call, from its plan
         self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
+        self.render_seconds: dict = {}  # (frames, width, height) → {phase: seconds} of the last render at that size
         self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
 
     # ----- sessions and paths
@@ -380,6 +381,50 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
                 f"with these settings ({words(*wanted)}) would need them placed again: choose the {placed.name} "
                 "preset and keep its memory settings")
 
+    def clip_size(self, st: SessionState | None) -> tuple[int, int, int] | None:
+        """(frames, width, height) of the session's loaded clip, from its JSON alone; None before one is loaded."""
+        import json
+
+        try:
+            source = json.loads((self.sub(st, session.CLIP_FOLDER) / "clip.json").read_text())["source"]
+            return int(source["num_frames"]), int(source["conformed_width"]), int(source["conformed_height"])
+        except (AttributeError, TypeError, OSError, ValueError, KeyError):
+            return None
+
+    def exact_settings(self, st: SessionState | None, inputs: TrainInputs,
+                       settings: GenerateSettings | None = None) -> str:
+        """Every setting Start (and Generate) would run with now: the preset with the values in the fields, at the
+        loaded clip's frames and size (the preset's until a clip is loaded), the memory options as they apply to the
+        loaded model. A value out of its range is named instead (nothing runs with it)."""
+        chosen = self.preset(inputs.preset or "full")
+        clip = self.clip_size(st)
+        try:
+            config, notes = self.train_config(inputs, clip[0] if clip else chosen.num_frames)
+            overrides = dict(train_steps=config.steps, learning_rate=config.learning_rate, rank=config.rank,
+                             alpha=config.alpha, blocks_to_swap=config.blocks_to_swap, fp8=config.fp8,
+                             gradient_checkpointing=config.gradient_checkpointing,
+                             timestep_sampler=config.timestep_sampler)
+            if clip:
+                overrides.update(num_frames=clip[0], width=clip[1], height=clip[2])
+            if settings is not None:
+                overrides.update(generation_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                                 flow_shift=settings.flow_shift, lora_scale=settings.lora_scale,
+                                 sampler=settings.sampler)
+            run = chosen.with_overrides(**overrides)
+        except MaskEditError as error:
+            return f"not runnable as set: {error}"
+        changed = [name.replace("_", " ") for name, value in overrides.items()
+                   if name not in ("num_frames", "width", "height") and getattr(chosen, name) != value]
+        lines = run.describe().splitlines()
+        lines[0] = f"preset {chosen.name}" + (f", changed in the fields: {', '.join(changed)}" if changed else
+                                              ", as the preset holds it")
+        lines[1] += " (the loaded clip)" if clip else " (the preset's; load a clip to see its own)"
+        if self.is_tiny:
+            lines = [line if not line.startswith("  memory:") else
+                     "  memory: block swapping and fp8 are for the 14B model, off on the tiny model; gradient "
+                     f"checkpointing {'on' if run.gradient_checkpointing else 'off'}" for line in lines]
+        return "\n".join(lines + [f"  note: {note}" for note in notes if "tiny model" not in note])
+
     def chunk_request(self, st: SessionState, prepared_dir, inputs: TrainInputs, config, later: dict,
                       stop_file, resume: bool, later_captions: dict | None = None) -> ChunkRequest:
         cache = self.cache(st)
@@ -452,27 +497,28 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
         progress.total = config.steps
         request = self.chunk_request(st, prepared_dir, inputs, config, st.later, stop_file, bool(resume),
                                      later_captions)
-        yield TrainView([], progress.line("starting"), progress.points())
-        shown = 0
+        yield TrainView([], progress.line(), progress.points(), phase=progress.phase)
+        shown = (0, progress.phase)
         for event in train_in_chunks(self._run_chunks(request)):
             progress.add(event)
             self._hide_paths(progress, st)
             if progress.lora:
                 st.use_lora(progress.lora, TRAINED, key)
                 progress.messages.append("Saved the LoRA (diffusers and ComfyUI files + lora.json).")
-                yield TrainView(progress.rows(), progress.line("done"), progress.points(),
-                                lora_files(Path(progress.lora).parent))
+                yield TrainView(progress.rows(), progress.line(), progress.points(),
+                                lora_files(Path(progress.lora).parent), phase=progress.phase)
                 return
             if progress.stopped_at is not None:
                 st.use_lora(progress.partial, PARTIAL, key)
                 progress.messages.append(f"Stopped at step {progress.stopped_at}: the checkpoint is kept (Resume "
                                          "continues it); the LoRA so far is below and is used by Generate.")
                 files = lora_files(Path(progress.partial).parent) if progress.partial else None
-                yield TrainView(progress.rows(), progress.line("stopped"), progress.points(), files)
+                yield TrainView(progress.rows(), progress.line(), progress.points(), files, phase=progress.phase)
                 return
-            if len(progress.steps) != shown:
-                shown = len(progress.steps)
-                yield TrainView(progress.rows(), progress.line("training"), progress.points())
+            if (len(progress.steps), progress.phase) != shown:  # a step, or a new phase (encoding, saving)
+                shown = (len(progress.steps), progress.phase)
+                yield TrainView(progress.rows(), progress.line(), progress.points(), phase=progress.phase,
+                                done_of=(progress.step, progress.total) if progress.total else None)
 
     def _hide_paths(self, progress: TrainProgress, st: SessionState) -> None:
         """Messages name no server folder: the session's and the cache's become words."""
@@ -542,16 +588,17 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
     def generate(self, st: SessionState, prompt: str, settings: GenerateSettings, *, edited_frame=None,
                  fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
                  train_inputs: TrainInputs | None = None, progress=None, warn=None, preview=None) -> GenerateResult:
-        """Generate one edit with `settings` (`generate_events` consumed: progress((step, total), description)
-        per denoising step, warn(message) for a preset option that cannot be used). Returns the result."""
+        """Generate one edit with `settings` (`generate_events` consumed: progress((step, total) or None, description)
+        as each phase begins and after each denoising step, warn(message) for a preset option that cannot be used).
+        Returns the result."""
         for kind, value in self.generate_events(st, prompt, settings, edited_frame=edited_frame, fit=fit,
                                                 use_checkpoint=use_checkpoint, preset=preset,
                                                 train_inputs=train_inputs, progress=progress,
                                                 preview=preview):
             if kind == "warning" and warn is not None:
                 warn(value)
-            elif kind == "step" and progress is not None:
-                progress(value, "denoising")
+            elif kind == "progress" and progress is not None:
+                progress(*value)
             elif kind == "result":
                 return value
         raise MaskEditError("generation ended without a result")
@@ -560,7 +607,9 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
                         fit: bool = False, use_checkpoint: bool = False, preset: str | None = None,
                         train_inputs: TrainInputs | None = None, progress=None, preview=None) -> Iterator[tuple]:
         """Generate one edit with `settings`; yields ("warning", message), ("step", (step, total)) per denoising
-        step and finally ("result", GenerateResult). Closing the generator (a cancelled call) stops the
+        step, ("progress", ((step, total) or None, what runs now and how long is left)) as each phase begins and after
+        each step (`progress.RenderProgress`: encode, denoise k/n, decode, with the decode's time from an earlier
+        render of the same clip size) and finally ("result", GenerateResult). Closing the generator (a cancelled call) stops the
         denoising after its current step and frees the model for the next call. edited_frame: another edited
         first frame (else the session's). preset: whose generation options apply (speed LoRA, attention, VAE
         tiling; an option that cannot be used is skipped with a warning and a line in the report). Methods
@@ -613,6 +662,10 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
                 self.resume_background(st)
             return
         out = self.sub(st, session.RESULTS_FOLDER) / str(st.results + 1)
+        size = clip_of(prepared_dir)
+        tracker = RenderProgress(int(preview.steps if preview is not None else settings.steps),
+                                 dict(self.render_seconds.get(size, {})))
+        yield "progress", tracker.view()
         try:
             yield from self.wait_for_gpu(stop_file)
             try:
@@ -622,11 +675,16 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
                                                **({"preview": preview} if preview is not None else {})):
                     if event["kind"] == "warning":
                         yield "warning", event["message"]
-                    elif event["kind"] == "step":
-                        yield "step", (event["step"], event["total_steps"])
+                    elif event["kind"] in ("step", "phase"):
+                        tracker.add(event["kind"], (event["step"], event["total_steps"], event.get("seconds", 0.0))
+                                    if event["kind"] == "step" else event["phase"])
+                        if event["kind"] == "step":
+                            yield "step", (event["step"], event["total_steps"])
+                        yield "progress", tracker.view()
                     elif event["kind"] == "done":
                         from .generation import format_report, session_reports
 
+                        self.render_seconds[size] = dict(event["report"].get("phase_seconds") or {})
                         caption = f"#{st.results} · {method} · seed {int(settings.seed)} · {prompt[:60]}"
                         self.remember_result(st, event["edited"], caption)
                         others = session_reports(out.parent, exclude=out)  # the baselines side by side

@@ -50,6 +50,10 @@ class GenerationStep:
     elapsed: float
 
 
+GENERATION_PHASES = ("encoding", "denoising", "decoding")
+"""The phases of one render, in order (`generate_edit`'s on_phase)."""
+
+
 class GenerationStopped(MaskEditError):
     """Generation was stopped (should_stop) before it finished; nothing was produced."""
 
@@ -103,6 +107,7 @@ def generate_edit(
     step_cache: str = DEFAULT_STEP_CACHE,
     step_cache_threshold: float | None = None,
     info: dict | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Generate the edited clip (METHOD.md §6); returns uint8 (F, H, W, 3).
 
@@ -125,7 +130,9 @@ def generate_edit(
     receives what the run used and did — "negative_prompt" (its name) and the step cache's counts
     (`StepCacheStats.as_dict`: evaluations, full_evaluations, skipped_evaluations).
     The prompt is `compose_prompt(caption, trigger)`. callback receives a GenerationStep after each
-    denoising step; should_stop() True stops after the current step (GenerationStopped).
+    denoising step; should_stop() True stops after the current step (GenerationStopped). on_phase(name) is called
+    as each phase begins: GENERATION_PHASES, "encoding" (prompt, image and the condition's VAE encode) at the start,
+    "denoising" when the transformer first runs, "decoding" (the VAE decode) after the last step.
     A speed LoRA loaded on the pipe (`maskedit.models.speed.load_speed_lora`) stays active beside the edit
     LoRA with `speed_lora_weight`.
     """
@@ -147,7 +154,7 @@ def generate_edit(
                             callback=callback, should_stop=should_stop, speed_lora_weight=speed_lora_weight,
                             sampler=sampler, image_view=image_view, guidance_scale_2=guidance_scale_2, blend=blend,
                             step_cache=step_cache, step_cache_threshold=step_cache_threshold, info=info,
-                            source=prepared.frames)
+                            source=prepared.frames, on_phase=on_phase)
 
 
 def check_generation(pipe, width: int, height: int, edited_first_frame: np.ndarray, *, steps: int,
@@ -191,12 +198,13 @@ def render_condition(pipe, condition, *, steps: int, guidance_scale: float, flow
                      sampler: str = DEFAULT_SAMPLER, image_view: str = METHOD_IMAGE_VIEW,
                      guidance_scale_2: float | None = None, blend: tuple | None = None,
                      step_cache: str = DEFAULT_STEP_CACHE, step_cache_threshold: float | None = None,
-                     info: dict | None = None, source: np.ndarray | None = None) -> np.ndarray:
+                     info: dict | None = None, source: np.ndarray | None = None,
+                     on_phase: Callable[[str], None] | None = None) -> np.ndarray:
     """Denoise one `conditioning.ConditionSample` (V_cond, M_cond, image, prompt) into uint8 (F, H, W, 3): the
     sampler and its schedule, the LoRA weights of `method` (disabled for no-lora), the step cache (this call
     only), the callbacks. blend: (source frames, keep mask) for feature-level blending (paper Eq. 3). source: the
     clip's frames of this condition (uint8 (F, H, W, 3)), which `check_generated` compares with (None: the
-    condition video). Settings are `generate_edit`'s, checked by `check_generation` first."""
+    condition video). Settings (and on_phase) are `generate_edit`'s, checked by `check_generation` first."""
     import PIL.Image
     import torch
 
@@ -208,12 +216,22 @@ def render_condition(pipe, condition, *, steps: int, guidance_scale: float, flow
         extra = dict(blend_source_video=blend[0], blend_keep_mask=blend[1])
     started = time.perf_counter()
     last = [started]
+    phase = on_phase or (lambda name: None)
+
+    def first_forward(module, args):
+        for handle in hooks:
+            handle.remove()  # once: the encoders are done, the denoising begins
+        hooks.clear()
+        last[0] = time.perf_counter()  # step 1's time is its own, not the encoding's
+        phase("denoising")
 
     def on_step(pipeline, step, timestep, callback_kwargs):
         now = time.perf_counter()
         if callback is not None:
             callback(GenerationStep(step + 1, steps, now - last[0], now - started))
         last[0] = now
+        if step + 1 == steps:
+            phase("decoding")
         if should_stop is not None and step + 1 < steps and should_stop():
             raise GenerationStopped("generation was stopped before it finished; nothing was written")
         return callback_kwargs
@@ -229,6 +247,9 @@ def render_condition(pipe, condition, *, steps: int, guidance_scale: float, flow
             from ..models.speed import set_lora_weights
 
             set_lora_weights(pipe, edit=float(lora_scale), speed=float(speed_lora_weight))
+    hooks = [module.register_forward_pre_hook(first_forward)
+             for module in (pipe.transformer, getattr(pipe, "transformer_2", None)) if module is not None]
+    phase("encoding")
     try:
         with quiet_transformers(), cached_steps(pipe, step_cache, steps, step_cache_threshold) as stats:
             output = pipe(
@@ -247,6 +268,8 @@ def render_condition(pipe, condition, *, steps: int, guidance_scale: float, flow
                 **extra,
             )
     finally:
+        for handle in hooks:
+            handle.remove()
         if has_lora and method == "no-lora":
             pipe.enable_lora()
     if info is not None:

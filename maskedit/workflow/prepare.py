@@ -23,7 +23,7 @@ from ..errors import MaskEditError
 from ..limits import check_settings, parse_number_text
 from ..media.files import save_npz, write_text
 from ..media import clipstore
-from ..media.video import (IMAGE_EXTENSIONS, Clip, check_frame_count, check_image_size, fit_image, iter_frames_at,
+from ..media.video import (IMAGE_EXTENSIONS, Clip, box_to_conformed, check_frame_count, check_image_size, fit_image, iter_frames_at,
                            probe_video, read_conformed, read_image, read_video, resolve_conform_settings, write_image,
                            write_video)
 from ..method import masks
@@ -93,15 +93,17 @@ def prepare_clip(
     min_area: int = masks.MIN_COMPONENT_AREA,
     fit: bool = False,
     store: str | os.PathLike | None = None,
+    box_in: str = "clip",
 ) -> PreparedClip:
     """Read and conform a clip and its edit region (exactly one of `mask_video` and `box`).
 
     mask_video: a video, a folder of frames or one image, white = edit; it gets the clip's frame selection
     and geometry (`masks.conform_region`), then becomes loose boxes (`masks.loose_boxes`, margin and
-    min_area). box: "x0,y0,x1,y1" or a tuple, in pixels of the *conformed* clip (x1, y1 exclusive), the same
-    box on every frame. fit: resize a mask of another shape to the clip instead of refusing it.
-    num_frames: 4k+1 frames (up to `limits.MAX_CLIP_FRAMES`); clips longer than one window are edited window by
-    window (METHOD.md §7b).
+    min_area). box: "x0,y0,x1,y1" or a tuple (x1, y1 exclusive), the same box on every frame, in pixels of the
+    *conformed* clip (box_in "clip") or of the source video (box_in "source": mapped through the conform's resize and
+    crop, `video.box_to_conformed`); the notes say which. fit: resize a mask of another shape to the clip instead of
+    refusing it. num_frames: 4k+1 frames (up to `limits.MAX_CLIP_FRAMES`); clips longer than one window are edited
+    window by window (METHOD.md §7b).
     store: where a clip longer than `clipstore.LAZY_ABOVE_FRAMES` frames keeps its frames and boxes (memory-mapped
     .npy files, frame by frame: such a clip is never whole in memory); give the folder `save_prepared` will write
     (then it only adds the rest). None: a new temporary folder. Shorter clips stay in memory (store unused).
@@ -113,23 +115,19 @@ def prepare_clip(
     if num_frames is not None:
         check_frame_count(num_frames)
     plan = conform_settings(video_path, num_frames, width, height, frame_mode, start)
+    if box is not None and box_in not in BOX_GRIDS:
+        raise MaskEditError(f"box_in must be one of {', '.join(BOX_GRIDS)}, not {box_in!r}")
     if clipstore.is_lazy(plan[0]):
-        return _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store)
+        return _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store,
+                             box_in)
     clip, source_clip = read_conformed(video_path, num_frames, width, height, frame_mode, start)  # decodes only kept frames
     notes = list(clip.notes)
     source = {"video": str(video_path), "width": source_clip.width, "height": source_clip.height,
               "frames": source_clip.num_frames, "fps": source_clip.fps, "frame_mode": frame_mode, "start": start}
 
     if box is not None:
-        if isinstance(box, str):
-            parsed = masks.parse_box(box)
-        else:
-            try:
-                parsed = tuple(int(v) for v in box)
-            except (TypeError, ValueError):
-                parsed = ()
-            if len(parsed) != 4:
-                raise MaskEditError(f"the box {box!r} needs four whole numbers x0, y0, x1, y1")
+        parsed, note = _box_on_clip(box, box_in, source_clip, clip)
+        notes.append(note)
         region = masks.box_region(clip.height, clip.width, parsed, clip.num_frames)
         tight = None
         source["box"] = list(parsed)
@@ -176,7 +174,8 @@ def conform_settings(video_path, num_frames=None, width=None, height=None, frame
     return resolve_conform_settings(info.num_frames, info.height, info.width, num_frames, width, height, start)
 
 
-def _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store) -> PreparedClip:
+def _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, min_area, fit, store,
+                  box_in: str = "clip") -> PreparedClip:
     """`prepare_clip` of a clip longer than one window: frames and boxes go frame by frame into memory-mapped
     files in `store` (the tight mask is not kept); the same selection, geometry and boxes as the in-memory path."""
     import tempfile
@@ -193,7 +192,8 @@ def _prepare_long(video_path, mask_video, box, plan, start, frame_mode, margin, 
     shape = (clip.num_frames, clip.height, clip.width)
     with clipstore.array_writer(store / clipstore.REGION_FILE, shape, bool) as region:
         if box is not None:
-            parsed = masks.parse_box(box) if isinstance(box, str) else tuple(int(v) for v in box)
+            parsed, note = _box_on_clip(box, box_in, source_clip, clip)
+            notes.append(note)
             frame = masks.box_region(clip.height, clip.width, parsed)[0]
             for part in clipstore.chunks(clip.num_frames):
                 region[part] = frame
@@ -242,6 +242,40 @@ def _long_mask_boxes(region, mask_video, source_clip, clip, frame_mode, start, m
             f"every marked part of the mask is smaller than {min_area} pixels, so no box is left; mark the "
             "object larger, or lower the minimum area (--min-area)"
         )
+
+
+BOX_GRIDS = ("clip", "source")
+"""The pixel grids a box may be given in: the conformed clip's, or the source video's."""
+
+
+def _box_on_clip(box, box_in: str, source, clip) -> tuple[tuple, str]:
+    """(the box in pixels of the conformed clip, a note saying which grid it was given in); box: "x0,y0,x1,y1" or
+    four whole numbers. A clip-grid box that leaves the clip but fits the (larger) source is refused with the hint
+    to say --box-in source."""
+    if isinstance(box, str):
+        box = masks.parse_box(box)
+    else:
+        given = box
+        try:
+            box = tuple(int(v) for v in box)
+        except (TypeError, ValueError):
+            box = ()
+        if len(box) != 4:
+            raise MaskEditError(f"the box {given!r} needs four whole numbers x0, y0, x1, y1")
+    text = ",".join(map(str, box))
+    same = (source.width, source.height) == (clip.width, clip.height)
+    if box_in == "source":
+        mapped = box if same else box_to_conformed(box, source.width, source.height, clip.width, clip.height)
+        return mapped, (f"box {text} in pixels of the {source.width}x{source.height} source"
+                        + ("" if same else f" = {','.join(map(str, mapped))} on the {clip.width}x{clip.height} clip"))
+    x0, y0, x1, y1 = box
+    if not same and not (x1 <= clip.width and y1 <= clip.height) and x1 <= source.width and y1 <= source.height:
+        raise MaskEditError(
+            f"the box {text} leaves the {clip.width}x{clip.height} conformed clip: --box is in pixels of the conformed "
+            f"clip; for pixels of the {source.width}x{source.height} source video add --box-in source"
+        )
+    return box, (f"box {text} in pixels of the {clip.width}x{clip.height} conformed clip"
+                 + ("" if same else f" (the source is {source.width}x{source.height}; --box-in source takes its pixels)"))
 
 
 def save_prepared(prepared: PreparedClip, folder: str | os.PathLike, export_frames: bool = False) -> Path:

@@ -59,6 +59,15 @@ class EditTrainingNote:
 
 
 @dataclass
+class EditTrainingEncoding(EditTrainingNote):
+    """A stage's samples are being encoded (VAE, text and image encoders, once per run): the phase before its
+    first step. `samples`: how many (one per training window, plus the edited later frames in stage 2)."""
+
+    stage: int = 1
+    samples: int = 1
+
+
+@dataclass
 class EditTrainingStopped:
     """The run was stopped; its checkpoint is kept and a rerun with the same inputs resumes from it."""
 
@@ -76,7 +85,8 @@ class EditTrainingDone:
     metadata: dict
 
 
-EditTrainingEvent = EditTrainingStage | StepEvent | EditTrainingNote | EditTrainingStopped | EditTrainingDone
+EditTrainingEvent = (EditTrainingStage | StepEvent | EditTrainingNote | EditTrainingEncoding | EditTrainingStopped
+                     | EditTrainingDone)
 
 
 def train_edit_lora(
@@ -165,7 +175,7 @@ def train_edit_lora(
                 yield EditTrainingNote(fresh)
             what = f"{len(stage.items)} window sample(s) of the {prepared.num_frames}-frame clip" if long else \
                 f"{len(stage.items)} sample(s)"
-            yield EditTrainingNote(f"stage {stage.number}: encoding {what}")
+            yield EditTrainingEncoding(f"stage {stage.number}: encoding {what}", stage.number, len(stage.items))
             restore_encoders(pipe)  # the previous stage's trainer moved them off the GPU
             device = next(pipe.transformer.parameters()).device
             encoded = None

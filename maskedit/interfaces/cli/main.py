@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import importlib
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ...method import masks
 from ...method.composite import COMPOSITE_REGIONS, DEFAULT_FEATHER, DEFAULT_MASK_MARGIN, RING_WIDTH
-from .common import PROG, HelpFormatter, paragraph
+from .common import PROG, DeprecatedFlag, HelpFormatter, paragraph
 from ...defaults import (
     DEFAULT_HANDOVER_FRAMES, DEFAULT_MODEL_ID, DEFAULT_STAGE2_EPOCHS, DEFAULT_TRIGGER, DEFAULT_WINDOW_FRAMES,
     FP8_SCALINGS, NAIVE_LORA_FOLDER, OPTIMIZERS, SAMPLERS, STEP_CACHES, TIMESTEP_SAMPLERS, TINY,
@@ -48,6 +49,9 @@ models = _Lazy("maskedit.models.loading")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXAMPLE = "examples/color_single"  # the bundled example the help's commands run on (examples/examples.json)
+EXAMPLE_CAPTION = "a teal ringed triangle moving to the lower right"
+EXAMPLE_EDIT = "a red ringed triangle moving to the lower right"
 _FULL = PRESETS[DEFAULT_PRESET]  # METHOD.md §4's settings
 
 OVERVIEW = f"""\
@@ -55,19 +59,28 @@ MaskEdit edits a whole video from one edited first frame: it trains a small mask
 clip (Wan2.1 image-to-video), then regenerates the region you marked so that it follows your edit
 while the rest of the clip stays as it was.
 
-The usual way, step by step:
-  1. {PROG} prepare --video clip.mp4 --box 300,120,560,400 --out work/prepared
+The usual way, step by step (here on the bundled example, as written, from the repository's folder):
+  1. {PROG} prepare --video {EXAMPLE}/clip.mp4 \\
+         --mask-video {EXAMPLE}/mask.mp4 --frames 33 --width 320 --height 192 \\
+         --out work/prepared
   2. edit work/prepared/first_frame.png in any image editor and save it, e.g. as edited.png
-  3. {PROG} train --prepared work/prepared --prompt "a red car on a road" \\
-         --out work/lora
-  4. {PROG} generate --prepared work/prepared --edited-frame edited.png \\
-         --prompt "a blue car on a road" --lora work/lora --out work/result
+     ({EXAMPLE}/edited_first_frame.png is such an edit)
+  3. {PROG} train --model tiny --prepared work/prepared --steps 10 \\
+         --train-prompt "{EXAMPLE_CAPTION}" --out work/lora
+  4. {PROG} generate --model tiny --prepared work/prepared \\
+         --edited-frame {EXAMPLE}/edited_first_frame.png --lora work/lora --steps 4 \\
+         --edit-prompt "{EXAMPLE_EDIT}" --out work/result
 Or all at once, from an edit of the video's own first frame (it is conformed like the clip):
-  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\
-      --prompt "a blue car on a road" --out work/result
+  {PROG} edit --model tiny --video {EXAMPLE}/clip.mp4 \\
+      --mask-video {EXAMPLE}/mask.mp4 --frames 33 --width 320 --height 192 \\
+      --edited-frame {EXAMPLE}/edited_first_frame.png --steps 10 --gen-steps 4 \\
+      --train-prompt "{EXAMPLE_CAPTION}" \\
+      --edit-prompt "{EXAMPLE_EDIT}" --out work/color_single
 
-Without a CUDA GPU the built-in tiny model (random weights) runs: it shows the workflow, not the
-quality. Run `{PROG} COMMAND --help` for each command's options."""
+--train-prompt is the caption of the ORIGINAL first frame (training), --edit-prompt the EDITED one's
+(generation). --model tiny is the built-in tiny model (random weights): it shows the workflow, not
+the quality; leave it out on a CUDA GPU for Wan2.1-I2V-14B, and the small --steps for the preset's.
+Run `{PROG} COMMAND --help` for each command's options."""
 
 
 class _Interrupted(Exception):
@@ -86,8 +99,12 @@ def _add_clip_options(parser: argparse.ArgumentParser) -> None:
                         help="mask of the object to edit (white = edit): a video, a folder of frames or one image, "
                              "made from the same clip; it is conformed like the clip and turned into loose boxes")
     region.add_argument("--box", metavar="x0,y0,x1,y1",
-                        help="one box to edit on every frame, in pixels of the CONFORMED clip (after --width/--height "
-                             "and cropping; default 832x480 or 480x832), x1 and y1 exclusive")
+                        help="one box to edit on every frame, x1 and y1 exclusive, in pixels of the CONFORMED clip "
+                             "(after --width/--height and cropping; default 832x480 or 480x832) or, with --box-in "
+                             "source, of the source video")
+    group.add_argument("--box-in", choices=("clip", "source"), default="clip",
+                       help="the pixel grid of --box: the conformed clip's (default) or the source video's (mapped "
+                            "through the same resize and centre crop as the frames)")
     group.add_argument("--frames", type=_frames_option, metavar="N|all",
                        help="frames to keep, 4k+1 (5, 9, 17, 33, 49, 81, … up to the source limit), or 'all'; a clip "
                             "longer than one window (--window-frames) is edited window by window; default: as many "
@@ -245,6 +262,15 @@ def _add_generate_options(parser: argparse.ArgumentParser, steps_flag: str) -> N
                        help=f"with --composite mask: pixels the tight mask is grown by (default {DEFAULT_MASK_MARGIN})")
 
 
+def _add_edit_prompt(parser: argparse.ArgumentParser) -> None:
+    """--edit-prompt (required), and its old spelling --prompt (deprecated: `train` used it for the other caption)."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--edit-prompt", metavar="TEXT",
+                       help="caption of the EDITED first frame, for generation (never trained on)")
+    group.add_argument("--prompt", dest="edit_prompt", action=DeprecatedFlag, new="--edit-prompt",
+                       meaning="the caption of the EDITED first frame", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=OVERVIEW, formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -277,20 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=paragraph("Train the mask-aware LoRA on a prepared clip: stage 1 learns the clip's motion around the "
                     "boxes; with --edited-later, stage 2 also learns the look of edited later frames. "
                     "Interrupted runs resume from their checkpoints when run again."),
-        epilog=f"example:\n  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" --out work/lora\n"
-               f"  {PROG} train --prepared work/prepared --prompt \"a red car on a road\" \\\n"
+        epilog=f"example:\n  {PROG} train --prepared work/prepared --train-prompt \"a red car on a road\" --out work/lora\n"
+               f"  {PROG} train --prepared work/prepared --train-prompt \"a red car on a road\" \\\n"
                "      --edited-later 24=frame24_edited.png --later-prompt 24=\"a blue car on a road\" --out work/lora\n\n"
-               "--prompt describes the ORIGINAL first frame (left out: Florence-2 captions it, or training stops and\n"
-               "asks for it); --later-prompt K=TEXT the edited frame K (left out: captioned the same way).\n"
+               "--train-prompt describes the ORIGINAL first frame (left out: Florence-2 captions it, or training stops\n"
+               "and asks for it); --later-prompt K=TEXT the edited frame K (left out: captioned the same way).\n"
                "writes: lora.safetensors (diffusers), lora_comfyui.safetensors (ComfyUI), lora.json, and\n"
                "checkpoints/ (a rerun resumes from them; delete them when done to save space).\n\n"
                "baseline: --naive trains the paper's naive-LoRA baseline instead (same settings; give it its\n"
                f"own --out) and `generate --method naive-lora --lora THAT_DIR` uses it:\n"
-               f"  {PROG} train --naive --prepared work/prepared --prompt \"a red car on a road\" --out work/naive",
+               f"  {PROG} train --naive --prepared work/prepared --train-prompt \"a red car on a road\" --out work/naive",
     )
     train.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
-    train.add_argument("--prompt", help="caption of the ORIGINAL first frame (default: captioned by Florence-2 when "
-                                        "it is available, else required)")
+    train.add_argument("--train-prompt", metavar="TEXT",
+                       help="caption of the ORIGINAL first frame (default: captioned by Florence-2 when it is "
+                            "available, else required)")
+    train.add_argument("--prompt", dest="train_prompt", action=DeprecatedFlag, new="--train-prompt",
+                       meaning="the caption of the ORIGINAL first frame", help=argparse.SUPPRESS)
     train.add_argument("--naive", action="store_true",
                        help="train the naive-LoRA baseline instead: the stock image-to-video condition (first frame "
                             "only; the boxes are not used) on the clip, no stage 2; for `generate --method naive-lora`")
@@ -307,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=paragraph("Generate the edited clip: the edited first frame leads, the region outside the boxes follows "
                     "the original clip. Needs the LoRA from `train` for the default method."),
         epilog=f"example:\n  {PROG} generate --prepared work/prepared --edited-frame edited.png \\\n"
-               "      --prompt \"a blue car on a road\" --lora work/lora --out work/result\n\n"
-               "--prompt describes the EDITED first frame.\n"
+               "      --edit-prompt \"a blue car on a road\" --lora work/lora --out work/result\n\n"
+               "--edit-prompt describes the EDITED first frame.\n"
                "writes: edited.mp4 and side_by_side.mp4 (original | edit).\n"
                "methods: mask-lora (the paper's), no-lora (stock image-to-video, no LoRA needed),\n"
                "feature-blend (the latent-blending baseline, paper Eq. 3: stock image-to-video with the LoRA of\n"
@@ -318,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prepared", required=True, metavar="DIR", help="folder written by `prepare`")
     generate.add_argument("--edited-frame", required=True, metavar="PATH",
                           help="the edited first frame (prepared or source size; see --fit)")
-    generate.add_argument("--prompt", required=True, help="caption of the edited first frame")
+    _add_edit_prompt(generate)
     generate.add_argument("--lora", metavar="DIR|FILE", nargs="+",
                           help="the folder `train` wrote, or a .safetensors LoRA file; for a two-expert base "
                                "(Wan2.2-A14B) also its two files, …high_noise… and …low_noise…, in either order")
@@ -347,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "edit", formatter_class=HelpFormatter, help="all in one: prepare, train and generate",
         description="Prepare the clip, train its LoRA and generate the edited video in one go.",
         epilog=f"example:\n  {PROG} edit --video clip.mp4 --box 300,120,560,400 --edited-frame edited.png \\\n"
-               "      --prompt \"a blue car on a road\" --out work/result\n\n"
-               "--prompt describes the EDITED first frame (generation); training uses the caption of the ORIGINAL\n"
+               "      --train-prompt \"a red car on a road\" --edit-prompt \"a blue car on a road\" --out work/result\n"
+               f"  {PROG} edit --video clip.mp4 --box 600,240,1120,800 --box-in source ...   # a box in the source's pixels\n\n"
+               "--edit-prompt describes the EDITED first frame (generation); training uses the caption of the ORIGINAL\n"
                "one: --train-prompt, or Florence-2's when it is available (else it stops and asks for it).\n"
                "writes: edited.mp4, side_by_side.mp4, lora.safetensors, lora_comfyui.safetensors, lora.json,\n"
                "prepared/ (for `generate` with other settings) and checkpoints/ (a rerun resumes from them).\n"
@@ -359,10 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--edited-frame", required=True, metavar="PATH",
                       help="the edited first frame: the conformed size, or the source video's size (conformed like "
                            "the clip); see --fit")
-    edit.add_argument("--prompt", required=True, help="caption of the edited first frame")
-    edit.add_argument("--train-prompt", metavar="PROMPT",
+    _add_edit_prompt(edit)
+    edit.add_argument("--train-prompt", metavar="TEXT",
                       help="caption of the ORIGINAL first frame, for training (default: captioned by Florence-2 when "
-                           "it is available, else required; never --prompt)")
+                           "it is available, else required; never --edit-prompt)")
     edit.add_argument("--method", choices=("mask-lora", *NAIVE_LORA_METHODS), default="mask-lora",
                       help="mask-lora (the paper's; default), naive-lora (the baseline: a LoRA trained with the "
                            f"stock first-frame condition, in OUT/{NAIVE_LORA_FOLDER}/, then stock "
@@ -404,7 +434,7 @@ def cmd_prepare(args) -> int:
     print(f"wrote {out}: clip.mp4, boxes.mp4 (white = edit), {prepare.FIRST_FRAME}"
           + (f", {prepare.FRAMES_FOLDER}/" if args.export_frames else ""))
     print(f"next: edit {out / prepare.FIRST_FRAME}, then run\n"
-          f"  {PROG} train --prepared {out} --prompt \"caption of the first frame\" --out LORA_DIR")
+          f"  {PROG} train --prepared {out} --train-prompt \"caption of the first frame\" --out LORA_DIR")
     return 0
 
 
@@ -419,7 +449,7 @@ def cmd_train(args) -> int:
         raise MaskEditError("--naive trains the baseline on the clip alone (no stage 2): leave out --edited-later")
     config = _train_config(args, prepared.num_frames)
     _check_window_size(args, args.model or models.default_model(), prepared)
-    caption = _training_captions(args, prepared, later, args.prompt)
+    caption = _training_captions(args, prepared, later, args.train_prompt)
     distributed = init_distributed()  # several processes under `accelerate launch` / `torchrun`
     try:
         loaded = _load_model(args.model or models.default_model(), args)
@@ -428,7 +458,7 @@ def cmd_train(args) -> int:
         shutdown(distributed)
     out = Path(args.out)
     print(f"next: {PROG} generate --prepared {args.prepared} --edited-frame EDITED.png "
-          f"--prompt \"caption of the edited frame\" --lora {out}" + (" --method naive-lora" if args.naive else "")
+          f"--edit-prompt \"caption of the edited frame\" --lora {out}" + (" --method naive-lora" if args.naive else "")
           + " --out RESULT_DIR")
     return 0
 
@@ -560,7 +590,7 @@ def cmd_edit(args) -> int:
     args.trained_handover = config.handover_frames
     _check_composite(prepared, args)
     caption = _training_captions(args, prepared, later, args.train_prompt)
-    args.edit_caption = args.prompt
+    args.edit_caption = args.edit_prompt
     loaded = _load_model(args.model or models.default_model(), args)
     prepare.save_prepared(prepared, out / "prepared")
     generate.remove_edit_outputs(out)
@@ -618,7 +648,7 @@ def _prepare(args, store=None) -> prepare.PreparedClip:
         return prepare.prepare_clip(
             args.video, mask_video=args.mask_video, box=args.box, num_frames=num_frames, width=args.width,
             height=args.height, start=args.start, frame_mode=args.frame_mode, margin=args.margin,
-            min_area=args.min_area, fit=args.fit, store=store,
+            min_area=args.min_area, fit=args.fit, store=store, box_in=args.box_in,
         )
 
     if args.frames == "all":
@@ -735,7 +765,7 @@ def _check_limits(args) -> None:
         if value is not None and value != "all":
             flag = {"train_steps": "--steps", "gen_steps": "--gen-steps" if args.command == "edit" else "--steps"}
             check(name, value, flag.get(dest, "--" + dest.replace("_", "-")))
-    for dest in ("prompt", "train_prompt"):
+    for dest in ("edit_prompt", "train_prompt"):
         if getattr(args, dest, None) is not None:
             check_prompt(getattr(args, dest), f"--{dest.replace('_', '-')} text")
     if getattr(args, "handover_frames", None) is not None:
@@ -882,9 +912,13 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
                           edit_caption=getattr(args, "edit_caption", None),
                           negative_prompt=getattr(args, "negative_prompt", None))
     bar = None
+    encoding_since = None
     try:
         for event in events:
-            if isinstance(event, CacheNote):
+            if isinstance(event, train.EditTrainingEncoding):
+                (bar.write if bar else print)(f"{event.message} (VAE, text and image encoders; once per run) ...")
+                encoding_since = time.perf_counter()
+            elif isinstance(event, CacheNote):
                 if event.kind != "off":
                     if bar:
                         bar.write(event.message)
@@ -895,11 +929,17 @@ def _train(loaded, prepared, caption, config, args, later, out: Path, distribute
             elif isinstance(event, train.EditTrainingStage):
                 if bar:
                     bar.close()
+                if encoding_since is not None:
+                    print(f"encoded in {time.perf_counter() - encoding_since:.1f} s", flush=True)
+                    encoding_since = None
+                # one time per step: tqdm's own rate (s/step) and elapsed<left
                 bar = tqdm(total=event.total_steps, initial=event.start_step, desc=f"training stage {event.stage}",
                            unit="step", dynamic_ncols=True)
             elif isinstance(event, training.StepEvent):
                 bar.update(1)
-                bar.set_postfix(loss=f"{event.loss:.4f}", s_per_step=f"{event.seconds:.2f}")
+                bar.set_postfix(loss=f"{event.loss:.4f}")
+                if event.step == event.total_steps:
+                    bar.set_description(f"{bar.desc}: done; saving")
             elif isinstance(event, train.EditTrainingStopped):
                 raise MaskEditError(f"training stopped at step {event.step}; run the same command again to resume")
             elif isinstance(event, train.EditTrainingDone):
@@ -946,33 +986,52 @@ def _generate(loaded, prepared, edited_first, args, trigger, out: Path) -> int:
                     speed_lora_weight=args.speed_lora_weight if args.speed_lora else 1.0, sampler=args.sampler,
                     guidance_scale_2=args.guidance_scale_2, step_cache=args.step_cache,
                     step_cache_threshold=args.step_cache_threshold)
-    total = preview.steps if preview else args.gen_steps * len(windows)
+    steps = preview.steps if preview else args.gen_steps
+    phases = _PhasePrinter()
+    bar = None
     frames = None
-    with tqdm(total=total, desc="previewing" if preview else "generating", unit="step", dynamic_ncols=True) as bar:
-        def on_step(event) -> None:
-            if hasattr(event, "window"):  # a long clip: windows finished before (a resumed run) count as done
-                bar.n = event.window * event.total_steps + event.step
-                bar.refresh()
-                bar.set_postfix(s_per_step=f"{event.seconds:.2f}", window=f"{event.window + 1}/{event.windows}")
-            else:
-                bar.update(1)
-                bar.set_postfix(s_per_step=f"{event.seconds:.2f}")
 
-        def on_window(event) -> None:
-            bar.write(f"window {event.window + 1} of {event.windows} done ({event.frames_done} of "
-                      f"{event.frames_total} frames, {event.seconds:.1f} s)")
-
-        if preview:
-            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step, info)
-        elif len(windows) == 1:
-            frames = generate.generate_edit(loaded.pipe, prepared, edited_first, args.prompt, callback=on_step,
-                                            info=info, **settings)
+    def on_step(event) -> None:
+        if hasattr(event, "window"):  # a long clip: windows finished before (a resumed run) count as done
+            bar.n = event.window * event.total_steps + event.step
+            bar.refresh()
+            bar.set_postfix(s_per_step=f"{event.seconds:.2f}", window=f"{event.window + 1}/{event.windows}")
         else:
+            bar.update(1)  # one time per step: tqdm's rate (s/step), from the first step on (the encoding is its own)
+
+    def on_window(event) -> None:
+        bar.write(f"window {event.window + 1} of {event.windows} done ({event.frames_done} of "
+                  f"{event.frames_total} frames, {event.seconds:.1f} s)")
+
+    def on_phase(name: str) -> None:
+        nonlocal bar
+        if name == "denoising":
+            phases.ended()
+            bar = tqdm(total=steps, desc="previewing" if preview else "denoising", unit="step", dynamic_ncols=True)
+        else:
+            if bar is not None:
+                bar.close()
+            phases.begin({"encoding": "encoding the prompt, the edited frame and the condition",
+                          "decoding": "decoding the video (VAE)"}[name])
+
+    try:
+        if preview:
+            frames = _generate_preview(loaded, prepared, edited_first, args, trigger, preview, on_step, info,
+                                       on_phase)
+        elif len(windows) == 1:
+            frames = generate.generate_edit(loaded.pipe, prepared, edited_first, args.edit_prompt, callback=on_step,
+                                            info=info, on_phase=on_phase, **settings)
+        else:
+            bar = tqdm(total=args.gen_steps * len(windows), desc="generating", unit="step", dynamic_ncols=True)
             outputs = generate_clip(
-                loaded.pipe, prepared, edited_first, args.prompt, out, window_frames=args.window_frames,
+                loaded.pipe, prepared, edited_first, args.edit_prompt, out, window_frames=args.window_frames,
                 handover_frames=args.handover_frames, trained_handover=getattr(args, "trained_handover", None),
                 callback=on_step, on_window=on_window, resume=not getattr(args, "no_resume", False),
                 lora_id=getattr(args, "lora_id", None), compositing=args.generate_settings, **settings)
+        phases.ended()
+    finally:
+        if bar is not None:
+            bar.close()
     record = None
     if frames is not None:
         result = generate.composite_edit(prepared, edited_first, frames, args.generate_settings)
@@ -1025,14 +1084,31 @@ def _preview_settings(args):
     return preview_settings(args.preset_settings, speed_lora=args.speed_lora)
 
 
-def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step, info=None):
+def _generate_preview(loaded, prepared, edited_first, args, trigger, settings, on_step, info=None, on_phase=None):
     from ...workflow.preview import generate_preview
 
     return generate_preview(
-        loaded.pipe, prepared, edited_first, args.prompt, settings, seed=args.seed, lora_scale=args.lora_scale,
+        loaded.pipe, prepared, edited_first, args.edit_prompt, settings, seed=args.seed, lora_scale=args.lora_scale,
         method=getattr(args, "method", "mask-lora"), callback=on_step, trigger=trigger,
-        negative_prompt=args.negative_prompt, info=info,
+        negative_prompt=args.negative_prompt, info=info, on_phase=on_phase,
     )
+
+
+class _PhasePrinter:
+    """Prints "<what> ..." as a phase of a render begins and "  done in N s" as it ends (the steps have their bar)."""
+
+    def __init__(self):
+        self.since = None
+
+    def begin(self, words: str) -> None:
+        self.ended()
+        print(f"{words} ...", flush=True)
+        self.since = time.perf_counter()
+
+    def ended(self) -> None:
+        if self.since is not None:
+            print(f"  done in {time.perf_counter() - self.since:.1f} s", flush=True)
+            self.since = None
 
 
 # ----- entry point

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 
 from ...errors import MaskEditError
 from ...defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_MODEL_ID, DEFAULT_WINDOW_FRAMES, STEP_CACHES
+from ...models.estimates import UTILISATION
 from ...models.presets import DEFAULT_PRESET, PRESETS
+
+GB = 1e9  # decimal, as cards are sold: the one unit `plan` prints
 
 # option → preset field: the settings flags `train` takes, with the same names
 SETTINGS = {
@@ -55,7 +59,7 @@ def add_plan_parser(commands) -> None:
                       help="hand-over frames between windows (default %(default)s)")
     plan.add_argument("--size", metavar="WxH", help="clip size, e.g. 832x480 (default: the preset's)")
     plan.add_argument("--gpu", choices=card_names(), default="h100",
-                      help="card for the time floor; zerogpu-large / zerogpu-xlarge: one ZeroGPU call of that size "
+                      help="the card judged: its memory to fit in and its speed for the time; zerogpu-large / zerogpu-xlarge: one ZeroGPU call of that size "
                            "(default %(default)s)")
     plan.add_argument("--gpu-memory", type=float, metavar="GB",
                       help="memory to fit in, decimal GB as cards are sold (default: the --gpu card's; a ZeroGPU "
@@ -81,6 +85,33 @@ def add_plan_parser(commands) -> None:
     group.add_argument("--step-cache", choices=STEP_CACHES,
                        help="step caching of generation: the time floor counts only the evaluations it runs in full")
     plan.set_defaults(handler=cmd_plan)
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory (bytes), or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def host_memory_line(needed_bytes: int, machine_bytes: int | None = None) -> str:
+    """The plan's host-memory peak against this machine's memory, in GB."""
+    machine_bytes = machine_memory_bytes() if machine_bytes is None else machine_bytes
+    text = f"host memory: needs ≈ {needed_bytes / GB:.1f} GB"
+    if machine_bytes is None:
+        return text + " (this machine's memory is unknown)"
+    verdict = "enough" if needed_bytes <= machine_bytes else "too little: use a machine with more memory, or fewer " \
+                                                                "blocks in CPU memory / no --offload-encoders"
+    return f"{text}; this machine has {machine_bytes / GB:.1f} GB: {verdict}"
+
+
+def format_duration(seconds: float) -> str:
+    """"2h 05m", "36m 10s", "42 s"."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs} s")
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -125,14 +156,18 @@ def cmd_plan(args) -> int:
           f"fp8 {'on' if settings.fp8 else 'off'}, checkpointing {'on' if settings.gradient_checkpointing else 'off'}"
           f"{' (activations offloaded)' if settings.activation_offload else ''}, "
           f"window {settings.window or 'whole clip'}, attention {plan.attention}")
-    print(plan.table(card))
-    print(f"peak host memory ≈ {plan.peak_host_gib:.1f} GiB; training step {plan.train_step_flops / 1e12:.0f} TFLOP")
+    print(plan.table(card))  # GB = 10^9 bytes throughout, as cards are sold
+    judged = card.name if args.gpu_memory is None else f"a {memory:g} GB card"
+    print(f"GPU memory on {judged}: {plan.summary(memory)}")
+    print(host_memory_line(plan.peak_host_bytes))
     run = plan.denoising_steps_run()
     cached = (f", {run:.4g} run in full with the {settings.step_cache} step cache"
               if settings.step_cache != "off" else "")
-    print(f"whole edit ({settings.train_steps} training steps, {settings.generation_steps} denoising steps{cached}): "
-          f"at least {plan.time_floor_s(card):.0f} s on an {card.name} at its {card.bf16_tflops:g} TFLOPS bf16 peak")
-    print(plan.summary(memory))
+    floor = plan.time_floor_s(card)
+    print(f"time on the {card.name}: ≈ {format_duration(floor / UTILISATION)} for the whole edit "
+          f"({settings.train_steps} training steps, {settings.generation_steps} denoising steps{cached}) at "
+          f"{UTILISATION:.0%} of its {card.bf16_tflops:g} TFLOPS bf16 peak (calibrated on published measurements, "
+          f"`maskedit.models.estimates`); at least {format_duration(floor)} at the peak itself")
     if args.gpu.startswith("zerogpu-"):
         for line in zerogpu_lines(plan):
             print(line)

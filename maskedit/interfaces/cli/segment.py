@@ -192,14 +192,15 @@ def _numbers(text: str, option: str) -> list[int]:
 def add_caption_parser(subparsers) -> argparse.ArgumentParser:
 
     caption = subparsers.add_parser(
-        "caption", formatter_class=HelpFormatter, help="caption an image (Florence-2), e.g. for --prompt",
+        "caption", formatter_class=HelpFormatter, help="caption an image (Florence-2), e.g. for --train-prompt",
         description=paragraph("Caption an image with Florence-2 <DETAILED_CAPTION>, without its boilerplate opening "
-                               "(\"The image shows ...\"). Prints only the caption: give it as --prompt to `train` "
-                               "(caption the original first frame) or `generate` (the edited one), which put the "
+                               "(\"The image shows ...\"). Prints only the caption: give it as --train-prompt to "
+                               "`train` (of the original first frame) or --edit-prompt to `generate` (of the edited "
+                               "one), which put the "
                                f"trigger token ({DEFAULT_TRIGGER}) before it themselves; --trigger prints the whole "
                                "prompt instead."),
         epilog=f"example:\n  {PROG} caption work/prepared/first_frame.png\n"
-               f"  {PROG} train --prepared work/prepared --prompt \"$({PROG} caption work/prepared/first_frame.png)\" "
+               f"  {PROG} train --prepared work/prepared --train-prompt \"$({PROG} caption work/prepared/first_frame.png)\" "
                "--out work/lora\n"
                f"  {PROG} caption --trigger {DEFAULT_TRIGGER} edited.png      # the full prompt\n\n"
                "Without the captioner's weights (offline, nothing cached) it stops and asks you to type the prompt.",

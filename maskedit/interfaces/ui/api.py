@@ -53,7 +53,8 @@ def wire(page, w) -> None:
                 preset=preset_name, train_steps=train_steps, settings=settings, fit=fit):
             if kind == "result":
                 result, files = value
-                yield result.edited, result.side_by_side, files, result.report_markdown, result.report, st
+                edited, side_by_side, report_markdown, report, served_files = page.serving.result(result, files)
+                yield edited, side_by_side, served_files, report_markdown, report, st
                 return
             yield (gr.skip(),) * 6
         raise MaskEditError("the edit ended without a result")

@@ -12,7 +12,7 @@ import gradio as gr
 from ...errors import MaskEditError
 from ...studio.inputs import TrainInputs
 from ...studio.progress import loss_rows
-from .components import loss_frame
+from .components import loss_axis, loss_frame
 from .messages import app_message
 
 
@@ -27,10 +27,13 @@ def wire(page, w) -> None:
     bg_widgets = [w.bg_toggle, *w.train_widgets]
     outputs = [w.bg_status, w.gen_bg_status, w.bg_plot, page.state, w.poll_timer]
 
-    def bg_outputs(st):
-        """(loss plot, background line, the same line in the Generate tab, timer) of the session."""
+    def bg_outputs(st, page_only: bool = False):
+        """(loss plot, background line, the same line in the Generate tab, timer) of the session; page_only: the plot
+        with its x-axis over the run's steps (an update an API client never gets)."""
         snap = studio.background_snapshot(st)
         frame = loss_frame(loss_rows(snap["steps"], snap["losses"])) if snap and snap["steps"] else gr.update()
+        if page_only and snap and snap["steps"]:
+            frame = loss_axis(snap["total_steps"] or snap["steps"][-1], frame)
         text = studio.background_text(snap) if snap else gr.update()
         running = bool(snap) and snap["status"] in ("queued", "training")
         return frame, text, text, gr.Timer(active=running)
@@ -49,7 +52,18 @@ def wire(page, w) -> None:
         return line, line, frame, st, timer
 
     w.bg_change = dict(fn=h_background, inputs=[*bg_widgets, page.state], outputs=outputs, api_visibility="private")
-    w.bg_toggle.change(h_background, [*bg_widgets, page.state], outputs, api_name="set_background")
+
+    def h_set_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                         gradient_checkpointing, budget_s, st, request: gr.Request):
+        return h_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
+                            gradient_checkpointing, budget_s, st, request)[:4]
+
+    def h_timer(st):
+        return bg_outputs(st)[-1]
+
+    # the endpoint's outputs are the ones a client reads (each named); the timer follows privately
+    w.bg_toggle.change(h_set_background, [*bg_widgets, page.state], outputs[:4],
+                       api_name="set_background").then(h_timer, [page.state], [w.poll_timer], api_visibility="private")
     for widget in (w.caption, w.trigger):
         widget.blur(**w.bg_change)
         widget.submit(**w.bg_change)
@@ -62,7 +76,7 @@ def wire(page, w) -> None:
         if studio.background_driver == "session":
             for _ in studio.drive_background(st):
                 pass
-        return bg_outputs(st)
+        return bg_outputs(st, page_only=True)
 
     w.poll_timer.tick(h_tick, [page.state], [w.bg_plot, w.bg_status, w.gen_bg_status, w.poll_timer],
                       api_visibility="private", show_progress="hidden",

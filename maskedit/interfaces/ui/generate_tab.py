@@ -11,6 +11,7 @@ from ...defaults import NEGATIVE_PROMPTS, SAMPLERS, STEP_CACHES, TINY
 from ...errors import MaskEditError
 from ...method.composite import DEFAULT_FEATHER, DEFAULT_MASK_MARGIN
 from ...studio.inputs import TrainInputs, generate_settings
+from . import hints
 from .components import METHOD_CHOICES, AsSentDropdown, AsSentNumber, AsSentRadio, image_input, limit_slider
 
 COMPOSITE_REGION_CHOICES = [("the loose boxes (the method's region)", "boxes"),
@@ -33,15 +34,15 @@ def composite_default(page) -> bool:
 
 
 def layout(page) -> SimpleNamespace:
-    preset0 = page.preset0
+    preset0, first = page.preset0, page.first_generation
     with gr.Tab("5 · Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
                 method = AsSentRadio(METHOD_CHOICES, value="mask-lora", label="Method")
-                gen_steps = AsSentNumber(4 if page.tiny else preset0.generation_steps, label="Steps", precision=0)
-                cfg = AsSentNumber(preset0.guidance_scale, label="Guidance (CFG)")
-                shift = AsSentNumber(preset0.flow_shift, label="Flow shift")
-                sampler = AsSentDropdown(list(SAMPLERS), value=preset0.sampler, elem_id="sampler",
+                gen_steps = AsSentNumber(first.steps, label="Steps", precision=0)
+                cfg = AsSentNumber(first.guidance_scale, label="Guidance (CFG)")
+                shift = AsSentNumber(first.flow_shift, label="Flow shift")
+                sampler = AsSentDropdown(list(SAMPLERS), value=first.sampler, elem_id="sampler",
                                       label="Sampler (euler: the reference's flow-matching Euler; unipc: Wan's)")
                 seed_gen = AsSentNumber(0, label="Seed", precision=0)
                 scale = limit_slider("lora_scale", value=1.0, step=0.05, label="LoRA scale")
@@ -76,7 +77,7 @@ def layout(page) -> SimpleNamespace:
                                        sources=["upload"])
                 use_ckpt = gr.Checkbox(False, label="Don't wait for training: use its latest checkpoint "
                                        "(training goes on afterwards)")
-                gen_bg_status = gr.Markdown(elem_id="gen-bg-status")
+                gen_bg_status = gr.Markdown(elem_id="gen-bg-status", label="background training (Generate tab)")
                 with gr.Row():
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     preview_btn = gr.Button("Preview (4 steps)", elem_id="preview-btn")
@@ -86,10 +87,11 @@ def layout(page) -> SimpleNamespace:
                 with gr.Row():
                     edited_video = gr.Video(label="Edited video", interactive=False, elem_id="edited-video")
                     sbs_video = gr.Video(label="Original | edited", interactive=False)
-                report = gr.Markdown(elem_id="report")
+                report = gr.Markdown(elem_id="report", label="report")
                 report_json = gr.JSON(label="report", visible=False)
                 gallery = gr.Gallery(label="This session's results (newest first; one LoRA, many edits)",
-                                     columns=4, height=260, elem_id="gallery")
+                                     columns=4, rows=1, height=220, object_fit="contain", preview=False,
+                                     fit_columns=False, elem_id="gallery", elem_classes="whole-items")
     return SimpleNamespace(method=method, gen_steps=gen_steps, cfg=cfg, shift=shift, sampler=sampler,
                            seed_gen=seed_gen, scale=scale, cfg2=cfg2, speed_lora_in=speed_lora_in, new_edit=new_edit,
                            negative_prompt=negative_prompt, step_cache=step_cache,
@@ -108,7 +110,7 @@ def wire(page, w) -> None:
 
     @page.guard
     def h_gallery(st, request: gr.Request):
-        return studio.gallery(page.sess(st, request))
+        return page.serving.gallery(studio.gallery(page.sess(st, request)))
 
     gallery_btn = gr.Button(visible=False)
     gallery_btn.click(h_gallery, [state], [w.gallery], api_name="gallery", concurrency_limit=None)
@@ -134,14 +136,16 @@ def wire(page, w) -> None:
                 progress=lambda done, desc: progress(done, desc=desc, unit="steps")):
             if kind == "warning":
                 gr.Warning(value)
+            elif kind == "progress":  # encode, denoise k/n (with the time left), decode
+                progress(value[0], desc=value[1], unit="steps")
             elif kind in ("step", "waiting"):  # a yield per step and per wait: a cancelled call stops at the next
-                if kind == "step":
-                    progress(value, desc="denoising", unit="steps")
                 yield (gr.skip(),) * 5
             elif kind == "window":  # a long clip: the video so far, the windows done and the estimate for the rest
-                yield value.preview or gr.skip(), gr.skip(), value.markdown(), gr.skip(), st
+                yield page.serving.file(value.preview) if value.preview else gr.skip(), gr.skip(), value.markdown(), \
+                    gr.skip(), st
             elif kind == "result":
-                yield value.edited, value.side_by_side, value.report_markdown, value.report, st
+                edited, side_by_side, report, report_json = page.serving.result(value)
+                yield edited, side_by_side, report + "\n" + hints.after("generate"), report_json, st
                 return
         raise MaskEditError("generation ended without a result")
 
@@ -172,7 +176,8 @@ def wire(page, w) -> None:
                                 edited_frame=edited_file, fit=fit, use_checkpoint=use_checkpoint,
                                 progress=lambda done, desc: progress(done, desc=desc, unit="steps"),
                                 warn=gr.Warning)
-        return result.edited, result.side_by_side, result.report_markdown, result.report, st
+        edited, side_by_side, report, report_json = page.serving.result(result)
+        return edited, side_by_side, report + "\n" + hints.after("generate"), report_json, st
 
     preview_event = w.preview_btn.click(h_preview, [w.prompt, w.new_edit, w.method, w.seed_gen, w.scale,
                                                     w.fit_edited, w.use_ckpt, w.preset, w.speed_lora_in,

@@ -15,12 +15,23 @@ import gradio as gr
 from ...errors import MaskEditError
 
 LOG = logging.getLogger("maskedit.app")
-APP_TERMS = (("--backend ", "--segmenter "), ("--caption-model", "--captioner"), ("(--fit)", "(the Fit checkbox)"),
-             ("(--prompt ", "(the caption box, e.g. "), ("(--min-area)", "(a larger object)"),
-             ("(--train-prompt)", "(the caption box of the ORIGINAL first frame)"),
-             ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"),
-             ("pass --speed-lora FILE|owner/repo/file.safetensors", "fill in Generate → Advanced → Speed LoRA with "
-              "a FILE or owner/repo/file.safetensors"))
+APP_TERMS = (  # the more specific first
+    ("(--backend sam2 downloads it)", "(start the app with --segmenter sam2 to download it)"),
+    ("--backend fallback is fast", "the app's --segmenter fallback is fast"),
+    ("check overlay.mp4", "check the Mask overlay video"),
+    ("--backend ", "--segmenter "),
+    ('type it yourself (--train-prompt "a short description of the first frame")', "type the captions yourself"),
+    ("or give a local Florence-2 folder in transformers format (--caption-model)",
+     "or start the app with --captioner FOLDER (a local Florence-2 folder in transformers format)"),
+    ("--caption-model", "--captioner"),
+    ("(--fit)", "(the Fit checkbox)"),
+    ("(--edit-prompt ", "(the prompt box, e.g. "),
+    ("(--min-area)", "(a larger object)"),
+    ("(--train-prompt)", "(the caption box of the ORIGINAL first frame)"),
+    ("(--later-prompt K=TEXT)", "(the caption box of each edited later frame)"),
+    ("pass --speed-lora FILE|owner/repo/file.safetensors",
+     "fill in Generate → Advanced → Speed LoRA with a FILE or owner/repo/file.safetensors"),
+)
 """The library's messages name the command line's flags; in the app they name the app's own controls."""
 
 

@@ -12,16 +12,19 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ...models.presets import Preset
-from ...studio.runtime import Runtime, base_banner
+from ...models.presets import GenerateSettings, Preset
+from ...studio.runtime import Runtime, model_line
 from ...studio.service import Studio
 from ...studio.setup import background_default, on_zero_gpu, open_studio
 from ...workflow.session import session_name
 from . import api, background_training, edited_tab, generate_tab, segment_tab, train_tab, video_tab
 from .components import read_examples
 from .messages import Messages
+from .serving import Serving
 
 TABS = (video_tab, segment_tab, edited_tab, train_tab, generate_tab)
+PAGE_CSS = ".whole-items video, .whole-items img {object-fit: contain !important}"
+"""The page's own style (`launch(css=…)`): the gallery shows its videos whole (Gradio crops them to square cells)."""
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Page:
     examples: list[dict]
     background: bool  # the background-training toggle's initial value
     default_preset: str
+    serving: Serving  # every file a handler returns goes through it (the work and cache folders may be anywhere)
     gpu: dict = field(default_factory=lambda: dict(concurrency_id="gpu", concurrency_limit=1))
 
     @property
@@ -49,6 +53,13 @@ class Page:
     @property
     def preset0(self) -> Preset:
         return self.studio.preset(self.default_preset)  # adapted to the base (720P sizes, Wan2.2's blocks)
+
+    @property
+    def first_generation(self) -> GenerateSettings:
+        """The Generate tab's first settings: the preset's (4 steps on the tiny model)."""
+        preset = self.preset0
+        return GenerateSettings(steps=4 if self.tiny else preset.generation_steps, guidance_scale=preset.guidance_scale,
+                                flow_shift=preset.flow_shift, lora_scale=1.0, sampler=preset.sampler)
 
     def guard(self, fn):
         return self.messages.guard(fn)
@@ -78,12 +89,12 @@ def build_page(runtime: Runtime, gpu, *, examples_dir: Path, banner: str | None 
     with gr.Blocks(title="MaskEdit") as demo:
         page = Page(studio, runtime, Messages(folders), gr.State(None, delete_callback=on_session_end), examples_dir,
                     read_examples(examples_dir), background_default(background),
-                    "zerogpu" if on_zero_gpu() else "full")
+                    "zerogpu" if on_zero_gpu() else "full", Serving(lambda: [studio.store.root, studio.cache_root]))
         gr.Markdown("# MaskEdit — edit a whole video from one edited frame\n"
                     "Load a clip, mark the object, edit its first frame elsewhere, train a small mask-aware LoRA "
                     "on the clip, then generate the edited video.")
         gr.Markdown(banner or "", visible=bool(banner), elem_id="banner")
-        gr.Markdown(f"Model: {runtime.model.description} · {base_banner(runtime.model)}", elem_id="model-line")
+        gr.Markdown(model_line(runtime.model), elem_id="model-line")
         # Number inputs carry no minimum of their own: maskedit.limits checks every setting, and its message names
         # the setting and its range (Gradio's own check says only "Value 0 is less than minimum value 1")
         with gr.Tabs():

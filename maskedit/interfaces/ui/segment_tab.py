@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ...workflow.session import parse_points
+from . import hints
 from .components import EXCLUDE, INCLUDE, AsSentDropdown, AsSentNumber, AsSentRadio, limit_slider
+from .messages import app_message
 
 OBJECT_COLUMNS = ["object", "colour", "made from", "score", "area on frame 0 (px)", "frames", "kept"]
 
@@ -47,7 +49,7 @@ def layout(page) -> SimpleNamespace:
                 with gr.Row():
                     overlay_video = gr.Video(label="Mask overlay", interactive=False, elem_id="overlay-video")
                     boxes_video = gr.Video(label="Loose boxes (white = edit)", interactive=False)
-                segment_notes = gr.Markdown(elem_id="segment-notes")
+                segment_notes = gr.Markdown(elem_id="segment-notes", label="segmentation notes")
                 objects_in = gr.CheckboxGroup([], value=[], label="Objects in the edit region (untick to leave one "
                                               "out)", elem_id="objects")
                 objects_table = gr.Dataframe(headers=OBJECT_COLUMNS, value=None, interactive=False,
@@ -146,7 +148,8 @@ def wire(page, w) -> None:
     def h_segment(points_json, margin, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, text = studio.segment(st, points_json, margin)
-        return overlay_path, boxes_path, text, st
+        return (page.serving.file(overlay_path), page.serving.file(boxes_path), app_message(text) + hints.after("segment"),
+                st)
 
     confirmed(w.segment_btn.click(h_segment, [w.points_box, w.margin, state], region_outputs, api_name="segment",
                                   **gpu))
@@ -167,7 +170,7 @@ def wire(page, w) -> None:
     def h_mask(mask_video, box, margin, fit, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, text = studio.use_mask(st, mask_video, box, margin, fit)
-        return overlay_path, boxes_path, text, st
+        return page.serving.file(overlay_path), page.serving.file(boxes_path), text + hints.after("segment"), st
 
     confirmed(w.mask_btn.click(h_mask, [w.mask_in, w.box_in, w.margin, w.fit_mask, state], region_outputs,
                                api_name="use_mask", **gpu))

@@ -9,22 +9,40 @@ import gradio as gr
 from ...defaults import DEFAULT_HANDOVER_FRAMES, DEFAULT_WINDOW_FRAMES
 from ...models.presets import SIZE_CHOICES
 from ...studio.runtime import size_choices
+from . import hints
 from .components import AsSentDropdown, AsSentNumber
 
-EXAMPLE_FRAMES = (5, 9, 17, 33, 49, 81)
+
+def example_rows(page, sizes: list[str]) -> tuple[list[list], list[str]]:
+    """(rows [clip, frames, size menu entry], labels "name · frames · WxH") of the examples; the size of each is
+    the menu's entry for it (added to `sizes` when the menu lacks it)."""
+    rows, labels = [], []
+    for entry in page.examples:
+        size = f"{entry['width']}x{entry['height']}"
+        choice = next((c for c in sizes if c.split(" ")[0] == size), None)
+        if choice is None:
+            choice = f"{size} (example)"
+            sizes.append(choice)
+        rows.append([str(page.examples_dir / entry["clip"]), int(entry["frames"]), choice])
+        labels.append(f"{entry['name']} · {entry['frames']} frames · {size}")
+    return rows, labels
 
 
 def layout(page) -> SimpleNamespace:
+    sizes = size_choices(page.runtime.model, SIZE_CHOICES)
+    rows, labels = example_rows(page, sizes)
+    # the tiny model's defaults are the examples' (33 frames at 320x192: seconds per step on a CPU); the real model's
+    # are the preset's (49 frames at the size the clip suggests)
+    frames0, size0 = (rows[0][1], rows[0][2]) if page.tiny and rows else (17 if page.tiny else 49, "auto")
     with gr.Tab("1 · Video", id="video"):
         with gr.Row():
             with gr.Column():
                 video_in = gr.Video(label="Clip", sources=["upload"], elem_id="video-in")
                 with gr.Row():
-                    frames_in = AsSentNumber(17 if page.tiny else 49, precision=0, step=4,
-                                             label="Frames (4k+1; 0 = all)")
-                    size_in = AsSentDropdown(size_choices(page.runtime.model, SIZE_CHOICES),
-                                             value="320x192 (small)" if page.tiny else "auto", label="Size (WxH)",
-                                             allow_custom_value=True)
+                    frames_in = AsSentNumber(frames0, precision=0, step=4, label="Frames (4k+1; 0 = all)",
+                                             elem_id="frames-in")
+                    size_in = AsSentDropdown(sizes, value=size0, label="Size (WxH)", allow_custom_value=True,
+                                             elem_id="size-in")
                     start_in = AsSentNumber(0, label="Start time (s)")
                 with gr.Row():  # clips longer than one window (METHOD.md §7b)
                     window_in = AsSentNumber(DEFAULT_WINDOW_FRAMES, precision=0, step=4, elem_id="window-frames",
@@ -34,11 +52,10 @@ def layout(page) -> SimpleNamespace:
                 load_btn = gr.Button("Load clip", variant="primary", elem_id="load-btn")
             with gr.Column():
                 preview = gr.Video(label="Conformed clip", interactive=False, elem_id="preview")
-                clip_notes = gr.Markdown(elem_id="clip-notes")
-        if page.examples:
-            gr.Examples([[str(page.examples_dir / e["clip"]), e["frames"] if e["frames"] in EXAMPLE_FRAMES else 17,
-                          f"{e['width']}x{e['height']}"] for e in page.examples],
-                        inputs=[video_in, frames_in, size_in], label="Examples (procedural clips)")
+                clip_notes = gr.Markdown(elem_id="clip-notes", label="clip notes")
+        if rows:
+            gr.Examples(rows, inputs=[video_in, frames_in, size_in], example_labels=labels,
+                        label="Examples (procedural clips; click one, then Load clip)", elem_id="examples")
     return SimpleNamespace(video_in=video_in, frames_in=frames_in, size_in=size_in, start_in=start_in,
                            window_in=window_in, handover_in=handover_in, load_btn=load_btn, preview=preview,
                            clip_notes=clip_notes)
@@ -49,7 +66,7 @@ def wire(page, w) -> None:
     def h_load(video, num_frames, size, start_s, st, request: gr.Request):
         st = page.sess(st, request)
         preview_path, notes, frame = page.studio.load_video(st, video, num_frames, size, start_s)
-        return preview_path, notes, frame, "[]", None, None, "", st
+        return (page.serving.file(preview_path), notes + hints.after("video"), frame, "[]", None, None, "", st)
 
     @page.guard
     def h_windows(window_frames, handover_frames, st, request: gr.Request):
