@@ -467,14 +467,17 @@ def cmd_generate(args) -> int:
     from ...method.experts import load_edit_lora
     from ...method.lora import read_metadata
 
-    _apply_preset(args)
+    lora_path = _lora_argument(args.lora) if args.lora else None
+    first_file = lora_path[0] if isinstance(lora_path, list) else lora_path  # its folder's lora.json describes it
+    metadata = read_metadata(first_file) if lora_path else {}
+    model = args.model or metadata.get("base_model") or models.default_model()
+    _apply_preset(args, model)  # the defaults of the base that generates, the LoRA's when --model is left out
     prepared = prepare.load_prepared(args.prepared)
     edited = prepare.load_edited_frame(args.edited_frame, prepared.width, prepared.height, args.fit,
                                        prepared.source_size, "edited first frame")
     _check_generate_args(args)
     _check_composite(prepared, args)
     args.preview_settings = _preview_settings(args) if getattr(args, "preview", False) else None
-    lora_path = _lora_argument(args.lora) if args.lora else None
     if lora_path is None and args.method == "mask-lora":
         raise MaskEditError(
             "the mask-lora method needs the LoRA that `train` wrote: add --lora LORA_DIR "
@@ -485,11 +488,8 @@ def cmd_generate(args) -> int:
             f"the {args.method} method needs the LoRA that `train --naive` wrote: add --lora NAIVE_LORA_DIR "
             "(or use --method no-lora to generate without one)"
         )
-    first_file = lora_path[0] if isinstance(lora_path, list) else lora_path  # its folder's lora.json describes it
-    metadata = read_metadata(first_file) if lora_path else {}
     _check_lora_kind(args.method, metadata, first_file)
     trigger = args.trigger if args.trigger is not None else metadata.get("trigger", DEFAULT_TRIGGER)
-    model = args.model or metadata.get("base_model") or models.default_model()
     if args.model and metadata.get("base_model") not in (None, args.model):
         print(f"note: the LoRA was trained on {metadata['base_model']}, not {args.model}")
     print(_describe(prepared, args))
@@ -620,13 +620,16 @@ _PRESET_OPTIONS = {
 }
 
 
-def _apply_preset(args) -> None:
-    """Fill every option the user left out from the preset (`full` unless --preset); with an explicit
-    --preset also the clip's frame count and size when --frames / --width --height are not given."""
+def _apply_preset(args, model: str | None = None) -> None:
+    """Fill every option the user left out from the preset (`full` unless --preset), adapted to the base that
+    runs: `model` (generate: --model, else the LoRA's lora.json base_model), else --model, else the default
+    model; with an explicit --preset also the clip's frame count and size when --frames / --width --height are
+    not given."""
     from ...models.bases import adapt_preset, base_for_name
 
     preset = get_preset(getattr(args, "preset", None) or DEFAULT_PRESET)
-    preset = adapt_preset(preset, base_for_name(getattr(args, "model", None) or models.default_model()))
+    model = model or getattr(args, "model", None) or models.default_model()
+    preset = adapt_preset(preset, base_for_name(model))
     args.preset_settings = preset
     args.steps_given = getattr(args, "train_steps", None) is not None
     for option, field in _PRESET_OPTIONS.items():
