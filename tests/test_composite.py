@@ -342,29 +342,29 @@ def test_studio_passes_the_settings_to_the_report(tmp_path, tiny_pipe, prepared_
     assert "| compositing | composited onto the source (loose boxes, feather 5 px)" in format_report(report)
 
 
-def test_studio_refuses_the_tight_mask_for_a_box_before_any_work(tmp_path, tiny_pipe, synthetic_clip):
+def test_in_the_studio_a_box_object_is_its_own_tight_mask(tmp_path, tiny_pipe, synthetic_clip):
+    """In the app a box is one of the session's objects (issue 24) whose segmentation is the box itself, so
+    compositing on the tight mask is offered for it and composites on the box grown by the margin; only the
+    CLI's --box (no segmentation at all) is refused, before any work (`check_composite`, tested above)."""
     from maskedit.studio.service import Studio
-    from maskedit.workflow import session
+    from maskedit.workflow import prepare, session
 
     from test_studio import local_gpu
 
     frames, _ = synthetic_clip
     write_video(tmp_path / "clip.mp4", frames, 8.0)
-    calls = []
-    gpu = local_gpu(tiny_pipe)
-    gpu.generate = lambda *a, **k: calls.append(1) or iter(())
-    studio = Studio(session.SessionStore(tmp_path / "sessions"), gpu, model_name="tiny", is_tiny=True,
-                    allowed_roots=lambda: [tmp_path], cache_root=tmp_path / "cache")
+    studio = Studio(session.SessionStore(tmp_path / "sessions"), local_gpu(tiny_pipe), model_name="tiny",
+                    is_tiny=True, allowed_roots=lambda: [tmp_path], cache_root=tmp_path / "cache")
     st = studio.session("tab")
     studio.load_video(st, tmp_path / "clip.mp4", 9, "64x64")
     studio.use_mask(st, box="10,10,40,40")
-    from maskedit.media.video import write_image
-
-    write_image(tmp_path / "edited.png", frames[0])
-    studio.set_edited_frame(st, tmp_path / "edited.png")
-    with pytest.raises(MaskEditError, match="given as a box"):
-        studio.generate(st, "a box", GenerateSettings(method="naive-lora", composite=True, composite_region="mask"))
-    assert not calls
+    prepared = prepare.load_prepared(studio.prepared_dir(st))
+    box = np.zeros(prepared.tight.shape[1:], bool)
+    box[10:40, 10:40] = True
+    assert all(np.array_equal(frame, box) for frame in np.asarray(prepared.tight, bool))
+    settings = GenerateSettings(composite=True, composite_region="mask", composite_margin=3)
+    generate.check_composite(prepared, settings)  # accepted
+    assert np.array_equal(generate.composite_region(prepared, settings)[0], grow_region(box[None], 3)[0])
 
 
 def test_the_feather_benchmark_runs_and_a_hard_cut_keeps_a_true_edit(tmp_path, capsys):
