@@ -1,7 +1,8 @@
 """The app in a real browser (Playwright driving Debian's chromium) on the tiny model: every button of the page, in
 the order of the workflow, on the bundled example `color_single` (picked from the Video tab's examples, loaded at 9
 frames to stay quick): click on the first frame (the frame picker: a point and the live mask), Undo, Clear,
-Propagate, or a box with "Use this region"; Get frame, the edited first frame, Add and Remove later frames, Caption
+Propagate; Find (no text segmenter here: it says so), Remove unticked objects, Remove all objects, then a box with
+"Add this region"; Get frame, the edited first frame, Add and Remove later frames, Caption
 both automatically (no captioner here: it says so); Start (the loss plot draws its two named curves), Stop, Resume;
 Generate, Preview (no speed LoRA here: it says what to set), Cancel. A test fails when the page has a button this
 test does not press. A screenshot of each tab is saved under tests/artifacts/ (git-ignored).
@@ -30,7 +31,8 @@ EXAMPLE = next(e for e in json.loads((ROOT / "examples" / "examples.json").read_
 WIDTH, HEIGHT, FRAMES = EXAMPLE["width"], EXAMPLE["height"], 9
 BOX = tuple(map(int, EXAMPLE["box"].split(",")))
 CENTRE = ((BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2)  # on the object in frame 0
-PRESSED = {"Load clip", "Undo", "Clear", "Propagate", "Use this region", "Get frame", "Add later frame",
+PRESSED = {"Load clip", "Undo", "Clear", "Propagate", "Find", "Remove unticked objects", "Remove all objects",
+           "Add this region", "Get frame", "Add later frame",
            "Remove later frames", "Caption both automatically", "Start", "Stop", "Resume", "Generate",
            "Preview (4 steps)", "Cancel"}
 """Every visible button of the page, by its label: the test presses each."""
@@ -98,10 +100,22 @@ def test_every_button_in_a_browser(url, tmp_path):
             expect(page.locator("#segment-notes")).to_contain_text("boxes cover")
             expect(page.locator("#segment-notes")).to_contain_text("Masks ready")
             assert "overlay.mp4" not in page.locator("#segment-notes").inner_text()  # the page's own words
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
+            page.locator("#segment-text textarea, #segment-text input").first.fill("the triangle")
+            page.locator("#find-btn").click()  # the fallback segmenter has no text: said, nothing lost
+            expect(page.get_by_text("this app has no text segmenter").first).to_be_visible()
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
+            page.get_by_role("button", name="Remove unticked objects").click()  # none is unticked: it stays
+            expect(page.locator("#segment-notes")).to_contain_text("boxes cover")
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
+            page.get_by_role("button", name="Remove all objects").click()
+            expect(page.locator("#segment-notes")).to_contain_text("All objects removed")
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(0)
             page.get_by_text("…or upload a mask video (white = edit) or give a box").click()
             page.get_by_label("Box x0,y0,x1,y1 (pixels of the conformed clip)").fill(EXAMPLE["box"])
-            page.get_by_role("button", name="Use this region").click()
+            page.get_by_role("button", name="Add this region").click()
             expect(page.locator("#segment-notes")).to_contain_text("Region from the box")
+            expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
             page.screenshot(path=str(ARTIFACTS / "tab2_segment.png"), full_page=True)
 
             # 3 · edited frames: Get frame, the edited first frame, a later frame added and removed, captions
@@ -236,8 +250,9 @@ def test_browser_text_prompt_and_several_objects(sam3_url, tmp_path):
         expect.set_options(timeout=60_000)  # SAM 3 and the fallback take seconds on a shared CPU
         page.locator("#video-in input[type=file]").set_input_files(str(clip))
         page.locator("#video-in video").first.wait_for()
+        page.locator("#frames-in input").fill(str(CLIP_FRAMES))  # the page starts at the examples' 33
         page.locator("#load-btn").click()
-        expect(page.locator("#clip-notes")).to_contain_text("17 frames")
+        expect(page.locator("#clip-notes")).to_contain_text(f"{CLIP_FRAMES} frames")
         page.get_by_role("tab", name="2 · Segment").click()
         expect(page.locator("#segment-backends")).to_contain_text("SAM 3 (text and clicks)")
         expect(page.locator("#segment-backends")).to_contain_text("offline fallback (colour clicks): chosen")

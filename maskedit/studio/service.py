@@ -665,9 +665,9 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
         size = clip_of(prepared_dir)
         tracker = RenderProgress(int(preview.steps if preview is not None else settings.steps),
                                  dict(self.render_seconds.get(size, {})))
-        yield "progress", tracker.view()
         try:
             yield from self.wait_for_gpu(stop_file)
+            yield "progress", tracker.view()
             try:
                 st.results += 1
                 for event in self.gpu.generate(str(prepared_dir), st.edited, prompt, str(out), settings,

@@ -54,9 +54,9 @@ def wire(page, w) -> None:
     w.bg_change = dict(fn=h_background, inputs=[*bg_widgets, page.state], outputs=outputs, api_visibility="private")
 
     def h_set_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                         gradient_checkpointing, budget_s, st, request: gr.Request):
+                         gradient_checkpointing, budget_s, timestep_sampler=None, st=None, request: gr.Request = None):
         return h_background(enabled, caption, trigger, preset, steps, learning_rate, rank, seed, blocks_to_swap, fp8,
-                            gradient_checkpointing, budget_s, st, request)[:4]
+                            gradient_checkpointing, budget_s, timestep_sampler, st, request)[:4]
 
     def h_timer(st):
         return bg_outputs(st)[-1]

@@ -85,6 +85,11 @@ def wire(page, w) -> None:
     studio, state, gpu = page.studio, page.state, page.gpu
     region_outputs = [w.overlay_video, w.boxes_video, w.segment_notes, state]
 
+    def served(region) -> tuple:
+        """(overlay, boxes, notes) of a studio call with its two videos handed to Gradio (`serving`)."""
+        overlay_path, boxes_path, text = region
+        return page.serving.file(overlay_path), page.serving.file(boxes_path), text
+
     # ----- clicks (the live mask)
     @page.guard
     def h_click(kind, st, request: gr.Request, evt: gr.SelectData):
@@ -158,7 +163,7 @@ def wire(page, w) -> None:
     def h_segment_text(text, margin, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, notes, instances = studio.segment_text(st, text, margin)
-        return overlay_path, boxes_path, notes, instances, st
+        return page.serving.file(overlay_path), page.serving.file(boxes_path), notes, instances, st
 
     text_outputs = [w.overlay_video, w.boxes_video, w.segment_notes, w.api_instances, state]
     confirmed(w.find_btn.click(h_segment_text, [w.text_in, w.margin, state], text_outputs, api_name="segment_text",
@@ -180,7 +185,7 @@ def wire(page, w) -> None:
     def h_keep(object_ids, margin, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, text = studio.keep_objects(st, object_ids, margin)
-        return overlay_path, boxes_path, text, st
+        return page.serving.file(overlay_path), page.serving.file(boxes_path), text, st
 
     confirmed(w.objects_in.input(h_keep, [w.objects_in, w.margin, state], region_outputs, api_visibility="private"))
     keep_btn = gr.Button(visible=False)
@@ -189,14 +194,14 @@ def wire(page, w) -> None:
     @page.guard
     def h_remove_unticked(margin, st, request: gr.Request):
         st = page.sess(st, request)
-        return (*studio.remove_unkept(st, margin), st)
+        return (*served(studio.remove_unkept(st, margin)), st)
 
     confirmed(w.remove_btn.click(h_remove_unticked, [w.margin, state], region_outputs, api_visibility="private"))
 
     @page.guard
     def h_remove(object_id, margin, st, request: gr.Request):
         st = page.sess(st, request)
-        return (*studio.remove_object(st, object_id, margin), st)
+        return (*served(studio.remove_object(st, object_id, margin)), st)
 
     remove_btn = gr.Button(visible=False)
     confirmed(remove_btn.click(h_remove, [w.api_object_id, w.margin, state], region_outputs,
