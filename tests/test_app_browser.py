@@ -1,11 +1,11 @@
 """The app in a real browser (Playwright driving Debian's chromium) on the tiny model: every button of the page, in
 the order of the workflow, on the bundled example `color_single` (picked from the Video tab's examples, loaded at 9
 frames to stay quick): click on the first frame (the frame picker: a point and the live mask), Undo, Clear,
-Propagate; Find (no text segmenter here: it says so), Remove unticked objects, Remove all objects, then a box with
+Propagate; Find (no SAM 3 here: it says what it needs), Remove unticked objects, Remove all objects, then a box with
 "Add this region"; Get frame, the edited first frame, Add and Remove later frames, Caption
 both automatically (no captioner here: it says so); Start (the loss plot draws its two named curves), Stop, Resume;
-Generate, Preview (no speed LoRA here: it says what to set), Cancel. A test fails when the page has a button this
-test does not press. A screenshot of each tab is saved under tests/artifacts/ (git-ignored).
+Generate, Resume (one window: it renders again), Preview (no speed LoRA here: it says what to set), Cancel. A
+test fails when the page has a button this test does not press. A screenshot of each tab is saved under tests/artifacts/ (git-ignored).
 
 Skipped when playwright or a chromium binary is missing (`apt-get install -y chromium`; Playwright's own
 browser download is not used).
@@ -102,8 +102,8 @@ def test_every_button_in_a_browser(url, tmp_path):
             assert "overlay.mp4" not in page.locator("#segment-notes").inner_text()  # the page's own words
             expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
             page.locator("#segment-text textarea, #segment-text input").first.fill("the triangle")
-            page.locator("#find-btn").click()  # the fallback segmenter has no text: said, nothing lost
-            expect(page.get_by_text("this app has no text segmenter").first).to_be_visible()
+            page.locator("#find-btn").click()  # no SAM 3 here: said (what to download), nothing lost
+            expect(page.get_by_text("text prompts need SAM 3, and it is not available here").first).to_be_visible()
             expect(page.locator("#objects input[type=checkbox]")).to_have_count(1)
             page.get_by_role("button", name="Remove unticked objects").click()  # none is unticked: it stays
             expect(page.locator("#segment-notes")).to_contain_text("boxes cover")
@@ -172,6 +172,8 @@ def test_every_button_in_a_browser(url, tmp_path):
             expect(page.locator("#report")).to_contain_text("this render")  # the table has headers
             expect(page.locator("#gallery video, #gallery img").first).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "tab5_generate.png"), full_page=True)
+            page.locator("#resume-generate-btn").click()  # one window: nothing to resume, so it renders again
+            expect(page.locator("#gallery video, #gallery img")).to_have_count(2)
             page.locator("#preview-btn").click()
             expect(page.get_by_text("needs a step-distilled speed LoRA").first).to_be_visible()
             page.get_by_role("button", name="Cancel").click()

@@ -272,7 +272,7 @@ def format_report(report: dict, others: list[dict] | None = None) -> str:
                 + (f" / low-noise {report['guidance_scale_2']:g}" if report.get("guidance_scale_2") is not None else "")
                 + f", shift {report['flow_shift']:g}, {report['sampler']} sampler, seed {report['seed']}"
                 + (f", negative prompt {report['negative_prompt']}" if report.get("negative_prompt") else ""))
-    lines = ["| | |", "|---|---|", f"| method | {report['method']} |",
+    lines = ["| what | this render |", "|---|---|", f"| method | {report['method']} |",
              f"| background PSNR (outside the boxes, frames 1..) | {_psnr_text(report.get('background_psnr_db'))} |",
              f"| CLIP score (each frame vs the edited first frame, frames 1..) | {_clip_text(report, 'clip_score')} |",
              f"| input similarity (each frame vs its source frame, frames 1..) | "

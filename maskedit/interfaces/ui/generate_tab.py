@@ -82,7 +82,8 @@ def layout(page) -> SimpleNamespace:
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     preview_btn = gr.Button("Preview (4 steps)", elem_id="preview-btn")
                     cancel_btn = gr.Button("Cancel", variant="stop")
-                    resume_btn = gr.Button("Resume", elem_id="resume-btn")  # a long clip: from the next window
+                    # a long clip: Resume continues from the next window
+                    resume_generate_btn = gr.Button("Resume", elem_id="resume-generate-btn")
             with gr.Column(scale=2):
                 with gr.Row():
                     edited_video = gr.Video(label="Edited video", interactive=False, elem_id="edited-video")
@@ -99,7 +100,8 @@ def layout(page) -> SimpleNamespace:
                            composite=composite, feather=feather, composite_region=composite_region,
                            composite_margin=composite_margin,
                            use_ckpt=use_ckpt, gen_bg_status=gen_bg_status, gen_btn=gen_btn, preview_btn=preview_btn,
-                           cancel_btn=cancel_btn, resume_btn=resume_btn, edited_video=edited_video, sbs_video=sbs_video,
+                           cancel_btn=cancel_btn, resume_generate_btn=resume_generate_btn, edited_video=edited_video,
+                           sbs_video=sbs_video,
                            report=report,
                            report_json=report_json, gallery=gallery)
 
@@ -159,7 +161,7 @@ def wire(page, w) -> None:
                                      concurrency_id="generate", concurrency_limit=1)
     generate_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
     # Resume: Generate with the same inputs continues a long clip after its finished windows (`workflow.long_clip`)
-    resume_event = w.resume_btn.click(h_generate, generate_inputs, results, api_visibility="private",
+    resume_event = w.resume_generate_btn.click(h_generate, generate_inputs, results, api_visibility="private",
                                       concurrency_id="generate", concurrency_limit=1)
     resume_event.then(h_gallery, [state], [w.gallery], api_visibility="private")
 

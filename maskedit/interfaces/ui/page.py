@@ -68,6 +68,18 @@ class Page:
         return self.studio.session(getattr(request, "session_hash", None), st)
 
 
+
+def one_namespace(groups: list[SimpleNamespace]) -> dict:
+    """The tabs' widgets under one namespace. Two tabs naming a widget alike would leave one of them unwired (its
+    events attached to the other): refused when the page is built."""
+    merged: dict = {}
+    for group in groups:
+        for name, value in vars(group).items():
+            if name in merged:
+                raise RuntimeError(f"two parts of the page name a widget {name!r}: give one of them another name")
+            merged[name] = value
+    return merged
+
 def build_page(runtime: Runtime, gpu, *, examples_dir: Path, banner: str | None = None, work_dir=None,
                gpu_budget: float | None = None, chunk_steps: int | None = None, background: bool | None = None,
                background_driver: str | None = None, lora_cache: str | None = None) -> gr.Blocks:
@@ -100,7 +112,7 @@ def build_page(runtime: Runtime, gpu, *, examples_dir: Path, banner: str | None 
         with gr.Tabs():
             widgets = [tab.layout(page) for tab in TABS]
         widgets += [api.layout(page), background_training.layout(page)]
-        w = SimpleNamespace(**{name: value for group in widgets for name, value in vars(group).items()})
+        w = SimpleNamespace(**one_namespace(widgets))
         background_training.wire(page, w)  # first: the tabs' events chain its `w.bg_change`
         for module in (*TABS, api):
             module.wire(page, w)
