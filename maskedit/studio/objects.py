@@ -37,7 +37,8 @@ DEFAULT_MARGIN = 0.1
 
 
 class SegmentObjects:
-    """The Segment tab's actions; mixed into `Studio` (needs its `gpu`, `gpu_lock`, `sub` and `checked`)."""
+    """The Segment tab's actions; mixed into `Studio` (needs its `gpu`, `gpu_lock`, `region_lock`, `sub` and
+    `checked`)."""
 
     # ----- clicks on frame 0 (the live overlay)
     def set_points(self, st: SessionState, points, labels) -> np.ndarray:
@@ -232,9 +233,10 @@ class SegmentObjects:
 
     def clear_objects(self, st: SessionState) -> None:
         """Remove every object: no edit region until a new one is made."""
-        shutil.rmtree(self.sub(st, session.SEGMENT_FOLDER), ignore_errors=True)
-        shutil.rmtree(self.sub(st, session.PREPARED_FOLDER), ignore_errors=True)
-        st.objects, st.click_target, st.points, st.labels = [], None, [], []
+        with self.region_lock:  # not while another call writes the region (quick clicks on the page)
+            shutil.rmtree(self.sub(st, session.SEGMENT_FOLDER), ignore_errors=True)
+            shutil.rmtree(self.sub(st, session.PREPARED_FOLDER), ignore_errors=True)
+            st.objects, st.click_target, st.points, st.labels = [], None, [], []
 
     # ----- what the page lists
     def object_rows(self, st: SessionState) -> list[list]:
@@ -264,6 +266,13 @@ class SegmentObjects:
     # ----- the union
     def write_region(self, st: SessionState, margin: float | None, head: str = "",
                      notes: list[str] | None = None) -> tuple[str | None, str | None, str]:
+        """`_write_region` with the region's files to itself (two events of the page may change the objects at once:
+        one removing the folders another writes into would leave a half-written region)."""
+        with self.region_lock:
+            return self._write_region(st, margin, head, notes)
+
+    def _write_region(self, st: SessionState, margin: float | None, head: str = "",
+                      notes: list[str] | None = None) -> tuple[str | None, str | None, str]:
         """Write the kept objects' union as the session's edit region: prepared/ (boxes, tight masks, the objects
         in its source) and segment/ (overlay.mp4 in the objects' colours, boxes.mp4, masks.mp4). With no kept
         object the prepared folder is removed (training and generation then ask for a region). Returns

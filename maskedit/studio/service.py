@@ -81,6 +81,7 @@ class Studio(SegmentObjects, Previews, BackgroundTraining, Estimates, LongGenera
         self.jobs: dict[str, BackgroundJob] = {}  # each session folder's background run
         self.render_seconds: dict = {}  # (frames, width, height) → {phase: seconds} of the last render at that size
         self.gpu_lock = threading.Lock()  # one model: background chunks and GPU events take turns
+        self.region_lock = threading.RLock()  # the sessions' edit-region files: one writer at a time (`objects`)
 
     # ----- sessions and paths
     def session(self, session_hash: str | None, state: SessionState | None = None) -> SessionState:
