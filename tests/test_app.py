@@ -213,7 +213,8 @@ def test_sessions_are_separate(server, inputs):
         text = raw_call(server[0], "set_edited_frame", [{"path": str(path), "meta": {"_type": "gradio.FileData"}},
                                                         False])
         assert "event: error" in text and "Traceback" not in text, text
-    assert sorted(server[1].rglob("*.png")) == before
+    # nothing new (another test's session may end meanwhile and take its files with it)
+    assert set(server[1].rglob("*.png")) <= set(before)
     response = httpx.get(server[0] + f"gradio_api/file={a_file}")
     assert response.status_code in (403, 404)
 
