@@ -90,22 +90,25 @@ def run_generation(pipe, prepared_dir, edited_frame, caption: str, out_dir, sett
         composite_record = generate.composite_settings_record(settings)  # window by window (`long_clip.finish_window`)
     else:
         def work(report, should_stop):
+            def on_phase(name: str) -> None:
+                report(name, "phase")
+
             if preview is not None:
                 from ..workflow.preview import generate_preview
 
                 frames = generate_preview(pipe, prepared, edited, caption, preview, seed=int(settings.seed),
                                           lora_scale=float(lora_scale), method=method, trigger=trigger,
                                           callback=report, should_stop=should_stop,
-                                          negative_prompt=settings.negative_prompt, info=info, on_phase=report)
+                                          negative_prompt=settings.negative_prompt, info=info, on_phase=on_phase)
             else:
                 frames = generate.generate_edit(pipe, prepared, edited, caption, callback=report,
-                                                should_stop=should_stop, info=info, on_phase=report, **generation)
+                                                should_stop=should_stop, info=info, on_phase=on_phase, **generation)
             info.update(generate.edit_clip_measures(pipe, prepared, edited, frames))  # the paper's Table 1 measures
             return frames
 
         frames = None
         for kind, value in in_worker(work, stop_requested):
-            if kind == "step" and isinstance(value, str):  # on_phase: a phase begins
+            if kind == "phase":
                 phases.enter(value)
                 yield {"kind": "phase", "phase": value}
             elif kind == "step":
@@ -164,8 +167,9 @@ def run_long_windows(pipe, prepared, edited, caption: str, out_dir, generation: 
 
 
 def in_worker(work, stop_requested) -> Iterator[tuple]:
-    """Run `work(report, should_stop)` in a worker thread (the denoising), yielding ("step", event) for every
-    `report(event)` it makes and finally ("result", what it returned); its exception is raised here. Closing this
+    """Run `work(report, should_stop)` in a worker thread (the denoising), yielding (kind, event) for every
+    `report(event, kind="step")` it makes (e.g. "phase" as a phase begins) and finally ("result", what it returned);
+    its exception is raised here. Closing this
     generator (a cancelled caller) makes should_stop() True, so the worker stops after its current step, and waits
     for it: the pipe is then free for the next call."""
     closed = threading.Event()  # this generator was closed (the caller cancelled): the worker stops too
@@ -177,7 +181,7 @@ def in_worker(work, stop_requested) -> Iterator[tuple]:
 
     def run():
         try:
-            results.put(("result", work(lambda event: results.put(("step", event)), should_stop)))
+            results.put(("result", work(lambda event, kind="step": results.put((kind, event)), should_stop)))
         except BaseException as error:  # re-raised in the caller's thread
             results.put(("error", error))
 
