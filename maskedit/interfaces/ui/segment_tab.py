@@ -152,9 +152,8 @@ def wire(page, w) -> None:
     @page.guard
     def h_segment(points_json, margin, st, request: gr.Request):
         st = page.sess(st, request)
-        overlay_path, boxes_path, text = studio.segment(st, points_json, margin)
-        return (page.serving.file(overlay_path), page.serving.file(boxes_path), app_message(text) + hints.after("segment"),
-                st)
+        overlay, boxes, text = served(studio.segment(st, points_json, margin))
+        return overlay, boxes, app_message(text) + hints.after("segment"), st
 
     confirmed(w.segment_btn.click(h_segment, [w.points_box, w.margin, state], region_outputs, api_name="segment",
                                   **gpu))
@@ -163,7 +162,7 @@ def wire(page, w) -> None:
     def h_segment_text(text, margin, st, request: gr.Request):
         st = page.sess(st, request)
         overlay_path, boxes_path, notes, instances = studio.segment_text(st, text, margin)
-        return page.serving.file(overlay_path), page.serving.file(boxes_path), notes, instances, st
+        return (*served((overlay_path, boxes_path, notes)), instances, st)
 
     text_outputs = [w.overlay_video, w.boxes_video, w.segment_notes, w.api_instances, state]
     confirmed(w.find_btn.click(h_segment_text, [w.text_in, w.margin, state], text_outputs, api_name="segment_text",
@@ -174,8 +173,8 @@ def wire(page, w) -> None:
     @page.guard
     def h_mask(mask_video, box, margin, fit, st, request: gr.Request):
         st = page.sess(st, request)
-        overlay_path, boxes_path, text = studio.use_mask(st, mask_video, box, margin, fit)
-        return page.serving.file(overlay_path), page.serving.file(boxes_path), text + hints.after("segment"), st
+        overlay, boxes, text = served(studio.use_mask(st, mask_video, box, margin, fit))
+        return overlay, boxes, text + hints.after("segment"), st
 
     confirmed(w.mask_btn.click(h_mask, [w.mask_in, w.box_in, w.margin, w.fit_mask, state], region_outputs,
                                api_name="use_mask", **gpu))
@@ -184,8 +183,7 @@ def wire(page, w) -> None:
     @page.guard
     def h_keep(object_ids, margin, st, request: gr.Request):
         st = page.sess(st, request)
-        overlay_path, boxes_path, text = studio.keep_objects(st, object_ids, margin)
-        return page.serving.file(overlay_path), page.serving.file(boxes_path), text, st
+        return (*served(studio.keep_objects(st, object_ids, margin)), st)
 
     confirmed(w.objects_in.input(h_keep, [w.objects_in, w.margin, state], region_outputs, api_visibility="private"))
     keep_btn = gr.Button(visible=False)
