@@ -106,14 +106,6 @@ def host_memory_line(needed_bytes: int, machine_bytes: int | None = None) -> str
     return f"{text}; this machine has {machine_bytes / GB:.1f} GB: {verdict}"
 
 
-def format_duration(seconds: float) -> str:
-    """"2h 05m", "36m 10s", "42 s"."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs} s")
-
-
 def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -164,10 +156,11 @@ def cmd_plan(args) -> int:
     cached = (f", {run:.4g} run in full with the {settings.step_cache} step cache"
               if settings.step_cache != "off" else "")
     floor = plan.time_floor_s(card)
-    print(f"time on the {card.name}: ≈ {format_duration(floor / UTILISATION)} for the whole edit "
+    from ...studio.progress import format_eta  # the app's own way of writing a duration
+    print(f"time on the {card.name}: ≈ {format_eta(floor / UTILISATION)} for the whole edit "
           f"({settings.train_steps} training steps, {settings.generation_steps} denoising steps{cached}) at "
           f"{UTILISATION:.0%} of its {card.bf16_tflops:g} TFLOPS bf16 peak (calibrated on published measurements, "
-          f"`maskedit.models.estimates`); at least {format_duration(floor)} at the peak itself")
+          f"`maskedit.models.estimates`); at least {format_eta(floor)} at the peak itself")
     if args.gpu.startswith("zerogpu-"):
         for line in zerogpu_lines(plan):
             print(line)
